@@ -1,0 +1,49 @@
+# LaborNet — developer entry points. `make up` and `make test` install what they need first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+SERVICES := jobs insurance brands rights
+PACKAGES := libs/shared $(addprefix services/,$(SERVICES))
+PYPROJECTS := $(addsuffix /pyproject.toml,$(PACKAGES))
+PROVINCES ?=
+PROCESS_PER ?= service
+PYTEST_ARGS ?=
+
+.PHONY: install up test lint bench broker clean help
+
+help:
+	@echo "make up      install, then run the nine-province federation on the embedded broker"
+	@echo "make test    install, then run every test (real broker, SQLite and, if configured, PostgreSQL)"
+	@echo "make lint    ruff and mypy"
+	@echo "make bench   benchmarks"
+
+install: $(STAMP)
+
+$(STAMP): $(PYPROJECTS) requirements-dev.txt constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c constraints.txt -r requirements-dev.txt $(foreach p,$(PACKAGES),-e ./$(p))
+	touch $(STAMP)
+
+up: install
+	$(BIN)/labornet up --process-per $(PROCESS_PER) $(if $(PROVINCES),--provinces $(PROVINCES),)
+
+broker: install
+	$(BIN)/labornet broker
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check libs services tests benchmarks
+	$(BIN)/ruff format --check libs services tests benchmarks
+	$(BIN)/mypy
+	$(BIN)/hadolint $(addsuffix /Dockerfile,$(addprefix services/,$(SERVICES)))
+
+bench: install
+	$(BIN)/python -m benchmarks
+
+clean:
+	rm -rf $(VENV) .labornet .pytest_cache .mypy_cache .ruff_cache

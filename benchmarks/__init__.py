@@ -1,0 +1,1 @@
+"""LaborNet benchmarks (`make bench`); numbers, never pass/fail assertions."""

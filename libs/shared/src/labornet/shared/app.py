@@ -1,0 +1,338 @@
+"""The application factory every service uses: lifespan, platform routes, wiring.
+
+A service describes itself with a :class:`ServiceSpec` (its routers, its migrations, the consumers it runs) and
+gets a FastAPI app with ``/livez``, ``/readyz``, ``/metrics``, ``/api/v1/whoami``, the operator's quarantine
+endpoints, problem+json errors and HTTP metrics. Engines, producers and consumers are built in the lifespan,
+never at import time; :class:`Runtime` is the one place that holds them (the bootstrap).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
+from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from labornet.shared import migrations
+from labornet.shared.auth import Principal, Role, TokenVerifier, current_principal, require_province_role
+from labornet.shared.db import create_engine, outbox, quarantine, readonly_sessionmaker, sessionmaker
+from labornet.shared.inbox import EventConsumer, EventRejected, Handler
+from labornet.shared.kafka import ensure_topics, make_consumer, make_producer
+from labornet.shared.observability import configure_logging, http_metrics_middleware
+from labornet.shared.outbox import Outbox, OutboxRelay, decode_headers
+from labornet.shared.problems import Conflict, NotFound, install_problem_handlers
+from labornet.shared.provinces import ProvinceRegistry, load_registry
+from labornet.shared.settings import Settings
+from labornet.shared.signing import Signer, TrustListFile
+from labornet.shared.topics import deadletter_topic, node_topics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ConsumerSpec:
+    """One consumer group of a service: which topics it reads and which handler applies each event type."""
+
+    name: str
+    topics: Sequence[str]
+    handlers: dict[str, Handler]
+
+
+@dataclass
+class ServiceSpec:
+    name: str
+    version: str
+    migrations: str  # alembic script location, e.g. "labornet.jobs:migrations"
+    routers: Sequence[APIRouter] = ()
+    # wires the service's own objects into runtime.extras (called once the runtime exists, before consumers)
+    setup: Callable[[Runtime], None] = lambda _runtime: None
+    # async start-up work after setup and before consumers (seeding configuration rows…)
+    startup: Callable[[Runtime], Awaitable[None]] | None = None
+    consumers: Callable[[Runtime], Sequence[ConsumerSpec]] = lambda _runtime: ()
+    # long-running tasks of the service (expiry sweeps, webhook delivery…), started after the consumers
+    background: Callable[[Runtime], Sequence[Coroutine[Any, Any, None]]] = lambda _runtime: ()
+    description: str = ""
+
+
+@dataclass
+class Runtime:
+    """Everything a running service holds; built in the lifespan and reachable as ``app.state.runtime``."""
+
+    settings: Settings
+    registry: ProvinceRegistry
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    read_sessions: async_sessionmaker[AsyncSession]
+    outbox: Outbox
+    trust: TrustListFile
+    relay: OutboxRelay
+    consumers: list[EventConsumer] = field(default_factory=list)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def consumer(self, name: str) -> EventConsumer:
+        for consumer in self.consumers:
+            if consumer.name == name:
+                return consumer
+        raise LookupError(f"no consumer named {name}")
+
+
+async def start_runtime(spec: ServiceSpec, settings: Settings) -> Runtime:
+    registry = load_registry(settings.provinces_path)
+    registry.get(settings.province)  # refuses a province that is not a federation member
+    engine = create_engine(settings.database_url)
+    if settings.migrate_on_start:
+        await migrations.upgrade(engine, spec.migrations)
+    assert settings.signing_key_path is not None and settings.trust_list_path is not None
+    signer = Signer.from_file(settings.signing_key_path, settings.province, settings.signing_key_id)
+    trust = TrustListFile(
+        settings.trust_list_path,
+        check_interval_s=settings.trust_reload_interval_s,
+        clock_skew=timedelta(seconds=settings.trust_clock_skew_s),
+    )
+    sessions = sessionmaker(engine)
+    read_sessions = readonly_sessionmaker(engine)
+    writer = Outbox(settings.province, spec.name, signer)
+    relay = OutboxRelay(
+        sessions,
+        read_sessions,
+        lambda: make_producer(settings),
+        writer,
+        service=spec.name,
+        batch_size=settings.outbox_batch_size,
+        poll_interval_s=settings.outbox_poll_interval_s,
+        max_backoff_s=settings.outbox_max_backoff_s,
+        retention=timedelta(hours=settings.outbox_retention_hours),
+        create_topics=(lambda names: ensure_topics(settings, names)) if settings.kafka_create_topics else None,
+    )
+    runtime = Runtime(settings, registry, engine, sessions, read_sessions, writer, trust, relay)
+    if settings.kafka_create_topics:
+        try:
+            await asyncio.wait_for(
+                ensure_topics(settings, node_topics(settings.province, spec.name, registry.codes())), 15
+            )
+        except Exception as exc:  # the relay and consumers retry on their own; topics come with the broker
+            log.warning("could not create topics now (%s); continuing", exc)
+    spec.setup(runtime)
+    if spec.startup is not None:
+        await spec.startup(runtime)
+    for consumer_spec in spec.consumers(runtime):
+        runtime.consumers.append(
+            EventConsumer(
+                name=consumer_spec.name,
+                province=settings.province,
+                service=spec.name,
+                topics=consumer_spec.topics,
+                handlers=consumer_spec.handlers,
+                sessions=sessions,
+                outbox=writer,
+                trust=trust,
+                consumer_factory=functools.partial(make_consumer, settings),
+                deadletter_topic=deadletter_topic(settings.province, spec.name),
+                max_attempts=settings.inbox_max_attempts,
+                retry_backoff_s=settings.inbox_retry_backoff_s,
+            )
+        )
+    runtime.tasks.append(asyncio.create_task(relay.run(), name=f"{spec.name}-outbox-relay"))
+    for consumer in runtime.consumers:
+        runtime.tasks.append(asyncio.create_task(consumer.run(), name=f"{spec.name}-consumer-{consumer.name}"))
+    for index, job in enumerate(spec.background(runtime)):
+        runtime.tasks.append(asyncio.create_task(job, name=f"{spec.name}-background-{index}"))
+    return runtime
+
+
+async def stop_runtime(runtime: Runtime) -> None:
+    for consumer in runtime.consumers:
+        await consumer.stop()
+    await runtime.relay.stop()
+    for task in runtime.tasks:
+        task.cancel()
+    for task in runtime.tasks:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+    await runtime.engine.dispose()
+
+
+# Platform routes -----------------------------------------------------------------------------------------
+
+
+def get_runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+AdminDep = Annotated[Principal, Depends(require_province_role(Role.ADMIN))]
+
+
+class QuarantinedRecord(BaseModel):
+    id: int
+    consumer: str
+    topic: str
+    partition: int
+    offset: int
+    event_id: str | None
+    event_type: str | None
+    origin_province: str | None
+    reason: str
+    error: str
+    attempts: int
+    status: str
+    quarantined_at: datetime
+    resolved_at: datetime | None
+    headers: dict[str, str]
+
+
+class QuarantinePage(BaseModel):
+    items: list[QuarantinedRecord]
+    next_cursor: int | None
+
+
+def _platform_router(spec: ServiceSpec) -> APIRouter:
+    router = APIRouter()
+
+    @router.get("/livez", tags=["operations"], response_class=PlainTextResponse)
+    async def livez() -> str:
+        return "ok"
+
+    @router.get("/readyz", tags=["operations"])
+    async def readyz(runtime: RuntimeDep) -> JSONResponse:
+        checks: dict[str, str] = {}
+        try:
+            async with runtime.read_sessions() as session:
+                await session.execute(text("SELECT 1"))
+            checks["database"] = "ok"
+        except Exception as exc:
+            checks["database"] = f"unreachable: {type(exc).__name__}"
+        for consumer in runtime.consumers:
+            checks[f"consumer:{consumer.name}"] = "assigned" if consumer.ready else "not assigned"
+        ready = all(value in ("ok", "assigned") for value in checks.values())
+        return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+
+    @router.get("/metrics", tags=["operations"])
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    @router.get("/api/v1/whoami", tags=["auth"])
+    async def whoami(principal: Annotated[Principal, Depends(current_principal)]) -> dict[str, Any]:
+        return {"sub": principal.sub, "province": principal.province, "roles": sorted(principal.roles)}
+
+    @router.get("/admin/v1/quarantine", tags=["operations"], response_model=QuarantinePage)
+    async def list_quarantine(
+        runtime: RuntimeDep,
+        _admin: AdminDep,
+        status: Annotated[str, Query(pattern="^(quarantined|replayed|discarded)$")] = "quarantined",
+        after: Annotated[int | None, Query(ge=0, description="cursor: the last id of the previous page")] = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    ) -> QuarantinePage:
+        query = select(quarantine).where(quarantine.c.status == status).order_by(quarantine.c.id).limit(limit + 1)
+        if after is not None:
+            query = query.where(quarantine.c.id > after)
+        async with runtime.read_sessions() as session:
+            rows = (await session.execute(query)).all()
+        items = [
+            QuarantinedRecord(
+                **{
+                    k: v
+                    for k, v in row._mapping.items()
+                    if k not in ("headers", "message_key", "payload", "fingerprint")
+                },
+                headers={name: value.decode("utf-8", "replace") for name, value in decode_headers(row.headers)},
+            )
+            for row in rows[:limit]
+        ]
+        return QuarantinePage(items=items, next_cursor=items[-1].id if len(rows) > limit else None)
+
+    @router.post("/admin/v1/quarantine/{record_id}/replay", tags=["operations"])
+    async def replay(record_id: int, runtime: RuntimeDep, _admin: AdminDep) -> dict[str, Any]:
+        consumer = await _consumer_of(runtime, record_id)
+        try:
+            outcome = await consumer.replay(record_id)
+        except EventRejected as exc:
+            raise Conflict(f"record {record_id} was not applied: {exc}", slug="replay-failed") from exc
+        return {"id": record_id, "outcome": outcome.status}
+
+    @router.post("/admin/v1/quarantine/{record_id}/discard", tags=["operations"])
+    async def discard(record_id: int, runtime: RuntimeDep, _admin: AdminDep) -> dict[str, Any]:
+        consumer = await _consumer_of(runtime, record_id)
+        try:
+            await consumer.discard(record_id)
+        except EventRejected as exc:
+            raise Conflict(str(exc), slug="not-quarantined") from exc
+        return {"id": record_id, "status": "discarded"}
+
+    @router.get("/admin/v1/sync", tags=["operations"])
+    async def sync_status(runtime: RuntimeDep, _admin: AdminDep) -> dict[str, Any]:
+        async with runtime.read_sessions() as session:
+            backlog, oldest = (
+                await session.execute(
+                    select(func.count(), func.min(outbox.c.created_at)).where(outbox.c.sent_at.is_(None))
+                )
+            ).one()
+        return {
+            "outbox": {"pending": backlog, "oldest_pending": oldest},
+            "consumers": {c.name: {"ready": c.ready, "gaps": await c.gaps()} for c in runtime.consumers},
+        }
+
+    return router
+
+
+async def _consumer_of(runtime: Runtime, record_id: int) -> EventConsumer:
+    async with runtime.read_sessions() as session:
+        name = (await session.execute(select(quarantine.c.consumer).where(quarantine.c.id == record_id))).scalar()
+    if name is None:
+        raise NotFound(f"no quarantined record {record_id}")
+    try:
+        return runtime.consumer(name)
+    except LookupError as exc:
+        raise NotFound(f"record {record_id} belongs to consumer {name}, which this service no longer runs") from exc
+
+
+def create_service_app(spec: ServiceSpec, settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings(service=spec.name)
+    if settings.service != spec.name:
+        settings = settings.model_copy(update={"service": spec.name})
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        configure_logging(settings.log_level, settings.log_json, spec.name, settings.province)
+        assert settings.auth_issuer is not None
+        app.state.token_verifier = TokenVerifier.from_settings(
+            issuer=settings.auth_issuer,
+            audience=settings.auth_audience,
+            public_key_path=settings.auth_public_key_path,
+            jwks_url=settings.auth_jwks_url,
+        )
+        runtime = await start_runtime(spec, settings)
+        app.state.runtime = runtime
+        log.info("%s service of province %s started", spec.name, settings.province)
+        try:
+            yield
+        finally:
+            await stop_runtime(runtime)
+
+    app = FastAPI(
+        title=f"LaborNet {spec.name} ({settings.province})",
+        version=spec.version,
+        description=spec.description,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.middleware("http")(http_metrics_middleware(spec.name))
+    install_problem_handlers(app)
+    app.include_router(_platform_router(spec))
+    for router in spec.routers:
+        app.include_router(router)
+    return app

@@ -1,0 +1,200 @@
+"""Bearer-token authentication (JWT, PyJWT) and FastAPI dependencies for roles and provinces.
+
+Claims: ``sub`` (who), ``province`` (the GB/T 2260 code of the node that issued the token), ``roles`` (any of
+``worker``, ``officer``, ``admin``), plus ``iss``, ``aud``, ``iat``, ``exp``.
+
+Production verifies tokens against the identity provider's JWKS URL (``LABORNET_AUTH_JWKS_URL``). The embedded
+mode has a dev issuer per node: an Ed25519 key pair made by ``labornet keys generate`` whose public half the
+services read from ``LABORNET_AUTH_PUBLIC_KEY_PATH``; ``labornet token`` prints tokens signed with it.
+"""
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Self
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from labornet.shared.signing import load_public_key
+
+ALGORITHMS = ["EdDSA", "RS256", "ES256"]
+
+
+class Role(StrEnum):
+    WORKER = "worker"
+    OFFICER = "officer"
+    ADMIN = "admin"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The caller, as the token says."""
+
+    sub: str
+    province: str
+    roles: frozenset[Role] = field(default_factory=frozenset)
+    claims: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def has(self, role: Role) -> bool:
+        return role in self.roles
+
+
+class AuthError(Exception):
+    """Why a token was refused, in words a caller can act on."""
+
+
+class TokenVerifier:
+    """Verifies bearer tokens with a static public key (dev issuer) or a JWKS URL (production)."""
+
+    def __init__(
+        self,
+        *,
+        issuer: str,
+        audience: str,
+        public_key: Ed25519PublicKey | None = None,
+        jwks_url: str | None = None,
+        leeway_s: int = 30,
+    ) -> None:
+        if public_key is None and jwks_url is None:
+            raise ValueError("token verification needs a public key or a JWKS URL")
+        self.issuer = issuer
+        self.audience = audience
+        self.public_key = public_key
+        self.jwks = jwt.PyJWKClient(jwks_url, cache_keys=True, lifespan=300) if jwks_url else None
+        self.leeway_s = leeway_s
+
+    @classmethod
+    def from_settings(cls, *, issuer: str, audience: str, public_key_path: Path | None, jwks_url: str | None) -> Self:
+        key = load_public_key(public_key_path) if (public_key_path is not None and jwks_url is None) else None
+        return cls(issuer=issuer, audience=audience, public_key=key, jwks_url=jwks_url)
+
+    def verify(self, token: str) -> Principal:
+        try:
+            key: Any = self.public_key
+            if self.jwks is not None:
+                key = self.jwks.get_signing_key_from_jwt(token).key
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=ALGORITHMS,
+                audience=self.audience,
+                issuer=self.issuer,
+                leeway=self.leeway_s,
+                options={"require": ["sub", "exp", "iat", "iss", "aud"]},
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise AuthError("the token has expired; ask for a new one") from exc
+        except jwt.InvalidIssuerError as exc:
+            raise AuthError(f"the token was not issued by {self.issuer}") from exc
+        except jwt.InvalidAudienceError as exc:
+            raise AuthError(f"the token is not meant for audience {self.audience!r}") from exc
+        except jwt.MissingRequiredClaimError as exc:
+            raise AuthError(f"the token lacks the {exc.claim!r} claim") from exc
+        except jwt.PyJWTError as exc:
+            raise AuthError("the token is not valid (bad signature or malformed)") from exc
+        province = claims.get("province")
+        if not isinstance(province, str) or len(province) != 6 or not province.isdigit():
+            raise AuthError("the token lacks a valid 'province' claim (a 6-digit code)")
+        raw_roles = claims.get("roles", [])
+        if not isinstance(raw_roles, list):
+            raise AuthError("the 'roles' claim must be a list")
+        roles = frozenset(Role(r) for r in raw_roles if isinstance(r, str) and r in Role._value2member_map_)
+        return Principal(sub=str(claims["sub"]), province=province, roles=roles, claims=claims)
+
+
+def issue_token(
+    private_key: Ed25519PrivateKey,
+    *,
+    sub: str,
+    province: str,
+    roles: Sequence[str],
+    issuer: str,
+    audience: str = "labornet",
+    ttl_s: int = 8 * 3600,
+    key_id: str | None = None,
+    extra: dict[str, Any] | None = None,
+) -> str:
+    """A dev token signed by the node's dev issuer key (EdDSA)."""
+    unknown = [r for r in roles if r not in Role._value2member_map_]
+    if unknown:
+        raise ValueError(f"unknown role(s) {', '.join(unknown)}; expected worker, officer or admin")
+    now = int(time.time())
+    claims: dict[str, Any] = {
+        "sub": sub,
+        "province": province,
+        "roles": list(roles),
+        "iss": issuer,
+        "aud": audience,
+        "iat": now,
+        "exp": now + ttl_s,
+        **(extra or {}),
+    }
+    headers = {"kid": key_id} if key_id else None
+    return jwt.encode(claims, private_key, algorithm="EdDSA", headers=headers)
+
+
+# FastAPI dependencies ----------------------------------------------------------------------------------
+
+_bearer = HTTPBearer(auto_error=False)
+
+
+def _unauthorized(detail: str) -> HTTPException:
+    return HTTPException(status.HTTP_401_UNAUTHORIZED, detail=detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+async def current_principal(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> Principal:
+    """The authenticated caller; 401 with a reason when the token is missing or invalid."""
+    if credentials is None:
+        raise _unauthorized("this endpoint needs a bearer token (Authorization: Bearer <token>)")
+    verifier: TokenVerifier = request.app.state.token_verifier
+    try:
+        if verifier.jwks is not None:  # may fetch the JWKS over HTTP: keep it off the event loop
+            return await asyncio.to_thread(verifier.verify, credentials.credentials)
+        return verifier.verify(credentials.credentials)
+    except AuthError as exc:
+        raise _unauthorized(str(exc)) from exc
+
+
+async def optional_principal(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> Principal | None:
+    """The caller if a token was sent (a bad token is still a 401), else ``None`` for public reads."""
+    if credentials is None:
+        return None
+    return await current_principal(request, credentials)
+
+
+def require_role(*roles: Role) -> Callable[..., Awaitable[Principal]]:
+    """Dependency: the caller must hold one of ``roles``; 403 otherwise."""
+
+    async def dependency(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
+        if not any(principal.has(role) for role in roles):
+            wanted = " or ".join(role.value for role in roles)
+            raise HTTPException(status.HTTP_403_FORBIDDEN, detail=f"this action needs the role {wanted}")
+        return principal
+
+    return dependency
+
+
+def require_province_role(*roles: Role) -> Callable[..., Awaitable[Principal]]:
+    """Dependency: one of ``roles`` *and* a token of this node's province (writes to its own records)."""
+    role_check = require_role(*roles)
+
+    async def dependency(request: Request, principal: Annotated[Principal, Depends(role_check)]) -> Principal:
+        own = request.app.state.settings.province
+        if principal.province != own:
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN,
+                detail=f"this action is reserved to province {own}; your token is for {principal.province}",
+            )
+        return principal
+
+    return dependency

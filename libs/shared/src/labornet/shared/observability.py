@@ -1,0 +1,188 @@
+"""Metrics, JSON logs and W3C trace context.
+
+Metric names follow Prometheus conventions and carry a ``service`` label so that the per-node process mode (four
+services in one process) stays readable. The list matches docs/architecture: HTTP latency, events
+published/consumed/rejected/dead-lettered, outbox backlog and oldest pending age, consumer lag, end-to-end event
+age on apply, sync gaps.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import re
+import secrets
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from prometheus_client import Counter, Gauge, Histogram
+from starlette.requests import Request
+from starlette.responses import Response
+
+# Metrics ---------------------------------------------------------------------------------------------
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+AGE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0, 60.0, 300.0, 3600.0, 86400.0)
+
+HTTP_REQUEST_DURATION = Histogram(
+    "labornet_http_request_duration_seconds",
+    "HTTP request latency by route template and status code",
+    ["service", "method", "route", "status"],
+    buckets=LATENCY_BUCKETS,
+)
+EVENTS_PUBLISHED = Counter(
+    "labornet_events_published_total", "Events the outbox relay published to Kafka", ["service", "topic"]
+)
+PUBLISH_FAILURES = Counter(
+    "labornet_outbox_publish_failures_total", "Relay batches that failed to publish (the rows wait)", ["service"]
+)
+OUTBOX_BACKLOG = Gauge("labornet_outbox_backlog", "Outbox rows not yet published", ["service"])
+OUTBOX_OLDEST_AGE = Gauge(
+    "labornet_outbox_oldest_pending_age_seconds", "Age of the oldest unpublished outbox row", ["service"]
+)
+EVENTS_CONSUMED = Counter(
+    "labornet_events_consumed_total",
+    "Records handled by consumers, by outcome (applied, duplicate)",
+    ["service", "topic", "outcome"],
+)
+EVENTS_REJECTED = Counter(
+    "labornet_events_rejected_total",
+    "Records refused before applying (signature, key, province, malformed)",
+    ["service", "topic", "reason"],
+)
+EVENTS_DEAD_LETTERED = Counter(
+    "labornet_events_dead_lettered_total",
+    "Records sent to the dead-letter topic and the quarantine table",
+    ["service", "topic", "reason"],
+)
+EVENT_RETRIES = Counter("labornet_event_retries_total", "Handler retries", ["service", "topic"])
+EVENT_AGE = Histogram(
+    "labornet_event_age_seconds",
+    "End-to-end age of an event when applied (now minus ce_time)",
+    ["service", "topic", "origin"],
+    buckets=AGE_BUCKETS,
+)
+CONSUMER_LAG = Gauge(
+    "labornet_consumer_lag", "Records behind the high watermark", ["service", "group", "topic", "partition"]
+)
+CONSUMER_ASSIGNED_PARTITIONS = Gauge(
+    "labornet_consumer_assigned_partitions", "Partitions assigned to this consumer", ["service", "group"]
+)
+SYNC_GAPS = Gauge(
+    "labornet_sync_gap_events",
+    "Sequence numbers missing in a stream received from an origin (max seq minus events seen)",
+    ["service", "stream"],
+)
+QUARANTINED = Gauge("labornet_quarantined_events", "Quarantined records awaiting an operator", ["service"])
+
+# Trace context ---------------------------------------------------------------------------------------
+
+_TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
+current_traceparent: contextvars.ContextVar[str | None] = contextvars.ContextVar("traceparent", default=None)
+
+
+def new_traceparent(trace_id: str | None = None) -> str:
+    return f"00-{trace_id or secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
+
+
+def child_traceparent(parent: str | None) -> str:
+    """A new span id under ``parent``'s trace, or a new trace when ``parent`` is absent or invalid."""
+    match = _TRACEPARENT.match(parent or "")
+    return new_traceparent(match.group(1) if match else None)
+
+
+def trace_id_of(traceparent: str | None) -> str | None:
+    match = _TRACEPARENT.match(traceparent or "")
+    return match.group(1) if match else None
+
+
+# Logging ---------------------------------------------------------------------------------------------
+
+_STANDARD_RECORD_FIELDS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+
+
+_RESIDENT_ID = re.compile(r"(?<![0-9A-Za-z])(\d{4})\d{10}(\d{3}[\dXx])(?![0-9A-Za-z])")
+
+
+def scrub(text: str) -> str:
+    """Mask anything shaped like a resident identity number (``5101**********123X``)."""
+    return _RESIDENT_ID.sub(lambda m: f"{m.group(1)}{'*' * 10}{m.group(2)}", text)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line with the trace id of the current request or event.
+
+    Identity numbers never reach the log: anything shaped like one is masked, whatever logged it.
+    """
+
+    def __init__(self, service: str = "", province: str = "") -> None:
+        super().__init__()
+        self.service = service
+        self.province = province
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        if self.service:
+            entry["service"] = self.service
+        if self.province:
+            entry["province"] = self.province
+        trace_id = trace_id_of(current_traceparent.get())
+        if trace_id:
+            entry["trace_id"] = trace_id
+        for key, value in vars(record).items():
+            if key not in _STANDARD_RECORD_FIELDS and not key.startswith("_"):
+                entry[key] = value
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return scrub(json.dumps(entry, ensure_ascii=False, default=str))
+
+
+def configure_logging(level: str = "INFO", json_logs: bool = True, service: str = "", province: str = "") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if json_logs:
+        handler.setFormatter(JsonFormatter(service, province))
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    logging.getLogger("aiokafka").setLevel(logging.ERROR)
+    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+
+
+# HTTP middleware -------------------------------------------------------------------------------------
+
+
+def http_metrics_middleware(
+    service: str,
+) -> Callable[[Request, Callable[[Request], Awaitable[Response]]], Awaitable[Response]]:
+    """Times every request by route template and joins or starts a W3C trace."""
+
+    async def middleware(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        traceparent = child_traceparent(request.headers.get("traceparent"))
+        token = current_traceparent.set(traceparent)
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            response.headers["traceparent"] = traceparent
+            return response
+        finally:
+            route = request.scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            HTTP_REQUEST_DURATION.labels(service, request.method, template, str(status)).observe(
+                time.perf_counter() - started
+            )
+            current_traceparent.reset(token)
+
+    return middleware

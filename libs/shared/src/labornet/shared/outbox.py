@@ -1,0 +1,365 @@
+"""Transactional outbox: events are rows written in the same transaction as the state change.
+
+:class:`Outbox` is what a use case calls inside its unit of work. It gives the event the next sequence number of
+its origin stream (a counter row updated in the same transaction, so numbers are gap-free and follow commit
+order), signs it and inserts the row. Nothing talks to Kafka inside a transaction.
+
+:class:`OutboxRelay` publishes pending rows in id order, in batches, with ``acks=all``, and marks them sent. It
+selects by *state* (``sent_at IS NULL``), never by "id greater than the last one seen", so a row whose
+transaction committed late is still picked up. While the broker is down rows simply wait; the relay backs off
+and resumes by itself. On PostgreSQL an advisory lock lets exactly one replica relay at a time, which keeps one
+aggregate's events in order even when the service runs several replicas.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import logging
+import zlib
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from sqlalchemy import delete, func, select, text, update
+from sqlalchemy import event as sa_event
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session
+
+from labornet.shared.db import outbox, outbox_stream, utcnow
+from labornet.shared.envelope import Envelope, encode_data, event_source, new_event_id
+from labornet.shared.observability import (
+    EVENTS_PUBLISHED,
+    OUTBOX_BACKLOG,
+    OUTBOX_OLDEST_AGE,
+    PUBLISH_FAILURES,
+    current_traceparent,
+)
+from labornet.shared.signing import Signer
+from labornet.shared.topics import inbox_topic, is_inbox_topic, stream_id
+
+log = logging.getLogger(__name__)
+
+_WAKE_KEY = "labornet_outbox_wake"
+
+
+def encode_headers(headers: Sequence[tuple[str, bytes]]) -> list[list[str]]:
+    return [[name, base64.b64encode(value).decode()] for name, value in headers]
+
+
+def decode_headers(stored: Sequence[Sequence[str]]) -> list[tuple[str, bytes]]:
+    return [(name, base64.b64decode(value)) for name, value in stored]
+
+
+def record_fingerprint(key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes]]) -> str:
+    """SHA-256 over a record's key, headers and value: the same bytes give the same fingerprint."""
+    digest = hashlib.sha256()
+    for part in (key or b"", *(n.encode() + b"=" + v for n, v in headers), value or b""):
+        digest.update(len(part).to_bytes(8, "big") + part)
+    return digest.hexdigest()
+
+
+class Outbox:
+    """Writes signed events into the outbox of the current unit of work."""
+
+    def __init__(self, province: str, service: str, signer: Signer) -> None:
+        self.province = province
+        self.service = service
+        self.signer = signer
+        self._wake = asyncio.Event()
+
+    async def add(
+        self,
+        session: AsyncSession,
+        *,
+        topic: str,
+        event_type: str,
+        key: str,
+        data: Mapping[str, Any] | Any,
+        subject: str | None = None,
+        destination: str | None = None,
+        schema_version: int = 1,
+    ) -> Envelope:
+        """Add one event to the transaction ``session`` is in and return it as it will be published.
+
+        Directed messages (``destination`` set) go only to that province's inbox topic, and inbox topics only
+        carry directed messages: personal data must never land on a broadcast topic by mistake.
+        """
+        if destination is not None and topic != inbox_topic(destination, self.service):
+            raise ValueError(f"a message for {destination} must go to {inbox_topic(destination, self.service)}")
+        if destination is None and is_inbox_topic(topic):
+            raise ValueError(f"topic {topic} is an inbox: say which province the message is addressed to")
+        stream = stream_id(self.province, topic)
+        seq = await self._next_seq(session, stream)
+        envelope = self.signer.sign(
+            Envelope(
+                id=new_event_id(),
+                source=event_source(self.province, self.service),
+                type=event_type,
+                time=datetime.now(UTC),
+                partitionkey=key,
+                originprovince=self.province,
+                destprovince=destination,
+                stream=stream,
+                streamseq=seq,
+                schemaversion=schema_version,
+                subject=subject,
+                traceparent=current_traceparent.get(),
+                data=encode_data(data),
+            )
+        )
+        record_key, value, headers = envelope.to_kafka()
+        await session.execute(
+            outbox.insert().values(
+                event_id=envelope.id,
+                event_type=event_type,
+                topic=topic,
+                message_key=record_key,
+                headers=encode_headers(headers),
+                payload=value,
+                stream=stream,
+                seq=seq,
+                created_at=envelope.time,
+                attempts=0,
+            )
+        )
+        self._wake_after_commit(session)
+        return envelope
+
+    async def add_record(
+        self,
+        session: AsyncSession,
+        *,
+        topic: str,
+        event_id: str,
+        event_type: str,
+        key: bytes | None,
+        headers: Sequence[tuple[str, bytes]],
+        payload: bytes,
+    ) -> None:
+        """Queue an existing record unchanged (used for dead-lettering: the original signature still holds)."""
+        await session.execute(
+            outbox.insert().values(
+                event_id=event_id,
+                event_type=event_type,
+                topic=topic,
+                message_key=key,
+                headers=encode_headers(headers),
+                payload=payload,
+                created_at=utcnow(),
+                attempts=0,
+            )
+        )
+        self._wake_after_commit(session)
+
+    async def _next_seq(self, session: AsyncSession, stream: str) -> int:
+        dialect = session.get_bind().dialect.name
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        statement = (
+            insert(outbox_stream)
+            .values(stream=stream, last_seq=1)
+            .on_conflict_do_update(
+                index_elements=[outbox_stream.c.stream], set_={"last_seq": outbox_stream.c.last_seq + 1}
+            )
+            .returning(outbox_stream.c.last_seq)
+        )
+        return int((await session.execute(statement)).scalar_one())
+
+    def _wake_after_commit(self, session: AsyncSession) -> None:
+        sync_session = session.sync_session
+        if sync_session.info.get(_WAKE_KEY):
+            return
+        sync_session.info[_WAKE_KEY] = True
+
+        def on_commit(_session: Session) -> None:
+            sync_session.info.pop(_WAKE_KEY, None)
+            self._wake.set()
+
+        def on_rollback(_session: Session, _transaction: object) -> None:
+            sync_session.info.pop(_WAKE_KEY, None)
+
+        sa_event.listen(sync_session, "after_commit", on_commit, once=True)
+        sa_event.listen(sync_session, "after_soft_rollback", on_rollback, once=True)
+
+    async def wait_for_work(self, timeout: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout)
+        self._wake.clear()
+
+
+class OutboxRelay:
+    """Publishes pending outbox rows to Kafka and marks them sent."""
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        read_sessions: async_sessionmaker[AsyncSession],
+        producer_factory: Callable[[], AIOKafkaProducer],
+        outbox_writer: Outbox,
+        *,
+        service: str,
+        batch_size: int = 200,
+        poll_interval_s: float = 0.05,
+        max_backoff_s: float = 5.0,
+        retention: timedelta = timedelta(hours=168),
+        create_topics: Callable[[set[str]], Awaitable[object]] | None = None,
+    ) -> None:
+        self.sessions = sessions
+        self.read_sessions = read_sessions
+        self.producer_factory = producer_factory
+        self.producer: AIOKafkaProducer | None = None
+        self.create_topics = create_topics
+        self.outbox = outbox_writer
+        self.service = service
+        self.batch_size = batch_size
+        self.poll_interval_s = poll_interval_s
+        self.max_backoff_s = max_backoff_s
+        self.retention = retention
+        self._lock_key = zlib.crc32(f"labornet-outbox-{service}".encode())
+        self._stopping = asyncio.Event()
+        self._last_stats = 0.0
+        self._last_purge = 0.0
+
+    async def run(self) -> None:
+        """Relay until :meth:`stop`; never raises on broker or database trouble."""
+        backoff = 0.0
+        while not self._stopping.is_set():
+            try:
+                published = await self.publish_batch()
+                backoff = 0.0
+                await self._housekeeping()
+                if published < self.batch_size:
+                    await self._idle(self.poll_interval_s)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                PUBLISH_FAILURES.labels(self.service).inc()
+                await self._close_producer()  # reconnect with fresh metadata
+                backoff = min(self.max_backoff_s, max(0.1, backoff * 2))
+                log.warning("outbox relay: publishing failed, retrying in %.1fs: %s", backoff, exc)
+                with contextlib.suppress(Exception):
+                    await self._update_stats()
+                await self._sleep(backoff)
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        self.outbox._wake.set()
+        await self._close_producer()
+
+    async def _ensure_producer(self) -> AIOKafkaProducer:
+        if self.producer is None:
+            producer = self.producer_factory()
+            try:
+                await producer.start()
+            except Exception:
+                with contextlib.suppress(Exception):
+                    await producer.stop()
+                raise
+            self.producer = producer
+        return self.producer
+
+    async def _close_producer(self) -> None:
+        producer, self.producer = self.producer, None
+        if producer is not None:
+            with contextlib.suppress(Exception):
+                await producer.stop()
+
+    async def _check_topics(self, producer: AIOKafkaProducer, topics: set[str]) -> AIOKafkaProducer:
+        """Make sure the broker knows every topic before sending to it.
+
+        A broker that restarted without its data (the embedded broker keeps memory only) may accept records for
+        a topic it no longer has and drop them. Asking for fresh metadata before each batch catches that: missing
+        topics are created again and the producer reconnects with the new layout.
+        """
+        metadata = await producer.client.fetch_all_metadata()
+        missing = topics - set(metadata.topics())
+        if not missing:
+            return producer
+        log.info("outbox relay: topics %s missing on the broker; recreating them", sorted(missing))
+        if self.create_topics is not None:
+            await self.create_topics(missing)
+        await self._close_producer()
+        return await self._ensure_producer()
+
+    async def publish_batch(self) -> int:
+        """Publish up to one batch; return how many rows were sent.
+
+        Rows are read in a read-only transaction (on SQLite it takes no write lock, so domain writers are never
+        held up by a slow or absent broker) and marked sent in a short write transaction afterwards.
+        """
+        async with self.read_sessions() as session, session.begin():
+            if session.get_bind().dialect.name == "postgresql":
+                got = await session.execute(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": self._lock_key})
+                if not got.scalar_one():
+                    return 0  # another replica is relaying
+            rows = (
+                await session.execute(
+                    select(outbox.c.id, outbox.c.topic, outbox.c.message_key, outbox.c.headers, outbox.c.payload)
+                    .where(outbox.c.sent_at.is_(None))
+                    .order_by(outbox.c.id)
+                    .limit(self.batch_size)
+                )
+            ).all()
+            if not rows:
+                return 0
+            ids = [row.id for row in rows]
+            try:
+                producer = await self._check_topics(await self._ensure_producer(), {row.topic for row in rows})
+                futures = [
+                    await producer.send(
+                        row.topic, row.payload, key=row.message_key, headers=decode_headers(row.headers)
+                    )
+                    for row in rows
+                ]
+                await asyncio.gather(*futures)
+            except Exception as exc:
+                await self._record_failure(ids, exc)
+                raise
+            async with self.sessions() as writer, writer.begin():
+                await writer.execute(update(outbox).where(outbox.c.id.in_(ids)).values(sent_at=utcnow()))
+        for row in rows:
+            EVENTS_PUBLISHED.labels(self.service, row.topic).inc()
+        return len(rows)
+
+    async def _record_failure(self, ids: list[int], exc: Exception) -> None:
+        with contextlib.suppress(Exception):
+            async with self.sessions() as session, session.begin():
+                await session.execute(
+                    update(outbox)
+                    .where(outbox.c.id.in_(ids))
+                    .values(attempts=outbox.c.attempts + 1, last_error=f"{type(exc).__name__}: {exc}"[:2000])
+                )
+
+    async def _housekeeping(self) -> None:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if now - self._last_stats >= 1.0:
+            self._last_stats = now
+            await self._update_stats()
+        if now - self._last_purge >= 60.0:
+            self._last_purge = now
+            async with self.sessions() as session, session.begin():
+                await session.execute(delete(outbox).where(outbox.c.sent_at < utcnow() - self.retention))
+
+    async def _update_stats(self) -> None:
+        async with self.read_sessions() as session:
+            count, oldest = (
+                await session.execute(
+                    select(func.count(), func.min(outbox.c.created_at)).where(outbox.c.sent_at.is_(None))
+                )
+            ).one()
+        OUTBOX_BACKLOG.labels(self.service).set(count)
+        if oldest is not None and oldest.tzinfo is None:
+            oldest = oldest.replace(tzinfo=UTC)
+        OUTBOX_OLDEST_AGE.labels(self.service).set((utcnow() - oldest).total_seconds() if oldest else 0)
+
+    async def _idle(self, seconds: float) -> None:
+        await self.outbox.wait_for_work(seconds)
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)

@@ -1,0 +1,142 @@
+"""RFC 9457 problem details for every error a client can see.
+
+Every error response is ``application/problem+json`` with ``type``, ``title``, ``status``, ``detail`` and
+``instance``; validation errors add ``errors`` (field path and message). Nothing internal — no stack trace, no
+SQL — ever reaches a client: unexpected failures answer 500 with the trace id to quote to an operator.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import JSONResponse
+
+from labornet.shared.observability import current_traceparent, trace_id_of
+
+log = logging.getLogger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+TYPE_BASE = "https://labornet.example/problems/"
+
+
+class Problem(Exception):
+    """A domain error with an HTTP status; raise it from use cases and routes."""
+
+    status: int = 400
+    slug: str = "bad-request"
+
+    def __init__(self, detail: str, *, status: int | None = None, slug: str | None = None, **extra: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        if status is not None:
+            self.status = status
+        if slug is not None:
+            self.slug = slug
+        self.extra = extra
+
+
+class NotFound(Problem):
+    status = 404
+    slug = "not-found"
+
+
+class Conflict(Problem):
+    status = 409
+    slug = "conflict"
+
+
+class Forbidden(Problem):
+    status = 403
+    slug = "forbidden"
+
+
+class Unprocessable(Problem):
+    status = 422
+    slug = "validation-error"
+
+
+def problem_response(
+    request: Request,
+    status: int,
+    detail: str,
+    *,
+    slug: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
+    title = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
+    body: dict[str, Any] = {
+        "type": TYPE_BASE + (slug or title.lower().replace(" ", "-")),
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "instance": request.url.path,
+    }
+    trace_id = trace_id_of(current_traceparent.get())
+    if trace_id:
+        body["trace_id"] = trace_id
+    body.update(extra)
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=dict(headers or {}))
+
+
+def _jsonable(value: Any) -> Any:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return str(value)
+    return value
+
+
+def _field_errors(errors: Sequence[Any]) -> list[dict[str, Any]]:
+    result = []
+    for error in errors:
+        location = [str(part) for part in error.get("loc", ()) if part not in ("body",)]
+        message = str(error.get("msg", "invalid value"))
+        ctx = error.get("ctx") or {}
+        if "error" in ctx and isinstance(ctx["error"], Exception):
+            message = str(ctx["error"])
+        message = message.removeprefix("Value error, ")
+        result.append(
+            {"field": ".".join(location) or "body", "message": message, "input": _jsonable(error.get("input"))}
+        )
+    return result
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    @app.exception_handler(Problem)
+    async def _problem(request: Request, exc: Problem) -> JSONResponse:
+        return problem_response(request, exc.status, exc.detail, slug=exc.slug, **exc.extra)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = _field_errors(exc.errors())
+        summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
+        return problem_response(
+            request, 422, f"the request is not valid: {summary}", slug="validation-error", errors=errors
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
+        if exc.status_code == 404 and detail == "Not Found":
+            detail = f"no resource at {request.url.path}"
+        if exc.status_code == 405:
+            detail = f"method {request.method} is not allowed on {request.url.path}"
+        return problem_response(request, exc.status_code, detail, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return problem_response(
+            request,
+            500,
+            "an internal error occurred; the request was not completed. Quote the trace_id to an operator.",
+            slug="internal-error",
+        )

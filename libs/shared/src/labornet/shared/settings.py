@@ -1,0 +1,145 @@
+"""Node and service configuration.
+
+Every setting is read from the environment with the prefix ``LABORNET_`` (for example
+``LABORNET_PROVINCE=510000``, ``LABORNET_DATABASE_URL=postgresql+asyncpg://...``) or from a ``.env`` file.
+Nothing an operator may need to change is buried in code.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from labornet.shared.workdays import WorkCalendar
+
+ServiceName = Literal["jobs", "insurance", "brands", "rights"]
+SERVICE_NAMES: tuple[ServiceName, ...] = ("jobs", "insurance", "brands", "rights")
+
+ENV_PREFIX = "LABORNET_"
+
+
+class Settings(BaseSettings):
+    """Configuration of one service of one province node."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_file=".env", extra="ignore")
+
+    province: str = Field("510000", description="GB/T 2260 code of the province this node serves")
+    service: ServiceName = Field("jobs", description="which of the four services this process runs")
+    data_dir: Path = Field(Path(".labornet"), description="root for SQLite files and keys in the embedded mode")
+    database_url: str = Field(
+        "",
+        description="SQLAlchemy async URL; empty means a SQLite file under data_dir "
+        "(sqlite+aiosqlite:///...); PostgreSQL via postgresql+asyncpg://",
+    )
+    migrate_on_start: bool = Field(True, description="apply alembic migrations when the service starts")
+
+    kafka_bootstrap_servers: str = Field("127.0.0.1:9092", description="comma-separated host:port list")
+    kafka_enable_idempotence: bool = Field(
+        False, description="idempotent producer; on for Apache Kafka, off for the embedded broker"
+    )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: str | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: str | None = None
+    kafka_ssl_cafile: Path | None = Field(None, description="CA bundle of the cluster (e.g. Strimzi's cluster CA)")
+    kafka_ssl_certfile: Path | None = Field(None, description="client certificate for mTLS (Strimzi KafkaUser)")
+    kafka_ssl_keyfile: Path | None = Field(None, description="client private key for mTLS")
+    kafka_fetch_max_wait_ms: int = Field(10, ge=1, description="consumer fetch wait; latency is about half of it")
+    kafka_session_timeout_ms: int = Field(
+        10_000, ge=1000, description="consumer group session timeout; the embedded broker's join takes a share of it"
+    )
+    kafka_heartbeat_interval_ms: int = Field(3_000, ge=100)
+    kafka_topic_partitions: int = Field(3, ge=1)
+    kafka_topic_replication: int = Field(1, ge=1)
+    kafka_create_topics: bool = Field(
+        True, description="create missing topics at start (embedded/dev); off where Strimzi KafkaTopics own them"
+    )
+
+    keys_dir: Path | None = Field(None, description="directory with this node's keys; default data_dir/keys/<province>")
+    signing_key_path: Path | None = Field(None, description="Ed25519 private key (PEM) used to sign events")
+    signing_key_id: str | None = Field(None, description="key id of the signing key as listed in the trust list")
+    trust_list_path: Path | None = Field(
+        None, description="federation trust list (JSON); default data_dir/trust-list.json"
+    )
+    trust_reload_interval_s: float = Field(1.0, gt=0, description="how often the trust-list file is checked")
+    trust_clock_skew_s: float = Field(300.0, ge=0, description="how far in the future an event time may lie")
+    federation_path: Path | None = Field(
+        None, description="where partner nodes listen (JSON written by `labornet up`); default data_dir/federation.json"
+    )
+    divisions_path: Path | None = Field(None, description="division registry (JSON); default: the bundled file")
+    jobs_sweep_interval_s: float = Field(60.0, gt=0, description="jobs: how often closing dates are checked")
+    insurance_auto_answer: bool = Field(
+        False, description="insurance: answer contact letters at once from the records, without an officer"
+    )
+    insurance_sweep_interval_s: float = Field(15.0, gt=0, description="insurance: how often deadlines are counted")
+    provinces_path: Path | None = Field(None, description="province registry (JSON); default: the bundled nine regions")
+
+    auth_jwks_url: str | None = Field(None, description="production: JWKS URL of the identity provider")
+    auth_public_key_path: Path | None = Field(None, description="dev: public key (PEM) of the node's dev token issuer")
+    auth_issuer: str | None = Field(None, description="expected iss claim; default labornet:<province>")
+    auth_audience: str = Field("labornet", description="expected aud claim")
+
+    outbox_batch_size: int = Field(200, ge=1, le=10_000)
+    outbox_poll_interval_s: float = Field(0.05, gt=0, description="relay idle poll interval")
+    outbox_max_backoff_s: float = Field(5.0, gt=0, description="relay backoff ceiling while the broker is down")
+    outbox_retention_hours: float = Field(168.0, gt=0, description="how long published outbox rows are kept")
+
+    inbox_max_attempts: int = Field(3, ge=1, description="attempts before an event is dead-lettered")
+    inbox_retry_backoff_s: float = Field(0.2, ge=0, description="first retry delay; doubles each attempt")
+
+    holidays: list[date] = Field(default_factory=list, description="public holidays (JSON list of ISO dates)")
+    extra_workdays: list[date] = Field(default_factory=list, description="weekend days scheduled as working days")
+
+    log_level: str = "INFO"
+    log_json: bool = True
+
+    @field_validator("province")
+    @classmethod
+    def _province_is_division_code(cls, value: str) -> str:
+        if len(value) != 6 or not value.isdigit() or not value.endswith("0000"):
+            raise ValueError(f"province {value!r}: expected a 6-digit GB/T 2260 province code such as 510000")
+        return value
+
+    @model_validator(mode="after")
+    def _fill_defaults(self) -> Settings:
+        keys = self.keys_dir or self.data_dir / "keys" / self.province
+        self.keys_dir = keys
+        if self.signing_key_path is None:
+            self.signing_key_path = keys / "signing.key"
+        if self.auth_public_key_path is None and self.auth_jwks_url is None:
+            self.auth_public_key_path = keys / "token.pub"
+        if self.federation_path is None:
+            self.federation_path = self.data_dir / "federation.json"
+        if self.trust_list_path is None:
+            self.trust_list_path = self.data_dir / "trust-list.json"
+        if self.auth_issuer is None:
+            self.auth_issuer = f"labornet:{self.province}"
+        if not self.database_url:
+            path = (self.data_dir / "db" / self.province / f"{self.service}.sqlite3").resolve()
+            self.database_url = f"sqlite+aiosqlite:///{path}"
+        return self
+
+    def peer_url(self, province: str, service: str) -> str | None:
+        """Base URL of a partner's service from the federation file, if it is known."""
+        import json
+
+        if self.federation_path is None or not self.federation_path.exists():
+            return None
+        document = json.loads(self.federation_path.read_text("utf-8"))
+        url = document.get("provinces", {}).get(province, {}).get("services", {}).get(service)
+        return str(url) if url else None
+
+    def calendar(self) -> WorkCalendar:
+        return WorkCalendar.of(self.holidays, self.extra_workdays)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def bootstrap_servers(self) -> list[str]:
+        return [s.strip() for s in self.kafka_bootstrap_servers.split(",") if s.strip()]

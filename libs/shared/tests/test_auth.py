@@ -1,0 +1,127 @@
+"""Bearer tokens: the dev issuer, verification errors, and a JWKS URL served over real HTTP."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from labornet.shared.auth import AuthError, Role, TokenVerifier, issue_token
+
+ISSUER = "labornet:510000"
+
+
+@pytest.fixture
+def key() -> Ed25519PrivateKey:
+    return Ed25519PrivateKey.generate()
+
+
+def verifier(key: Ed25519PrivateKey) -> TokenVerifier:
+    return TokenVerifier(issuer=ISSUER, audience="labornet", public_key=key.public_key())
+
+
+def test_dev_token_round_trip(key: Ed25519PrivateKey) -> None:
+    token = issue_token(key, sub="alice", province="510000", roles=["officer", "admin"], issuer=ISSUER)
+    principal = verifier(key).verify(token)
+    assert (principal.sub, principal.province) == ("alice", "510000")
+    assert principal.roles == {Role.OFFICER, Role.ADMIN}
+    assert principal.has(Role.ADMIN) and not principal.has(Role.WORKER)
+
+
+def test_unknown_roles_are_refused_at_issue(key: Ed25519PrivateKey) -> None:
+    with pytest.raises(ValueError, match="unknown role"):
+        issue_token(key, sub="x", province="510000", roles=["superuser"], issuer=ISSUER)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"ttl_s": -120}, "expired"),
+        ({"issuer": "labornet:330000"}, "not issued by labornet:510000"),
+        ({"audience": "someone-else"}, "audience"),
+        ({"province": "51"}, "'province' claim"),
+    ],
+)
+def test_refusals_say_why(key: Ed25519PrivateKey, kwargs: dict[str, object], message: str) -> None:
+    claims: dict[str, object] = {"sub": "bob", "province": "510000", "roles": ["worker"], "issuer": ISSUER}
+    claims.update(kwargs)
+    token = issue_token(key, **claims)  # type: ignore[arg-type]
+    with pytest.raises(AuthError, match=message):
+        verifier(key).verify(token)
+
+
+def test_token_signed_by_another_key_is_refused(key: Ed25519PrivateKey) -> None:
+    token = issue_token(Ed25519PrivateKey.generate(), sub="eve", province="510000", roles=["admin"], issuer=ISSUER)
+    with pytest.raises(AuthError, match="not valid"):
+        verifier(key).verify(token)
+
+
+def test_unsigned_token_is_refused(key: Ed25519PrivateKey) -> None:
+    now = int(time.time())
+    token = jwt.encode(
+        {
+            "sub": "eve",
+            "province": "510000",
+            "roles": ["admin"],
+            "iss": ISSUER,
+            "aud": "labornet",
+            "iat": now,
+            "exp": now + 60,
+        },
+        key=None,
+        algorithm="none",
+    )
+    with pytest.raises(AuthError):
+        verifier(key).verify(token)
+
+
+@pytest.fixture
+def jwks_server(key: Ed25519PrivateKey) -> Iterator[str]:
+    jwk = json.loads(jwt.algorithms.OKPAlgorithm.to_jwk(key.public_key()))
+    jwk.update(kid="prod-1", use="sig", alg="EdDSA")
+    body = json.dumps({"keys": [jwk]}).encode()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/.well-known/jwks.json"
+    server.shutdown()
+
+
+def test_production_verifies_against_a_jwks_url(key: Ed25519PrivateKey, jwks_server: str) -> None:
+    production = TokenVerifier(issuer="https://idp.sichuan.example", audience="labornet", jwks_url=jwks_server)
+    token = issue_token(
+        key,
+        sub="officer-7",
+        province="510000",
+        roles=["officer"],
+        issuer="https://idp.sichuan.example",
+        key_id="prod-1",
+    )
+    assert production.verify(token).sub == "officer-7"
+    stranger = issue_token(
+        Ed25519PrivateKey.generate(),
+        sub="eve",
+        province="510000",
+        roles=["admin"],
+        issuer="https://idp.sichuan.example",
+        key_id="prod-1",
+    )
+    with pytest.raises(AuthError):
+        production.verify(stranger)

@@ -1,0 +1,86 @@
+"""JSON logs with trace ids, W3C trace context, settings."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+
+from labornet.shared.observability import (
+    JsonFormatter,
+    child_traceparent,
+    current_traceparent,
+    new_traceparent,
+    trace_id_of,
+)
+from labornet.shared.settings import Settings
+
+
+def test_child_keeps_the_trace_and_changes_the_span() -> None:
+    parent = new_traceparent()
+    child = child_traceparent(parent)
+    assert trace_id_of(child) == trace_id_of(parent)
+    assert child.split("-")[2] != parent.split("-")[2]
+    assert trace_id_of(child_traceparent("garbage")) is not None, "an invalid parent starts a new trace"
+
+
+def test_json_log_line_carries_trace_id_and_extra_fields() -> None:
+    traceparent = new_traceparent()
+    token = current_traceparent.set(traceparent)
+    try:
+        record = logging.makeLogRecord(
+            {
+                "name": "labornet.test",
+                "levelname": "INFO",
+                "msg": "applied %s",
+                "args": ("e-1",),
+                "topic": "labornet.510000.jobs.events",
+            }
+        )
+        line = json.loads(JsonFormatter("jobs", "510000").format(record))
+    finally:
+        current_traceparent.reset(token)
+    assert line["msg"] == "applied e-1"
+    assert line["trace_id"] == trace_id_of(traceparent)
+    assert (line["service"], line["province"], line["topic"]) == ("jobs", "510000", "labornet.510000.jobs.events")
+
+
+def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("LABORNET_PROVINCE", "330000")
+    monkeypatch.setenv("LABORNET_SERVICE", "insurance")
+    monkeypatch.setenv("LABORNET_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("LABORNET_KAFKA_BOOTSTRAP_SERVERS", "10.0.0.1:9092, 10.0.0.2:9092")
+    settings = Settings()  # type: ignore[call-arg]
+    assert settings.database_url == f"sqlite+aiosqlite:///{tmp_path.resolve()}/db/330000/insurance.sqlite3"
+    assert settings.bootstrap_servers == ["10.0.0.1:9092", "10.0.0.2:9092"]
+    assert settings.signing_key_path == tmp_path / "keys/330000/signing.key"
+    assert settings.trust_list_path == tmp_path / "trust-list.json"
+    assert settings.auth_issuer == "labornet:330000"
+    monkeypatch.setenv("LABORNET_DATABASE_URL", "postgresql+asyncpg://u@db/insurance")
+    assert not Settings().is_sqlite  # type: ignore[call-arg]
+
+
+def test_bad_province_setting_is_explained(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LABORNET_PROVINCE", "5100")
+    with pytest.raises(ValueError, match="expected a 6-digit GB/T 2260 province code"):
+        Settings()  # type: ignore[call-arg]
+
+
+def test_identity_numbers_never_reach_the_log() -> None:
+    record = logging.makeLogRecord(
+        {
+            "name": "x",
+            "levelname": "WARNING",
+            "msg": "refused transfer for %s",
+            "args": ("51010519900307123X",),
+            "person": "11010519491231002X",
+        }
+    )
+    line = JsonFormatter().format(record)
+    assert "51010519900307123X" not in line and "11010519491231002X" not in line
+    assert "5101**********123X" in line and "1101**********002X" in line
+    assert "order 202611230000000000001" in JsonFormatter().format(
+        logging.makeLogRecord({"msg": "order 202611230000000000001"})
+    ), "a 21-digit number is not an identity number"

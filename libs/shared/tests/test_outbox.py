@@ -1,0 +1,207 @@
+"""The transactional outbox and its relay, on real SQLite/PostgreSQL and the real embedded broker."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Column, Integer, MetaData, String, Table, func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from labornet.shared.broker import EmbeddedBroker
+from labornet.shared.db import outbox, readonly_sessionmaker, sessionmaker
+from labornet.shared.envelope import Envelope
+from labornet.shared.kafka import ensure_topics, make_producer
+from labornet.shared.keys import NodeKeys
+from labornet.shared.outbox import Outbox, OutboxRelay
+from labornet.shared.settings import Settings
+from labornet.shared.signing import Signer, TrustList
+from labornet.shared.testing import consume_all, eventually, platform_engine
+
+state = MetaData()
+vacancy = Table("vacancy", state, Column("id", String(40), primary_key=True), Column("version", Integer))
+
+
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = await platform_engine(database_url, state)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+def writer(node_keys: dict[str, NodeKeys]) -> Outbox:
+    keys = node_keys["510000"]
+    return Outbox("510000", "jobs", Signer.from_file(keys.signing_key, "510000"))
+
+
+async def publish_vacancy(engine: AsyncEngine, writer: Outbox, vacancy_id: str, topic: str = "t.jobs") -> Envelope:
+    async with sessionmaker(engine)() as session, session.begin():
+        await session.execute(vacancy.insert().values(id=vacancy_id, version=1))
+        return await writer.add(
+            session,
+            topic=topic,
+            event_type="org.labornet.jobs.vacancy.published.v1",
+            key=vacancy_id,
+            data={"id": vacancy_id, "title": "川菜厨师"},
+        )
+
+
+async def pending(engine: AsyncEngine) -> int:
+    async with sessionmaker(engine)() as session:
+        return int((await session.execute(select(func.count()).where(outbox.c.sent_at.is_(None)))).scalar_one())
+
+
+def relay_for(engine: AsyncEngine, writer: Outbox, bootstrap: str, batch_size: int = 50) -> OutboxRelay:
+    settings = Settings(kafka_bootstrap_servers=bootstrap)  # type: ignore[call-arg]
+    return OutboxRelay(
+        sessionmaker(engine),
+        readonly_sessionmaker(engine),
+        lambda: make_producer(settings),
+        writer,
+        service="jobs",
+        batch_size=batch_size,
+        poll_interval_s=0.02,
+        max_backoff_s=0.5,
+        create_topics=lambda names: ensure_topics(settings, names),
+    )
+
+
+@contextlib.asynccontextmanager
+async def running(relay: OutboxRelay) -> AsyncIterator[None]:
+    task = asyncio.create_task(relay.run())
+    try:
+        yield
+    finally:
+        await relay.stop()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_event_is_written_with_the_state_change_or_not_at_all(engine: AsyncEngine, writer: Outbox) -> None:
+    await publish_vacancy(engine, writer, "510000-V-1")
+
+    async def failing_use_case() -> None:
+        async with sessionmaker(engine)() as session, session.begin():
+            await session.execute(vacancy.insert().values(id="510000-V-2", version=1))
+            await writer.add(session, topic="t.jobs", event_type="x.v1", key="510000-V-2", data={})
+            raise RuntimeError("validation failed")
+
+    with pytest.raises(RuntimeError, match="validation failed"):
+        await failing_use_case()
+    second = await publish_vacancy(engine, writer, "510000-V-3")
+    async with sessionmaker(engine)() as session:
+        rows = (await session.execute(select(outbox.c.seq, outbox.c.event_type).order_by(outbox.c.id))).all()
+        states = (await session.execute(select(vacancy.c.id))).scalars().all()
+    assert sorted(states) == ["510000-V-1", "510000-V-3"]
+    assert [r.seq for r in rows] == [1, 2], "a rolled-back transaction leaves no gap in the stream"
+    assert second.streamseq == 2
+    assert second.stream == "510000/t.jobs"
+
+
+async def test_sequences_stay_gap_free_under_concurrent_writers(engine: AsyncEngine, writer: Outbox) -> None:
+    async def write(n: int) -> None:
+        async with sessionmaker(engine)() as session, session.begin():
+            await writer.add(session, topic="t.jobs", event_type="x.v1", key=f"k{n}", data={"n": n})
+            if n % 5 == 0:
+                raise ValueError("rolled back on purpose")
+
+    results = await asyncio.gather(*(write(n) for n in range(30)), return_exceptions=True)
+    assert sum(isinstance(r, ValueError) for r in results) == 6
+    async with sessionmaker(engine)() as session:
+        seqs = (await session.execute(select(outbox.c.seq).order_by(outbox.c.seq))).scalars().all()
+    assert seqs == list(range(1, 25))
+
+
+async def test_relay_publishes_signed_records_and_marks_rows_sent(
+    engine: AsyncEngine, writer: Outbox, kafka_broker: EmbeddedBroker, federation_dir: Path
+) -> None:
+    topic = f"t.relay.{datetime.now(UTC).timestamp():.0f}.{id(engine)}"
+    written = [await publish_vacancy(engine, writer, f"510000-V-{n}", topic) for n in range(120)]
+    async with running(relay_for(engine, writer, kafka_broker.bootstrap_servers)):
+        records = await consume_all(kafka_broker.bootstrap_servers, topic, 120)
+
+        async def all_sent() -> bool:
+            return await pending(engine) == 0
+
+        await eventually(all_sent)
+    trust = TrustList.load(federation_dir / "trust-list.json")
+    received = [Envelope.from_kafka(r.key, r.value, r.headers) for r in records]
+    assert sorted(e.id for e in received) == sorted(e.id for e in written)
+    assert all(trust.verify(e).province == "510000" for e in received)
+    by_key = {e.partitionkey: e for e in received}
+    assert by_key["510000-V-7"].json() == {"id": "510000-V-7", "title": "川菜厨师"}
+
+
+async def test_relay_does_not_skip_a_row_committed_late(
+    engine: AsyncEngine, writer: Outbox, kafka_broker: EmbeddedBroker, db_backend: str
+) -> None:
+    if db_backend == "sqlite":
+        pytest.skip("SQLite serialises writers (BEGIN IMMEDIATE): a later id cannot commit before an earlier one")
+    topic = f"t.late.{id(engine)}"
+    late_session = sessionmaker(engine)()
+    await late_session.begin()
+    late = await writer.add(late_session, topic=topic, event_type="x.v1", key="late", data={"n": 1})
+    early = await publish_vacancy(engine, writer, "510000-V-early", topic + ".other")
+    async with sessionmaker(engine)() as session:
+        ids = dict((await session.execute(select(outbox.c.event_id, outbox.c.id))).all())
+    assert early.id in ids and late.id not in ids  # the late row is invisible while its transaction is open
+
+    async with running(relay_for(engine, writer, kafka_broker.bootstrap_servers)):
+        assert len(await consume_all(kafka_broker.bootstrap_servers, topic + ".other", 1)) == 1
+        await late_session.commit()
+        await late_session.close()
+        records = await consume_all(kafka_broker.bootstrap_servers, topic, 1)
+    assert [Envelope.from_kafka(r.key, r.value, r.headers).id for r in records] == [late.id]
+    async with sessionmaker(engine)() as session:
+        late_row_id = (await session.execute(select(outbox.c.id).where(outbox.c.event_id == late.id))).scalar_one()
+    assert late_row_id < ids[early.id], "the late row has the lower id, yet it was published"
+
+
+async def test_relay_survives_a_broker_outage(
+    engine: AsyncEngine, writer: Outbox, private_broker: EmbeddedBroker
+) -> None:
+    topic = "t.outage"
+    bootstrap = private_broker.bootstrap_servers
+    relay = relay_for(engine, writer, bootstrap, batch_size=10)
+    async with running(relay):
+        before = [await publish_vacancy(engine, writer, f"before-{n}", topic) for n in range(5)]
+        assert len(await consume_all(bootstrap, topic, 5)) == 5
+
+        private_broker.stop()
+        during = [await publish_vacancy(engine, writer, f"during-{n}", topic) for n in range(25)]
+        await asyncio.sleep(1.5)
+        assert await pending(engine) == 25, "while the broker is down the rows wait"
+
+        private_broker.start()  # memory storage: the restarted broker starts empty
+
+        async def drained() -> bool:
+            return await pending(engine) == 0
+
+        await eventually(drained, timeout_s=60)
+        records = await consume_all(bootstrap, topic, 25)
+    published = {Envelope.from_kafka(r.key, r.value, r.headers).id for r in records}
+    assert {e.id for e in during} <= published, "every event written during the outage reached the broker"
+    assert len(before) == 5
+    async with sessionmaker(engine)() as session:
+        attempts = (await session.execute(select(func.max(outbox.c.attempts)))).scalar_one()
+    assert attempts >= 1, "failed attempts are recorded on the waiting rows"
+
+
+async def test_directed_messages_only_go_to_the_destination_inbox(engine: AsyncEngine, writer: Outbox) -> None:
+    async with sessionmaker(engine)() as session, session.begin():
+        with pytest.raises(ValueError, match=r"must go to labornet\.330000\.jobs\.inbox"):
+            await writer.add(
+                session, topic="labornet.510000.jobs.events", event_type="x.v1", key="k", data={}, destination="330000"
+            )
+        with pytest.raises(ValueError, match="say which province"):
+            await writer.add(session, topic="labornet.330000.jobs.inbox", event_type="x.v1", key="k", data={})
+        sent = await writer.add(
+            session, topic="labornet.330000.jobs.inbox", event_type="x.v1", key="k", data={}, destination="330000"
+        )
+    assert sent.destprovince == "330000"

@@ -1,0 +1,371 @@
+"""Labour-service brands (劳务品牌): what an officer registers, the rules of a brand's life, the events it causes.
+
+A brand belongs to its origin province: only that province's officers register, change, recognise and revoke it,
+and every change raises its ``version``. Partners keep a replica that applies a change only when its version is
+newer than what they hold.
+
+Life: ``proposed`` (registered, awaiting recognition) → ``recognised`` → ``revoked``. A proposal that will not be
+recognised is revoked too (withdrawn), so ``revoked`` is the one end state, and it always carries a reason. A
+revoked brand never changes again and gives its name free in its province.
+
+A brand name is unique in its origin province, compared in :func:`normalise_name` form (full-width letters folded,
+case, spaces and punctuation ignored: ``川 妹子`` and ``川妹子！`` are the name ``川妹子``). Across provinces the same
+name may exist; :mod:`labornet.brands.domain.names` decides how such brands are displayed.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import unicodedata
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from importlib.resources import files
+from typing import Annotated, Any, Self
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from labornet.brands.domain.places import DivisionInProvince, MemberProvince
+from labornet.brands.domain.text import has_cjk
+from labornet.shared.identifiers import CreditCodeStr, DivisionCodeStr
+
+REGISTERED = "org.labornet.brands.brand.registered.v1"
+UPDATED = "org.labornet.brands.brand.updated.v1"
+RECOGNISED = "org.labornet.brands.brand.recognised.v1"
+REVOKED = "org.labornet.brands.brand.revoked.v1"
+EVENT_TYPES = (REGISTERED, UPDATED, RECOGNISED, REVOKED)
+
+MAX_NAME_LENGTH = 50
+MAX_PEOPLE = 100_000_000
+MAX_INCOME_CNY = 10_000_000_000_000  # ten trillion yuan: far above any brand, far below BIGINT
+
+
+class Status(StrEnum):
+    PROPOSED = "proposed"
+    RECOGNISED = "recognised"
+    REVOKED = "revoked"
+
+
+class Level(StrEnum):
+    NATIONAL = "national"
+    PROVINCIAL = "provincial"
+    CITY_COUNTY = "city-county"
+
+
+class BodyType(StrEnum):
+    """Who cultivates the brand: a regional public brand (a government or association) or an enterprise."""
+
+    REGIONAL_PUBLIC = "regional-public"
+    ENTERPRISE = "enterprise"
+
+
+class BrandRuleError(ValueError):
+    """A change the brand's rules do not allow (revoked brand, wrong status…)."""
+
+
+class StaleVersion(BrandRuleError):
+    """Someone changed the brand since the caller read it."""
+
+
+class VersionRequired(BrandRuleError):
+    """A change that does not say which version it applies to."""
+
+
+@dataclass(frozen=True)
+class Category:
+    code: str
+    zh: str
+    en: str
+
+
+@functools.cache
+def categories() -> dict[str, Category]:
+    """The industry / skill categories shipped with the service (``data/categories.json``), in file order."""
+    document = json.loads(files("labornet.brands").joinpath("data/categories.json").read_text("utf-8"))
+    return {item["code"]: Category(item["code"], item["zh"], item["en"]) for item in document["categories"]}
+
+
+def normalise_name(name: str) -> str:
+    """The form in which names are compared: NFKC, case-folded, letters and digits only."""
+    return "".join(char for char in unicodedata.normalize("NFKC", name).casefold() if char.isalnum())
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_brand_id(province: str) -> str:
+    return f"{province}-B-{uuid.uuid4().hex[:20].upper()}"
+
+
+# Request fields -------------------------------------------------------------------------------------------------
+
+
+def _chinese_name(value: str) -> str:
+    if not has_cjk(value):
+        raise ValueError(f"name_zh {value!r} should be the brand's Chinese name, e.g. 川妹子")
+    if not normalise_name(value):
+        raise ValueError(f"name_zh {value!r} has no letters or characters")
+    return value
+
+
+def _known_category(code: str) -> str:
+    if code not in categories():
+        known = ", ".join(f"{c.code} ({c.zh})" for c in list(categories().values())[:5])
+        raise ValueError(f"category {code!r} is not in the brand category list (e.g. {known}; GET /api/v1/categories)")
+    return code
+
+
+def _trademark_number(value: str) -> str:
+    number = "".join(unicodedata.normalize("NFKC", value).split()).removeprefix("第").removesuffix("号")
+    if not (number.isascii() and number.isdigit() and 5 <= len(number) <= 12):
+        raise ValueError(
+            f"trademark registration number {value!r}: expected the 5 to 12 digits of the 商标注册证, e.g. 12345678"
+        )
+    return number
+
+
+NameZh = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_NAME_LENGTH),
+    AfterValidator(_chinese_name),
+]
+NameEn = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+CategoryCode = Annotated[str, StringConstraints(strip_whitespace=True), AfterValidator(_known_category)]
+ShortText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Skill = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=50)]
+PersonName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=50)]
+TrademarkNumber = Annotated[str, AfterValidator(_trademark_number)]
+People = Annotated[int, Field(ge=0, le=MAX_PEOPLE)]
+Income = Annotated[int, Field(ge=0, le=MAX_INCOME_CNY, description="yuan (CNY) per year")]
+Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1000)]
+
+
+class CultivatingBody(BaseModel):
+    """The body that cultivates the brand; an enterprise must give its unified social credit code."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    type: BodyType
+    name: ShortText
+    credit_code: CreditCodeStr | None = Field(None, validate_default=True)
+
+    @field_validator("credit_code")
+    @classmethod
+    def _enterprise_has_credit_code(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None and info.data.get("type") == BodyType.ENTERPRISE:
+            raise ValueError("an enterprise brand needs the enterprise's unified social credit code")
+        return value
+
+
+class TrainingBase(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    name: ShortText
+    division_code: DivisionCodeStr | None = Field(None, description="where the base is (any province)")
+
+
+def distinct(values: list[str] | None) -> list[str] | None:
+    """The values in their order, each once."""
+    return None if values is None else list(dict.fromkeys(values))
+
+
+class BrandDraft(BaseModel):
+    """What an officer of the origin province sends to register a brand."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    name_zh: NameZh
+    name_en: NameEn | None = None
+    division_code: DivisionInProvince = Field(description="the brand's home: a prefecture or county of the province")
+    category: CategoryCode
+    level: Level
+    cultivating_body: CultivatingBody
+    description: str = Field("", max_length=5000)
+    skills: list[Skill] = Field(default_factory=list, max_length=30)
+    training_bases: list[TrainingBase] = Field(default_factory=list, max_length=50)
+    destination_regions: list[MemberProvince] = Field(
+        default_factory=list, max_length=20, description="member provinces the brand's workers go to"
+    )
+    people_trained: People = 0
+    jobs_supported: People = 0
+    annual_labour_income_cny: Income = 0
+    spokespersons: list[PersonName] = Field(default_factory=list, max_length=10)
+    trademark_number: TrademarkNumber | None = None
+
+    @field_validator("skills", "destination_regions", "spokespersons")
+    @classmethod
+    def _distinct(cls, values: list[str] | None) -> list[str] | None:
+        return distinct(values)
+
+
+class BrandChanges(BaseModel):
+    """A partial update; ``version`` (or the If-Match header) must name the version being changed."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    version: int | None = Field(None, ge=1)
+    name_zh: NameZh | None = None
+    name_en: NameEn | None = None
+    division_code: DivisionInProvince | None = None
+    category: CategoryCode | None = None
+    level: Level | None = None
+    cultivating_body: CultivatingBody | None = None
+    description: str | None = Field(None, max_length=5000)
+    skills: list[Skill] | None = Field(None, max_length=30)
+    training_bases: list[TrainingBase] | None = Field(None, max_length=50)
+    destination_regions: list[MemberProvince] | None = Field(None, max_length=20)
+    people_trained: People | None = None
+    jobs_supported: People | None = None
+    annual_labour_income_cny: Income | None = None
+    spokespersons: list[PersonName] | None = Field(None, max_length=10)
+    trademark_number: TrademarkNumber | None = None
+
+    @field_validator("skills", "destination_regions", "spokespersons")
+    @classmethod
+    def _distinct(cls, values: list[str] | None) -> list[str] | None:
+        return distinct(values)
+
+    @model_validator(mode="after")
+    def _changes_something(self) -> Self:
+        if not self.model_fields_set - {"version"}:
+            raise ValueError("the update changes nothing: send at least one field besides version")
+        for name in self.model_fields_set & _REQUIRED_IN_DRAFT:
+            if getattr(self, name) is None:
+                raise ValueError(f"{name} cannot be removed, only changed")
+        return self
+
+
+_REQUIRED_IN_DRAFT = frozenset(name for name, field in BrandDraft.model_fields.items() if field.is_required())
+
+
+class RecogniseRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    version: int | None = Field(None, ge=1)
+
+
+class RevokeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    reason: Reason = Field(description="why the brand is revoked (or the proposal withdrawn)")
+    version: int | None = Field(None, ge=1)
+
+
+def flatten(request: BrandDraft | BrandChanges) -> dict[str, Any]:
+    """Request fields as brand columns (only the fields that were given)."""
+    given = request.model_dump(mode="json", exclude_unset=True, exclude={"version"})
+    columns: dict[str, Any] = {}
+    for name, value in given.items():
+        if name == "cultivating_body":
+            columns["cultivating_body_type"] = value["type"]
+            columns["cultivating_body_name"] = value["name"]
+            columns["cultivating_body_credit_code"] = value.get("credit_code")
+        else:
+            columns[name] = value
+    return columns
+
+
+# Rules ----------------------------------------------------------------------------------------------------------
+
+
+def _check_version(current: dict[str, Any], expected_version: int | None) -> None:
+    if expected_version is None:
+        raise VersionRequired("say which version you change: an If-Match header or a version field")
+    if expected_version != current["version"]:
+        raise StaleVersion(
+            f"brand {current['id']} is at version {current['version']}, not {expected_version}; reload and retry"
+        )
+
+
+def check_update(current: dict[str, Any], expected_version: int | None) -> None:
+    if current["status"] == Status.REVOKED:
+        raise BrandRuleError(f"brand {current['id']} is revoked; a revoked brand does not change")
+    _check_version(current, expected_version)
+
+
+def check_recognise(current: dict[str, Any], expected_version: int | None) -> None:
+    if current["status"] != Status.PROPOSED:
+        raise BrandRuleError(f"brand {current['id']} is {current['status']}; only a proposed brand is recognised")
+    _check_version(current, expected_version)
+
+
+def check_revoke(current: dict[str, Any], expected_version: int | None) -> None:
+    if current["status"] == Status.REVOKED:
+        raise BrandRuleError(f"brand {current['id']} is already revoked")
+    _check_version(current, expected_version)
+
+
+# The brand on the wire ------------------------------------------------------------------------------------------
+
+
+def _utc(value: datetime) -> datetime:
+    """Aware UTC (SQLite hands stored times back naive; every stored time is UTC)."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+UtcTime = Annotated[datetime, AfterValidator(_utc)]
+
+
+Text18 = Annotated[str, StringConstraints(max_length=18)]
+Text20 = Annotated[str, StringConstraints(max_length=20)]
+Text40 = Annotated[str, StringConstraints(max_length=40)]
+Text50 = Annotated[str, StringConstraints(max_length=50)]
+Text100 = Annotated[str, StringConstraints(max_length=100)]
+Text200 = Annotated[str, StringConstraints(max_length=200)]
+Text1000 = Annotated[str, StringConstraints(max_length=1000)]
+Text5000 = Annotated[str, StringConstraints(max_length=5000)]
+ProvinceCode = Annotated[str, StringConstraints(pattern=r"^\d{2}0000$")]
+
+
+class BrandRecord(BaseModel):
+    """A brand as events carry it and the API shows it (schema of the four ``brand.*.v1`` events).
+
+    Receivers ignore fields they do not know, so a later version may add optional fields. ``category_name`` and
+    ``division_name`` travel with the brand: a replica never depends on its own copy of those lists.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+    id: Text40
+    origin_province: str = Field(pattern=r"^\d{2}0000$")
+    name_zh: Text50
+    name_en: Text100 | None
+    name_claimed_at: UtcTime = Field(description="when the brand took its current name (registration or rename)")
+    division_code: str = Field(pattern=r"^\d{6}$")
+    division_name: Text100
+    category: Text40
+    category_name: Text100
+    level: Level
+    cultivating_body_type: BodyType
+    cultivating_body_name: Text200
+    cultivating_body_credit_code: Text18 | None
+    description: Text5000
+    skills: list[Text50]
+    training_bases: list[TrainingBase]
+    destination_regions: list[ProvinceCode]
+    people_trained: int = Field(ge=0)
+    jobs_supported: int = Field(ge=0)
+    annual_labour_income_cny: int = Field(ge=0, le=MAX_INCOME_CNY)
+    spokespersons: list[Text50]
+    trademark_number: Text20 | None
+    status: Status
+    registered_at: UtcTime
+    recognised_at: UtcTime | None
+    revoked_at: UtcTime | None
+    revocation_reason: Text1000 | None
+    updated_at: UtcTime
+    version: int = Field(ge=1)
+
+    @model_validator(mode="after")
+    def _owned_by_origin(self) -> Self:
+        if not self.id.startswith(f"{self.origin_province}-B-"):
+            raise ValueError(f"brand id {self.id} does not belong to province {self.origin_province}")
+        return self
+
+
+RECORD_FIELDS = tuple(BrandRecord.model_fields)

@@ -1,0 +1,123 @@
+"""Entry point: `uvicorn --factory labornet.insurance.app:create_app` (configuration from LABORNET_* variables).
+
+The bootstrap of the insurance service: the transfer saga (use cases and the handlers of the directed messages
+arriving on this province's insurance inbox), records and settlements API, and the deadline sweep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import FastAPI
+from prometheus_client import Gauge
+from sqlalchemy import func, select
+
+from labornet.insurance import __doc__ as description
+from labornet.insurance import __version__
+from labornet.insurance.adapters.tables import settlement, transfer
+from labornet.insurance.domain.transfer import TERMINAL, State
+from labornet.insurance.entrypoints import api
+from labornet.insurance.service_layer.records import ensure_config
+from labornet.insurance.service_layer.transfers import TransferService
+from labornet.shared.app import ConsumerSpec, Runtime, ServiceSpec, create_service_app
+from labornet.shared.settings import Settings
+from labornet.shared.topics import inbox_topic
+
+log = logging.getLogger(__name__)
+
+TRANSFERS = Gauge(
+    "labornet_insurance_transfers", "Transfer cases on this node", ["side", "state", "from_province", "to_province"]
+)
+OVERDUE = Gauge("labornet_insurance_transfers_overdue", "Open transfer cases past a time limit", ["side"])
+SETTLEMENTS_PENDING = Gauge(
+    "labornet_insurance_settlements_pending_amount", "CNY due to receiving provinces, not yet paid"
+)
+
+
+def setup(runtime: Runtime) -> None:
+    runtime.extras["transfers"] = TransferService(
+        province=runtime.settings.province,
+        sessions=runtime.sessions,
+        outbox=runtime.outbox,
+        calendar=runtime.settings.calendar(),
+        members=runtime.registry.codes(),
+        auto_answer=runtime.settings.insurance_auto_answer,
+    )
+
+
+async def startup(runtime: Runtime) -> None:
+    async with runtime.sessions() as session, session.begin():
+        await ensure_config(session, runtime.settings.province)
+
+
+def consumers(runtime: Runtime) -> Sequence[ConsumerSpec]:
+    service: TransferService = runtime.extras["transfers"]
+    return [
+        ConsumerSpec(
+            name="transfers", topics=[inbox_topic(runtime.settings.province, "insurance")], handlers=service.handlers()
+        )
+    ]
+
+
+async def refresh_gauges(runtime: Runtime) -> None:
+    today = datetime.now(UTC).date()
+    async with runtime.read_sessions() as session:
+        rows = await session.execute(
+            select(
+                transfer.c.side, transfer.c.state, transfer.c.from_province, transfer.c.to_province, func.count()
+            ).group_by(transfer.c.side, transfer.c.state, transfer.c.from_province, transfer.c.to_province)
+        )
+        for side, state, source, target, count in rows:
+            TRANSFERS.labels(side, state, source, target).set(count)
+        for side in ("receiving", "sending"):
+            late = transfer.c.complete_due < today
+            if side == "sending":
+                late = late | ((transfer.c.state == State.RECEIVED) & (transfer.c.answer_due < today))
+            overdue = (
+                await session.execute(
+                    select(func.count()).where(transfer.c.side == side, transfer.c.state.not_in(TERMINAL), late)
+                )
+            ).scalar_one()
+            OVERDUE.labels(side).set(overdue)
+        pending = (
+            await session.execute(
+                select(func.coalesce(func.sum(settlement.c.amount), 0)).where(settlement.c.status == "pending")
+            )
+        ).scalar_one()
+        SETTLEMENTS_PENDING.set(float(pending))
+
+
+async def sweep(runtime: Runtime) -> None:
+    while True:
+        try:
+            await refresh_gauges(runtime)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("insurance gauges could not be refreshed; retrying")
+        await asyncio.sleep(runtime.settings.insurance_sweep_interval_s)
+
+
+def background(runtime: Runtime) -> list[Coroutine[Any, Any, None]]:
+    return [sweep(runtime)]
+
+
+SPEC = ServiceSpec(
+    name="insurance",
+    version=__version__,
+    migrations="labornet.insurance:migrations",
+    routers=[api.router],
+    setup=setup,
+    startup=startup,
+    consumers=consumers,
+    background=background,
+    description=description or "",
+)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    return create_service_app(SPEC, settings)

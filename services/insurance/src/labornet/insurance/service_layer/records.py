@@ -1,0 +1,218 @@
+"""Insured-person records kept by a province's officers: persons, contribution periods, benefit configuration,
+and the bulk CSV import of existing records (all or nothing, with a row-level error report)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from importlib.resources import files
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from sqlalchemy import insert, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from labornet.insurance.adapters.tables import benefit_config, contribution_period, insured_person
+from labornet.insurance.domain.rules import Period, PeriodKind, PersonStatus, overlapping
+from labornet.shared.identifiers import CreditCodeStr, DivisionCodeStr, ResidentIdStr
+
+MONTH = r"^\d{4}-(0[1-9]|1[0-2])$"
+
+
+def month(value: str) -> date:
+    return date.fromisoformat(value + "-01")
+
+
+class PeriodIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    start_month: str = Field(pattern=MONTH, description="YYYY-MM")
+    end_month: str = Field(pattern=MONTH, description="YYYY-MM, inclusive")
+    kind: PeriodKind = PeriodKind.ACTUAL
+    employer_credit_code: CreditCodeStr | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> PeriodIn:
+        if self.end_month < self.start_month:
+            raise ValueError(f"end_month {self.end_month} is before start_month {self.start_month}")
+        today = datetime.now(UTC).strftime("%Y-%m")
+        if self.end_month > today:
+            raise ValueError(f"end_month {self.end_month} is in the future")
+        return self
+
+
+class PersonIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    resident_id: ResidentIdStr
+    name: str = Field(min_length=1, max_length=100)
+    hukou_division: DivisionCodeStr
+    status: PersonStatus = PersonStatus.EMPLOYED
+    employer_credit_code: CreditCodeStr | None = None
+    months_used: int = Field(0, ge=0, le=1200)
+    benefit_months_paid: int = Field(0, ge=0, le=24)
+    periods: list[PeriodIn] = Field(default_factory=list, max_length=600)
+
+    @field_validator("status")
+    @classmethod
+    def _recordable(cls, value: PersonStatus) -> PersonStatus:
+        if value in (PersonStatus.TRANSFERRING, PersonStatus.TRANSFERRED):
+            raise ValueError("transfer states are set by transfers, not by records")
+        return value
+
+
+class RecordConflict(ValueError):
+    """The record clashes with what the province already holds."""
+
+
+def domain_periods(province: str, periods: Sequence[PeriodIn]) -> list[Period]:
+    return [Period(month(p.start_month), month(p.end_month), p.kind, province) for p in periods]
+
+
+async def add_person(session: AsyncSession, province: str, person: PersonIn) -> None:
+    clash = overlapping(domain_periods(province, person.periods))
+    if clash:
+        raise RecordConflict(f"periods {clash[0].start:%Y-%m}…{clash[0].end:%Y-%m} and {clash[1].start:%Y-%m} overlap")
+    exists = (
+        await session.execute(select(insured_person.c.status).where(insured_person.c.resident_id == person.resident_id))
+    ).scalar()
+    if exists is not None:
+        raise RecordConflict("this person already has a record in this province")
+    moment = datetime.now(UTC)
+    await session.execute(
+        insert(insured_person).values(
+            resident_id=person.resident_id,
+            name=person.name,
+            hukou_division=person.hukou_division,
+            status=person.status.value,
+            employer_credit_code=person.employer_credit_code,
+            months_used=person.months_used,
+            benefit_months_paid=person.benefit_months_paid,
+            transfer_lock=None,
+            version=1,
+            created_at=moment,
+            updated_at=moment,
+        )
+    )
+    for period in person.periods:
+        await session.execute(
+            insert(contribution_period).values(
+                resident_id=person.resident_id,
+                start_month=month(period.start_month),
+                end_month=month(period.end_month),
+                kind=period.kind.value,
+                province=province,
+                employer_credit_code=period.employer_credit_code,
+            )
+        )
+
+
+CSV_COLUMNS = (
+    "resident_id",
+    "name",
+    "hukou_division",
+    "status",
+    "employer_credit_code",
+    "months_used",
+    "benefit_months_paid",
+    "start_month",
+    "end_month",
+    "kind",
+    "period_employer_credit_code",
+)
+
+
+def parse_csv(text: str) -> tuple[list[PersonIn], list[dict[str, Any]]]:
+    """Persons from a CSV of one contribution period per row; errors name the line and the field."""
+    reader = csv.DictReader(io.StringIO(text))
+    missing = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or [])]
+    if missing:
+        return [], [{"line": 1, "field": ",".join(missing), "message": f"missing columns: {', '.join(missing)}"}]
+    grouped: dict[str, list[tuple[int, dict[str, str]]]] = defaultdict(list)
+    for line, row in enumerate(reader, start=2):
+        grouped[(row.get("resident_id") or "").strip().upper()].append((line, row))
+    persons, errors = [], []
+    for rows in grouped.values():
+        line, first = rows[0]
+        try:
+            persons.append(
+                PersonIn(
+                    resident_id=first["resident_id"],
+                    name=first["name"],
+                    hukou_division=first["hukou_division"],
+                    status=PersonStatus(first["status"] or PersonStatus.EMPLOYED.value),
+                    employer_credit_code=first["employer_credit_code"] or None,
+                    months_used=int(first["months_used"] or 0),
+                    benefit_months_paid=int(first["benefit_months_paid"] or 0),
+                    periods=[
+                        PeriodIn(
+                            start_month=row["start_month"],
+                            end_month=row["end_month"],
+                            kind=PeriodKind(row["kind"] or PeriodKind.ACTUAL.value),
+                            employer_credit_code=row["period_employer_credit_code"] or None,
+                        )
+                        for _, row in rows
+                        if row["start_month"]
+                    ],
+                )
+            )
+        except ValidationError as exc:
+            for error in exc.errors():
+                where = [str(part) for part in error["loc"]]
+                row_line = line + int(where[1]) if where[:1] == ["periods"] and len(where) > 1 else line
+                message = str(error.get("ctx", {}).get("error", error["msg"])).removeprefix("Value error, ")
+                errors.append({"line": row_line, "field": ".".join(where), "message": message})
+        except ValueError as exc:
+            errors.append({"line": line, "field": "row", "message": str(exc)})
+    return persons, errors
+
+
+def default_config(province: str) -> dict[str, Any]:
+    document = json.loads(files("labornet.insurance").joinpath("data/benefits.json").read_text("utf-8"))
+    values = document["provinces"].get(province)
+    if values is None:
+        raise LookupError(f"no default benefit configuration for {province}; set one with PUT /api/v1/benefit-config")
+    defaults = document["defaults"]
+    return {
+        "province": province,
+        "monthly_standard": Decimal(values["monthly_standard"]),
+        "minimum_wage": Decimal(values["minimum_wage"]),
+        "subsistence_line": Decimal(values["subsistence_line"]),
+        "answer_limit_days": int(defaults["answer_limit_days"]),
+        "transfer_limit_days": int(defaults["transfer_limit_days"]),
+        "fund_multiplier": Decimal(defaults["fund_multiplier"]),
+        "updated_at": datetime.now(UTC),
+    }
+
+
+async def ensure_config(session: AsyncSession, province: str) -> None:
+    """Seed the province's benefit configuration from the bundled defaults, once."""
+    insert_ = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    await session.execute(
+        insert_(benefit_config)
+        .values(**default_config(province))
+        .on_conflict_do_nothing(index_elements=[benefit_config.c.province])
+    )
+
+
+class BenefitConfigIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    monthly_standard: Decimal = Field(gt=0, max_digits=10, decimal_places=2)
+    minimum_wage: Decimal = Field(gt=0, max_digits=10, decimal_places=2)
+    subsistence_line: Decimal = Field(gt=0, max_digits=10, decimal_places=2)
+    answer_limit_days: int = Field(5, ge=1, le=60)
+    transfer_limit_days: int = Field(20, ge=1, le=120)
+    fund_multiplier: Decimal = Field(Decimal("1.5"), ge=0, le=5, max_digits=4, decimal_places=2)
+
+    @model_validator(mode="after")
+    def _between_lines(self) -> BenefitConfigIn:
+        if not self.subsistence_line < self.monthly_standard < self.minimum_wage:
+            raise ValueError(
+                "the monthly standard must lie above the subsistence line and below the minimum wage "
+                f"({self.subsistence_line} < {self.monthly_standard} < {self.minimum_wage} does not hold)"
+            )
+        return self

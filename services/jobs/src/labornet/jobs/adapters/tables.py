@@ -1,0 +1,115 @@
+"""The jobs service's tables (SQLAlchemy Core). One database per node's jobs service.
+
+``vacancy`` holds both the province's own vacancies and the replica of every partner's (``owner_province`` tells
+which); the owner is the only writer of a vacancy, and ``version`` orders its changes.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    Date,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+from labornet.shared.db import NAMING_CONVENTION, Id
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+vacancy = Table(
+    "vacancy",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("owner_province", String(6), nullable=False),
+    Column("employer_name", String(200), nullable=False),
+    Column("employer_credit_code", String(18), nullable=False),
+    Column("title", String(200), nullable=False),
+    Column("description", Text, nullable=False),
+    Column("occupation_code", String(10), nullable=False),
+    Column("occupation_name", String(200), nullable=False),
+    Column("division_code", String(6), nullable=False),
+    Column("city", String(100), nullable=False),
+    Column("headcount", Integer, nullable=False),
+    Column("salary_min", Integer, nullable=False),
+    Column("salary_max", Integer, nullable=False),
+    Column("employment_type", String(20), nullable=False),
+    Column("target_groups", JSON, nullable=False),
+    Column("skills", JSON, nullable=False),
+    Column("brand_id", String(64), nullable=True),
+    Column("contact", String(200), nullable=False),
+    Column("posted_at", DateTime(timezone=True), nullable=False),
+    Column("closing_date", Date, nullable=False),
+    Column("status", String(12), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    # CJK bigrams and lower-cased Latin words of the searchable text, space separated (see domain/text.py)
+    Column("search_tokens", Text, nullable=False),
+)
+Index("ix_vacancy_status_posted", vacancy.c.status, vacancy.c.posted_at, vacancy.c.id)
+Index("ix_vacancy_owner_status", vacancy.c.owner_province, vacancy.c.status)
+Index("ix_vacancy_occupation", vacancy.c.occupation_code, vacancy.c.status)
+Index("ix_vacancy_division", vacancy.c.division_code, vacancy.c.status)
+Index("ix_vacancy_salary", vacancy.c.status, vacancy.c.salary_max, vacancy.c.id)
+
+subscription = Table(
+    "subscription",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("worker", String(200), nullable=False),  # the token's sub
+    Column("occupation_codes", JSON, nullable=False),  # [] = any
+    Column("provinces", JSON, nullable=False),  # destination provinces, [] = any
+    Column("division_codes", JSON, nullable=False),  # destination cities/divisions, [] = any
+    Column("min_salary", Integer, nullable=True),
+    Column("keywords", JSON, nullable=False),  # every keyword must occur in the vacancy text
+    Column("target_group", String(40), nullable=True),
+    Column("webhook_url", String(500), nullable=True),
+    Column("webhook_secret", String(128), nullable=True),
+    Column("active", Boolean, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+Index("ix_subscription_worker", subscription.c.worker, subscription.c.active)
+
+match = Table(
+    "vacancy_match",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("subscription_id", String(40), nullable=False),
+    Column("worker", String(200), nullable=False),
+    Column("vacancy_id", String(40), nullable=False),
+    Column("vacancy_version", Integer, nullable=False),
+    Column("vacancy_status", String(12), nullable=False),
+    Column("matched_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("subscription_id", "vacancy_id", name="uq_vacancy_match_subscription_vacancy"),
+)
+Index("ix_vacancy_match_worker", match.c.worker, match.c.id)
+Index("ix_vacancy_match_vacancy", match.c.vacancy_id)
+
+webhook_delivery = Table(
+    "webhook_delivery",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("match_id", Integer, nullable=False),
+    Column("subscription_id", String(40), nullable=False),
+    Column("payload", JSON, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=False),
+    Column("delivered_at", DateTime(timezone=True), nullable=True),
+    Column("failed_at", DateTime(timezone=True), nullable=True),
+    Column("last_error", Text, nullable=True),
+)
+Index(
+    "ix_webhook_delivery_due",
+    webhook_delivery.c.delivered_at,
+    webhook_delivery.c.failed_at,
+    webhook_delivery.c.next_attempt_at,
+)

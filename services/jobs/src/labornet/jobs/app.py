@@ -1,0 +1,83 @@
+"""Entry point: `uvicorn --factory labornet.jobs.app:create_app` (configuration from LABORNET_* variables).
+
+This module is the bootstrap: it wires the vacancy use cases, the replica consumer of every partner's vacancy
+stream, the subscription API and the background jobs (expiry, gauges, webhook delivery).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Coroutine, Sequence
+from typing import Any
+
+from fastapi import FastAPI
+
+from labornet.jobs import __doc__ as description
+from labornet.jobs import __version__
+from labornet.jobs.domain.vacancy import EVENT_TYPES
+from labornet.jobs.entrypoints import api, federation, subscriptions
+from labornet.jobs.service_layer.vacancies import VacancyService, apply_vacancy_event, refresh_gauges
+from labornet.shared.app import ConsumerSpec, Runtime, ServiceSpec, create_service_app
+from labornet.shared.divisions import load_divisions
+from labornet.shared.settings import Settings
+from labornet.shared.topics import events_topic
+
+log = logging.getLogger(__name__)
+
+
+def setup(runtime: Runtime) -> None:
+    runtime.extras["vacancies"] = VacancyService(
+        province=runtime.settings.province,
+        sessions=runtime.sessions,
+        outbox=runtime.outbox,
+        divisions=load_divisions(runtime.settings.divisions_path),
+    )
+
+
+def consumers(runtime: Runtime) -> Sequence[ConsumerSpec]:
+    partners = [code for code in runtime.registry.codes() if code != runtime.settings.province]
+    return [
+        ConsumerSpec(
+            name="vacancy-replica",
+            topics=[events_topic(code, "jobs") for code in partners],
+            handlers=dict.fromkeys(EVENT_TYPES, apply_vacancy_event),
+        )
+    ]
+
+
+async def sweep(runtime: Runtime) -> None:
+    """Expire this province's vacancies past their closing date and refresh the vacancy gauges."""
+    service: VacancyService = runtime.extras["vacancies"]
+    while True:
+        try:
+            await service.expire_due()
+            async with runtime.read_sessions() as session:
+                await refresh_gauges(session)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("vacancy sweep failed; retrying at the next interval")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.sleep(runtime.settings.jobs_sweep_interval_s)
+
+
+def background(runtime: Runtime) -> list[Coroutine[Any, Any, None]]:
+    return [sweep(runtime), *subscriptions.webhook_background(runtime)]
+
+
+SPEC = ServiceSpec(
+    name="jobs",
+    version=__version__,
+    migrations="labornet.jobs:migrations",
+    routers=[api.router, subscriptions.router, federation.router],
+    setup=setup,
+    consumers=consumers,
+    background=background,
+    description=description or "",
+)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    return create_service_app(SPEC, settings)

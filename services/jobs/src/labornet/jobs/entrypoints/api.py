@@ -1,0 +1,164 @@
+"""HTTP API of vacancies: officers of the owner province write; everyone reads and searches the replica."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
+from prometheus_client import Histogram
+from sqlalchemy import select
+
+from labornet.jobs.adapters.search import InvalidCursor, SearchParams, search_vacancies
+from labornet.jobs.adapters.tables import vacancy
+from labornet.jobs.domain.vacancy import (
+    CloseRequest,
+    EmploymentType,
+    StaleVersion,
+    Status,
+    TargetGroup,
+    VacancyChanges,
+    VacancyDraft,
+    VacancyRuleError,
+    VersionRequired,
+)
+from labornet.jobs.service_layer.vacancies import VacancyService, to_event
+from labornet.shared.app import Runtime, RuntimeDep
+from labornet.shared.auth import Principal, Role, require_province_role
+from labornet.shared.observability import LATENCY_BUCKETS
+from labornet.shared.problems import Conflict, NotFound, Problem, Unprocessable
+
+router = APIRouter(prefix="/api/v1/vacancies", tags=["vacancies"])
+OfficerDep = Annotated[Principal, Depends(require_province_role(Role.OFFICER))]
+
+SEARCH_LATENCY = Histogram(
+    "labornet_jobs_search_duration_seconds", "Vacancy search latency (database part)", buckets=LATENCY_BUCKETS
+)
+
+
+def service(runtime: Runtime) -> VacancyService:
+    found: VacancyService = runtime.extras["vacancies"]
+    return found
+
+
+def _if_match(value: str | None) -> int | None:
+    if value is None:
+        return None
+    cleaned = value.strip().removeprefix("W/").strip('"')
+    if not cleaned.isdigit():
+        raise Unprocessable(f'If-Match {value!r}: expected the vacancy version, e.g. "3"', slug="bad-if-match")
+    return int(cleaned)
+
+
+def _respond(row: dict[str, Any], response: Response) -> dict[str, Any]:
+    response.headers["ETag"] = f'"{row["version"]}"'
+    return to_event(row)
+
+
+async def _run(coroutine: Any) -> dict[str, Any]:
+    try:
+        result: dict[str, Any] = await coroutine
+    except StaleVersion as exc:
+        raise Conflict(str(exc), slug="stale-version") from exc
+    except VersionRequired as exc:
+        raise Problem(str(exc), status=428, slug="version-required") from exc
+    except VacancyRuleError as exc:
+        raise Conflict(str(exc), slug="vacancy-closed") from exc
+    return result
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+async def publish(draft: VacancyDraft, runtime: RuntimeDep, _officer: OfficerDep, response: Response) -> dict[str, Any]:
+    """Publish a vacancy of this province (officers of this province only)."""
+    row = await _run(service(runtime).publish(draft))
+    response.headers["Location"] = f"/api/v1/vacancies/{row['id']}"
+    return _respond(row, response)
+
+
+@router.patch("/{vacancy_id}")
+async def change(
+    vacancy_id: str,
+    changes: VacancyChanges,
+    runtime: RuntimeDep,
+    _officer: OfficerDep,
+    response: Response,
+    if_match: Annotated[str | None, Header()] = None,
+) -> dict[str, Any]:
+    """Change an open vacancy; name the version you read (If-Match or `version`), a stale one is 409."""
+    row = await _run(service(runtime).update(vacancy_id, changes, _if_match(if_match)))
+    return _respond(row, response)
+
+
+@router.post("/{vacancy_id}/close")
+async def close(
+    vacancy_id: str,
+    request: CloseRequest,
+    runtime: RuntimeDep,
+    _officer: OfficerDep,
+    response: Response,
+    if_match: Annotated[str | None, Header()] = None,
+) -> dict[str, Any]:
+    """Close a vacancy as filled or withdrawn."""
+    version = request.version or _if_match(if_match)
+    row = await _run(service(runtime).close(vacancy_id, request.reason, version))
+    return _respond(row, response)
+
+
+@router.get("/{vacancy_id}")
+async def get_one(vacancy_id: str, runtime: RuntimeDep, response: Response) -> dict[str, Any]:
+    """One vacancy from this node's replica (public)."""
+    async with runtime.read_sessions() as session:
+        row = (await session.execute(select(vacancy).where(vacancy.c.id == vacancy_id))).mappings().one_or_none()
+    if row is None:
+        raise NotFound(f"no vacancy {vacancy_id} on this node")
+    return _respond(dict(row), response)
+
+
+@router.get("")
+async def search(
+    runtime: RuntimeDep,
+    request: Request,
+    q: Annotated[str | None, Query(max_length=100, description="free text, Chinese or English")] = None,
+    province: Annotated[str | None, Query(pattern=r"^\d{2}0000$")] = None,
+    division_code: Annotated[str | None, Query(pattern=r"^\d{6}$")] = None,
+    occupation_code: Annotated[str | None, Query(pattern=r"^\d{1,4}$")] = None,
+    salary_min: Annotated[int | None, Query(ge=0)] = None,
+    salary_max: Annotated[int | None, Query(ge=0)] = None,
+    employment_type: EmploymentType | None = None,
+    target_group: TargetGroup | None = None,
+    posted_since: datetime | None = None,
+    status_: Annotated[list[Status] | None, Query(alias="status")] = None,
+    sort: Literal["newest", "salary"] = "newest",
+    cursor: Annotated[str | None, Query(max_length=500)] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> dict[str, Any]:
+    """Search every province's vacancies on this node's replica (public; open vacancies unless `status` says)."""
+    params = SearchParams(
+        q=q or None,
+        province=province,
+        division_code=division_code,
+        occupation_code=occupation_code,
+        salary_min=salary_min,
+        salary_max=salary_max,
+        employment_type=employment_type.value if employment_type else None,
+        target_group=target_group.value if target_group else None,
+        posted_since=posted_since,
+        statuses=tuple(s.value for s in status_) if status_ else ("open",),
+        sort=sort,
+        cursor=cursor,
+        limit=limit,
+    )
+    started = time.perf_counter()
+    try:
+        async with runtime.read_sessions() as session:
+            page = await search_vacancies(session, params)
+    except InvalidCursor as exc:
+        raise Unprocessable(str(exc), errors=[{"field": "query.cursor", "message": str(exc)}]) from exc
+    finally:
+        SEARCH_LATENCY.observe(time.perf_counter() - started)
+    return {
+        "items": [to_event(item) for item in page.items],
+        "next_cursor": page.next_cursor,
+        "total": page.total,
+    }

@@ -1,0 +1,404 @@
+"""A worker's subscriptions and the vacancies they matched: ``/api/v1/me/…`` (role ``worker``, own data only).
+
+* ``POST /subscriptions`` — criteria (see :mod:`labornet.jobs.domain.subscriptions`) and an optional
+  ``webhook_url``; answers 201 with a ``Location`` and, once only, the ``webhook_secret`` that signs deliveries.
+  The open vacancies already in the replica are matched in the same transaction (the most recent
+  ``LABORNET_SUBSCRIPTIONS_INITIAL_MATCH_LIMIT`` candidates, 500 by default).
+* ``GET /subscriptions``, ``GET /subscriptions/{id}``, ``DELETE /subscriptions/{id}`` (deactivates: no new matches,
+  pending webhook deliveries are dropped, the matches found so far stay visible).
+* ``GET /matches`` — newest first, keyset-paged with an opaque ``cursor``.
+* ``GET /matches/stream`` — Server-Sent Events: ``event: match`` with the match id as the event id, resumable with
+  ``Last-Event-ID``; ``: keep-alive`` comments while nothing happens. It polls the database, so it works whichever
+  replica wrote the match. A stream ends after ``LABORNET_SUBSCRIPTIONS_STREAM_MAX_DURATION_S`` (30 s) and the
+  client reconnects (EventSource does so by itself) with the last id it saw: uvicorn waits for open responses on
+  shutdown, and this bounds the wait.
+
+Another worker's subscription is answered with 404, as if it did not exist.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import functools
+import logging
+import secrets
+import uuid
+from collections.abc import AsyncIterator, Coroutine, Sequence
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from pydantic import AfterValidator, AnyUrl, BaseModel, Field, UrlConstraints, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy import Select, func, select, update
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.responses import StreamingResponse
+
+from labornet.jobs.adapters.tables import match, subscription, vacancy
+from labornet.jobs.adapters.webhooks import WebhookDispatcher
+from labornet.jobs.domain.subscriptions import SubscriptionCriteria
+from labornet.jobs.service_layer.matching import match_open_vacancies
+from labornet.shared.app import Runtime, RuntimeDep
+from labornet.shared.auth import Principal, Role, require_role
+from labornet.shared.db import utcnow
+from labornet.shared.problems import Conflict, NotFound, Unprocessable
+from labornet.shared.provinces import ProvinceRegistry
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/api/v1/me", tags=["subscriptions"])
+
+WEBHOOK_DISPATCHER = "webhook_dispatcher"  # key of the running dispatcher in Runtime.extras
+
+
+class SubscriptionSettings(BaseSettings):
+    """Subscriptions and the match stream, from ``LABORNET_SUBSCRIPTIONS_*`` variables."""
+
+    model_config = SettingsConfigDict(env_prefix="LABORNET_SUBSCRIPTIONS_", env_file=".env", extra="ignore")
+
+    max_per_worker: int = Field(20, ge=1, description="active subscriptions one worker may hold")
+    initial_match_limit: int = Field(500, ge=0, description="open vacancies looked at when a subscription is made")
+    stream_poll_interval_s: float = Field(0.5, gt=0, description="how often a match stream looks for new matches")
+    stream_heartbeat_s: float = Field(15.0, gt=0, description="a keep-alive comment after this much silence")
+    stream_batch_size: int = Field(100, ge=1, le=1000, description="matches read per poll")
+    stream_max_duration_s: float = Field(
+        30.0,
+        gt=0,
+        description="a stream ends after this long and the client reconnects with Last-Event-ID; bounds how long "
+        "a shutting-down server waits for its open streams",
+    )
+    stream_retry_ms: int = Field(1000, ge=0, description="reconnection delay announced to clients (SSE retry)")
+    stream_late_commit_grace_s: float = Field(
+        10.0,
+        ge=0,
+        description="how long a stream keeps looking below the newest match id it sent, for matches whose "
+        "transaction committed after a later one (ids come from a sequence, commits in any order)",
+    )
+
+
+@functools.cache
+def subscription_settings() -> SubscriptionSettings:
+    return SubscriptionSettings()
+
+
+WorkerDep = Annotated[Principal, Depends(require_role(Role.WORKER))]
+SettingsDep = Annotated[SubscriptionSettings, Depends(subscription_settings)]
+
+
+def _as_utc(value: datetime) -> datetime:
+    """SQLite hands back naive datetimes; every stored time is UTC."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
+WebhookUrl = Annotated[AnyUrl, UrlConstraints(max_length=500, allowed_schemes=["http", "https"])]
+
+
+class NewSubscription(SubscriptionCriteria):
+    webhook_url: WebhookUrl | None = Field(
+        None, description="http(s) URL that receives a signed POST for every match (see the webhooks documentation)"
+    )
+
+
+class SubscriptionView(BaseModel):
+    id: str
+    occupation_codes: list[str]
+    provinces: list[str]
+    division_codes: list[str]
+    min_salary: int | None
+    keywords: list[str]
+    target_group: str | None
+    webhook_url: str | None
+    active: bool
+    created_at: UtcDatetime
+
+
+class CreatedSubscription(SubscriptionView):
+    webhook_secret: str | None = Field(
+        description="HMAC-SHA256 key of X-LaborNet-Signature; shown only in this answer, keep it"
+    )
+    initial_matches: int = Field(description="open vacancies already in the replica that this subscription matched")
+
+
+class SubscriptionList(BaseModel):
+    items: list[SubscriptionView]
+
+
+class VacancySummary(BaseModel):
+    id: str
+    title: str
+    city: str
+    owner_province: str
+    salary_min: int
+    salary_max: int
+    status: str
+    version: int
+
+
+class VacancyMatch(BaseModel):
+    id: int
+    subscription_id: str
+    vacancy_id: str
+    vacancy_status: str = Field(description="the vacancy's status as last seen by this match (open, closed…)")
+    vacancy_version: int
+    matched_at: UtcDatetime
+    updated_at: UtcDatetime
+    vacancy: VacancySummary | None = Field(description="the vacancy now; null if it left the replica")
+
+
+class MatchPage(BaseModel):
+    items: list[VacancyMatch]
+    next_cursor: str | None = Field(description="pass as cursor for the next (older) page; null on the last page")
+
+
+# Subscriptions -------------------------------------------------------------------------------------------------
+
+
+def _with_federation(body: NewSubscription, registry: ProvinceRegistry) -> SubscriptionCriteria:
+    """The criteria, validated again with the node's province registry (which the body parser cannot know)."""
+    try:
+        return SubscriptionCriteria.model_validate(
+            body.model_dump(include=set(SubscriptionCriteria.model_fields)), context={"registry": registry}
+        )
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors(include_url=False)) from exc
+
+
+async def _own_subscription(session: AsyncSession, subscription_id: str, worker: Principal) -> SubscriptionView:
+    row = (
+        await session.execute(
+            select(subscription).where(subscription.c.id == subscription_id, subscription.c.worker == worker.sub)
+        )
+    ).first()
+    if row is None:
+        raise NotFound(f"you have no subscription {subscription_id}")
+    return SubscriptionView.model_validate(row, from_attributes=True)
+
+
+@router.post("/subscriptions", status_code=201)
+async def create_subscription(
+    body: NewSubscription, worker: WorkerDep, runtime: RuntimeDep, settings: SettingsDep, response: Response
+) -> CreatedSubscription:
+    criteria = _with_federation(body, runtime.registry)
+    now = utcnow()
+    values: dict[str, Any] = {
+        "id": str(uuid.uuid4()),
+        "worker": worker.sub,
+        **criteria.model_dump(mode="json"),
+        "webhook_url": str(body.webhook_url) if body.webhook_url else None,
+        "webhook_secret": secrets.token_urlsafe(32) if body.webhook_url else None,
+        "active": True,
+        "created_at": now,
+    }
+    async with runtime.sessions() as session, session.begin():
+        active = (
+            await session.execute(
+                select(func.count()).where(subscription.c.worker == worker.sub, subscription.c.active.is_(True))
+            )
+        ).scalar_one()
+        if active >= settings.max_per_worker:
+            raise Conflict(
+                f"you already have {active} active subscriptions, the most allowed; delete one first",
+                slug="too-many-subscriptions",
+            )
+        await session.execute(subscription.insert().values(**values))
+        initial = await match_open_vacancies(
+            session, values["id"], criteria, limit=settings.initial_match_limit, now=now
+        )
+    response.headers["Location"] = f"{router.prefix}/subscriptions/{values['id']}"
+    return CreatedSubscription.model_validate({**values, "initial_matches": len(initial)})
+
+
+@router.get("/subscriptions")
+async def list_subscriptions(worker: WorkerDep, runtime: RuntimeDep) -> SubscriptionList:
+    """The caller's active subscriptions, newest first."""
+    query = (
+        select(subscription)
+        .where(subscription.c.worker == worker.sub, subscription.c.active.is_(True))
+        .order_by(subscription.c.created_at.desc(), subscription.c.id)
+    )
+    async with runtime.read_sessions() as session:
+        rows = (await session.execute(query)).all()
+    return SubscriptionList(items=[SubscriptionView.model_validate(row, from_attributes=True) for row in rows])
+
+
+@router.get("/subscriptions/{subscription_id}")
+async def get_subscription(subscription_id: str, worker: WorkerDep, runtime: RuntimeDep) -> SubscriptionView:
+    async with runtime.read_sessions() as session:
+        return await _own_subscription(session, subscription_id, worker)
+
+
+@router.delete("/subscriptions/{subscription_id}", status_code=204)
+async def delete_subscription(subscription_id: str, worker: WorkerDep, runtime: RuntimeDep) -> Response:
+    """Deactivate: no new matches or webhook deliveries; the matches found so far stay in the list."""
+    async with runtime.sessions() as session, session.begin():
+        result = await session.execute(
+            update(subscription)
+            .where(subscription.c.id == subscription_id, subscription.c.worker == worker.sub)
+            .values(active=False)
+        )
+        if result.rowcount == 0:  # type: ignore[attr-defined]
+            raise NotFound(f"you have no subscription {subscription_id}")
+    return Response(status_code=204)
+
+
+# Matches -------------------------------------------------------------------------------------------------------
+
+_VACANCY_COLUMNS = tuple(VacancySummary.model_fields)
+
+
+def _matches_of(worker: str) -> Select[Any]:
+    return (
+        select(match, *(vacancy.c[name].label(f"v_{name}") for name in _VACANCY_COLUMNS))
+        .select_from(match.outerjoin(vacancy, vacancy.c.id == match.c.vacancy_id))
+        .where(match.c.worker == worker)
+    )
+
+
+def _vacancy_match(row: Any) -> VacancyMatch:
+    values = row._mapping
+    summary = None
+    if values["v_id"] is not None:
+        summary = VacancySummary.model_validate({name: values[f"v_{name}"] for name in _VACANCY_COLUMNS})
+    return VacancyMatch.model_validate({**{c.name: values[c.name] for c in match.columns}, "vacancy": summary})
+
+
+def _encode_cursor(match_id: int) -> str:
+    return base64.urlsafe_b64encode(f"before:{match_id}".encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> int:
+    try:
+        kind, _, value = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode().partition(":")
+        if kind == "before" and value.isdecimal():
+            return int(value)
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        pass
+    message = "not a cursor this API gave out; pass the next_cursor of the previous page unchanged"
+    raise Unprocessable(
+        f"cursor {cursor!r}: {message}", errors=[{"field": "query.cursor", "message": message, "input": cursor}]
+    )
+
+
+@router.get("/matches")
+async def list_matches(
+    worker: WorkerDep,
+    runtime: RuntimeDep,
+    cursor: Annotated[str | None, Query(max_length=100, description="next_cursor of the previous page")] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> MatchPage:
+    """The vacancies the caller's subscriptions matched, newest first."""
+    query = _matches_of(worker.sub).order_by(match.c.id.desc()).limit(limit + 1)
+    if cursor is not None:
+        query = query.where(match.c.id < _decode_cursor(cursor))
+    async with runtime.read_sessions() as session:
+        rows = (await session.execute(query)).all()
+    items = [_vacancy_match(row) for row in rows[:limit]]
+    return MatchPage(items=items, next_cursor=_encode_cursor(items[-1].id) if len(rows) > limit else None)
+
+
+class _StreamPosition:
+    """Which matches a stream has sent.
+
+    Match ids come from a sequence, but on PostgreSQL two transactions may commit in the opposite order of their
+    ids, so a match can appear below the newest id already sent. The stream therefore keeps reading from a floor
+    that only rises past a sent id once that id has been sent ``grace_s`` ago, and skips what it already sent.
+    """
+
+    def __init__(self, after: int, grace_s: float) -> None:
+        self.floor = after
+        self.grace_s = grace_s
+        self.sent: dict[int, float] = {}  # match id → when it was sent (loop time)
+
+    def settle(self, now: float) -> None:
+        settled = [match_id for match_id, sent_at in self.sent.items() if now - sent_at >= self.grace_s]
+        if settled:
+            self.floor = max(self.floor, *settled)
+            self.sent = {match_id: at for match_id, at in self.sent.items() if match_id > self.floor}
+
+    def unsent(self, items: Sequence[VacancyMatch]) -> list[VacancyMatch]:
+        return [item for item in items if item.id not in self.sent]
+
+
+async def _match_events(
+    request: Request, runtime: Runtime, worker: str, position: _StreamPosition, settings: SubscriptionSettings
+) -> AsyncIterator[str]:
+    loop = asyncio.get_running_loop()
+    # the id sets the client's Last-Event-ID even before any match, so that its reconnection misses nothing
+    yield f"retry: {settings.stream_retry_ms}\nid: {position.floor}\n\n"
+    last_write = loop.time()
+    deadline = last_write + settings.stream_max_duration_s
+    while loop.time() < deadline and not await request.is_disconnected():
+        now = loop.time()
+        position.settle(now)
+        query = (
+            _matches_of(worker)
+            .where(match.c.id > position.floor)
+            .order_by(match.c.id)
+            .limit(settings.stream_batch_size + len(position.sent))
+        )
+        try:
+            async with runtime.read_sessions() as session:
+                rows = (await session.execute(query)).all()
+        except (SQLAlchemyError, OSError) as exc:
+            log.warning("match stream: reading matches failed, trying again: %s", exc)
+            rows = []
+        fresh = position.unsent([_vacancy_match(row) for row in rows])[: settings.stream_batch_size]
+        for item in fresh:
+            yield f"id: {item.id}\nevent: match\ndata: {item.model_dump_json()}\n\n"
+            position.sent[item.id] = now
+            last_write = now
+        if not fresh and now - last_write >= settings.stream_heartbeat_s:
+            yield ": keep-alive\n\n"
+            last_write = now
+        if len(fresh) < settings.stream_batch_size:
+            await asyncio.sleep(settings.stream_poll_interval_s)
+
+
+@router.get(
+    "/matches/stream",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "Server-Sent Events, one per match"}},
+)
+async def stream_matches(
+    request: Request,
+    worker: WorkerDep,
+    runtime: RuntimeDep,
+    settings: SettingsDep,
+    last_event_id: Annotated[
+        str | None, Header(max_length=20, description="resume after this match id (sent by EventSource)")
+    ] = None,
+) -> StreamingResponse:
+    """New matches as they happen; without Last-Event-ID the stream starts after the newest existing match."""
+    if last_event_id is not None:
+        if not last_event_id.strip().isdecimal():
+            message = "expected the id of the last match event received (a non-negative integer)"
+            raise Unprocessable(
+                f"Last-Event-ID {last_event_id!r}: {message}",
+                errors=[{"field": "header.last-event-id", "message": message, "input": last_event_id}],
+            )
+        after = int(last_event_id)
+    else:
+        async with runtime.read_sessions() as session:
+            newest = await session.execute(select(func.max(match.c.id)).where(match.c.worker == worker.sub))
+            after = newest.scalar() or 0
+    position = _StreamPosition(after, settings.stream_late_commit_grace_s)
+    return StreamingResponse(
+        _match_events(request, runtime, worker.sub, position, settings),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+# Webhook delivery ----------------------------------------------------------------------------------------------
+
+
+def webhook_background(runtime: Runtime) -> list[Coroutine[Any, Any, None]]:
+    """For ``ServiceSpec.background``: the webhook dispatcher's loop, kept in ``runtime.extras`` to be stopped."""
+    dispatcher = WebhookDispatcher(runtime.sessions, runtime.read_sessions)
+    runtime.extras[WEBHOOK_DISPATCHER] = dispatcher
+    return [dispatcher.run()]

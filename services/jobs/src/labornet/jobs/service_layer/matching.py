@@ -1,0 +1,189 @@
+"""Precise push: record which subscriptions a vacancy matches, inside the transaction that changed the vacancy.
+
+:func:`match_vacancy` runs every time a vacancy row is inserted or changed on a node — a local publish, update or
+close, or a partner's event applied to the replica — in the same transaction, so a match exists exactly when the
+vacancy change does. A (subscription, vacancy) pair is matched once, ever: the unique constraint and
+``ON CONFLICT DO NOTHING`` make repeated calls and concurrent replicas harmless, and a later update of the
+vacancy only refreshes the version and status the worker sees, never notifies twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import Row, exists, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from labornet.jobs.adapters.tables import match, subscription, webhook_delivery
+from labornet.jobs.adapters.tables import vacancy as vacancy_table
+from labornet.jobs.domain.subscriptions import SubscriptionCriteria, matches, significant_prefix, vacancy_matcher
+from labornet.jobs.domain.vacancy import Status
+from labornet.shared.db import utcnow
+
+# what a webhook receives about the vacancy (no employer identifiers, no contact: the worker opens the vacancy)
+WEBHOOK_VACANCY_FIELDS = (
+    "id",
+    "title",
+    "owner_province",
+    "city",
+    "salary_min",
+    "salary_max",
+    "employment_type",
+    "closing_date",
+    "status",
+    "version",
+)
+
+
+def criteria_of(row: Row[Any]) -> SubscriptionCriteria:
+    """The criteria of a stored subscription (validated when it was created, so not validated again)."""
+    values = row._mapping
+    return SubscriptionCriteria.model_construct(
+        occupation_codes=values["occupation_codes"],
+        provinces=values["provinces"],
+        division_codes=values["division_codes"],
+        min_salary=values["min_salary"],
+        keywords=values["keywords"],
+        target_group=values["target_group"],
+    )
+
+
+def webhook_payload(match_id: int, subscription_id: str, vacancy: Mapping[str, Any]) -> dict[str, Any]:
+    summary = {name: vacancy[name] for name in WEBHOOK_VACANCY_FIELDS}
+    if isinstance(summary["closing_date"], date):
+        summary["closing_date"] = summary["closing_date"].isoformat()
+    return {"match_id": match_id, "subscription_id": subscription_id, "vacancy": summary}
+
+
+async def match_vacancy(
+    session: AsyncSession,
+    vacancy: Mapping[str, Any],
+    *,
+    now: datetime | None = None,
+    subscription_id: str | None = None,
+) -> list[int]:
+    """Record the matches of ``vacancy`` (a mapping with the ``vacancy`` table's columns) in the caller's transaction.
+
+    * Every active subscription that matches and has no match for this vacancy yet gets one, and a webhook delivery
+      if it has a webhook URL. Returns the ids of the new matches.
+    * Existing matches of this vacancy take its version and status (a closed vacancy shows as closed), unless they
+      already show a newer version.
+
+    ``subscription_id`` narrows both steps to one subscription (used when a subscription is created).
+    """
+    now = now or utcnow()
+    refresh = (
+        update(match)
+        .where(match.c.vacancy_id == vacancy["id"], match.c.vacancy_version <= vacancy["version"])
+        .values(vacancy_version=vacancy["version"], vacancy_status=vacancy["status"], updated_at=now)
+    )
+    if subscription_id is not None:
+        refresh = refresh.where(match.c.subscription_id == subscription_id)
+    await session.execute(refresh)
+    if vacancy["status"] != Status.OPEN:
+        return []
+
+    candidates = await _unmatched_candidates(session, vacancy, subscription_id)
+    accepts = vacancy_matcher(vacancy)
+    matched = [row for row in candidates if accepts(criteria_of(row))]
+    if not matched:
+        return []
+
+    insert_match = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    statement = (
+        insert_match(match)
+        .on_conflict_do_nothing(index_elements=[match.c.subscription_id, match.c.vacancy_id])
+        .returning(match.c.id, match.c.subscription_id)
+    )
+    rows = [
+        {
+            "subscription_id": row.id,
+            "worker": row.worker,
+            "vacancy_id": vacancy["id"],
+            "vacancy_version": vacancy["version"],
+            "vacancy_status": vacancy["status"],
+            "matched_at": now,
+            "updated_at": now,
+        }
+        for row in matched
+    ]
+    created = {sub_id: match_id for match_id, sub_id in (await session.execute(statement, rows)).all()}
+
+    deliveries = [
+        {
+            "match_id": created[row.id],
+            "subscription_id": row.id,
+            "payload": webhook_payload(created[row.id], row.id, vacancy),
+            "attempts": 0,
+            "next_attempt_at": now,
+        }
+        for row in matched
+        if row.webhook_url and row.id in created
+    ]
+    if deliveries:
+        await session.execute(insert(webhook_delivery), deliveries)
+    return sorted(created.values())
+
+
+async def match_open_vacancies(
+    session: AsyncSession,
+    subscription_id: str,
+    criteria: SubscriptionCriteria,
+    *,
+    limit: int,
+    now: datetime | None = None,
+) -> list[int]:
+    """Match a new subscription against the open vacancies already in the replica; return the new match ids.
+
+    Bounded on purpose: only the ``limit`` most recently posted open vacancies that pass the criteria cheap to check
+    in SQL are looked at, so creating a subscription stays a short transaction however large the replica is.
+    Later vacancy changes reach the subscription through :func:`match_vacancy` as usual.
+    """
+    query = select(vacancy_table).where(vacancy_table.c.status == Status.OPEN.value)
+    if criteria.provinces:
+        query = query.where(vacancy_table.c.owner_province.in_(criteria.provinces))
+    if criteria.min_salary is not None:
+        query = query.where(vacancy_table.c.salary_max >= criteria.min_salary)
+    if criteria.occupation_codes:
+        query = query.where(
+            or_(*(vacancy_table.c.occupation_code.startswith(code) for code in criteria.occupation_codes))
+        )
+    if criteria.division_codes:
+        prefixes = (significant_prefix(code) for code in criteria.division_codes)
+        query = query.where(or_(*(vacancy_table.c.division_code.startswith(prefix) for prefix in prefixes)))
+    query = query.order_by(vacancy_table.c.posted_at.desc(), vacancy_table.c.id.desc()).limit(limit)
+    created: list[int] = []
+    # oldest first, so that match ids (the order a worker's list shows) follow the posting order
+    for row in reversed((await session.execute(query)).all()):
+        candidate = row._asdict()
+        if matches(criteria, candidate):
+            created += await match_vacancy(session, candidate, now=now, subscription_id=subscription_id)
+    return created
+
+
+async def _unmatched_candidates(
+    session: AsyncSession, vacancy: Mapping[str, Any], subscription_id: str | None
+) -> Sequence[Row[Any]]:
+    """Active subscriptions without a match for ``vacancy`` that pass the criteria cheap to check in SQL.
+
+    Salary and target group are filtered here; the list criteria (prefixes, provinces, keywords) are checked in
+    Python by the domain, which is simpler than dialect-specific JSON queries and fast for thousands of rows.
+    """
+    already = exists().where(match.c.subscription_id == subscription.c.id, match.c.vacancy_id == vacancy["id"])
+    query = select(subscription).where(
+        subscription.c.active.is_(True),
+        ~already,
+        or_(subscription.c.min_salary.is_(None), subscription.c.min_salary <= vacancy["salary_max"]),
+    )
+    target_groups = [str(group) for group in vacancy.get("target_groups") or ()]
+    query = query.where(
+        or_(subscription.c.target_group.is_(None), subscription.c.target_group.in_(target_groups))
+        if target_groups
+        else subscription.c.target_group.is_(None)
+    )
+    if subscription_id is not None:
+        query = query.where(subscription.c.id == subscription_id)
+    return (await session.execute(query)).all()

@@ -1,0 +1,259 @@
+"""Use cases of the vacancy lifecycle, each one unit of work: state change and event commit together.
+
+The owner node publishes, updates, closes and expires its vacancies and writes the event into the outbox in the
+same transaction; every node (the owner included) runs the matching of subscriptions in that transaction too.
+Partners apply the events to their replica through :func:`apply_vacancy_event`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from datetime import UTC, date, datetime
+from typing import Any
+
+from prometheus_client import Counter, Gauge
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from labornet.jobs.adapters.tables import vacancy
+from labornet.jobs.domain import text
+from labornet.jobs.domain.vacancy import (
+    CLOSED,
+    PUBLISHED,
+    UPDATED,
+    Status,
+    VacancyChanges,
+    VacancyDraft,
+    VacancyRuleError,
+    check_change,
+    flatten,
+    new_vacancy_id,
+    now,
+    occupations,
+    today_in_china,
+)
+from labornet.jobs.service_layer.matching import match_vacancy
+from labornet.shared.divisions import DivisionRegistry, InvalidDivision
+from labornet.shared.envelope import Envelope, format_time, parse_time
+from labornet.shared.outbox import Outbox
+from labornet.shared.problems import Forbidden, NotFound, Unprocessable
+from labornet.shared.topics import events_topic
+
+log = logging.getLogger(__name__)
+
+VACANCIES = Gauge("labornet_jobs_vacancies", "Vacancies held by this node", ["owner_province", "status"])
+REPLICA_CHANGES = Counter(
+    "labornet_jobs_replica_changes_total", "Partner vacancy events applied to the replica, by result", ["result"]
+)
+
+EVENT_FIELDS = tuple(c.name for c in vacancy.columns if c.name != "search_tokens")
+
+
+def search_tokens(row: Mapping[str, Any]) -> str:
+    return text.document(
+        [
+            row["title"],
+            row["description"],
+            row["employer_name"],
+            row["occupation_name"],
+            row["city"],
+            " ".join(row["skills"]),
+        ]
+    )
+
+
+def to_event(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The vacancy as carried by events and APIs (JSON types)."""
+    data: dict[str, Any] = {}
+    for name in EVENT_FIELDS:
+        value = row[name]
+        if isinstance(value, datetime):  # SQLite hands back naive datetimes; every stored time is UTC
+            data[name] = format_time(value if value.tzinfo else value.replace(tzinfo=UTC))
+        elif isinstance(value, date):
+            data[name] = value.isoformat()
+        else:
+            data[name] = value
+    return data
+
+
+def from_event(data: Mapping[str, Any]) -> dict[str, Any]:
+    missing = [name for name in EVENT_FIELDS if name not in data]
+    if missing:
+        raise ValueError(f"vacancy event lacks {', '.join(missing)}")
+    row = {name: data[name] for name in EVENT_FIELDS}
+    row["posted_at"] = parse_time(str(data["posted_at"]))
+    row["updated_at"] = parse_time(str(data["updated_at"]))
+    row["closing_date"] = date.fromisoformat(str(data["closing_date"]))
+    if row["status"] not in Status._value2member_map_:
+        raise ValueError(f"unknown vacancy status {row['status']!r}")
+    row["search_tokens"] = search_tokens(row)
+    return row
+
+
+class VacancyService:
+    def __init__(
+        self,
+        *,
+        province: str,
+        sessions: async_sessionmaker[AsyncSession],
+        outbox: Outbox,
+        divisions: DivisionRegistry,
+    ) -> None:
+        self.province = province
+        self.sessions = sessions
+        self.outbox = outbox
+        self.divisions = divisions
+        self.topic = events_topic(province, "jobs")
+
+    def _place(self, division_code: str, city: str | None) -> tuple[str, str]:
+        try:
+            division = self.divisions.resolve(self.province, division_code)
+        except InvalidDivision as exc:
+            raise Unprocessable(str(exc), errors=[{"field": "body.division_code", "message": str(exc)}]) from exc
+        return division.code, city or division.name
+
+    async def publish(self, draft: VacancyDraft) -> dict[str, Any]:
+        row = flatten(draft)
+        row["division_code"], row["city"] = self._place(draft.division_code, draft.city)
+        moment = now()
+        row.update(
+            id=new_vacancy_id(self.province),
+            owner_province=self.province,
+            occupation_name=occupations()[draft.occupation_code]["zh"],
+            posted_at=moment,
+            updated_at=moment,
+            status=Status.OPEN.value,
+            version=1,
+            description=draft.description,
+            brand_id=draft.brand_id,
+            target_groups=row.get("target_groups", []),
+            skills=row.get("skills", []),
+        )
+        row["search_tokens"] = search_tokens(row)
+        async with self.sessions() as session, session.begin():
+            await session.execute(insert(vacancy).values(**row))
+            await self._emit(session, PUBLISHED, row)
+        return row
+
+    async def update(self, vacancy_id: str, changes: VacancyChanges, if_match: int | None) -> dict[str, Any]:
+        async with self.sessions() as session, session.begin():
+            current = await self._own(session, vacancy_id)
+            check_change(current, changes.version or if_match)
+            row = {**current, **flatten(changes)}
+            if changes.division_code is not None or changes.city is not None:
+                row["division_code"], row["city"] = self._place(row["division_code"], changes.city)
+            if changes.occupation_code is not None:
+                row["occupation_name"] = occupations()[changes.occupation_code]["zh"]
+            if row["salary_min"] > row["salary_max"]:
+                raise Unprocessable("salary min is greater than max")
+            row.update(version=current["version"] + 1, updated_at=now())
+            row["search_tokens"] = search_tokens(row)
+            await self._save(session, current, row)
+            await self._emit(session, UPDATED, row)
+        return row
+
+    async def close(self, vacancy_id: str, status: Status, expected_version: int | None) -> dict[str, Any]:
+        async with self.sessions() as session, session.begin():
+            current = await self._own(session, vacancy_id)
+            check_change(current, expected_version)
+            row = {**current, "status": status.value, "version": current["version"] + 1, "updated_at": now()}
+            await self._save(session, current, row)
+            await self._emit(session, CLOSED, row)
+        return row
+
+    async def expire_due(self, today: date | None = None) -> int:
+        """Close this province's open vacancies whose closing date has passed; return how many."""
+        day = today or today_in_china()
+        async with self.sessions() as session, session.begin():
+            due = (
+                (
+                    await session.execute(
+                        select(vacancy).where(
+                            vacancy.c.owner_province == self.province,
+                            vacancy.c.status == Status.OPEN.value,
+                            vacancy.c.closing_date < day,
+                        )
+                    )
+                )
+                .mappings()
+                .all()
+            )
+            for current in due:
+                row = {
+                    **current,
+                    "status": Status.EXPIRED.value,
+                    "version": current["version"] + 1,
+                    "updated_at": now(),
+                }
+                await self._save(session, dict(current), row)
+                await self._emit(session, CLOSED, row)
+        if due:
+            log.info("expired %d vacancies whose closing date passed", len(due))
+        return len(due)
+
+    async def _own(self, session: AsyncSession, vacancy_id: str) -> dict[str, Any]:
+        found = (await session.execute(select(vacancy).where(vacancy.c.id == vacancy_id))).mappings().one_or_none()
+        if found is None:
+            raise NotFound(f"no vacancy {vacancy_id}")
+        if found["owner_province"] != self.province:
+            raise Forbidden(
+                f"vacancy {vacancy_id} belongs to province {found['owner_province']}; only its officers change it"
+            )
+        return dict(found)
+
+    async def _save(self, session: AsyncSession, current: Mapping[str, Any], row: Mapping[str, Any]) -> None:
+        result = await session.execute(
+            update(vacancy)
+            .where(vacancy.c.id == current["id"], vacancy.c.version == current["version"])
+            .values(**{k: v for k, v in row.items() if k != "id"})
+        )
+        if result.rowcount != 1:  # type: ignore[attr-defined]
+            raise VacancyRuleError(f"vacancy {current['id']} changed concurrently; reload and retry")
+
+    async def _emit(self, session: AsyncSession, event_type: str, row: Mapping[str, Any]) -> None:
+        await self.outbox.add(
+            session, topic=self.topic, event_type=event_type, key=row["id"], subject=row["id"], data=to_event(row)
+        )
+        await match_vacancy(session, row)
+
+
+async def apply_vacancy_event(session: AsyncSession, envelope: Envelope) -> None:
+    """Apply a partner's vacancy event to the replica: newer versions win, older or equal ones change nothing."""
+    row = from_event(envelope.json())
+    if row["owner_province"] != envelope.originprovince:
+        raise ValueError(
+            f"event from {envelope.originprovince} carries vacancy {row['id']} owned by {row['owner_province']}"
+        )
+    if row["id"] != envelope.partitionkey:
+        raise ValueError(f"event key {envelope.partitionkey} differs from vacancy id {row['id']}")
+    await apply_replica_row(session, row)
+
+
+async def apply_replica_row(session: AsyncSession, row: dict[str, Any]) -> str:
+    """Insert or update a partner's vacancy if ``row`` is newer than the replica's copy; say what happened."""
+    held = (await session.execute(select(vacancy.c.version).where(vacancy.c.id == row["id"]))).scalar()
+    if held is None:
+        await session.execute(insert(vacancy).values(**row))
+        result = "inserted"
+    elif row["version"] > held:
+        await session.execute(
+            update(vacancy).where(vacancy.c.id == row["id"]).values(**{k: v for k, v in row.items() if k != "id"})
+        )
+        result = "updated"
+    else:
+        result = "stale"
+    REPLICA_CHANGES.labels(result).inc()
+    if result != "stale":
+        await match_vacancy(session, row)
+    return result
+
+
+async def refresh_gauges(session: AsyncSession) -> None:
+    rows = await session.execute(
+        select(vacancy.c.owner_province, vacancy.c.status, func.count()).group_by(
+            vacancy.c.owner_province, vacancy.c.status
+        )
+    )
+    for province, status, count in rows:
+        VACANCIES.labels(province, status).set(count)

@@ -1,0 +1,412 @@
+"""Vacancy search against real databases (SQLite FTS5, PostgreSQL tsvector + GIN) migrated to head."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from sqlalchemy import delete, insert, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from labornet.jobs.adapters.search import InvalidCursor, SearchPage, SearchParams, search_vacancies
+from labornet.jobs.adapters.tables import vacancy
+from labornet.jobs.domain.text import document
+from labornet.shared.db import create_engine, readonly_sessionmaker, sessionmaker
+from labornet.shared.migrations import upgrade
+
+MIGRATIONS = "labornet.jobs:migrations"
+NOW = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
+
+
+def make_vacancy(number: int, title: str, **fields: Any) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "id": f"510000-V-{number:06d}",
+        "owner_province": "510000",
+        "employer_name": "成都锦江餐饮有限公司",
+        "employer_credit_code": "91510100MA61XXXX0X",
+        "title": title,
+        "description": "",
+        "occupation_code": "9329",
+        "occupation_name": "制造业普工",
+        "division_code": "510104",
+        "city": "成都",
+        "headcount": 3,
+        "salary_min": 5000,
+        "salary_max": 8000,
+        "employment_type": "full-time",
+        "target_groups": [],
+        "skills": [],
+        "brand_id": None,
+        "contact": "028-12345678",
+        "posted_at": NOW - timedelta(hours=number),
+        "closing_date": date(2026, 6, 30),
+        "status": "open",
+        "version": 1,
+        "updated_at": NOW,
+    }
+    row.update(fields)
+    row["search_tokens"] = tokens_of(row)
+    return row
+
+
+def tokens_of(row: dict[str, Any]) -> str:
+    parts = ["title", "description", "employer_name", "occupation_name", "city"]
+    return document([*(row[p] for p in parts), " ".join(row["skills"])])
+
+
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(database_url)
+    await upgrade(engine, MIGRATIONS)
+    yield engine
+    await engine.dispose()
+
+
+async def add(engine: AsyncEngine, *rows: dict[str, Any]) -> None:
+    async with sessionmaker(engine)() as session, session.begin():
+        await session.execute(insert(vacancy), list(rows))
+
+
+async def search(engine: AsyncEngine, **params: Any) -> SearchPage:
+    async with readonly_sessionmaker(engine)() as session:
+        return await search_vacancies(session, SearchParams(**params))
+
+
+async def titles(engine: AsyncEngine, **params: Any) -> list[str]:
+    return [item["title"] for item in (await search(engine, limit=100, **params)).items]
+
+
+async def ids(engine: AsyncEngine, **params: Any) -> set[str]:
+    return {item["id"] for item in (await search(engine, limit=100, **params)).items}
+
+
+async def all_pages(engine: AsyncEngine, cursor: str | None = None, **params: Any) -> list[SearchPage]:
+    pages = [await search(engine, cursor=cursor, **params)]
+    while pages[-1].next_cursor is not None:
+        pages.append(await search(engine, cursor=pages[-1].next_cursor, **params))
+        assert len(pages) < 100, "paging does not end"
+    return pages
+
+
+# --- text -------------------------------------------------------------------------------------------------
+
+
+async def test_a_two_character_word_finds_longer_chinese_titles(engine: AsyncEngine) -> None:
+    await add(
+        engine,
+        make_vacancy(1, "川菜厨师"),
+        make_vacancy(2, "焊工"),
+        make_vacancy(3, "餐厅服务员", description="协助厨师备菜"),
+        make_vacancy(4, "厨房帮工"),
+    )
+    assert set(await titles(engine, q="厨师")) == {"川菜厨师", "餐厅服务员"}
+    assert await titles(engine, q="川菜厨师") == ["川菜厨师"]
+    assert await titles(engine, q="焊工") == ["焊工"]
+    assert await titles(engine, q="面点师") == []
+
+
+async def test_a_latin_word_finds_english_titles_as_a_prefix(engine: AsyncEngine) -> None:
+    await add(
+        engine,
+        make_vacancy(1, "Sichuan chef 川菜厨师"),
+        make_vacancy(2, "Pastry chefs wanted"),
+        make_vacancy(3, "Welder 焊工"),
+        make_vacancy(4, "Kitchen helper", skills=["Chef knife"]),
+    )
+    assert set(await titles(engine, q="chef")) == {"Sichuan chef 川菜厨师", "Pastry chefs wanted", "Kitchen helper"}
+    assert await titles(engine, q="SICHUAN Chef") == ["Sichuan chef 川菜厨师"]
+    assert await titles(engine, q="welder") == ["Welder 焊工"]
+    assert await titles(engine, q="chefs welder") == []
+
+
+async def test_every_token_of_the_query_must_match(engine: AsyncEngine) -> None:
+    await add(
+        engine,
+        make_vacancy(1, "川菜厨师", city="成都"),
+        make_vacancy(2, "粤菜厨师", city="广州", employer_name="广州酒家"),
+        make_vacancy(3, "成都焊工", city="成都"),
+    )
+    assert await titles(engine, q="成都 厨师") == ["川菜厨师"]
+    assert await titles(engine, q="厨师 welder") == []
+    assert set(await titles(engine, q="  ")) == {"川菜厨师", "粤菜厨师", "成都焊工"}
+
+
+async def test_employer_city_and_skills_are_searchable(engine: AsyncEngine) -> None:
+    await add(
+        engine,
+        make_vacancy(1, "保安", employer_name="重庆安保服务公司", city="重庆", skills=["消防证"]),
+        make_vacancy(2, "保洁员"),
+    )
+    assert await titles(engine, q="安保") == ["保安"]
+    assert await titles(engine, q="重庆") == ["保安"]
+    assert await titles(engine, q="消防") == ["保安"]
+
+
+async def test_a_single_chinese_character_falls_back_to_a_substring_search(engine: AsyncEngine) -> None:
+    await add(
+        engine,
+        make_vacancy(1, "川菜厨师"),
+        make_vacancy(2, "焊工", description="大厨房"),
+        make_vacancy(3, "电工"),
+    )
+    assert set(await titles(engine, q="厨")) == {"川菜厨师", "焊工"}
+    assert await titles(engine, q="师") == ["川菜厨师"]  # the last character of a word
+    assert await titles(engine, q="焊") == ["焊工"]
+    assert await titles(engine, q="电 工") == ["电工"]
+    assert await titles(engine, q="鱼") == []
+
+
+async def test_text_search_follows_updates_and_deletes(engine: AsyncEngine) -> None:
+    await add(engine, make_vacancy(1, "川菜厨师"), make_vacancy(2, "焊工"))
+    changed = make_vacancy(1, "货车司机")
+    async with sessionmaker(engine)() as session, session.begin():
+        await session.execute(
+            update(vacancy)
+            .where(vacancy.c.id == changed["id"])
+            .values(title=changed["title"], search_tokens=changed["search_tokens"])
+        )
+        await session.execute(update(vacancy).where(vacancy.c.id == "510000-V-000002").values(status="filled"))
+    assert await titles(engine, q="厨师") == []
+    assert await titles(engine, q="司机") == ["货车司机"]
+    assert await titles(engine, q="焊工", statuses=("filled",)) == ["焊工"]
+
+    async with sessionmaker(engine)() as session, session.begin():
+        await session.execute(delete(vacancy).where(vacancy.c.id == changed["id"]))
+    assert await titles(engine, q="司机") == []
+    assert await titles(engine, q="焊工", statuses=("filled",)) == ["焊工"]
+
+
+async def test_the_index_covers_vacancies_stored_before_the_migration(database_url: str) -> None:
+    engine = create_engine(database_url)
+    try:
+        await upgrade(engine, MIGRATIONS, "jobs_0002")
+        await add(engine, make_vacancy(1, "川菜厨师 Sichuan chef"), make_vacancy(2, "焊工"))
+        await upgrade(engine, MIGRATIONS)
+        assert await titles(engine, q="厨师") == ["川菜厨师 Sichuan chef"]
+        assert await titles(engine, q="chef") == ["川菜厨师 Sichuan chef"]
+    finally:
+        await engine.dispose()
+
+
+# --- filters ----------------------------------------------------------------------------------------------
+
+
+async def test_owner_province_filter(engine: AsyncEngine) -> None:
+    await add(
+        engine,
+        make_vacancy(1, "川菜厨师"),
+        make_vacancy(2, "火锅厨师", id="500000-V-000002", owner_province="500000", division_code="500103"),
+    )
+    assert await titles(engine, q="厨师", province="500000") == ["火锅厨师"]
+    assert await titles(engine, province="510000") == ["川菜厨师"]
+    assert await titles(engine, province="330000") == []
+
+
+async def test_division_filter_matches_the_division_and_everything_inside_it(engine: AsyncEngine) -> None:
+    await add(
+        engine,
+        make_vacancy(1, "锦江区", division_code="510104"),
+        make_vacancy(2, "成都市", division_code="510100"),
+        make_vacancy(3, "自贡市", division_code="510300"),
+        make_vacancy(4, "渝中区", division_code="500103"),
+        make_vacancy(5, "都江堰", division_code="510181"),
+    )
+    assert set(await titles(engine, division_code="510000")) == {"锦江区", "成都市", "自贡市", "都江堰"}
+    assert set(await titles(engine, division_code="510100")) == {"锦江区", "成都市", "都江堰"}
+    assert await titles(engine, division_code="510104") == ["锦江区"]
+    assert await titles(engine, division_code="510300") == ["自贡市"]
+    assert await titles(engine, division_code="500000") == ["渝中区"]
+    assert await titles(engine, division_code="520000") == []
+
+
+async def test_occupation_filter_includes_sub_groups(engine: AsyncEngine) -> None:
+    await add(
+        engine,
+        make_vacancy(1, "厨师", occupation_code="5120"),
+        make_vacancy(2, "服务员", occupation_code="5131"),
+        make_vacancy(3, "保安", occupation_code="5414"),
+        make_vacancy(4, "焊工", occupation_code="7212"),
+        make_vacancy(5, "快递员", occupation_code="9621"),
+        make_vacancy(6, "服务人员", occupation_code="5"),
+    )
+    assert set(await titles(engine, occupation_code="5")) == {"厨师", "服务员", "保安", "服务人员"}
+    assert set(await titles(engine, occupation_code="51")) == {"厨师", "服务员"}
+    assert await titles(engine, occupation_code="5120") == ["厨师"]
+    assert await titles(engine, occupation_code="9") == ["快递员"]
+    assert await titles(engine, occupation_code="8") == []
+
+
+@pytest.mark.parametrize(
+    ("wanted", "found"),
+    [
+        ({"salary_min": 8000}, True),  # touches the top of 5000-8000
+        ({"salary_min": 8001}, False),
+        ({"salary_max": 5000}, True),  # touches the bottom
+        ({"salary_max": 4999}, False),
+        ({"salary_min": 6000, "salary_max": 7000}, True),  # inside
+        ({"salary_min": 3000, "salary_max": 20000}, True),  # around
+        ({"salary_min": 3000, "salary_max": 4999}, False),  # below
+        ({"salary_min": 8001, "salary_max": 9000}, False),  # above
+        ({"salary_min": 7999, "salary_max": 12000}, True),  # overlaps the top
+    ],
+)
+async def test_salary_ranges_must_overlap(engine: AsyncEngine, wanted: dict[str, int], found: bool) -> None:
+    await add(engine, make_vacancy(1, "普工", salary_min=5000, salary_max=8000))
+    assert await titles(engine, **wanted) == (["普工"] if found else [])
+
+
+async def test_employment_type_target_group_and_posted_since_filters(engine: AsyncEngine) -> None:
+    await add(
+        engine,
+        make_vacancy(1, "A", employment_type="seasonal", target_groups=["migrant-workers", "veterans"]),
+        make_vacancy(2, "B", target_groups=["college-graduates"], posted_at=NOW - timedelta(days=10)),
+        make_vacancy(3, "C", target_groups=[], posted_at=NOW - timedelta(days=3)),
+    )
+    assert await titles(engine, employment_type="seasonal") == ["A"]
+    assert await titles(engine, employment_type="full-time") == ["C", "B"]
+    assert await titles(engine, target_group="veterans") == ["A"]
+    assert await titles(engine, target_group="migrant-workers") == ["A"]
+    assert await titles(engine, target_group="college-graduates") == ["B"]
+    assert await titles(engine, target_group="graduates") == []
+    assert await titles(engine, posted_since=NOW - timedelta(days=3)) == ["A", "C"]
+    shanghai = NOW.astimezone(ZoneInfo("Asia/Shanghai"))
+    assert await titles(engine, posted_since=shanghai - timedelta(days=3, seconds=-1)) == ["A"]
+
+
+async def test_only_open_vacancies_unless_other_statuses_are_asked_for(engine: AsyncEngine) -> None:
+    await add(
+        engine,
+        make_vacancy(1, "open one"),
+        make_vacancy(2, "filled one", status="filled"),
+        make_vacancy(3, "expired one", status="expired"),
+    )
+    assert await titles(engine) == ["open one"]
+    assert await titles(engine, statuses=("filled", "expired")) == ["filled one", "expired one"]
+    assert (await search(engine, statuses=("open", "filled", "expired", "withdrawn"))).total == 3
+
+
+async def test_filters_combine(engine: AsyncEngine) -> None:
+    await add(
+        engine,
+        make_vacancy(1, "川菜厨师", occupation_code="5120", salary_min=6000, salary_max=9000),
+        make_vacancy(2, "川菜厨师", occupation_code="5120", salary_min=3000, salary_max=4000),
+        make_vacancy(3, "川菜厨师", occupation_code="5120", division_code="510300", salary_min=6000, salary_max=9000),
+        make_vacancy(4, "川菜厨师", occupation_code="5120", salary_min=6000, salary_max=9000, status="filled"),
+        make_vacancy(5, "焊工", occupation_code="7212", salary_min=6000, salary_max=9000),
+    )
+    found = await ids(engine, q="厨师", division_code="510100", occupation_code="5", salary_min=5000)
+    assert found == {"510000-V-000001"}
+
+
+# --- order, pages, totals ---------------------------------------------------------------------------------
+
+
+async def test_newest_first_and_highest_salary_first(engine: AsyncEngine) -> None:
+    await add(
+        engine,
+        make_vacancy(1, "new", salary_max=6000, posted_at=NOW),
+        make_vacancy(2, "old", salary_max=9000, posted_at=NOW - timedelta(days=2)),
+        make_vacancy(3, "middle", salary_max=7000, posted_at=NOW - timedelta(days=1)),
+        make_vacancy(4, "middle too", salary_max=9000, posted_at=NOW - timedelta(days=1)),
+    )
+    assert await titles(engine) == ["new", "middle too", "middle", "old"]  # same time: higher id first
+    assert await titles(engine, sort="salary") == ["middle too", "old", "middle", "new"]
+    item = (await search(engine, limit=1)).items[0]
+    assert item["posted_at"] == NOW and item["posted_at"].utcoffset() == timedelta(0)
+    assert "search_tokens" not in item and item["target_groups"] == []
+
+
+@pytest.mark.parametrize("sort", ["newest", "salary"])
+async def test_pages_neither_skip_nor_repeat_rows_that_share_a_sort_key(engine: AsyncEngine, sort: str) -> None:
+    # 5 posting times and 4 salaries for 47 vacancies: most rows share their sort key with others
+    rows = [
+        make_vacancy(n, f"厨师 {n}", posted_at=NOW - timedelta(hours=n % 5), salary_max=8000 + 1000 * (n % 4))
+        for n in range(47)
+    ]
+    rows += [make_vacancy(100 + n, f"焊工 {n}") for n in range(5)]
+    await add(engine, *rows)
+
+    pages = await all_pages(engine, q="厨师", sort=sort, limit=10)
+    assert [len(p.items) for p in pages] == [10, 10, 10, 10, 7]
+    assert {p.total for p in pages} == {47}
+    paged = [item["id"] for p in pages for item in p.items]
+    assert len(paged) == len(set(paged)) == 47
+    key = "posted_at" if sort == "newest" else "salary_max"
+    everything = sorted(rows[:47], key=lambda r: (r[key], r["id"]), reverse=True)
+    assert paged == [r["id"] for r in everything]
+
+
+async def test_paging_is_stable_while_vacancies_arrive(engine: AsyncEngine) -> None:
+    await add(engine, *[make_vacancy(n, "焊工", posted_at=NOW - timedelta(minutes=n % 3)) for n in range(30)])
+    first = await search(engine, q="焊工", limit=10)
+    await add(engine, make_vacancy(500, "焊工", posted_at=NOW + timedelta(days=1)))
+    rest = await all_pages(engine, q="焊工", limit=10, cursor=first.next_cursor)
+    seen = [i["id"] for i in first.items] + [i["id"] for p in rest for i in p.items]
+    assert len(seen) == len(set(seen)) == 30
+    assert rest[0].total == 31
+
+
+async def test_total_counts_every_match_not_just_the_page(engine: AsyncEngine) -> None:
+    await add(
+        engine,
+        *[make_vacancy(n, "电工", division_code="510104" if n % 2 else "510303") for n in range(25)],
+        *[make_vacancy(100 + n, "焊工") for n in range(4)],
+    )
+    page = await search(engine, q="电工", limit=5)
+    assert (len(page.items), page.total) == (5, 25)
+    assert (await search(engine, q="电工", division_code="510300", limit=5)).total == 13
+    assert (await search(engine, q="焊工", limit=5)).total == 4
+    assert (await search(engine, q="焊工", limit=4)).next_cursor is None
+    assert (await search(engine, q="司机")).total == 0
+
+
+def _cursor(payload: object) -> str:
+    return base64.urlsafe_b64encode(json.dumps(payload).encode()).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        "not a cursor!",
+        "bm90IGpzb24",  # base64 of "not json"
+        _cursor(["newest", "2026-03-01T00:00:00+00:00", "x"]),
+        _cursor({"sort": "newest", "key": "yesterday", "id": "510000-V-000001"}),
+        _cursor({"sort": "newest", "key": "2026-03-01T00:00:00+00:00", "id": 7}),
+        _cursor({"sort": "salary", "key": 8000, "id": "510000-V-000001"}),  # made for the other sort
+        _cursor({"sort": "newest", "key": "2026-03-01T00:00:00+00:00"}),
+    ],
+)
+async def test_an_invalid_cursor_is_refused_with_a_clear_message(engine: AsyncEngine, cursor: str) -> None:
+    await add(engine, make_vacancy(1, "焊工"))
+    with pytest.raises(InvalidCursor, match="start again without a cursor"):
+        await search(engine, cursor=cursor)
+
+
+async def test_a_cursor_for_the_other_sort_is_refused(engine: AsyncEngine) -> None:
+    await add(engine, *[make_vacancy(n, "焊工") for n in range(3)])
+    cursor = (await search(engine, sort="salary", limit=1)).next_cursor
+    assert cursor is not None
+    with pytest.raises(InvalidCursor, match="made for sort 'salary', not 'newest'"):
+        await search(engine, cursor=cursor)
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"limit": 0}, "limit should be between 1 and 100"),
+        ({"limit": 101}, "limit should be between 1 and 100"),
+        ({"sort": "oldest"}, "sort should be one of newest, salary"),
+        ({"statuses": ()}, "statuses should name at least one status"),
+        ({"division_code": "5101"}, "division code should be 6 digits"),
+        ({"occupation_code": "51%"}, "occupation code should be 1 to 10 digits"),
+        ({"salary_min": 9000, "salary_max": 8000}, "salary_min 9000 is greater than salary_max 8000"),
+    ],
+)
+def test_impossible_parameters_are_refused(params: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        SearchParams(**params)

@@ -1,0 +1,246 @@
+"""Signed events between two provinces on the real embedded broker and real databases.
+
+Sichuan (510000) writes vacancy events through its outbox; Zhejiang (330000) verifies and applies them through
+its inbox consumer. Every scenario of the foundation's "done when" is here: exactly-once apply, duplicates and
+whole-topic replays, forged events, a poison event and the operator's replay.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+from aiokafka import AIOKafkaProducer, ConsumerRecord
+from prometheus_client import REGISTRY
+from sqlalchemy import select
+
+from labornet.shared.db import inbox, quarantine, sessionmaker
+from labornet.shared.envelope import Envelope, encode_data, event_source
+from labornet.shared.inbox import EventRejected
+from labornet.shared.keys import NodeKeys
+from labornet.shared.signing import Signer, generate_private_key, key_id_for
+from labornet.shared.testing import consume_all, eventually
+from tests.integration.conftest import VACANCY_PUBLISHED, Federation, consuming
+
+pytestmark = pytest.mark.integration
+
+
+def metric(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def produce_raw(
+    bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes, list[tuple[str, bytes]]]]
+) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        for key, value, headers in records:
+            await producer.send_and_wait(topic, value, key=key, headers=headers)
+    finally:
+        await producer.stop()
+
+
+def vacancy_event(origin: str, vacancy_id: str, topic: str, **data: object) -> Envelope:
+    return Envelope(
+        id=str(uuid.uuid4()),
+        source=event_source(origin, "jobs"),
+        type=VACANCY_PUBLISHED,
+        time=datetime.now(UTC),
+        partitionkey=vacancy_id,
+        originprovince=origin,
+        stream=f"{origin}/{topic}",
+        streamseq=1,
+        schemaversion=1,
+        data=encode_data({"id": vacancy_id, **data}),
+    )
+
+
+async def test_event_is_applied_exactly_once_in_another_province(federation: Federation) -> None:
+    written = [await federation.sichuan.write(federation.topic, f"510000-V-{n}", title="川菜厨师") for n in range(20)]
+    async with consuming(federation.make_consumer()):
+
+        async def all_applied() -> bool:
+            return len(await federation.zhejiang.applied()) == 20
+
+        await eventually(all_applied)
+    rows = await federation.zhejiang.applied()
+    assert sorted(event_id for event_id, _ in rows) == sorted(e.id for e in written)
+    async with sessionmaker(federation.zhejiang.engine)() as session:
+        streams = (await session.execute(select(inbox.c.stream, inbox.c.seq))).all()
+    assert {s for s, _ in streams} == {f"510000/{federation.topic}"}
+    assert sorted(seq for _, seq in streams) == list(range(1, 21))
+    assert metric("labornet_event_age_seconds_count", service="jobs", topic=federation.topic, origin="510000") == 20
+
+
+async def test_duplicates_and_whole_topic_replays_change_nothing(federation: Federation) -> None:
+    for n in range(10):
+        await federation.sichuan.write(federation.topic, f"510000-V-{n}", title="保安")
+    async with consuming(federation.make_consumer()) as consumer:
+
+        async def ten_applied() -> bool:
+            return len(await federation.zhejiang.applied()) == 10
+
+        await eventually(ten_applied)
+        # deliver every event a second time, byte for byte
+        records = await consume_all(federation.bootstrap, federation.topic, 10)
+        await produce_raw(federation.bootstrap, federation.topic, [(r.key, r.value, list(r.headers)) for r in records])
+
+        async def duplicates_seen() -> bool:
+            return (
+                metric("labornet_events_consumed_total", service="jobs", topic=federation.topic, outcome="duplicate")
+                >= 10
+            )
+
+        await eventually(duplicates_seen)
+        gaps = await consumer.gaps()
+    before = await federation.zhejiang.applied()
+    assert len(before) == 10
+    assert gaps == {f"510000/{federation.topic}": 0}
+
+    # a whole-topic replay: the same consumer reads all twenty records again under a fresh group
+    async with consuming(federation.make_consumer(group=f"replay-{uuid.uuid4().hex[:6]}")):
+
+        async def replayed() -> bool:
+            return (
+                metric("labornet_events_consumed_total", service="jobs", topic=federation.topic, outcome="duplicate")
+                >= 30
+            )
+
+        await eventually(replayed)
+    assert await federation.zhejiang.applied() == before
+
+
+async def test_forged_events_are_quarantined_counted_and_never_applied(
+    federation: Federation, node_keys: dict[str, NodeKeys]
+) -> None:
+    topic = federation.topic
+    stranger = generate_private_key()
+    unknown_key = Signer(key_id_for("510000", stranger.public_key()), stranger).sign(
+        vacancy_event("510000", "forged-1", topic, title="unknown key")
+    )
+    zhejiang_signer = Signer.from_file(node_keys["330000"].signing_key, "330000")
+    wrong_province = zhejiang_signer.sign(
+        vacancy_event("510000", "forged-2", topic, title="Zhejiang posing as Sichuan")
+    )
+    sichuan_signer = Signer.from_file(node_keys["510000"].signing_key, "510000")
+    genuine = sichuan_signer.sign(vacancy_event("510000", "forged-3", topic, title="real", salary=6000))
+    tampered = dataclasses.replace(genuine, data=encode_data({"id": "forged-3", "title": "real", "salary": 60000}))
+    records = [e.to_kafka() for e in (unknown_key, wrong_province, tampered)]
+    records.append((b"forged-4", b"{}", [("ce_id", b"x")]))
+    await produce_raw(federation.bootstrap, topic, records)
+    honest = await federation.sichuan.write(topic, "510000-V-honest", title="焊工")
+
+    async with consuming(federation.make_consumer()):
+
+        async def honest_applied() -> bool:
+            return len(await federation.zhejiang.applied()) == 1
+
+        await eventually(honest_applied)
+
+        async def dead_letters_published() -> bool:
+            return len(await consume_all(federation.bootstrap, f"{topic}.deadletter", 4, timeout_s=0.5)) == 4
+
+        await eventually(dead_letters_published)
+
+    assert await federation.zhejiang.applied() == [(honest.id, "510000-V-honest")]
+    async with sessionmaker(federation.zhejiang.engine)() as session:
+        reasons = dict((await session.execute(select(quarantine.c.event_id, quarantine.c.reason))).all())
+    assert reasons == {
+        unknown_key.id: "unknown-key",
+        wrong_province.id: "province-mismatch",
+        tampered.id: "bad-signature",
+        None: "malformed",
+    }
+    for reason in ("unknown-key", "province-mismatch", "bad-signature", "malformed"):
+        assert metric("labornet_events_rejected_total", service="jobs", topic=topic, reason=reason) == 1
+    dead = await consume_all(federation.bootstrap, f"{topic}.deadletter", 4)
+    assert sorted(dict(r.headers)["x-labornet-dlq-reason"].decode() for r in dead) == [
+        "bad-signature",
+        "malformed",
+        "province-mismatch",
+        "unknown-key",
+    ]
+
+
+async def test_poison_event_is_dead_lettered_and_later_events_still_apply(federation: Federation) -> None:
+    topic = federation.topic
+    first = await federation.sichuan.write(topic, "510000-V-1", title="家政")
+    poison = await federation.sichuan.write(topic, "510000-V-1", poison=True)
+    third = await federation.sichuan.write(topic, "510000-V-1", title="家政服务员")
+    async with consuming(federation.make_consumer(max_attempts=3)) as consumer:
+
+        async def third_applied() -> bool:
+            return any(event_id == third.id for event_id, _ in await federation.zhejiang.applied())
+
+        await eventually(third_applied)
+        assert [e for e, _ in await federation.zhejiang.applied()] == [first.id, third.id]
+        async with sessionmaker(federation.zhejiang.engine)() as session:
+            row = (await session.execute(select(quarantine).where(quarantine.c.event_id == poison.id))).one()
+        assert (row.reason, row.attempts, row.status) == ("handler-failed", 3, "quarantined")
+        assert "has no title" in row.error
+        assert metric("labornet_events_dead_lettered_total", service="jobs", topic=topic, reason="handler-failed") == 1
+        dead = await consume_all(federation.bootstrap, f"{topic}.deadletter", 1)
+        assert Envelope.from_kafka(dead[0].key, dead[0].value, dead[0].headers).id == poison.id
+
+        # the operator fixes the cause and replays the record: it applies once, and only once
+        federation.handlers.cured = True
+        outcome = await consumer.replay(row.id)
+        assert outcome.status == "applied"
+        with pytest.raises(EventRejected, match="already replayed"):
+            await consumer.replay(row.id)
+    assert [e for e, _ in await federation.zhejiang.applied()] == [first.id, third.id, poison.id]
+
+
+async def test_database_trouble_is_retried_without_quarantining_a_good_event(federation: Federation) -> None:
+    written = [await federation.sichuan.write(federation.topic, f"510000-V-{n}", title="司机") for n in range(5)]
+    federation.handlers.database_down_for = 7  # more than max_attempts: it must not count against the event
+    async with consuming(federation.make_consumer(max_attempts=3)):
+
+        async def all_applied() -> bool:
+            return len(await federation.zhejiang.applied()) == 5
+
+        await eventually(all_applied, timeout_s=40)
+    assert sorted(e for e, _ in await federation.zhejiang.applied()) == sorted(e.id for e in written)
+    async with sessionmaker(federation.zhejiang.engine)() as session:
+        assert (await session.execute(select(quarantine))).all() == []
+
+
+async def test_same_offset_after_a_broker_reset_is_not_mistaken_for_a_duplicate(federation: Federation) -> None:
+    consumer = federation.make_consumer()
+    bad = [(b"k", b"{}", [("ce_id", b"one")]), (b"k", b"{}", [("ce_id", b"two")])]
+    records = [
+        ConsumerRecord(federation.topic, 0, 0, 0, 0, key, value, None, len(key), len(value), tuple(headers))
+        for key, value, headers in bad
+    ]
+    first, second = [await consumer.handle(r) for r in records]  # same topic/partition/offset, different bytes
+    again = await consumer.handle(records[0])
+    assert (first.status, second.status, again.status) == ("quarantined", "quarantined", "duplicate")
+
+
+async def test_rebalance_between_two_replicas_applies_everything_once(federation: Federation) -> None:
+    topic = federation.topic
+    first_batch = [await federation.sichuan.write(topic, f"510000-V-{n}", title="电工") for n in range(30)]
+    async with consuming(federation.make_consumer()) as replica_a:
+
+        async def some_applied() -> bool:
+            return len(await federation.zhejiang.applied()) >= 10
+
+        await eventually(some_applied)
+        async with consuming(federation.make_consumer()) as replica_b:  # joins the group: partitions move
+
+            async def both_assigned() -> bool:
+                return replica_a.ready and replica_b.ready
+
+            await eventually(both_assigned, timeout_s=30)
+            second_batch = [await federation.sichuan.write(topic, f"510000-W-{n}", title="瓦工") for n in range(30)]
+
+            async def all_applied() -> bool:
+                return len(await federation.zhejiang.applied()) >= 60
+
+            await eventually(all_applied, timeout_s=40)
+    rows = await federation.zhejiang.applied()
+    assert len(rows) == 60
+    assert sorted(event_id for event_id, _ in rows) == sorted(e.id for e in first_batch + second_batch)
