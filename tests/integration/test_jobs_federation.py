@@ -243,7 +243,10 @@ async def test_a_replica_that_lost_events_heals_from_the_origin_snapshot(
         assert closed.status_code == 200
 
         async def replicated() -> bool:
-            return (await sc.get("/api/v1/vacancies", params={"province": "330000"})).json()["total"] == 4
+            # four open and the withdrawn one: every event of the six has been applied, none is still in flight
+            open_now = (await sc.get("/api/v1/vacancies", params={"province": "330000"})).json()["total"]
+            withdrawn = await sc.get(f"/api/v1/vacancies/{ids[0]}")
+            return open_now == 4 and withdrawn.status_code == 200 and withdrawn.json()["status"] == "withdrawn"
 
         await eventually(replicated)
 
