@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Coroutine, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import FastAPI
@@ -19,10 +18,9 @@ from sqlalchemy import func, select
 from labornet.insurance import __doc__ as description
 from labornet.insurance import __version__
 from labornet.insurance.adapters.tables import settlement, transfer
-from labornet.insurance.domain.transfer import TERMINAL, State
 from labornet.insurance.entrypoints import api
 from labornet.insurance.service_layer.records import ensure_config
-from labornet.insurance.service_layer.transfers import TransferService
+from labornet.insurance.service_layer.transfers import TransferService, overdue_clause, today_in_china
 from labornet.shared.app import ConsumerSpec, Runtime, ServiceSpec, create_service_app
 from labornet.shared.settings import Settings
 from labornet.shared.topics import inbox_topic
@@ -64,7 +62,7 @@ def consumers(runtime: Runtime) -> Sequence[ConsumerSpec]:
 
 
 async def refresh_gauges(runtime: Runtime) -> None:
-    today = datetime.now(UTC).date()
+    today = today_in_china()
     async with runtime.read_sessions() as session:
         rows = await session.execute(
             select(
@@ -74,13 +72,8 @@ async def refresh_gauges(runtime: Runtime) -> None:
         for side, state, source, target, count in rows:
             TRANSFERS.labels(side, state, source, target).set(count)
         for side in ("receiving", "sending"):
-            late = transfer.c.complete_due < today
-            if side == "sending":
-                late = late | ((transfer.c.state == State.RECEIVED) & (transfer.c.answer_due < today))
             overdue = (
-                await session.execute(
-                    select(func.count()).where(transfer.c.side == side, transfer.c.state.not_in(TERMINAL), late)
-                )
+                await session.execute(select(func.count()).where(transfer.c.side == side, overdue_clause(today)))
             ).scalar_one()
             OVERDUE.labels(side).set(overdue)
         pending = (

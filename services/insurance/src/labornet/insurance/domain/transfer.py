@@ -13,6 +13,7 @@ Sending side:    received ─officer (or auto) sends the sheet→ sheet-sent ─
 
 from __future__ import annotations
 
+from datetime import date
 from enum import StrEnum
 
 CONTACT_LETTER = "org.labornet.insurance.transfer.contact-letter.v1"
@@ -40,6 +41,16 @@ class State(StrEnum):
 
 
 TERMINAL = (State.COMPLETED, State.REFUSED, State.CANCELLED)
+
+
+def is_overdue(*, side: str, state: str, answer_due: date, complete_due: date, today: date) -> bool:
+    """A case past its time limit: open past the total limit (20 working days by default), or, on the sending
+    side, a contact letter still unanswered past the answer limit (5 working days)."""
+    if state in TERMINAL:
+        return False
+    if complete_due < today:
+        return True
+    return side == Side.SENDING and state == State.RECEIVED and answer_due < today
 
 
 class Reason(StrEnum):

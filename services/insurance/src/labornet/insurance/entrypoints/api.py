@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
@@ -25,7 +25,7 @@ from labornet.insurance.adapters.tables import (
     transfer,
     transfer_step,
 )
-from labornet.insurance.domain.transfer import TERMINAL, Reason, TransferRefused
+from labornet.insurance.domain.transfer import Reason, TransferRefused, is_overdue
 from labornet.insurance.service_layer.records import (
     BenefitConfigIn,
     PersonIn,
@@ -33,7 +33,7 @@ from labornet.insurance.service_layer.records import (
     add_person,
     parse_csv,
 )
-from labornet.insurance.service_layer.transfers import TransferService
+from labornet.insurance.service_layer.transfers import TransferService, overdue_clause, today_in_china
 from labornet.shared.app import Runtime, RuntimeDep
 from labornet.shared.auth import Principal, Role, current_principal, require_province_role
 from labornet.shared.identifiers import (
@@ -79,15 +79,22 @@ def present(row: Any, principal: Principal, runtime: Runtime) -> dict[str, Any]:
     data = dict(row)
     if "resident_id" in data:
         data["resident_id"] = shown(data["resident_id"], principal, runtime)
+    if "complete_due" in data:  # a transfer case: flag it when past a time limit
+        data["overdue"] = is_overdue(
+            side=data["side"],
+            state=data["state"],
+            answer_due=data["answer_due"],
+            complete_due=data["complete_due"],
+            today=today_in_china(),
+        )
     return data
 
 
 def allowed_to_see(case: Any, principal: Principal, runtime: Runtime) -> bool:
     if is_officer_here(principal, runtime):
         return True
-    return (
-        principal.has(Role.WORKER) and case["side"] == "receiving" and case["resident_id"] == own_resident_id(principal)
-    )
+    claimed = principal.claims.get("resident_id") or principal.sub
+    return principal.has(Role.WORKER) and case["side"] == "receiving" and case["resident_id"] == claimed
 
 
 # Transfers -------------------------------------------------------------------------------------------
@@ -101,12 +108,23 @@ class TransferRequest(BaseModel):
     new_employer_credit_code: CreditCodeStr | None = None
     resident_id: ResidentIdStr | None = Field(None, description="officers only: whom the request is for")
 
+    @model_validator(mode="after")
+    def _employer_for_employment(self) -> TransferRequest:
+        if self.reason == Reason.NEW_EMPLOYMENT and self.new_employer_credit_code is None:
+            raise ValueError("new_employer_credit_code is required when the reason is new-employment")
+        return self
+
 
 @router.post("/transfers", status_code=status.HTTP_201_CREATED)
 async def file_transfer(
     body: TransferRequest, runtime: RuntimeDep, principal: CallerDep, response: Response
 ) -> dict[str, Any]:
     """File a transfer of the unemployment-insurance relationship *to* this province."""
+    if body.from_province not in runtime.registry:
+        raise Unprocessable(
+            f"province {body.from_province} is not a member of the federation",
+            errors=[{"field": "body.from_province", "message": "not a federation member"}],
+        )
     if is_officer_here(principal, runtime):
         if body.resident_id is None:
             raise Unprocessable(
@@ -156,8 +174,7 @@ async def list_transfers(
     if side:
         query = query.where(transfer.c.side == side)
     if overdue:
-        today = datetime.now(UTC).date()
-        query = query.where(transfer.c.state.not_in(TERMINAL), transfer.c.complete_due < today)
+        query = query.where(overdue_clause(today_in_china()))
     if after:
         query = query.where(transfer.c.id > after)
     async with runtime.read_sessions() as session:

@@ -57,6 +57,16 @@ class PersonIn(BaseModel):
     benefit_months_paid: int = Field(0, ge=0, le=24)
     periods: list[PeriodIn] = Field(default_factory=list, max_length=600)
 
+    @model_validator(mode="after")
+    def _months_once(self) -> PersonIn:
+        clash = overlapping(domain_periods("", self.periods))
+        if clash:
+            raise ValueError(
+                f"periods {clash[0].start:%Y-%m}…{clash[0].end:%Y-%m} and {clash[1].start:%Y-%m}…{clash[1].end:%Y-%m} "
+                "overlap: a month is contributed once"
+            )
+        return self
+
     @field_validator("status")
     @classmethod
     def _recordable(cls, value: PersonStatus) -> PersonStatus:
@@ -138,36 +148,37 @@ def parse_csv(text: str) -> tuple[list[PersonIn], list[dict[str, Any]]]:
     persons, errors = [], []
     for rows in grouped.values():
         line, first = rows[0]
+        period_rows = [(row_line, row) for row_line, row in rows if (row.get("start_month") or "").strip()]
         try:
             persons.append(
-                PersonIn(
-                    resident_id=first["resident_id"],
-                    name=first["name"],
-                    hukou_division=first["hukou_division"],
-                    status=PersonStatus(first["status"] or PersonStatus.EMPLOYED.value),
-                    employer_credit_code=first["employer_credit_code"] or None,
-                    months_used=int(first["months_used"] or 0),
-                    benefit_months_paid=int(first["benefit_months_paid"] or 0),
-                    periods=[
-                        PeriodIn(
-                            start_month=row["start_month"],
-                            end_month=row["end_month"],
-                            kind=PeriodKind(row["kind"] or PeriodKind.ACTUAL.value),
-                            employer_credit_code=row["period_employer_credit_code"] or None,
-                        )
-                        for _, row in rows
-                        if row["start_month"]
-                    ],
+                PersonIn.model_validate(
+                    {
+                        "resident_id": first["resident_id"],
+                        "name": first["name"],
+                        "hukou_division": first["hukou_division"],
+                        "status": first["status"] or PersonStatus.EMPLOYED.value,
+                        "employer_credit_code": first["employer_credit_code"] or None,
+                        "months_used": first["months_used"] or 0,
+                        "benefit_months_paid": first["benefit_months_paid"] or 0,
+                        "periods": [
+                            {
+                                "start_month": row["start_month"],
+                                "end_month": row["end_month"],
+                                "kind": row["kind"] or PeriodKind.ACTUAL.value,
+                                "employer_credit_code": row["period_employer_credit_code"] or None,
+                            }
+                            for _, row in period_rows
+                        ],
+                    }
                 )
             )
         except ValidationError as exc:
             for error in exc.errors():
                 where = [str(part) for part in error["loc"]]
-                row_line = line + int(where[1]) if where[:1] == ["periods"] and len(where) > 1 else line
+                in_period = where[:1] == ["periods"] and len(where) > 1 and where[1].isdigit()
+                row_line = period_rows[int(where[1])][0] if in_period else line
                 message = str(error.get("ctx", {}).get("error", error["msg"])).removeprefix("Value error, ")
-                errors.append({"line": row_line, "field": ".".join(where), "message": message})
-        except ValueError as exc:
-            errors.append({"line": line, "field": "row", "message": str(exc)})
+                errors.append({"line": row_line, "field": ".".join(where) or "row", "message": message})
     return persons, errors
 
 

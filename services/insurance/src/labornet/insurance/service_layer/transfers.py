@@ -18,7 +18,7 @@ from decimal import Decimal
 from typing import Any
 
 from prometheus_client import Histogram
-from sqlalchemy import insert, select, update
+from sqlalchemy import ColumnElement, and_, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -54,7 +54,7 @@ from labornet.insurance.domain.transfer import (
 from labornet.shared.envelope import Envelope, format_time
 from labornet.shared.outbox import Outbox
 from labornet.shared.topics import inbox_topic
-from labornet.shared.workdays import WorkCalendar
+from labornet.shared.workdays import CHINA, WorkCalendar
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,22 @@ STEP_DURATION = Histogram(
 
 def now() -> datetime:
     return datetime.now(UTC)
+
+
+def today_in_china() -> date:
+    """Time limits are working days in China: "today" is China's date."""
+    return datetime.now(CHINA).date()
+
+
+def overdue_clause(today: date) -> ColumnElement[bool]:
+    """SQL form of :func:`labornet.insurance.domain.transfer.is_overdue`."""
+    return and_(
+        transfer.c.state.not_in(TERMINAL),
+        or_(
+            transfer.c.complete_due < today,
+            and_(transfer.c.side == Side.SENDING, transfer.c.state == State.RECEIVED, transfer.c.answer_due < today),
+        ),
+    )
 
 
 def aware(value: datetime) -> datetime:
