@@ -225,7 +225,11 @@ def up(
     database_url_template: Annotated[
         str | None, typer.Option(help="e.g. postgresql+asyncpg://postgres@127.0.0.1/ln_{province}_{service}")
     ] = None,
-    exit_when_ready: Annotated[bool, typer.Option(help="stop everything once all services are ready (smoke)")] = False,
+    exit_when_ready: Annotated[bool, typer.Option(help="stop everything once all services are ready")] = False,
+    demo: Annotated[bool, typer.Option(help="load the demo data set on first run")] = True,
+    smoke_test: Annotated[
+        bool, typer.Option("--smoke", help="walk the smoke story across nodes, then stop; exit 1 if it fails")
+    ] = False,
     process_per: Annotated[
         str, typer.Option(help="'service': 36 processes as deployed; 'node': one process per province (lighter)")
     ] = "service",
@@ -243,10 +247,50 @@ def up(
         console=console,
         process_per=process_per,
     )
+
+    def on_ready() -> None:
+        if demo:
+            _run_demo(federation.data_dir, load=True, story=False)
+        if smoke_test:
+            _run_demo(federation.data_dir, load=False, story=True)
+
     try:
-        federation.run(exit_when_ready=exit_when_ready)
+        federation.run(exit_when_ready=exit_when_ready or smoke_test, on_ready=on_ready)
     except FederationError as exc:
         _fail(str(exc))
+
+
+def _run_demo(data_dir: Path, *, load: bool, story: bool) -> None:
+    import asyncio
+
+    from labornet.shared.demo import DemoError, FederationClient, load_demo, smoke
+
+    async def go() -> None:
+        client = FederationClient.open(data_dir)
+        try:
+            if load:
+                await load_demo(client, log=console.print)
+            if story:
+                await smoke(client, log=console.print)
+        finally:
+            await client.aclose()
+
+    try:
+        asyncio.run(go())
+    except DemoError as exc:
+        _fail(f"{'smoke story' if story else 'demo data'} failed: {exc}")
+
+
+@app.command("demo")
+def demo_command(data_dir: DataDir = Path(".labornet")) -> None:
+    """Load the demo data set into a running federation (once per data directory)."""
+    _run_demo(data_dir.resolve(), load=True, story=False)
+
+
+@app.command("smoke")
+def smoke_command(data_dir: DataDir = Path(".labornet")) -> None:
+    """Walk the smoke story across the nodes of a running federation; exit 1 at the first failed step."""
+    _run_demo(data_dir.resolve(), load=False, story=True)
 
 
 if __name__ == "__main__":

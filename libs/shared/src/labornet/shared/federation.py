@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -110,7 +111,7 @@ class Federation:
             env["LABORNET_DATABASE_URL"] = self.database_url_template.format(province=proc.province, service=service)
         return env
 
-    def run(self, exit_when_ready: bool = False) -> None:
+    def run(self, exit_when_ready: bool = False, on_ready: Callable[[], None] | None = None) -> None:
         started = time.monotonic()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         (self.data_dir / "logs").mkdir(exist_ok=True)
@@ -128,6 +129,8 @@ class Federation:
                 self._start(progress)
             elapsed = time.monotonic() - started
             self._report(elapsed)
+            if on_ready is not None:
+                on_ready()
             if exit_when_ready:
                 return
             signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))

@@ -1,0 +1,409 @@
+"""Demo data and the smoke story, both through the public HTTP APIs of a running federation only.
+
+``load_demo`` fills a fresh federation with a small realistic data set that exercises every service: vacancies
+posted in every province, Sichuan's insured persons with contribution histories and a transfer to Zhejiang in
+progress, recognised labour brands, and a wage-arrears case referred from Sichuan to Jiangsu. It runs once per
+data directory (``demo-loaded.json`` records what was created) and skips any province not in the federation.
+
+``smoke`` walks one story across nodes and fails loudly at the first step that does not happen: a vacancy posted
+in one province found by search in another; an insurance relationship moved from one province to another with
+the officer's answer, the receipt and the settlement; a brand recognised at home and listed elsewhere; a rights
+case referred, accepted and resolved with the same timeline on both nodes.
+
+Tokens are minted with each node's dev issuer key (``labornet token``), so this is for federations started by
+``labornet up``, not for production nodes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from labornet.shared.auth import issue_token
+from labornet.shared.identifiers import make_credit_code, make_resident_id
+from labornet.shared.settings import Settings
+from labornet.shared.signing import load_private_key
+
+SC, ZJ, JS, CQ = "510000", "330000", "320000", "500000"
+
+
+class DemoError(RuntimeError):
+    """A demo or smoke step failed; the message says which and why."""
+
+
+def credit_code(division: str, number: int) -> str:
+    return make_credit_code(f"91{division}MA{number:07d}")
+
+
+@dataclass
+class FederationClient:
+    """HTTP access to every service of a running federation, as any role of any province."""
+
+    document: dict[str, Any]
+    data_dir: Path
+    http: httpx.AsyncClient
+    _tokens: dict[tuple[str, str, str], str] = field(default_factory=dict)
+
+    @classmethod
+    def open(cls, data_dir: Path, timeout_s: float = 10.0) -> FederationClient:
+        path = data_dir / "federation.json"
+        try:
+            document = json.loads(path.read_text("utf-8"))
+        except (OSError, ValueError) as exc:
+            raise DemoError(f"{path}: cannot read the federation description ({exc}); is the federation up?") from exc
+        return cls(document, data_dir, httpx.AsyncClient(timeout=timeout_s))
+
+    @property
+    def provinces(self) -> list[str]:
+        return list(self.document["provinces"])
+
+    def url(self, province: str, service: str) -> str:
+        return str(self.document["provinces"][province]["services"][service])
+
+    def token(self, province: str, role: str, sub: str) -> dict[str, str]:
+        key = (province, role, sub)
+        if key not in self._tokens:
+            settings = Settings(province=province, data_dir=self.data_dir)
+            assert settings.keys_dir is not None and settings.auth_issuer is not None
+            self._tokens[key] = issue_token(
+                load_private_key(settings.keys_dir / "token.key"),
+                sub=sub,
+                province=province,
+                roles=[role],
+                issuer=settings.auth_issuer,
+                audience=settings.auth_audience,
+                ttl_s=3600,
+            )
+        return {"Authorization": f"Bearer {self._tokens[key]}"}
+
+    def officer(self, province: str) -> dict[str, str]:
+        return self.token(province, "officer", f"officer-{province}")
+
+    async def call(
+        self,
+        method: str,
+        province: str,
+        service: str,
+        path: str,
+        *,
+        expect: tuple[int, ...] = (200, 201),
+        **kwargs: Any,
+    ) -> Any:
+        response = await self.http.request(method, self.url(province, service) + path, **kwargs)
+        if response.status_code not in expect:
+            raise DemoError(
+                f"{method} {service}@{province} {path}: HTTP {response.status_code} (expected {expect}): "
+                f"{response.text[:500]}"
+            )
+        return response.json() if response.content else None
+
+    async def until(
+        self, what: str, check: Callable[[], Awaitable[Any]], timeout_s: float = 30.0, interval_s: float = 0.1
+    ) -> Any:
+        """Poll ``check`` until it returns something truthy; the value, or :class:`DemoError` naming ``what``."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            value = await check()
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                raise DemoError(f"timed out after {timeout_s:.0f}s waiting for: {what}")
+            await asyncio.sleep(interval_s)
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+
+# Demo data -------------------------------------------------------------------------------------------------
+
+# (province, city division, employer, title, occupation, salary min, max, type, target groups, skills, brand)
+VACANCIES: list[tuple[str, str, str, str, str, int, int, str, list[str], list[str]]] = [
+    (ZJ, "330100", "杭州川味轩餐饮有限公司", "川菜厨师 Sichuan chef", "5120", 7000, 11000, "full-time",
+     ["migrant-workers"], ["川菜", "刀工"]),
+    (ZJ, "330200", "宁波港鑫物流有限公司", "货车司机 truck driver (A2)", "8332", 9000, 13000, "full-time",
+     ["migrant-workers"], ["A2驾照"]),
+    (JS, "320500", "苏州精密电子科技有限公司", "电子设备装配工 electronics assembler", "8212", 5500, 7500, "full-time",
+     ["migrant-workers", "college-graduates"], ["SMT", "焊接"]),
+    (JS, "320100", "南京城建安装工程有限公司", "电工 electrician", "7411", 8000, 12000, "full-time",
+     ["migrant-workers"], ["低压电工证"]),
+    ("350000", "350200", "厦门鹭岛鞋服有限公司", "缝纫工 sewing machinist", "8153", 5000, 7000, "full-time",
+     ["migrant-workers", "people-lifted-out-of-poverty"], ["平车"]),
+    (CQ, "500100", "重庆巴渝家政服务有限公司", "家政服务员 domestic helper", "9111", 4500, 6500, "full-time",
+     ["migrant-workers"], ["育婴", "保洁"]),
+    (SC, "510100", "成都天府软件园有限公司", "软件开发人员 software developer", "2512", 12000, 20000, "full-time",
+     ["college-graduates"], ["Python", "Java"]),
+    ("520000", "520100", "贵阳黔茶茶业有限公司", "评茶员 tea taster", "7515", 4000, 6000, "seasonal",
+     ["people-lifted-out-of-poverty"], ["绿茶"]),
+    ("530000", "530100", "昆明滇花农业有限公司", "花卉种植工 flower grower", "6111", 3800, 5200, "seasonal",
+     ["migrant-workers"], ["鲜切花"]),
+    ("640000", "640100", "银川塞上枸杞有限公司", "枸杞采摘工 wolfberry picker", "9211", 3500, 5000, "seasonal",
+     ["migrant-workers"], ["采摘"]),
+    ("540000", "540100", "拉萨雪域酒店管理有限公司", "餐厅服务员 restaurant server", "5131", 4200, 5800, "full-time",
+     ["college-graduates"], ["藏语", "普通话"]),
+]  # fmt: skip
+
+
+def vacancy_body(row: tuple[str, str, str, str, str, int, int, str, list[str], list[str]], n: int) -> dict[str, Any]:
+    _province, division, employer, title, occupation, low, high, kind, groups, skills = row
+    return {
+        "employer": {"name": employer, "credit_code": credit_code(division, n)},
+        "title": title,
+        "description": f"{employer}招聘{title.split()[0]}，包住宿，按月足额发放工资。",
+        "occupation_code": occupation,
+        "division_code": division,
+        "headcount": 5 + n % 4,
+        "salary": {"min": low, "max": high},
+        "employment_type": kind,
+        "target_groups": groups,
+        "skills": skills,
+        "contact": f"0{division[:3]}-8800{n:04d}",
+        "closing_date": (date.today() + timedelta(days=60)).isoformat(),
+    }
+
+
+def insured_person(n: int, *, claiming: bool) -> dict[str, Any]:
+    return {
+        "resident_id": make_resident_id("511602", date(1985 + n, 3, 7), 100 + n),
+        "name": ["王晓明", "李秀英", "张建国", "刘芳"][n % 4],
+        "hukou_division": "511602",
+        "status": "unemployed-claiming" if claiming else "insured-employed",
+        "employer_credit_code": None if claiming else credit_code("510100", 900 + n),
+        "months_used": 0,
+        "benefit_months_paid": 2 if claiming else 0,
+        "periods": [
+            {"start_month": "2016-01", "end_month": "2019-12", "kind": "actual"},
+            {"start_month": "2020-01", "end_month": "2021-06", "kind": "former-migrant"},
+            {"start_month": "2021-07", "end_month": "2024-12", "kind": "actual"},
+        ],
+    }
+
+
+BRANDS: list[dict[str, Any]] = [
+    {"origin_province": SC, "name_zh": "川厨师", "name_en": "Sichuan Chefs", "division_code": "510100",
+     "category": "catering", "level": "provincial", "skills": ["川菜", "面点"], "people_trained": 52000,
+     "jobs_supported": 180000, "destination_regions": [ZJ, JS, "350000"]},
+    {"origin_province": SC, "name_zh": "川妹子", "name_en": "Sichuan Sisters", "division_code": "510100",
+     "category": "domestic-services", "level": "provincial", "skills": ["家政", "育婴"], "people_trained": 30000,
+     "jobs_supported": 90000, "destination_regions": [ZJ, JS]},
+    {"origin_province": CQ, "name_zh": "巴渝大嫂", "name_en": "Bayu Housekeepers", "division_code": "500100",
+     "category": "domestic-services", "level": "national", "skills": ["家政", "护理"], "people_trained": 41000,
+     "jobs_supported": 120000, "destination_regions": [ZJ, JS]},
+]  # fmt: skip
+
+
+async def load_demo(client: FederationClient, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Create the demo data set once; returns (and records) what was created."""
+    marker = client.data_dir / "demo-loaded.json"
+    if marker.exists():
+        log(f"demo data already loaded ({marker}); reusing it")
+        loaded: dict[str, Any] = json.loads(marker.read_text("utf-8"))
+        return loaded
+    present = set(client.provinces)
+    created: dict[str, Any] = {"vacancies": [], "persons": [], "transfers": [], "brands": [], "cases": []}
+
+    for n, row in enumerate(VACANCIES):
+        if row[0] in present:
+            body = vacancy_body(row, n)
+            vacancy = await client.call(
+                "POST", row[0], "jobs", "/api/v1/vacancies", headers=client.officer(row[0]), json=body
+            )
+            created["vacancies"].append(vacancy["id"])
+    log(f"demo: {len(created['vacancies'])} vacancies published")
+
+    if SC in present:
+        for n in range(4):
+            person = insured_person(n, claiming=n % 2 == 0)
+            await client.call(
+                "POST", SC, "insurance", "/api/v1/insured-persons", headers=client.officer(SC), json=person
+            )
+            created["persons"].append(person["resident_id"])
+        if ZJ in present:
+            mover = insured_person(0, claiming=True)
+            case = await client.call(
+                "POST",
+                ZJ,
+                "insurance",
+                "/api/v1/transfers",
+                headers=client.token(ZJ, "worker", mover["resident_id"]),
+                json={"from_province": SC, "reason": "claimant-relocation", "name": mover["name"]},
+            )
+            created["transfers"].append(case["id"])
+        log(f"demo: {len(created['persons'])} insured persons in Sichuan, {len(created['transfers'])} transfer filed")
+
+    for brand in BRANDS:
+        origin = brand["origin_province"]
+        if origin in present:
+            created["brands"].append(await register_and_recognise(client, origin, brand))
+    log(f"demo: {len(created['brands'])} labour brands recognised")
+
+    if SC in present and JS in present:
+        created["cases"].append((await file_wage_case(client, 7))["id"])
+        log("demo: 1 wage-arrears case filed in Sichuan against a Jiangsu employer")
+
+    marker.write_text(json.dumps(created, indent=2, ensure_ascii=False) + "\n", "utf-8")
+    return created
+
+
+async def register_and_recognise(client: FederationClient, origin: str, brand: dict[str, Any]) -> str:
+    body = {k: v for k, v in brand.items() if k != "origin_province"}
+    body.setdefault("cultivating_body", {"kind": "regional-public", "name": f"{origin} 人力资源和社会保障厅"})
+    body.setdefault("description", f"{brand['name_zh']}：区域劳务品牌，技能扎实、口碑良好。")
+    officer = client.officer(origin)
+    registered = await client.call("POST", origin, "brands", "/api/v1/brands", headers=officer, json=body)
+    recognised = await client.call(
+        "POST",
+        origin,
+        "brands",
+        f"/api/v1/brands/{registered['id']}/recognise",
+        headers=officer,
+        json={"version": registered["version"]},
+    )
+    return str(recognised["id"])
+
+
+async def file_wage_case(client: FederationClient, n: int) -> dict[str, Any]:
+    complainant = make_resident_id("511602", date(1979, 8, 15), 300 + n)
+    body = {
+        "complainant": {"resident_id": complainant, "name": "赵大勇", "phone": "13800138000", "home_province": SC},
+        "sector": "construction",
+        "category": "wage-arrears",
+        "employer": {
+            "name": "苏州吴中建筑劳务有限公司",
+            "credit_code": credit_code("320500", 500 + n),
+            "address": "江苏省苏州市吴中区东吴北路 100 号",
+            "province": JS,
+        },
+        "work_division": "320500",
+        "period": {"start": "2025-03-01", "end": "2025-12-31"},
+        "amount_owed": "86400.00",
+        "workers_affected": 12,
+        "evidence": [
+            {
+                "name": "考勤表.pdf",
+                "sha256": uuid.uuid5(uuid.NAMESPACE_URL, f"evidence-{n}").hex * 2,
+                "size": 48213,
+            }
+        ],
+    }
+    case: dict[str, Any] = await client.call(
+        "POST", SC, "rights", "/api/v1/cases", headers=client.token(SC, "worker", complainant), json=body
+    )
+    return case
+
+
+# The smoke story ---------------------------------------------------------------------------------------------
+
+
+async def smoke(client: FederationClient, log: Callable[[str], None] = print) -> dict[str, float]:
+    """Walk one story across nodes through the public APIs; returns seconds per step."""
+    for needed in (SC, ZJ):
+        if needed not in client.provinces:
+            raise DemoError(f"the smoke story needs Sichuan and Zhejiang; this federation has {client.provinces}")
+    marker = uuid.uuid4().hex[:8]
+    timings: dict[str, float] = {}
+
+    started = time.monotonic()
+    body = vacancy_body(VACANCIES[0], 77) | {"title": f"川菜厨师 smoke {marker}"}
+    vacancy = await client.call("POST", ZJ, "jobs", "/api/v1/vacancies", headers=client.officer(ZJ), json=body)
+
+    async def found_in_sichuan() -> bool:
+        page = await client.call("GET", SC, "jobs", "/api/v1/vacancies", params={"q": marker})
+        return [item["id"] for item in page["items"]] == [vacancy["id"]]
+
+    await client.until("the Zhejiang vacancy in Sichuan's search", found_in_sichuan)
+    timings["vacancy Zhejiang → Sichuan search"] = time.monotonic() - started
+    log(f"smoke: vacancy {vacancy['id']} posted in Zhejiang, found by search in Sichuan")
+
+    started = time.monotonic()
+    sequence = int(marker, 16) % 900 + 50
+    mover = insured_person(0, claiming=True) | {
+        "resident_id": make_resident_id("511602", date(1990, 1, 1) + timedelta(days=sequence), sequence)
+    }
+    await client.call("POST", SC, "insurance", "/api/v1/insured-persons", headers=client.officer(SC), json=mover)
+    worker = client.token(ZJ, "worker", mover["resident_id"])
+    filed = await client.call(
+        "POST",
+        ZJ,
+        "insurance",
+        "/api/v1/transfers",
+        headers=worker,
+        json={"from_province": SC, "reason": "claimant-relocation", "name": mover["name"]},
+    )
+
+    async def letter_in_sichuan() -> Any:
+        listed = await client.call(
+            "GET", SC, "insurance", "/api/v1/transfers", params={"side": "sending"}, headers=client.officer(SC)
+        )
+        return next((c for c in listed["items"] if c["peer_case"] == filed["id"]), None)
+
+    sending = await client.until("the contact letter at Sichuan", letter_in_sichuan)
+    await client.call(
+        "POST",
+        SC,
+        "insurance",
+        f"/api/v1/transfers/{sending['id']}/answer",
+        headers=client.officer(SC),
+        json={"decision": "send-sheet"},
+    )
+
+    async def completed() -> Any:
+        case = await client.call("GET", ZJ, "insurance", f"/api/v1/transfers/{filed['id']}", headers=worker)
+        return case if case["state"] == "completed" else None
+
+    done = await client.until("the transfer completed in Zhejiang", completed)
+
+    async def settled() -> Any:
+        listed = await client.call("GET", SC, "insurance", "/api/v1/settlements", headers=client.officer(SC))
+        return next((s for s in listed["items"] if s["peer_case"] == filed["id"]), None)
+
+    settlement = await client.until("the settlement at Sichuan", settled)
+    timings["insurance transfer Sichuan → Zhejiang"] = time.monotonic() - started
+    log(
+        f"smoke: transfer {filed['id']} completed; {done['sheet']['cumulative_months']} months carried, "
+        f"settlement of {settlement['amount']} CNY due in Sichuan"
+    )
+
+    started = time.monotonic()
+    brand = {
+        "origin_province": SC,
+        "name_zh": f"川建工{marker}",
+        "division_code": "510100",
+        "category": "construction",
+        "level": "provincial",
+        "skills": ["钢筋", "砌筑"],
+    }
+    brand_id = await register_and_recognise(client, SC, brand)
+
+    async def brand_in_zhejiang() -> bool:
+        response = await client.http.get(client.url(ZJ, "brands") + f"/api/v1/brands/{brand_id}")
+        return response.status_code == 200 and response.json()["status"] == "recognised"
+
+    await client.until("the recognised Sichuan brand in Zhejiang", brand_in_zhejiang)
+    timings["brand Sichuan → Zhejiang"] = time.monotonic() - started
+    log(f"smoke: brand {brand_id} recognised in Sichuan, listed in Zhejiang")
+
+    if JS in client.provinces:
+        started = time.monotonic()
+        case = await file_wage_case(client, sequence)
+
+        async def referred() -> Any:
+            response = await client.http.get(
+                client.url(JS, "rights") + f"/api/v1/cases/{case['id']}", headers=client.officer(JS)
+            )
+            return response.json() if response.status_code == 200 else None
+
+        await client.until("the case referred to Jiangsu", referred)
+        timings["rights case Sichuan → Jiangsu"] = time.monotonic() - started
+        log(f"smoke: wage-arrears case {case['id']} referred from Sichuan to Jiangsu")
+
+    log("smoke: " + "; ".join(f"{name} {seconds:.2f}s" for name, seconds in timings.items()))
+    return timings
