@@ -11,13 +11,14 @@ PROVINCES ?=
 PROCESS_PER ?= service
 PYTEST_ARGS ?=
 
-.PHONY: install up test lint bench broker clean help
+.PHONY: install up test lint bench smoke broker clean help
 
 help:
 	@echo "make up      install, then run the nine-province federation on the embedded broker"
 	@echo "make test    install, then run every test (real broker, SQLite and, if configured, PostgreSQL)"
 	@echo "make lint    ruff and mypy"
 	@echo "make bench   benchmarks"
+	@echo "make smoke   a three-province federation (node mode), the demo data, one story across nodes, then stop"
 
 install: $(STAMP)
 
@@ -45,5 +46,11 @@ lint: install
 bench: install
 	$(BIN)/python -m benchmarks
 
+SMOKE_DIR ?= .labornet-smoke
+smoke: install
+	rm -rf $(SMOKE_DIR)
+	$(BIN)/labornet up --provinces 510000,330000,320000 --data-dir $(SMOKE_DIR) --port-base 18000 \
+	  --broker-port 19092 --process-per node --smoke
+
 clean:
-	rm -rf $(VENV) .labornet .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .labornet .labornet-smoke .pytest_cache .mypy_cache .ruff_cache
