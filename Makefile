@@ -11,12 +11,12 @@ PROVINCES ?=
 PROCESS_PER ?= service
 PYTEST_ARGS ?=
 
-.PHONY: install up test lint bench smoke broker clean help
+.PHONY: install up test lint validate-deploy bench smoke broker clean help
 
 help:
 	@echo "make up      install, then run the nine-province federation on the embedded broker"
 	@echo "make test    install, then run every test (real broker, SQLite and, if configured, PostgreSQL)"
-	@echo "make lint    ruff and mypy"
+	@echo "make lint    ruff, mypy and the offline deployment validations (scripts/validate-deploy.sh)"
 	@echo "make bench   benchmarks"
 	@echo "make smoke   a three-province federation (node mode), the demo data, one story across nodes, then stop"
 
@@ -41,7 +41,10 @@ lint: install
 	$(BIN)/ruff check libs services tests benchmarks
 	$(BIN)/ruff format --check libs services tests benchmarks
 	$(BIN)/mypy
-	$(BIN)/hadolint $(addsuffix /Dockerfile,$(addprefix services/,$(SERVICES)))
+	scripts/validate-deploy.sh
+
+validate-deploy: install
+	scripts/validate-deploy.sh
 
 bench: install
 	$(BIN)/python -m benchmarks

@@ -138,7 +138,9 @@ async def federation(
             outbox=zhejiang.outbox,
             trust=trust,
             # a group of its own per test: a group left behind by an earlier test must never delay this one's join
-            consumer_factory=lambda default_group: make_consumer(zhejiang.settings, group or f"{default_group}.{topic}"),
+            consumer_factory=lambda default_group: make_consumer(
+                zhejiang.settings, group or f"{default_group}.{topic}"
+            ),
             deadletter_topic=f"{topic}.deadletter",
             max_attempts=max_attempts,
             retry_backoff_s=0.01,

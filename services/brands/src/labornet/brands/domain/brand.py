@@ -9,8 +9,9 @@ recognised is revoked too (withdrawn), so ``revoked`` is the one end state, and 
 revoked brand never changes again and gives its name free in its province.
 
 A brand name is unique in its origin province, compared in :func:`normalise_name` form (full-width letters folded,
-case, spaces and punctuation ignored: ``川 妹子`` and ``川妹子！`` are the name ``川妹子``). Across provinces the same
-name may exist; :mod:`labornet.brands.domain.names` decides how such brands are displayed.
+case, spaces and punctuation ignored: ``川 妹子`` and ``川妹子！`` are the name ``川妹子``). The Chinese name is what
+gets recognised, so it can change only while the brand is proposed. Across provinces the same name may be
+recognised twice; :mod:`labornet.brands.domain.names` decides, identically on every node, which brand keeps it.
 """
 
 from __future__ import annotations
@@ -36,9 +37,8 @@ from pydantic import (
     model_validator,
 )
 
-from labornet.brands.domain.places import DivisionInProvince, MemberProvince
 from labornet.brands.domain.text import has_cjk
-from labornet.shared.identifiers import CreditCodeStr, DivisionCodeStr
+from labornet.shared.identifiers import CreditCodeStr, DivisionCodeStr, validate_division_code
 
 REGISTERED = "org.labornet.brands.brand.registered.v1"
 UPDATED = "org.labornet.brands.brand.updated.v1"
@@ -82,6 +82,14 @@ class VersionRequired(BrandRuleError):
     """A change that does not say which version it applies to."""
 
 
+class NameFixed(BrandRuleError):
+    """A change of the Chinese name of a brand that is no longer proposed."""
+
+
+class NameTaken(BrandRuleError):
+    """A name another brand of the same province already uses."""
+
+
 @dataclass(frozen=True)
 class Category:
     code: str
@@ -115,8 +123,6 @@ def new_brand_id(province: str) -> str:
 def _chinese_name(value: str) -> str:
     if not has_cjk(value):
         raise ValueError(f"name_zh {value!r} should be the brand's Chinese name, e.g. 川妹子")
-    if not normalise_name(value):
-        raise ValueError(f"name_zh {value!r} has no letters or characters")
     return value
 
 
@@ -136,6 +142,13 @@ def _trademark_number(value: str) -> str:
     return number
 
 
+def _province_code(value: str) -> str:
+    code = validate_division_code(value)
+    if not code.endswith("0000"):
+        raise ValueError(f"province {code}: expected a province-level code ending in 0000, e.g. {code[:2]}0000")
+    return code
+
+
 NameZh = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_NAME_LENGTH),
@@ -147,6 +160,7 @@ ShortText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1
 Skill = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=50)]
 PersonName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=50)]
 TrademarkNumber = Annotated[str, AfterValidator(_trademark_number)]
+ProvinceCodeStr = Annotated[str, AfterValidator(_province_code)]
 People = Annotated[int, Field(ge=0, le=MAX_PEOPLE)]
 Income = Annotated[int, Field(ge=0, le=MAX_INCOME_CNY, description="yuan (CNY) per year")]
 Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1000)]
@@ -180,19 +194,23 @@ def distinct(values: list[str] | None) -> list[str] | None:
 
 
 class BrandDraft(BaseModel):
-    """What an officer of the origin province sends to register a brand."""
+    """What an officer of the origin province sends to register a brand.
+
+    Codes are checked for their shape here; that ``division_code`` lies in the origin province and that the
+    ``destination_regions`` are federation members is configuration, checked by the use case.
+    """
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
     name_zh: NameZh
     name_en: NameEn | None = None
-    division_code: DivisionInProvince = Field(description="the brand's home: a prefecture or county of the province")
+    division_code: DivisionCodeStr = Field(description="the brand's home: a prefecture or county of the province")
     category: CategoryCode
     level: Level
     cultivating_body: CultivatingBody
     description: str = Field("", max_length=5000)
     skills: list[Skill] = Field(default_factory=list, max_length=30)
     training_bases: list[TrainingBase] = Field(default_factory=list, max_length=50)
-    destination_regions: list[MemberProvince] = Field(
+    destination_regions: list[ProvinceCodeStr] = Field(
         default_factory=list, max_length=20, description="member provinces the brand's workers go to"
     )
     people_trained: People = 0
@@ -214,14 +232,14 @@ class BrandChanges(BaseModel):
     version: int | None = Field(None, ge=1)
     name_zh: NameZh | None = None
     name_en: NameEn | None = None
-    division_code: DivisionInProvince | None = None
+    division_code: DivisionCodeStr | None = None
     category: CategoryCode | None = None
     level: Level | None = None
     cultivating_body: CultivatingBody | None = None
     description: str | None = Field(None, max_length=5000)
     skills: list[Skill] | None = Field(None, max_length=30)
     training_bases: list[TrainingBase] | None = Field(None, max_length=50)
-    destination_regions: list[MemberProvince] | None = Field(None, max_length=20)
+    destination_regions: list[ProvinceCodeStr] | None = Field(None, max_length=20)
     people_trained: People | None = None
     jobs_supported: People | None = None
     annual_labour_income_cny: Income | None = None
@@ -237,7 +255,7 @@ class BrandChanges(BaseModel):
     def _changes_something(self) -> Self:
         if not self.model_fields_set - {"version"}:
             raise ValueError("the update changes nothing: send at least one field besides version")
-        for name in self.model_fields_set & _REQUIRED_IN_DRAFT:
+        for name in sorted(self.model_fields_set & _REQUIRED_IN_DRAFT):
             if getattr(self, name) is None:
                 raise ValueError(f"{name} cannot be removed, only changed")
         return self
@@ -258,8 +276,8 @@ class RevokeRequest(BaseModel):
 
 
 def flatten(request: BrandDraft | BrandChanges) -> dict[str, Any]:
-    """Request fields as brand columns (only the fields that were given)."""
-    given = request.model_dump(mode="json", exclude_unset=True, exclude={"version"})
+    """Request fields as brand columns: every field of a draft, the fields given in changes."""
+    given = request.model_dump(mode="json", exclude_unset=isinstance(request, BrandChanges), exclude={"version"})
     columns: dict[str, Any] = {}
     for name, value in given.items():
         if name == "cultivating_body":
@@ -283,10 +301,16 @@ def _check_version(current: dict[str, Any], expected_version: int | None) -> Non
         )
 
 
-def check_update(current: dict[str, Any], expected_version: int | None) -> None:
+def check_update(current: dict[str, Any], changes: BrandChanges, expected_version: int | None) -> None:
     if current["status"] == Status.REVOKED:
         raise BrandRuleError(f"brand {current['id']} is revoked; a revoked brand does not change")
     _check_version(current, expected_version)
+    renamed = changes.name_zh is not None and normalise_name(changes.name_zh) != normalise_name(current["name_zh"])
+    if renamed and current["status"] != Status.PROPOSED:
+        raise NameFixed(
+            f"brand {current['id']} was recognised as {current['name_zh']}; the Chinese name of a recognised brand "
+            "does not change (revoke it and register the new name)"
+        )
 
 
 def check_recognise(current: dict[str, Any], expected_version: int | None) -> None:
@@ -304,23 +328,30 @@ def check_revoke(current: dict[str, Any], expected_version: int | None) -> None:
 # The brand on the wire ------------------------------------------------------------------------------------------
 
 
-def _utc(value: datetime) -> datetime:
+def utc(value: datetime) -> datetime:
     """Aware UTC (SQLite hands stored times back naive; every stored time is UTC)."""
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-UtcTime = Annotated[datetime, AfterValidator(_utc)]
-
+UtcTime = Annotated[datetime, AfterValidator(utc)]
 
 Text18 = Annotated[str, StringConstraints(max_length=18)]
 Text20 = Annotated[str, StringConstraints(max_length=20)]
-Text40 = Annotated[str, StringConstraints(max_length=40)]
 Text50 = Annotated[str, StringConstraints(max_length=50)]
 Text100 = Annotated[str, StringConstraints(max_length=100)]
 Text200 = Annotated[str, StringConstraints(max_length=200)]
 Text1000 = Annotated[str, StringConstraints(max_length=1000)]
 Text5000 = Annotated[str, StringConstraints(max_length=5000)]
 ProvinceCode = Annotated[str, StringConstraints(pattern=r"^\d{2}0000$")]
+CategoryText = Annotated[str, StringConstraints(min_length=1, max_length=40)]
+
+
+class TrainingBaseRecord(BaseModel):
+    """A training base as events carry it (lenient like the record: unknown fields are ignored)."""
+
+    model_config = ConfigDict(extra="ignore")
+    name: Text200 = Field(min_length=1)
+    division_code: str | None = Field(None, pattern=r"^\d{6}$")
 
 
 class BrandRecord(BaseModel):
@@ -331,14 +362,13 @@ class BrandRecord(BaseModel):
     """
 
     model_config = ConfigDict(extra="ignore")
-    id: Text40
-    origin_province: str = Field(pattern=r"^\d{2}0000$")
-    name_zh: Text50
+    id: str = Field(max_length=40)
+    origin_province: ProvinceCode
+    name_zh: Text50 = Field(min_length=1)
     name_en: Text100 | None
-    name_claimed_at: UtcTime = Field(description="when the brand took its current name (registration or rename)")
     division_code: str = Field(pattern=r"^\d{6}$")
     division_name: Text100
-    category: Text40
+    category: CategoryText
     category_name: Text100
     level: Level
     cultivating_body_type: BodyType
@@ -346,10 +376,10 @@ class BrandRecord(BaseModel):
     cultivating_body_credit_code: Text18 | None
     description: Text5000
     skills: list[Text50]
-    training_bases: list[TrainingBase]
+    training_bases: list[TrainingBaseRecord]
     destination_regions: list[ProvinceCode]
-    people_trained: int = Field(ge=0)
-    jobs_supported: int = Field(ge=0)
+    people_trained: int = Field(ge=0, le=MAX_PEOPLE)
+    jobs_supported: int = Field(ge=0, le=MAX_PEOPLE)
     annual_labour_income_cny: int = Field(ge=0, le=MAX_INCOME_CNY)
     spokespersons: list[Text50]
     trademark_number: Text20 | None
@@ -362,9 +392,17 @@ class BrandRecord(BaseModel):
     version: int = Field(ge=1)
 
     @model_validator(mode="after")
-    def _owned_by_origin(self) -> Self:
+    def _consistent(self) -> Self:
         if not self.id.startswith(f"{self.origin_province}-B-"):
             raise ValueError(f"brand id {self.id} does not belong to province {self.origin_province}")
+        if self.division_code[:2] != self.origin_province[:2]:
+            raise ValueError(f"brand {self.id}: division {self.division_code} is outside {self.origin_province}")
+        if not normalise_name(self.name_zh):
+            raise ValueError(f"brand {self.id}: name_zh {self.name_zh!r} has no letters or characters")
+        if self.status == Status.RECOGNISED and self.recognised_at is None:
+            raise ValueError(f"brand {self.id} is recognised without recognised_at")
+        if self.status == Status.REVOKED and (self.revoked_at is None or not self.revocation_reason):
+            raise ValueError(f"brand {self.id} is revoked without revoked_at and a reason")
         return self
 
 

@@ -1,23 +1,27 @@
-"""The same brand name in two provinces: how every node detects it and displays both brands, identically.
+"""The same brand name in two provinces: how every node detects the clash and resolves it, identically.
 
-A name is unique within its origin province (a database constraint at the origin), but no rule can stop two
-provinces from registering the same name at the same moment: each checks only its own brands, and the events
+A name is unique within its origin province (a constraint at the origin), but nothing can stop two provinces from
+registering and recognising the same name at the same moment: each checks only its own brands, and the events
 cross on the bus. So the clash is not prevented but resolved, by every node on its own, from the replicated brands
 alone and without any coordination:
 
-* Brands **share a name** when their :func:`~labornet.brands.domain.brand.normalise_name` forms are equal. The
-  **holders** of a name are the brands sharing it that are not revoked (a revoked brand gives its name up).
-* **The first claim keeps the plain name.** Among the holders, the one with the earliest ``name_claimed_at`` — the
-  origin's clock when the brand was registered under that name, or renamed to it — is displayed as its plain name.
-  Equal times go to the lower province code, then to the lower brand id: the order is total.
-* Every other brand that shares the name with a holder **of another province** is displayed with its province's
-  short name: ``川妹子（重庆）``, and in English ``Chuanmeizi (Chongqing)``.
-* Every brand carries ``name_conflict_with``: the ids of the holders of another province that share its name,
-  sorted; empty when there is no clash.
+* Brands **share a name** when their :func:`~labornet.brands.domain.brand.normalise_name` forms are equal.
+* **The earliest recognition keeps the name.** Among the *recognised* brands sharing a name, they rank by
+  ``recognised_at`` (the origin's clock when its officer recognised the brand), then by origin province code
+  (lower first), then by brand id: the order is total. The Chinese name of a recognised brand never changes, so
+  its rank never changes either.
+* A recognised brand is **flagged** ``name_conflict`` when a recognised brand *of another province* ranks before
+  it. It is displayed with its province's short name, ``川妹子（重庆）`` (in English ``Chuanmeizi (Chongqing)``).
+  The brand ranked first keeps the plain name.
+* Every brand that is not revoked carries ``name_conflict_with``: the ids of the other provinces' brands that share
+  its name and are not revoked (proposals included), sorted. That is how a clash is *detected* as soon as both
+  registrations are known, before either is recognised. Empty when there is no clash.
+* A revoked brand gives its name up: it neither holds nor loses a name, and a brand it outranked is no longer
+  flagged.
 
-Everything the rule reads (name, origin province, id, status, ``name_claimed_at``) travels in every brand event, and
+Everything the rule reads (name, origin province, id, status, ``recognised_at``) travels in every brand event, and
 the outcome depends only on the set of brands a node holds, not on the order their events arrived in: once two
-nodes hold the same versions they show the same names. The outcome is computed when brands are read, never
+nodes hold the same versions they show the same flags. The outcome is computed when brands are read, never
 stored, so two transactions applying the two sides of a clash at the same moment cannot leave a stale decision.
 Clock skew between origins can only change *which* brand is first, never make two nodes disagree.
 """
@@ -29,6 +33,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
+from labornet.brands.domain.brand import Status
 from labornet.shared.provinces import Province
 
 
@@ -41,17 +46,19 @@ class NameClaim:
     name_zh: str
     name_en: str | None
     normalised_name: str
-    claimed_at: datetime
-    revoked: bool
+    status: Status
+    recognised_at: datetime | None
 
-    def priority(self) -> tuple[datetime, str, str]:
-        return self.claimed_at, self.origin_province, self.brand_id
+    def rank(self) -> tuple[datetime, str, str]:
+        assert self.recognised_at is not None, "only recognised brands rank"
+        return self.recognised_at, self.origin_province, self.brand_id
 
 
 @dataclass(frozen=True)
 class NameResolution:
     display_name: str
     display_name_en: str | None
+    name_conflict: bool
     name_conflict_with: tuple[str, ...]
 
 
@@ -66,14 +73,21 @@ def resolve_names(claims: Iterable[NameClaim], provinces: Mapping[str, Province]
         by_name[claim.normalised_name].append(claim)
     resolved: dict[str, NameResolution] = {}
     for sharing in by_name.values():
-        holders = sorted((claim for claim in sharing if not claim.revoked), key=NameClaim.priority)
-        first = holders[0].brand_id if holders else None
+        recognised = sorted((c for c in sharing if c.status == Status.RECOGNISED), key=NameClaim.rank)
+        active = [c for c in sharing if c.status != Status.REVOKED]
         for claim in sharing:
-            rivals = tuple(sorted(h.brand_id for h in holders if h.origin_province != claim.origin_province))
-            plain = claim.brand_id == first or not rivals
+            if claim.status == Status.REVOKED:
+                resolved[claim.brand_id] = NameResolution(claim.name_zh, claim.name_en, False, ())
+                continue
+            rivals = tuple(sorted(c.brand_id for c in active if c.origin_province != claim.origin_province))
+            loses = claim.status == Status.RECOGNISED and any(
+                holder.origin_province != claim.origin_province and holder.rank() < claim.rank()
+                for holder in recognised
+            )
             resolved[claim.brand_id] = NameResolution(
-                display_name=claim.name_zh if plain else _suffixed_zh(claim, provinces),
-                display_name_en=claim.name_en if plain or claim.name_en is None else _suffixed_en(claim, provinces),
+                display_name=_suffixed_zh(claim, provinces) if loses else claim.name_zh,
+                display_name_en=_suffixed_en(claim, provinces) if loses and claim.name_en else claim.name_en,
+                name_conflict=loses,
                 name_conflict_with=rivals,
             )
     return resolved

@@ -1,54 +1,39 @@
-"""Places in requests: member provinces of the federation and division codes inside a province.
+"""Places in requests: member provinces of the federation and divisions inside a province.
 
 Which provinces are members and which prefectures a province has is configuration (the province registry and the
-division registry), which a request body parser cannot know. These validators therefore check the shape of a code
-always, and membership only when the caller validates with a context::
-
-    BrandDraft.model_validate(data, context=place_context(registry, divisions, "510000"))
-
-``province`` in the context is the province the divisions must lie in (the node's own province: a brand's origin,
-a demand's work place).
+division registry), which a request model cannot know: the models check the shape of a code, and the use cases
+check membership with these functions. Each failure names the request field, so it becomes a 422 naming it.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from collections.abc import Iterable
 
-from pydantic import AfterValidator, ValidationInfo
-
-from labornet.shared.divisions import DivisionRegistry, InvalidDivision
-from labornet.shared.identifiers import validate_division_code
-from labornet.shared.provinces import ProvinceRegistry, UnknownProvince
+from labornet.shared.divisions import Division, DivisionRegistry, InvalidDivision
+from labornet.shared.provinces import ProvinceRegistry
 
 
-def place_context(registry: ProvinceRegistry, divisions: DivisionRegistry, province: str) -> dict[str, Any]:
-    return {"registry": registry, "divisions": divisions, "province": province}
+class InvalidPlace(ValueError):
+    """A code that is well formed but not a place this request may name."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
 
 
-def _member_province(value: str, info: ValidationInfo) -> str:
-    code = validate_division_code(value)
-    if not code.endswith("0000"):
-        raise ValueError(f"province {code}: expected a province-level code ending in 0000, e.g. {code[:2]}0000")
-    registry = (info.context or {}).get("registry")
-    if isinstance(registry, ProvinceRegistry):
-        try:
-            registry.get(code)
-        except UnknownProvince as exc:
-            raise ValueError(str(exc)) from None
-    return code
+def division_in(divisions: DivisionRegistry, province: str, code: str, field: str = "division_code") -> Division:
+    """The division ``code`` of ``province`` (a prefecture, or a county under one)."""
+    try:
+        return divisions.resolve(province, code)
+    except InvalidDivision as exc:
+        raise InvalidPlace(field, str(exc)) from None
 
 
-def _division_in_province(value: str, info: ValidationInfo) -> str:
-    code = validate_division_code(value)
-    context = info.context or {}
-    divisions, province = context.get("divisions"), context.get("province")
-    if isinstance(divisions, DivisionRegistry) and isinstance(province, str):
-        try:
-            divisions.resolve(province, code)
-        except InvalidDivision as exc:
-            raise ValueError(str(exc)) from None
-    return code
-
-
-MemberProvince = Annotated[str, AfterValidator(_member_province)]
-DivisionInProvince = Annotated[str, AfterValidator(_division_in_province)]
+def members(registry: ProvinceRegistry, codes: Iterable[str], field: str) -> list[str]:
+    """``codes`` if every one is a member of the federation."""
+    result = list(codes)
+    for index, code in enumerate(result):
+        if code not in registry:
+            known = ", ".join(registry.codes())
+            raise InvalidPlace(f"{field}.{index}", f"province {code} is not a member of the federation ({known})")
+    return result
