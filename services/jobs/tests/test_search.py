@@ -10,12 +10,14 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import delete, insert, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from labornet.jobs.adapters.search import InvalidCursor, SearchPage, SearchParams, search_vacancies
 from labornet.jobs.adapters.tables import vacancy
 from labornet.jobs.domain.text import document
+from labornet.jobs.service_layer.vacancies import refresh_gauges
 from labornet.shared.db import create_engine, readonly_sessionmaker, sessionmaker
 from labornet.shared.migrations import upgrade
 
@@ -410,3 +412,17 @@ async def test_a_cursor_for_the_other_sort_is_refused(engine: AsyncEngine) -> No
 def test_impossible_parameters_are_refused(params: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         SearchParams(**params)
+
+
+async def test_the_vacancy_gauge_reads_zero_once_a_status_empties(engine: AsyncEngine) -> None:
+    await add(engine, make_vacancy(1, "电工"), make_vacancy(2, "焊工"))
+    async with readonly_sessionmaker(engine)() as session:
+        await refresh_gauges(session)
+    province = make_vacancy(1, "电工")["owner_province"]
+    assert REGISTRY.get_sample_value("labornet_jobs_vacancies", {"owner_province": province, "status": "open"}) == 2
+    async with engine.begin() as connection:
+        await connection.execute(update(vacancy).values(status="filled"))
+    async with readonly_sessionmaker(engine)() as session:
+        await refresh_gauges(session)
+    assert REGISTRY.get_sample_value("labornet_jobs_vacancies", {"owner_province": province, "status": "open"}) == 0
+    assert REGISTRY.get_sample_value("labornet_jobs_vacancies", {"owner_province": province, "status": "filled"}) == 2

@@ -200,6 +200,39 @@ BRANDS: list[dict[str, Any]] = [
 ]  # fmt: skip
 
 
+PUBLIC_BODIES = {SC: "四川省人力资源和社会保障厅", CQ: "重庆市人力资源和社会保障局"}
+
+
+async def post_demand(client: FederationClient, brand_id: str, *, at: str, workers: int) -> dict[str, Any]:
+    """A demand from province ``at`` for a partner's brand, once the brand has reached ``at``'s replica."""
+
+    async def replicated() -> bool:
+        response = await client.http.get(client.url(at, "brands") + f"/api/v1/brands/{brand_id}")
+        return response.status_code == 200 and response.json()["status"] == "recognised"
+
+    await client.until(f"brand {brand_id} in the replica of {at}", replicated)
+    start = date.today() + timedelta(days=30)
+    demand: dict[str, Any] = await client.call(
+        "POST",
+        at,
+        "brands",
+        "/api/v1/demands",
+        headers=client.officer(at),
+        json={
+            "brand_id": brand_id,
+            "workers": workers,
+            "division_code": DEMAND_CITIES[at],
+            "period": {"start": start.isoformat(), "end": (start + timedelta(days=180)).isoformat()},
+            "conditions": "包吃住，月薪 7000–11000 元，往返路费报销，岗前培训一周",
+            "contact": "人社局劳务协作科 0571-87000000",
+        },
+    )
+    return demand
+
+
+DEMAND_CITIES = {ZJ: "330100", JS: "320500", CQ: "500100", SC: "510100"}
+
+
 async def load_demo(client: FederationClient, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Create the demo data set once; returns (and records) what was created."""
     marker = client.data_dir / "demo-loaded.json"
@@ -244,6 +277,10 @@ async def load_demo(client: FederationClient, log: Callable[[str], None] = print
         if origin in present:
             created["brands"].append(await register_and_recognise(client, origin, brand))
     log(f"demo: {len(created['brands'])} labour brands recognised")
+    if created["brands"] and ZJ in present and BRANDS[0]["origin_province"] in present:
+        demand = await post_demand(client, created["brands"][0], at=ZJ, workers=40)
+        created["demands"] = [demand["id"]]
+        log(f"demo: Zhejiang asks Sichuan for 40 workers of brand {created['brands'][0]} (demand {demand['id']})")
 
     if SC in present and JS in present:
         created["cases"].append((await file_wage_case(client, 7))["id"])
@@ -255,7 +292,9 @@ async def load_demo(client: FederationClient, log: Callable[[str], None] = print
 
 async def register_and_recognise(client: FederationClient, origin: str, brand: dict[str, Any]) -> str:
     body = {k: v for k, v in brand.items() if k != "origin_province"}
-    body.setdefault("cultivating_body", {"kind": "regional-public", "name": f"{origin} 人力资源和社会保障厅"})
+    body.setdefault(
+        "cultivating_body", {"type": "regional-public", "name": PUBLIC_BODIES.get(origin, "人力资源和社会保障厅")}
+    )
     body.setdefault("description", f"{brand['name_zh']}：区域劳务品牌，技能扎实、口碑良好。")
     officer = client.officer(origin)
     registered = await client.call("POST", origin, "brands", "/api/v1/brands", headers=officer, json=body)
@@ -390,6 +429,33 @@ async def smoke(client: FederationClient, log: Callable[[str], None] = print) ->
     await client.until("the recognised Sichuan brand in Zhejiang", brand_in_zhejiang)
     timings["brand Sichuan → Zhejiang"] = time.monotonic() - started
     log(f"smoke: brand {brand_id} recognised in Sichuan, listed in Zhejiang")
+
+    started = time.monotonic()
+    demand = await post_demand(client, brand_id, at=ZJ, workers=25)
+
+    async def demand_in_sichuan() -> Any:
+        response = await client.http.get(
+            client.url(SC, "brands") + f"/api/v1/demands/{demand['id']}", headers=client.officer(SC)
+        )
+        return response.json() if response.status_code == 200 else None
+
+    await client.until("Zhejiang's demand at Sichuan", demand_in_sichuan)
+    await client.call(
+        "POST",
+        SC,
+        "brands",
+        f"/api/v1/demands/{demand['id']}/answer",
+        headers=client.officer(SC),
+        json={"decision": "accepted", "workers_offered": 20, "note": "首批 20 人，岗前培训后出发"},
+    )
+
+    async def answered_in_zhejiang() -> Any:
+        seen = await client.call("GET", ZJ, "brands", f"/api/v1/demands/{demand['id']}", headers=client.officer(ZJ))
+        return seen if seen["status"] == "accepted" else None
+
+    answered = await client.until("Sichuan's answer at Zhejiang", answered_in_zhejiang)
+    timings["brand demand Zhejiang → Sichuan → Zhejiang"] = time.monotonic() - started
+    log(f"smoke: demand {demand['id']} answered by Sichuan: {answered['workers_offered']} workers offered")
 
     if JS in client.provinces:
         started = time.monotonic()

@@ -249,11 +249,18 @@ async def apply_replica_row(session: AsyncSession, row: dict[str, Any]) -> str:
     return result
 
 
+_GAUGE_PROVINCES: set[str] = set()
+
+
 async def refresh_gauges(session: AsyncSession) -> None:
     rows = await session.execute(
         select(vacancy.c.owner_province, vacancy.c.status, func.count()).group_by(
             vacancy.c.owner_province, vacancy.c.status
         )
     )
-    for province, status, count in rows:
-        VACANCIES.labels(province, status).set(count)
+    counts = {(province, status): count for province, status, count in rows}
+    # every status of every province seen so far, zeros included: a status whose last vacancy moved on reads 0
+    _GAUGE_PROVINCES.update(province for province, _ in counts)
+    for province in _GAUGE_PROVINCES:
+        for status in Status:
+            VACANCIES.labels(province, status.value).set(counts.get((province, status.value), 0))
