@@ -38,8 +38,8 @@ test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/ruff check libs services tests benchmarks
-	$(BIN)/ruff format --check libs services tests benchmarks
+	$(BIN)/ruff check libs services tests benchmarks deploy/tools
+	$(BIN)/ruff format --check libs services tests benchmarks deploy/tools
 	$(BIN)/mypy
 	scripts/validate-deploy.sh
 
