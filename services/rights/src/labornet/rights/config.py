@@ -1,0 +1,34 @@
+"""Settings of the rights service, from ``LABORNET_RIGHTS_*`` variables (the node's own come from ``LABORNET_*``).
+
+The statutory limits are counted in working days of the node's calendar (``LABORNET_HOLIDAYS``,
+``LABORNET_EXTRA_WORKDAYS``).
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from labornet.rights.domain.case import Deadlines
+from labornet.shared.workdays import WorkCalendar
+
+
+class RightsSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LABORNET_RIGHTS_", env_file=".env", extra="ignore")
+
+    acceptance_limit_days: int = Field(
+        5, ge=1, le=250, description="working days the handling province has to accept or decline a referral"
+    )
+    investigation_limit_days: int = Field(
+        60, ge=1, le=250, description="working days from acceptance to the end of the investigation"
+    )
+    extension_days: int = Field(30, ge=1, le=250, description="working days the one extension adds")
+    sweep_interval_s: float = Field(15.0, gt=0, description="how often case gauges (overdue cases…) are refreshed")
+
+    def deadlines(self, calendar: WorkCalendar) -> Deadlines:
+        return Deadlines(
+            calendar=calendar,
+            acceptance_days=self.acceptance_limit_days,
+            investigation_days=self.investigation_limit_days,
+            extension_days=self.extension_days,
+        )
