@@ -17,6 +17,7 @@ Tokens are minted with each node's dev issuer key (``labornet token``), so this 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import time
 import uuid
@@ -312,7 +313,7 @@ async def register_and_recognise(client: FederationClient, origin: str, brand: d
 async def file_wage_case(client: FederationClient, n: int) -> dict[str, Any]:
     complainant = make_resident_id("511602", date(1979, 8, 15), 300 + n)
     body = {
-        "complainant": {"resident_id": complainant, "name": "赵大勇", "phone": "13800138000", "home_province": SC},
+        "complainant": {"name": "赵大勇", "phone": "13800138000", "home_province": SC},
         "sector": "construction",
         "category": "wage-arrears",
         "employer": {
@@ -321,17 +322,15 @@ async def file_wage_case(client: FederationClient, n: int) -> dict[str, Any]:
             "address": "江苏省苏州市吴中区东吴北路 100 号",
             "province": JS,
         },
-        "work_division": "320500",
+        "work_place": {"division_code": "320500", "site": "吴中区东吴北路安置房项目"},
         "period": {"start": "2025-03-01", "end": "2025-12-31"},
         "amount_owed": "86400.00",
         "workers_affected": 12,
         "evidence": [
-            {
-                "name": "考勤表.pdf",
-                "sha256": uuid.uuid5(uuid.NAMESPACE_URL, f"evidence-{n}").hex * 2,
-                "size": 48213,
-            }
+            {"name": "考勤表.pdf", "sha256": hashlib.sha256(f"attendance-{n}".encode()).hexdigest(), "size": 48213},
+            {"name": "工资欠条.jpg", "sha256": hashlib.sha256(f"iou-{n}".encode()).hexdigest(), "size": 913402},
         ],
+        "facts": "2025 年 3 月至 12 月在苏州吴中区项目做钢筋工，包工头拖欠 12 人工资共 86400 元。",
     }
     case: dict[str, Any] = await client.call(
         "POST", SC, "rights", "/api/v1/cases", headers=client.token(SC, "worker", complainant), json=body
@@ -468,8 +467,35 @@ async def smoke(client: FederationClient, log: Callable[[str], None] = print) ->
             return response.json() if response.status_code == 200 else None
 
         await client.until("the case referred to Jiangsu", referred)
-        timings["rights case Sichuan → Jiangsu"] = time.monotonic() - started
-        log(f"smoke: wage-arrears case {case['id']} referred from Sichuan to Jiangsu")
+        js_officer = client.officer(JS)
+        path = f"/api/v1/cases/{case['id']}"
+        await client.call("POST", JS, "rights", path + "/accept", headers=js_officer, json={"note": "已受理"})
+        await client.call(
+            "POST", JS, "rights", path + "/updates", headers=js_officer, json={"note": "已约谈总包单位，责令限期支付"}
+        )
+        await client.call(
+            "POST",
+            JS,
+            "rights",
+            path + "/resolve",
+            headers=js_officer,
+            json={"amount_recovered": "86400.00", "workers_paid": 12, "note": "总包单位已代发全部工资"},
+        )
+        worker = client.token(SC, "worker", case["complainant"]["resident_id"])
+
+        async def resolved_at_home() -> Any:
+            seen = await client.call("GET", SC, "rights", path, headers=worker)
+            return seen if seen["status"] == "resolved" else None
+
+        at_home = await client.until("the resolved case back at Sichuan", resolved_at_home)
+        at_jiangsu = await client.call("GET", JS, "rights", path, headers=js_officer)
+        if at_home["timeline"] != at_jiangsu["timeline"]:
+            raise DemoError(f"case {case['id']}: the timelines of Sichuan and Jiangsu differ")
+        timings["rights case Sichuan → Jiangsu → resolved"] = time.monotonic() - started
+        log(
+            f"smoke: wage-arrears case {case['id']} referred to Jiangsu, accepted, resolved; "
+            f"{len(at_home['timeline'])} timeline entries identical on both nodes"
+        )
 
     log("smoke: " + "; ".join(f"{name} {seconds:.2f}s" for name, seconds in timings.items()))
     return timings
