@@ -365,6 +365,16 @@ async def test_total_counts_every_match_not_just_the_page(engine: AsyncEngine) -
     assert (await search(engine, q="焊工", limit=5)).total == 4
     assert (await search(engine, q="焊工", limit=4)).next_cursor is None
     assert (await search(engine, q="司机")).total == 0
+    assert page.total_exact
+
+
+async def test_the_count_stops_at_the_cap_and_says_so(engine: AsyncEngine) -> None:
+    await add(engine, *[make_vacancy(n, "电工") for n in range(12)])
+    async with readonly_sessionmaker(engine)() as session:
+        capped = await search_vacancies(session, SearchParams(q="电工", limit=5), total_cap=10)
+        exact = await search_vacancies(session, SearchParams(q="电工", limit=5), total_cap=12)
+    assert (capped.total, capped.total_exact, len(capped.items)) == (10, False, 5)
+    assert (exact.total, exact.total_exact) == (12, True)
 
 
 def _cursor(payload: object) -> str:

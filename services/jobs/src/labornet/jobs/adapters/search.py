@@ -7,7 +7,9 @@ by migration jobs_0003). A lone CJK character has no bigram; it is looked up wit
 holds every CJK character of the searchable text inside its bigrams — correct, but not indexed.
 
 Pages are keyset pages: the cursor carries the sort key of the last row given out, so paging neither skips nor
-repeats rows while others insert. ``total`` counts every match of the filters, whatever the cursor.
+repeats rows while others insert. ``total`` counts every match of the filters, whatever the cursor, up to
+``TOTAL_CAP``: past it the count stops and ``total_exact`` is false ("10,000+"), as search engines do — counting
+every match of a broad query over a million vacancies costs more than the page itself.
 """
 
 from __future__ import annotations
@@ -88,14 +90,18 @@ class SearchParams:
             raise ValueError(f"salary_min {self.salary_min} is greater than salary_max {self.salary_max}")
 
 
+TOTAL_CAP = 10_000
+
+
 @dataclass
 class SearchPage:
     items: list[dict[str, Any]]
     next_cursor: str | None
     total: int
+    total_exact: bool = True
 
 
-async def search_vacancies(session: AsyncSession, params: SearchParams) -> SearchPage:
+async def search_vacancies(session: AsyncSession, params: SearchParams, total_cap: int = TOTAL_CAP) -> SearchPage:
     """One page of the vacancies matching ``params`` in its sort order, with the count of all matches."""
     dialect = session.get_bind().dialect.name
     conditions = _conditions(params, dialect)
@@ -113,9 +119,10 @@ async def search_vacancies(session: AsyncSession, params: SearchParams) -> Searc
     if params.cursor is None and not more:
         total = len(items)
     else:
-        total = int((await session.execute(select(func.count()).select_from(vacancy).where(*conditions))).scalar_one())
+        matches = select(vacancy.c.id).where(*conditions).limit(total_cap + 1).subquery()
+        total = int((await session.execute(select(func.count()).select_from(matches))).scalar_one())
     next_cursor = _encode_cursor(params.sort, items[-1]) if more else None
-    return SearchPage(items=items, next_cursor=next_cursor, total=total)
+    return SearchPage(items=items, next_cursor=next_cursor, total=min(total, total_cap), total_exact=total <= total_cap)
 
 
 def _conditions(params: SearchParams, dialect: str) -> list[ColumnElement[bool]]:

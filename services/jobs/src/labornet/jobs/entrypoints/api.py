@@ -161,4 +161,5 @@ async def search(
         "items": [to_event(item) for item in page.items],
         "next_cursor": page.next_cursor,
         "total": page.total,
+        "total_exact": page.total_exact,
     }
