@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ("bus", "search")
+BENCHMARKS = ("bus", "saga", "search")
 
 
 def main() -> None:
