@@ -21,11 +21,12 @@ from urllib.parse import urlencode
 import httpx
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import Column, Table, select
+from sqlalchemy import Column, Table, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from labornet.shared.app import RuntimeDep
 from labornet.shared.auth import Principal, Role, require_province_role
+from labornet.shared.envelope import Envelope
 from labornet.shared.problems import Problem, Unprocessable
 from labornet.shared.signing import SignatureRejected
 
@@ -47,6 +48,31 @@ class ReplicaSpec:
     @property
     def snapshot_path(self) -> str:
         return f"/api/v1/federation/{self.noun}/snapshot"
+
+
+def check_owner(row: Mapping[str, Any], envelope: Envelope, owner_key: str, noun: str) -> None:
+    """A replicated record comes from its owner, under its own key; ``ValueError`` (quarantine) otherwise."""
+    if row[owner_key] != envelope.originprovince:
+        raise ValueError(f"event from {envelope.originprovince} carries {noun} {row['id']} of {row[owner_key]}")
+    if row["id"] != envelope.partitionkey:
+        raise ValueError(f"event key {envelope.partitionkey} differs from {noun} id {row['id']}")
+
+
+async def upsert_newer(session: AsyncSession, table: Table, row: Mapping[str, Any]) -> str:
+    """Insert ``row``, or update the held copy if ``row`` has a higher ``version``: "inserted", "updated" or "stale".
+
+    Versions order the changes of one record, so an old event arriving late never overwrites a newer one and a
+    replayed event changes nothing."""
+    held = (await session.execute(select(table.c.version).where(table.c.id == row["id"]))).scalar()
+    if held is None:
+        await session.execute(insert(table).values(**row))
+        return "inserted"
+    if row["version"] > held:
+        await session.execute(
+            update(table).where(table.c.id == row["id"]).values(**{k: v for k, v in row.items() if k != "id"})
+        )
+        return "updated"
+    return "stale"
 
 
 class HealRequest(BaseModel):

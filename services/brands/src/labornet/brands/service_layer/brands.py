@@ -48,6 +48,7 @@ from labornet.shared.envelope import Envelope, format_time
 from labornet.shared.outbox import Outbox
 from labornet.shared.problems import Forbidden, NotFound, Unprocessable
 from labornet.shared.provinces import ProvinceRegistry
+from labornet.shared.replica import check_owner, upsert_newer
 from labornet.shared.topics import events_topic
 
 BRANDS = Gauge("labornet_brands_brands", "Brands held by this node", ["origin_province", "status"])
@@ -276,28 +277,13 @@ class BrandService:
 async def apply_brand_event(session: AsyncSession, envelope: Envelope) -> None:
     """Apply a partner's brand event to the replica: newer versions win, older or equal ones change nothing."""
     row = from_event(envelope.json())
-    if row["origin_province"] != envelope.originprovince:
-        raise ValueError(
-            f"event from {envelope.originprovince} carries brand {row['id']} of province {row['origin_province']}"
-        )
-    if row["id"] != envelope.partitionkey:
-        raise ValueError(f"event key {envelope.partitionkey} differs from brand id {row['id']}")
+    check_owner(row, envelope, "origin_province", "brand")
     await apply_replica_row(session, row)
 
 
 async def apply_replica_row(session: AsyncSession, row: dict[str, Any]) -> str:
     """Insert or update a partner's brand if ``row`` is newer than the replica's copy; say what happened."""
-    held = (await session.execute(select(brand.c.version).where(brand.c.id == row["id"]))).scalar()
-    if held is None:
-        await session.execute(insert(brand).values(**row))
-        result = "inserted"
-    elif row["version"] > held:
-        await session.execute(
-            update(brand).where(brand.c.id == row["id"]).values(**{k: v for k, v in row.items() if k != "id"})
-        )
-        result = "updated"
-    else:
-        result = "stale"
+    result = await upsert_newer(session, brand, row)
     REPLICA_CHANGES.labels(result).inc()
     return result
 

@@ -38,6 +38,7 @@ from labornet.shared.divisions import DivisionRegistry, InvalidDivision
 from labornet.shared.envelope import Envelope, format_time, parse_time
 from labornet.shared.outbox import Outbox
 from labornet.shared.problems import Forbidden, NotFound, Unprocessable
+from labornet.shared.replica import check_owner, upsert_newer
 from labornet.shared.topics import events_topic
 
 log = logging.getLogger(__name__)
@@ -221,28 +222,13 @@ class VacancyService:
 async def apply_vacancy_event(session: AsyncSession, envelope: Envelope) -> None:
     """Apply a partner's vacancy event to the replica: newer versions win, older or equal ones change nothing."""
     row = from_event(envelope.json())
-    if row["owner_province"] != envelope.originprovince:
-        raise ValueError(
-            f"event from {envelope.originprovince} carries vacancy {row['id']} owned by {row['owner_province']}"
-        )
-    if row["id"] != envelope.partitionkey:
-        raise ValueError(f"event key {envelope.partitionkey} differs from vacancy id {row['id']}")
+    check_owner(row, envelope, "owner_province", "vacancy")
     await apply_replica_row(session, row)
 
 
 async def apply_replica_row(session: AsyncSession, row: dict[str, Any]) -> str:
     """Insert or update a partner's vacancy if ``row`` is newer than the replica's copy; say what happened."""
-    held = (await session.execute(select(vacancy.c.version).where(vacancy.c.id == row["id"]))).scalar()
-    if held is None:
-        await session.execute(insert(vacancy).values(**row))
-        result = "inserted"
-    elif row["version"] > held:
-        await session.execute(
-            update(vacancy).where(vacancy.c.id == row["id"]).values(**{k: v for k, v in row.items() if k != "id"})
-        )
-        result = "updated"
-    else:
-        result = "stale"
+    result = await upsert_newer(session, vacancy, row)
     REPLICA_CHANGES.labels(result).inc()
     if result != "stale":
         await match_vacancy(session, row)
