@@ -6,6 +6,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from datetime import date
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import jwt
@@ -125,3 +126,15 @@ def test_production_verifies_against_a_jwks_url(key: Ed25519PrivateKey, jwks_ser
     )
     with pytest.raises(AuthError):
         production.verify(stranger)
+
+
+def test_a_workers_resident_id_comes_from_the_claim_or_the_sub() -> None:
+    from labornet.shared.auth import Principal, Role
+    from labornet.shared.identifiers import make_resident_id
+
+    rid = make_resident_id("511602", date(1988, 3, 7), 1)
+    assert Principal(sub=rid, province="510000", roles=frozenset({Role.WORKER})).resident_id == rid
+    claimed = Principal(sub="alice", province="510000", roles=frozenset({Role.WORKER}), claims={"resident_id": rid})
+    assert claimed.resident_id == rid
+    assert Principal(sub="alice", province="510000", roles=frozenset({Role.WORKER})).resident_id is None
+    assert Principal(sub=rid, province="510000", roles=frozenset({Role.OFFICER})).resident_id is None, "workers only"

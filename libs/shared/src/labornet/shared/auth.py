@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from labornet.shared.identifiers import InvalidIdentifier, validate_resident_id
 from labornet.shared.signing import load_public_key
 
 ALGORITHMS = ["EdDSA", "RS256", "ES256"]
@@ -43,6 +44,16 @@ class Principal:
 
     def has(self, role: Role) -> bool:
         return role in self.roles
+
+    @property
+    def resident_id(self) -> str | None:
+        """A worker's own resident identity number: the ``resident_id`` claim, or the ``sub`` when it is one."""
+        if not self.has(Role.WORKER):
+            return None
+        try:
+            return validate_resident_id(str(self.claims.get("resident_id") or self.sub))
+        except InvalidIdentifier:
+            return None
 
 
 class AuthError(Exception):

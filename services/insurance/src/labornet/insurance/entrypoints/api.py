@@ -38,10 +38,8 @@ from labornet.shared.app import Runtime, RuntimeDep
 from labornet.shared.auth import Principal, Role, current_principal, require_province_role
 from labornet.shared.identifiers import (
     CreditCodeStr,
-    InvalidIdentifier,
     ResidentIdStr,
     mask_resident_id,
-    validate_resident_id,
 )
 from labornet.shared.problems import Conflict, Forbidden, NotFound, Problem, Unprocessable
 
@@ -56,11 +54,9 @@ def transfers(runtime: Runtime) -> TransferService:
 
 
 def own_resident_id(principal: Principal) -> str:
-    candidate = str(principal.claims.get("resident_id") or principal.sub)
-    try:
-        return validate_resident_id(candidate)
-    except InvalidIdentifier as exc:
-        raise Forbidden("your token does not carry a resident identity number (claim resident_id or sub)") from exc
+    if principal.resident_id is None:
+        raise Forbidden("your token does not carry a resident identity number (claim resident_id or sub)")
+    return principal.resident_id
 
 
 def is_officer_here(principal: Principal, runtime: Runtime) -> bool:
@@ -70,7 +66,7 @@ def is_officer_here(principal: Principal, runtime: Runtime) -> bool:
 def shown(resident_id: str, principal: Principal, runtime: Runtime) -> str:
     if is_officer_here(principal, runtime):
         return resident_id
-    if principal.has(Role.WORKER) and principal.claims.get("resident_id", principal.sub) == resident_id:
+    if principal.resident_id == resident_id:
         return resident_id
     return mask_resident_id(resident_id)
 
@@ -93,8 +89,7 @@ def present(row: Any, principal: Principal, runtime: Runtime) -> dict[str, Any]:
 def allowed_to_see(case: Any, principal: Principal, runtime: Runtime) -> bool:
     if is_officer_here(principal, runtime):
         return True
-    claimed = principal.claims.get("resident_id") or principal.sub
-    return principal.has(Role.WORKER) and case["side"] == "receiving" and case["resident_id"] == claimed
+    return bool(case["side"] == "receiving" and principal.resident_id == case["resident_id"])
 
 
 # Transfers -------------------------------------------------------------------------------------------

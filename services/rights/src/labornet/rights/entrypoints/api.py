@@ -47,7 +47,6 @@ from labornet.rights.service_layer.statistics import federation_statistics
 from labornet.shared.app import Runtime, RuntimeDep
 from labornet.shared.auth import Principal, Role, current_principal, require_province_role
 from labornet.shared.divisions import DivisionRegistry, InvalidDivision
-from labornet.shared.identifiers import InvalidIdentifier, validate_resident_id
 from labornet.shared.problems import Conflict, Forbidden, NotFound
 
 router = APIRouter(prefix="/api/v1", tags=["rights"])
@@ -69,22 +68,12 @@ def divisions(runtime: Runtime) -> DivisionRegistry:
 # Who sees what ------------------------------------------------------------------------------------------------
 
 
-def resident_id_of(principal: Principal) -> str | None:
-    """The worker's own resident identity number, from the ``resident_id`` claim or the ``sub``."""
-    if not principal.has(Role.WORKER):
-        return None
-    try:
-        return validate_resident_id(str(principal.claims.get("resident_id") or principal.sub))
-    except InvalidIdentifier:
-        return None
-
-
 def is_officer_here(principal: Principal, runtime: Runtime) -> bool:
     return principal.has(Role.OFFICER) and principal.province == runtime.settings.province
 
 
 def is_complainant(stored: StoredCase, principal: Principal) -> bool:
-    own = resident_id_of(principal)
+    own = principal.resident_id
     return own is not None and not stored.redacted and stored.case.complainant.resident_id == own
 
 
@@ -154,7 +143,7 @@ async def file_case(body: CaseDraft, runtime: RuntimeDep, principal: FilerDep, r
             raise invalid(("complainant", "resident_id"), "officers say whom the case is for", None)
         resident_id, actor = body.complainant.resident_id, officer(principal.sub)
     else:
-        own = resident_id_of(principal)
+        own = principal.resident_id
         if own is None:
             raise Forbidden("your token does not carry a resident identity number (claim resident_id or sub)")
         if body.complainant.resident_id not in (None, own):
@@ -193,7 +182,7 @@ async def list_cases(
     """Officers: every case this node holds (filters); workers: their own cases. Without the timelines."""
     query = select(rights_case).order_by(rights_case.c.id).limit(limit + 1)
     if not is_officer_here(principal, runtime):
-        own = resident_id_of(principal)
+        own = principal.resident_id
         if own is None:
             raise Forbidden("listing cases needs the role worker (with an identity number), or officer here")
         query = query.where(rights_case.c.complainant_resident_id == own, rights_case.c.redacted.is_(False))
