@@ -436,3 +436,21 @@ async def test_the_vacancy_gauge_reads_zero_once_a_status_empties(engine: AsyncE
         await refresh_gauges(session)
     assert REGISTRY.get_sample_value("labornet_jobs_vacancies", {"owner_province": province, "status": "open"}) == 0
     assert REGISTRY.get_sample_value("labornet_jobs_vacancies", {"owner_province": province, "status": "filled"}) == 2
+
+
+async def test_text_with_province_and_status_follows_changes_and_facets_never_match_user_text(
+    engine: AsyncEngine,
+) -> None:
+    await add(
+        engine,
+        make_vacancy(1, "川菜厨师"),
+        make_vacancy(2, "川菜厨师", owner_province="330000", division_code="330106"),
+        make_vacancy(3, "粤菜厨师"),
+    )
+    assert await ids(engine, q="厨师", province="510000") == {"510000-V-000001", "510000-V-000003"}
+    async with engine.begin() as connection:  # the index follows a status change
+        await connection.execute(update(vacancy).where(vacancy.c.id == "510000-V-000003").values(status="filled"))
+    assert await ids(engine, q="厨师", province="510000") == {"510000-V-000001"}
+    assert await ids(engine, q="厨师", province="510000", statuses=("filled",)) == {"510000-V-000003"}
+    for probe in ("#p510000", "p510000", "#sopen", "sopen", "510000"):
+        assert await ids(engine, q=probe) == set(), probe
