@@ -446,11 +446,16 @@ async def test_text_with_province_and_status_follows_changes_and_facets_never_ma
         make_vacancy(1, "川菜厨师"),
         make_vacancy(2, "川菜厨师", owner_province="330000", division_code="330106"),
         make_vacancy(3, "粤菜厨师"),
+        make_vacancy(4, "西餐厨师"),
     )
-    assert await ids(engine, q="厨师", province="510000") == {"510000-V-000001", "510000-V-000003"}
+    sichuan = {"510000-V-000001", "510000-V-000003", "510000-V-000004"}
+    assert await ids(engine, q="厨师", province="510000") == sichuan
+    assert (await search(engine, q="厨师", province="510000", limit=1)).total == 3  # counted through the facets
     async with engine.begin() as connection:  # the index follows a status change
-        await connection.execute(update(vacancy).where(vacancy.c.id == "510000-V-000003").values(status="filled"))
+        await connection.execute(update(vacancy).where(vacancy.c.id != "510000-V-000001").values(status="filled"))
     assert await ids(engine, q="厨师", province="510000") == {"510000-V-000001"}
-    assert await ids(engine, q="厨师", province="510000", statuses=("filled",)) == {"510000-V-000003"}
+    assert await ids(engine, q="厨师", province="510000", statuses=("filled",)) == sichuan - {"510000-V-000001"}
+    assert (await search(engine, q="厨师", province="510000", statuses=("filled",), limit=1)).total == 2
+    assert (await search(engine, q="厨师", statuses=("filled",), limit=1)).total == 3
     for probe in ("#p510000", "p510000", "#sopen", "sopen", "510000"):
         assert await ids(engine, q=probe) == set(), probe
