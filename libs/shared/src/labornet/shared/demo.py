@@ -137,13 +137,13 @@ VACANCIES: list[tuple[str, str, str, str, str, int, int, str, list[str], list[st
     (JS, "320100", "南京城建安装工程有限公司", "电工 electrician", "7411", 8000, 12000, "full-time",
      ["migrant-workers"], ["低压电工证"]),
     ("350000", "350200", "厦门鹭岛鞋服有限公司", "缝纫工 sewing machinist", "8153", 5000, 7000, "full-time",
-     ["migrant-workers", "people-lifted-out-of-poverty"], ["平车"]),
+     ["migrant-workers", "lifted-out-of-poverty"], ["平车"]),
     (CQ, "500100", "重庆巴渝家政服务有限公司", "家政服务员 domestic helper", "9111", 4500, 6500, "full-time",
      ["migrant-workers"], ["育婴", "保洁"]),
     (SC, "510100", "成都天府软件园有限公司", "软件开发人员 software developer", "2512", 12000, 20000, "full-time",
      ["college-graduates"], ["Python", "Java"]),
     ("520000", "520100", "贵阳黔茶茶业有限公司", "评茶员 tea taster", "7515", 4000, 6000, "seasonal",
-     ["people-lifted-out-of-poverty"], ["绿茶"]),
+     ["lifted-out-of-poverty"], ["绿茶"]),
     ("530000", "530100", "昆明滇花农业有限公司", "花卉种植工 flower grower", "6111", 3800, 5200, "seasonal",
      ["migrant-workers"], ["鲜切花"]),
     ("640000", "640100", "银川塞上枸杞有限公司", "枸杞采摘工 wolfberry picker", "9211", 3500, 5000, "seasonal",
@@ -310,9 +310,9 @@ async def register_and_recognise(client: FederationClient, origin: str, brand: d
     return str(recognised["id"])
 
 
-async def file_wage_case(client: FederationClient, n: int) -> dict[str, Any]:
-    complainant = make_resident_id("511602", date(1979, 8, 15), 300 + n)
-    body = {
+def wage_case_body(n: int) -> dict[str, Any]:
+    """A Sichuan construction worker's wage-arrears complaint against a Jiangsu employer."""
+    return {
         "complainant": {"name": "赵大勇", "phone": "13800138000", "home_province": SC},
         "sector": "construction",
         "category": "wage-arrears",
@@ -332,6 +332,11 @@ async def file_wage_case(client: FederationClient, n: int) -> dict[str, Any]:
         ],
         "facts": "2025 年 3 月至 12 月在苏州吴中区项目做钢筋工，包工头拖欠 12 人工资共 86400 元。",
     }
+
+
+async def file_wage_case(client: FederationClient, n: int) -> dict[str, Any]:
+    complainant = make_resident_id("511602", date(1979, 8, 15), 300 + n)
+    body = wage_case_body(n)
     case: dict[str, Any] = await client.call(
         "POST", SC, "rights", "/api/v1/cases", headers=client.token(SC, "worker", complainant), json=body
     )
