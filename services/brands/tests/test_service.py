@@ -22,7 +22,7 @@ from prometheus_client import REGISTRY
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from labornet.brands.adapters.search import InvalidCursor, SearchParams, plain, search_brands
+from labornet.brands.adapters.search import SearchParams, plain, search_brands
 from labornet.brands.adapters.tables import brand, demand, metadata
 from labornet.brands.domain.brand import (
     RECOGNISED,
@@ -54,6 +54,7 @@ from labornet.shared.inbox import Handler
 from labornet.shared.keys import NodeKeys
 from labornet.shared.migrations import upgrade
 from labornet.shared.outbox import Outbox, decode_headers
+from labornet.shared.paging import InvalidCursor
 from labornet.shared.problems import Forbidden, Unprocessable
 from labornet.shared.provinces import load_registry
 from labornet.shared.signing import Signer

@@ -14,12 +14,13 @@ from prometheus_client import REGISTRY
 from sqlalchemy import delete, insert, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from labornet.jobs.adapters.search import InvalidCursor, SearchPage, SearchParams, search_vacancies
+from labornet.jobs.adapters.search import SearchPage, SearchParams, search_vacancies
 from labornet.jobs.adapters.tables import vacancy
 from labornet.jobs.domain.text import document
 from labornet.jobs.service_layer.vacancies import refresh_gauges
 from labornet.shared.db import create_engine, readonly_sessionmaker, sessionmaker
 from labornet.shared.migrations import upgrade
+from labornet.shared.paging import InvalidCursor
 
 MIGRATIONS = "labornet.jobs:migrations"
 NOW = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)

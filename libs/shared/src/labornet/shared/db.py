@@ -52,6 +52,11 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def as_utc(value: datetime) -> datetime:
+    """Aware UTC. Every stored time is UTC, but SQLite hands it back naive; an aware time is converted."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
 outbox = Table(
     "outbox",
     platform_metadata,

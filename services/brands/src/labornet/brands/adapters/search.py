@@ -14,9 +14,6 @@ repeats rows while others insert. ``total`` counts every match of the filters, w
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -27,9 +24,11 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from labornet.brands.adapters.tables import brand
-from labornet.brands.domain.brand import Status, utc
+from labornet.brands.domain.brand import Status
 from labornet.brands.domain.names import NameClaim
 from labornet.brands.domain.text import is_cjk, tokens
+from labornet.shared.db import as_utc
+from labornet.shared.paging import decode_sort_cursor, encode_sort_cursor
 
 Sort = Literal["newest", "jobs"]
 SORTS: tuple[Sort, ...] = ("newest", "jobs")
@@ -37,10 +36,6 @@ MAX_LIMIT = 100
 RESULT_COLUMNS = tuple(c for c in brand.columns if c.name != "search_tokens")
 SORT_COLUMNS = {"newest": brand.c.registered_at, "jobs": brand.c.jobs_supported}
 TIME_COLUMNS = ("registered_at", "recognised_at", "revoked_at", "updated_at")
-
-
-class InvalidCursor(ValueError):
-    """A cursor that this search did not give out (or for another sort order)."""
 
 
 @dataclass(frozen=True)
@@ -163,34 +158,16 @@ def plain(row: Any) -> dict[str, Any]:
     data = dict(row)
     for name in TIME_COLUMNS:
         if data.get(name) is not None:
-            data[name] = utc(data[name])
+            data[name] = as_utc(data[name])
     return data
 
 
 def _encode_cursor(sort: Sort, last: dict[str, Any]) -> str:
-    key = last["registered_at"].isoformat() if sort == "newest" else last["jobs_supported"]
-    payload = json.dumps({"sort": sort, "key": key, "id": last["id"]}, separators=(",", ":"))
-    return base64.urlsafe_b64encode(payload.encode()).rstrip(b"=").decode("ascii")
+    return encode_sort_cursor(sort, last["registered_at"] if sort == "newest" else last["jobs_supported"], last["id"])
 
 
 def _decode_cursor(cursor: str, sort: Sort) -> tuple[datetime | int, str]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        payload = json.loads(raw)
-        made_for, key, last_id = payload["sort"], payload["key"], payload["id"]
-        if not isinstance(last_id, str):
-            raise TypeError("id is not a string")
-        if made_for == sort == "newest" and isinstance(key, str):
-            return utc(datetime.fromisoformat(key)), last_id
-        if made_for == sort == "jobs" and isinstance(key, int) and not isinstance(key, bool):
-            return key, last_id
-    except (binascii.Error, UnicodeDecodeError, json.JSONDecodeError, ValueError, KeyError, TypeError) as exc:
-        raise InvalidCursor(
-            f"cursor {cursor[:40]!r} is not a next_cursor of this search ({exc}); start again without a cursor"
-        ) from exc
-    if made_for in SORTS and made_for != sort:
-        raise InvalidCursor(f"cursor was made for sort {made_for!r}, not {sort!r}; start again without a cursor")
-    raise InvalidCursor(f"cursor {cursor[:40]!r} is not a next_cursor of this search; start again without a cursor")
+    return decode_sort_cursor(cursor, sort, SORTS)
 
 
 # Names ------------------------------------------------------------------------------------------------------
@@ -204,7 +181,7 @@ def _claim(row: Any) -> NameClaim:
         name_en=row.name_en,
         normalised_name=row.normalised_name,
         status=Status(row.status),
-        recognised_at=utc(row.recognised_at) if row.recognised_at is not None else None,
+        recognised_at=as_utc(row.recognised_at) if row.recognised_at is not None else None,
     )
 
 

@@ -38,6 +38,7 @@ from pydantic import (
 )
 
 from labornet.brands.domain.text import has_cjk
+from labornet.shared.db import as_utc
 from labornet.shared.identifiers import CreditCodeStr, DivisionCodeStr, validate_division_code
 
 REGISTERED = "org.labornet.brands.brand.registered.v1"
@@ -328,12 +329,7 @@ def check_revoke(current: dict[str, Any], expected_version: int | None) -> None:
 # The brand on the wire ------------------------------------------------------------------------------------------
 
 
-def utc(value: datetime) -> datetime:
-    """Aware UTC (SQLite hands stored times back naive; every stored time is UTC)."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-UtcTime = Annotated[datetime, AfterValidator(utc)]
+UtcTime = Annotated[datetime, AfterValidator(as_utc)]
 
 Text18 = Annotated[str, StringConstraints(max_length=18)]
 Text20 = Annotated[str, StringConstraints(max_length=20)]

@@ -13,7 +13,6 @@ from prometheus_client import Histogram
 from sqlalchemy import select
 
 from labornet.brands.adapters.search import (
-    InvalidCursor,
     SearchParams,
     StatsRow,
     brand_counts,
@@ -42,6 +41,7 @@ from labornet.brands.service_layer.brands import BrandService, present
 from labornet.shared.app import Runtime, RuntimeDep
 from labornet.shared.auth import Principal, Role, require_province_role
 from labornet.shared.observability import LATENCY_BUCKETS
+from labornet.shared.paging import InvalidCursor
 from labornet.shared.problems import Conflict, NotFound, Problem, Unprocessable
 
 router = APIRouter(prefix="/api/v1", tags=["brands"])

@@ -6,9 +6,6 @@ both see the demand and its answer (``side``: ``posted`` by this province, or ``
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 from collections.abc import Coroutine
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -17,7 +14,6 @@ from fastapi import APIRouter, Depends, Query, Response, status
 from sqlalchemy import String, literal, select, tuple_
 
 from labornet.brands.adapters.tables import demand
-from labornet.brands.domain.brand import utc
 from labornet.brands.domain.demand import (
     DemandAnswer,
     DemandRequest,
@@ -28,6 +24,8 @@ from labornet.brands.domain.demand import (
 from labornet.brands.service_layer.demands import DemandService, plain, to_record
 from labornet.shared.app import Runtime, RuntimeDep
 from labornet.shared.auth import Principal, Role, require_province_role
+from labornet.shared.db import as_utc
+from labornet.shared.paging import decode_cursor, encode_cursor
 from labornet.shared.problems import Conflict, NotFound, Unprocessable
 
 router = APIRouter(prefix="/api/v1/demands", tags=["demands"])
@@ -113,17 +111,16 @@ async def list_demands(
 
 
 def _encode_cursor(last: dict[str, Any]) -> str:
-    payload = json.dumps({"posted_at": last["posted_at"].isoformat(), "id": last["id"]}, separators=(",", ":"))
-    return base64.urlsafe_b64encode(payload.encode()).rstrip(b"=").decode("ascii")
+    return encode_cursor({"posted_at": last["posted_at"].isoformat(), "id": last["id"]})
 
 
 def _decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
-        payload = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        payload = decode_cursor(cursor)
         posted_at, last_id = payload["posted_at"], payload["id"]
         if not isinstance(posted_at, str) or not isinstance(last_id, str):
             raise TypeError("posted_at and id should be strings")
-        return utc(datetime.fromisoformat(posted_at)), last_id
-    except (binascii.Error, UnicodeDecodeError, json.JSONDecodeError, ValueError, KeyError, TypeError) as exc:
+        return as_utc(datetime.fromisoformat(posted_at)), last_id
+    except (ValueError, KeyError, TypeError) as exc:  # binascii, Unicode and JSON errors are ValueErrors
         message = f"cursor {cursor[:40]!r} is not a next_cursor of this list; start again without a cursor"
         raise Unprocessable(message, errors=[{"field": "query.cursor", "message": message}]) from exc

@@ -18,7 +18,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from labornet.brands.adapters.tables import brand, demand
-from labornet.brands.domain.brand import Status, now, utc
+from labornet.brands.domain.brand import Status, now
 from labornet.brands.domain.demand import (
     ANSWER_FIELDS,
     ANSWERED,
@@ -35,6 +35,7 @@ from labornet.brands.domain.demand import (
     new_demand_id,
 )
 from labornet.brands.domain.places import InvalidPlace, division_in
+from labornet.shared.db import as_utc
 from labornet.shared.divisions import DivisionRegistry
 from labornet.shared.envelope import Envelope, format_time
 from labornet.shared.inbox import Handler
@@ -67,7 +68,7 @@ def plain(row: Mapping[Any, Any]) -> dict[str, Any]:
     data = dict(row)
     for name in TIME_COLUMNS:
         if data.get(name) is not None:
-            data[name] = utc(data[name])
+            data[name] = as_utc(data[name])
     return data
 
 
@@ -77,7 +78,7 @@ def to_record(row: Mapping[str, Any]) -> dict[str, Any]:
     for name in RECORD_FIELDS:
         value = row[name]
         if isinstance(value, datetime):
-            data[name] = format_time(utc(value))
+            data[name] = format_time(as_utc(value))
         elif isinstance(value, date):
             data[name] = value.isoformat()
         else:

@@ -51,6 +51,7 @@ from labornet.insurance.domain.transfer import (
     State,
     TransferRefused,
 )
+from labornet.shared.db import as_utc
 from labornet.shared.envelope import Envelope, format_time
 from labornet.shared.outbox import Outbox
 from labornet.shared.topics import inbox_topic
@@ -84,10 +85,6 @@ def overdue_clause(today: date) -> ColumnElement[bool]:
             and_(transfer.c.side == Side.SENDING, transfer.c.state == State.RECEIVED, transfer.c.answer_due < today),
         ),
     )
-
-
-def aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def jsonable(value: Any) -> Any:
@@ -591,7 +588,7 @@ class TransferService:
             )
         )
         STEP_DURATION.labels(case["side"], state.value).observe(
-            max((moment - aware(case["filed_at"])).total_seconds(), 0.0)
+            max((moment - as_utc(case["filed_at"])).total_seconds(), 0.0)
         )
 
     async def _send(self, session: AsyncSession, to: str, event_type: str, key: str, data: dict[str, Any]) -> None:

@@ -14,11 +14,8 @@ every match of a broad query over a million vacancies costs a hundred times more
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal
 
 from sqlalchemy import (
@@ -40,16 +37,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from labornet.jobs.adapters.tables import vacancy
 from labornet.jobs.domain.text import is_cjk, tokens
+from labornet.shared.db import as_utc
+from labornet.shared.paging import decode_sort_cursor, encode_sort_cursor
 
 Sort = Literal["newest", "salary"]
 SORTS: tuple[Sort, ...] = ("newest", "salary")
 MAX_LIMIT = 100
 RESULT_COLUMNS = tuple(c for c in vacancy.columns if c.name != "search_tokens")
 SORT_COLUMNS = {"newest": vacancy.c.posted_at, "salary": vacancy.c.salary_max}
-
-
-class InvalidCursor(ValueError):
-    """A cursor that this search did not give out (or for another sort order)."""
 
 
 def _digits(name: str, value: str | None, lengths: range) -> None:
@@ -152,7 +147,7 @@ def _conditions(params: SearchParams, dialect: str) -> list[ColumnElement[bool]]
     if params.target_group is not None:
         conditions.append(_contains_target_group(params.target_group, dialect))
     if params.posted_since is not None:
-        conditions.append(v.posted_at >= _utc(params.posted_since))
+        conditions.append(v.posted_at >= as_utc(params.posted_since))
     return conditions
 
 
@@ -224,39 +219,16 @@ def _contains_target_group(group: str, dialect: str) -> ColumnElement[bool]:
     return cast(vacancy.c.target_groups, JSONB).contains([group])
 
 
-def _utc(moment: datetime) -> datetime:
-    """Aware UTC (SQLite stores the wall-clock fields only, so every bound time must be in UTC)."""
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
 def _plain(row: dict[str, Any]) -> dict[str, Any]:
     """Times as aware UTC datetimes on both databases (SQLite gives them back naive)."""
     for name in ("posted_at", "updated_at"):
-        row[name] = _utc(row[name])
+        row[name] = as_utc(row[name])
     return row
 
 
 def _encode_cursor(sort: Sort, last: dict[str, Any]) -> str:
-    key = last["posted_at"].isoformat() if sort == "newest" else last["salary_max"]
-    payload = json.dumps({"sort": sort, "key": key, "id": last["id"]}, separators=(",", ":"))
-    return base64.urlsafe_b64encode(payload.encode()).rstrip(b"=").decode("ascii")
+    return encode_sort_cursor(sort, last["posted_at"] if sort == "newest" else last["salary_max"], last["id"])
 
 
 def _decode_cursor(cursor: str, sort: Sort) -> tuple[datetime | int, str]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        payload = json.loads(raw)
-        made_for, key, last_id = payload["sort"], payload["key"], payload["id"]
-        if not isinstance(last_id, str):
-            raise TypeError("id is not a string")
-        if made_for == sort == "newest" and isinstance(key, str):
-            return _utc(datetime.fromisoformat(key)), last_id
-        if made_for == sort == "salary" and isinstance(key, int) and not isinstance(key, bool):
-            return key, last_id
-    except (binascii.Error, UnicodeDecodeError, json.JSONDecodeError, ValueError, KeyError, TypeError) as exc:
-        raise InvalidCursor(
-            f"cursor {cursor[:40]!r} is not a next_cursor of this search ({exc}); start again without a cursor"
-        ) from exc
-    if made_for in SORTS and made_for != sort:
-        raise InvalidCursor(f"cursor was made for sort {made_for!r}, not {sort!r}; start again without a cursor")
-    raise InvalidCursor(f"cursor {cursor[:40]!r} is not a next_cursor of this search; start again without a cursor")
+    return decode_sort_cursor(cursor, sort, SORTS)

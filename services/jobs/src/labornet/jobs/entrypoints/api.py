@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from prometheus_client import Histogram
 from sqlalchemy import select
 
-from labornet.jobs.adapters.search import InvalidCursor, SearchParams, search_vacancies
+from labornet.jobs.adapters.search import SearchParams, search_vacancies
 from labornet.jobs.adapters.tables import vacancy
 from labornet.jobs.domain.vacancy import (
     CloseRequest,
@@ -27,6 +27,7 @@ from labornet.jobs.service_layer.vacancies import VacancyService, to_event
 from labornet.shared.app import Runtime, RuntimeDep
 from labornet.shared.auth import Principal, Role, require_province_role
 from labornet.shared.observability import LATENCY_BUCKETS
+from labornet.shared.paging import InvalidCursor
 from labornet.shared.problems import Conflict, NotFound, Problem, Unprocessable
 
 router = APIRouter(prefix="/api/v1/vacancies", tags=["vacancies"])

@@ -26,7 +26,7 @@ import logging
 import secrets
 import uuid
 from collections.abc import AsyncIterator, Coroutine, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
@@ -44,7 +44,7 @@ from labornet.jobs.domain.subscriptions import SubscriptionCriteria
 from labornet.jobs.service_layer.matching import match_open_vacancies
 from labornet.shared.app import Runtime, RuntimeDep
 from labornet.shared.auth import Principal, Role, require_role
-from labornet.shared.db import utcnow
+from labornet.shared.db import as_utc, utcnow
 from labornet.shared.problems import Conflict, NotFound, Unprocessable
 from labornet.shared.provinces import ProvinceRegistry
 
@@ -89,12 +89,7 @@ WorkerDep = Annotated[Principal, Depends(require_role(Role.WORKER))]
 SettingsDep = Annotated[SubscriptionSettings, Depends(subscription_settings)]
 
 
-def _as_utc(value: datetime) -> datetime:
-    """SQLite hands back naive datetimes; every stored time is UTC."""
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-
-
-UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
+UtcDatetime = Annotated[datetime, AfterValidator(as_utc)]
 WebhookUrl = Annotated[AnyUrl, UrlConstraints(max_length=500, allowed_schemes=["http", "https"])]
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from labornet.rights.adapters.tables import case_entry, rights_case
 from labornet.rights.domain.case import CENT, Case, Entry, Overdue, Status
+from labornet.shared.db import as_utc
 
 
 def to_fen(amount: Decimal) -> int:
@@ -22,11 +23,6 @@ def to_fen(amount: Decimal) -> int:
 
 def from_fen(fen: int) -> Decimal:
     return (Decimal(fen) / 100).quantize(CENT)
-
-
-def aware(value: datetime) -> datetime:
-    """SQLite hands back naive datetimes; every stored time is UTC."""
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -81,7 +77,7 @@ def case_columns(case: Case) -> dict[str, Any]:
 
 
 def _optional_time(value: datetime | None) -> datetime | None:
-    return aware(value) if value is not None else None
+    return as_utc(value) if value is not None else None
 
 
 def case_of(row: Mapping[Any, Any], entries: Sequence[Mapping[Any, Any]]) -> Case:
@@ -115,7 +111,7 @@ def case_of(row: Mapping[Any, Any], entries: Sequence[Mapping[Any, Any]]) -> Cas
             "workers_affected": row["workers_affected"],
             "evidence": row["evidence"],
             "facts": row["facts"],
-            "filed_at": aware(row["filed_at"]),
+            "filed_at": as_utc(row["filed_at"]),
             "referred_at": _optional_time(row["referred_at"]),
             "acceptance_due": row["acceptance_due"],
             "accepted_at": _optional_time(row["accepted_at"]),
@@ -128,7 +124,7 @@ def case_of(row: Mapping[Any, Any], entries: Sequence[Mapping[Any, Any]]) -> Cas
             "timeline": [
                 {
                     "seq": e["seq"],
-                    "at": aware(e["at"]),
+                    "at": as_utc(e["at"]),
                     "province": e["province"],
                     "actor": e["actor"],
                     "kind": e["kind"],
@@ -173,8 +169,8 @@ def stored(row: Mapping[Any, Any], entries: Sequence[Mapping[Any, Any]]) -> Stor
     return StoredCase(
         case=case_of(row, entries),
         redacted=bool(row["redacted"]),
-        withdrawal_requested_at=aware(requested) if requested is not None else None,
-        updated_at=aware(row["updated_at"]),
+        withdrawal_requested_at=as_utc(requested) if requested is not None else None,
+        updated_at=as_utc(row["updated_at"]),
     )
 
 

@@ -19,9 +19,10 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from labornet.rights.adapters.cases import aware, from_fen, to_fen
+from labornet.rights.adapters.cases import from_fen, to_fen
 from labornet.rights.adapters.tables import rights_case, statistics_cell, statistics_origin
 from labornet.rights.domain.statistics import STATISTICS_PUBLISHED, Cell, StatisticsSnapshot
+from labornet.shared.db import as_utc
 from labornet.shared.envelope import Envelope
 from labornet.shared.inbox import Handler
 from labornet.shared.outbox import Outbox
@@ -183,7 +184,7 @@ async def federation_statistics(session: AsyncSession) -> dict[str, Any]:
         cell["home_province"] = cell["origin"]
     return {
         "origins": [
-            {"province": row["origin"], "generation": row["generation"], "as_of": aware(row["as_of"])}
+            {"province": row["origin"], "generation": row["generation"], "as_of": as_utc(row["as_of"])}
             for row in origins
         ],
         "totals": _totals(cells),
