@@ -62,6 +62,16 @@ class Unprocessable(Problem):
     slug = "validation-error"
 
 
+def if_match_version(value: str | None, noun: str) -> int | None:
+    """The version an ``If-Match`` header names (``"3"`` or ``W/"3"``), None without one; 422 when unreadable."""
+    if value is None:
+        return None
+    cleaned = value.strip().removeprefix("W/").strip('"')
+    if not cleaned.isdigit():
+        raise Unprocessable(f'If-Match {value!r}: expected the {noun} version, e.g. "3"', slug="bad-if-match")
+    return int(cleaned)
+
+
 def problem_response(
     request: Request,
     status: int,

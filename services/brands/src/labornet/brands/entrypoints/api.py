@@ -42,7 +42,7 @@ from labornet.shared.app import Runtime, RuntimeDep
 from labornet.shared.auth import Principal, Role, require_province_role
 from labornet.shared.observability import LATENCY_BUCKETS
 from labornet.shared.paging import InvalidCursor
-from labornet.shared.problems import Conflict, NotFound, Problem, Unprocessable
+from labornet.shared.problems import Conflict, NotFound, Problem, Unprocessable, if_match_version
 
 router = APIRouter(prefix="/api/v1", tags=["brands"])
 OfficerDep = Annotated[Principal, Depends(require_province_role(Role.OFFICER))]
@@ -57,15 +57,6 @@ SEARCH_LATENCY = Histogram(
 def service(runtime: Runtime) -> BrandService:
     found: BrandService = runtime.extras["brands"]
     return found
-
-
-def if_match_version(value: str | None) -> int | None:
-    if value is None:
-        return None
-    cleaned = value.strip().removeprefix("W/").strip('"')
-    if not cleaned.isdigit():
-        raise Unprocessable(f'If-Match {value!r}: expected the brand version, e.g. "3"', slug="bad-if-match")
-    return int(cleaned)
 
 
 async def _run(coroutine: Coroutine[Any, Any, dict[str, Any]]) -> dict[str, Any]:
@@ -116,7 +107,7 @@ async def change(
     """Change a brand that is not revoked; name the version you read (If-Match or `version`), a stale one is 409.
 
     The Chinese name changes only while the brand is proposed."""
-    row = await _run(service(runtime).update(brand_id, changes, if_match_version(if_match)))
+    row = await _run(service(runtime).update(brand_id, changes, if_match_version(if_match, "brand")))
     return await _shown(runtime, row, response)
 
 
@@ -130,7 +121,7 @@ async def recognise(
     if_match: Annotated[str | None, Header()] = None,
 ) -> dict[str, Any]:
     """Recognise a proposed brand; from now on it is listed on every node and takes partners' demands."""
-    version = request.version or if_match_version(if_match)
+    version = request.version or if_match_version(if_match, "brand")
     row = await _run(service(runtime).recognise(brand_id, version))
     return await _shown(runtime, row, response)
 
@@ -145,7 +136,7 @@ async def revoke(
     if_match: Annotated[str | None, Header()] = None,
 ) -> dict[str, Any]:
     """Revoke a brand (or withdraw a proposal), with a reason; its name becomes free in the province."""
-    version = request.version or if_match_version(if_match)
+    version = request.version or if_match_version(if_match, "brand")
     row = await _run(service(runtime).revoke(brand_id, request.reason, version))
     return await _shown(runtime, row, response)
 

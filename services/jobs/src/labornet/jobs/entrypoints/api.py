@@ -28,7 +28,7 @@ from labornet.shared.app import Runtime, RuntimeDep
 from labornet.shared.auth import Principal, Role, require_province_role
 from labornet.shared.observability import LATENCY_BUCKETS
 from labornet.shared.paging import InvalidCursor
-from labornet.shared.problems import Conflict, NotFound, Problem, Unprocessable
+from labornet.shared.problems import Conflict, NotFound, Problem, Unprocessable, if_match_version
 
 router = APIRouter(prefix="/api/v1/vacancies", tags=["vacancies"])
 OfficerDep = Annotated[Principal, Depends(require_province_role(Role.OFFICER))]
@@ -41,15 +41,6 @@ SEARCH_LATENCY = Histogram(
 def service(runtime: Runtime) -> VacancyService:
     found: VacancyService = runtime.extras["vacancies"]
     return found
-
-
-def _if_match(value: str | None) -> int | None:
-    if value is None:
-        return None
-    cleaned = value.strip().removeprefix("W/").strip('"')
-    if not cleaned.isdigit():
-        raise Unprocessable(f'If-Match {value!r}: expected the vacancy version, e.g. "3"', slug="bad-if-match")
-    return int(cleaned)
 
 
 def _respond(row: dict[str, Any], response: Response) -> dict[str, Any]:
@@ -87,7 +78,7 @@ async def change(
     if_match: Annotated[str | None, Header()] = None,
 ) -> dict[str, Any]:
     """Change an open vacancy; name the version you read (If-Match or `version`), a stale one is 409."""
-    row = await _run(service(runtime).update(vacancy_id, changes, _if_match(if_match)))
+    row = await _run(service(runtime).update(vacancy_id, changes, if_match_version(if_match, "vacancy")))
     return _respond(row, response)
 
 
@@ -101,7 +92,7 @@ async def close(
     if_match: Annotated[str | None, Header()] = None,
 ) -> dict[str, Any]:
     """Close a vacancy as filled or withdrawn."""
-    version = request.version or _if_match(if_match)
+    version = request.version or if_match_version(if_match, "vacancy")
     row = await _run(service(runtime).close(vacancy_id, request.reason, version))
     return _respond(row, response)
 
