@@ -84,3 +84,18 @@ def test_identity_numbers_never_reach_the_log() -> None:
     assert "order 202611230000000000001" in JsonFormatter().format(
         logging.makeLogRecord({"msg": "order 202611230000000000001"})
     ), "a 21-digit number is not an identity number"
+
+
+def test_set_counts_zeroes_a_label_set_that_is_no_longer_counted() -> None:
+    from prometheus_client import REGISTRY, Gauge
+
+    from labornet.shared.observability import set_counts
+
+    gauge = Gauge("labornet_test_things", "Things by state", ["state"])
+    try:
+        set_counts(gauge, {("open",): 2, ("closed",): 1})
+        set_counts(gauge, {("closed",): 3})
+        assert REGISTRY.get_sample_value("labornet_test_things", {"state": "open"}) == 0
+        assert REGISTRY.get_sample_value("labornet_test_things", {"state": "closed"}) == 3
+    finally:
+        REGISTRY.unregister(gauge)

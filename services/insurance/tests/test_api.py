@@ -224,6 +224,15 @@ async def test_filing_checks_the_request_before_any_letter_leaves(
 
     one = await client.get(f"/api/v1/transfers/{case['id']}", headers=me)
     assert [step["state"] for step in one.json()["timeline"]] == ["awaiting-answer"]
+
+    def transfers_in(state: str) -> float | None:
+        labels = {"side": "receiving", "state": state, "from_province": SC, "to_province": ZJ}
+        return REGISTRY.get_sample_value("labornet_insurance_transfers", labels)
+
+    async def counted_waiting() -> bool:
+        return transfers_in("awaiting-answer") == 1
+
+    await eventually(counted_waiting)
     stranger = worker(node_keys, make_resident_id("511602", date(1988, 3, 7), 2))
     assert_problem(await client.get(f"/api/v1/transfers/{case['id']}", headers=stranger), 404)
     assert_problem(await client.post(f"/api/v1/transfers/{case['id']}/cancel", headers=stranger), 404)
@@ -232,6 +241,15 @@ async def test_filing_checks_the_request_before_any_letter_leaves(
     assert [c["resident_id"] for c in officer_view] == [mover], "this province's officers see it in full"
     other_officer = bearer(node_keys[ZJ], "officer", "worker", sub="someone-else", province=SC)
     assert_problem(await client.get(f"/api/v1/transfers/{case['id']}", headers=other_officer), 404)
+
+    assert (await client.post(f"/api/v1/transfers/{case['id']}/cancel", headers=me)).json()[
+        "state"
+    ] == "cancel-requested"
+
+    async def the_emptied_state_reads_zero() -> bool:
+        return transfers_in("awaiting-answer") == 0 and transfers_in("cancel-requested") == 1
+
+    await eventually(the_emptied_state_reads_zero)
 
 
 async def test_overdue_cases_are_flagged_listed_and_counted(

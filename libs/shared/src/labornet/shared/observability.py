@@ -15,7 +15,7 @@ import re
 import secrets
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -78,6 +78,18 @@ SYNC_GAPS = Gauge(
     ["service", "stream"],
 )
 QUARANTINED = Gauge("labornet_quarantined_events", "Quarantined records awaiting an operator", ["service"])
+
+_COUNTED: dict[Gauge, set[tuple[str, ...]]] = {}
+
+
+def set_counts(gauge: Gauge, counts: Mapping[tuple[str, ...], float]) -> None:
+    """Set a labelled gauge from a fresh count per label set (e.g. a GROUP BY). A label set counted before and
+    absent now reads 0: a state whose last row moved on must not keep its old count."""
+    counted = _COUNTED.setdefault(gauge, set())
+    counted.update(counts)
+    for labels in counted:
+        gauge.labels(*labels).set(counts.get(labels, 0))
+
 
 # Trace context ---------------------------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ from labornet.insurance.entrypoints import api
 from labornet.insurance.service_layer.records import ensure_config
 from labornet.insurance.service_layer.transfers import TransferService, overdue_clause, today_in_china
 from labornet.shared.app import ConsumerSpec, Runtime, ServiceSpec, create_service_app
+from labornet.shared.observability import set_counts
 from labornet.shared.settings import Settings
 from labornet.shared.topics import inbox_topic
 
@@ -69,8 +70,7 @@ async def refresh_gauges(runtime: Runtime) -> None:
                 transfer.c.side, transfer.c.state, transfer.c.from_province, transfer.c.to_province, func.count()
             ).group_by(transfer.c.side, transfer.c.state, transfer.c.from_province, transfer.c.to_province)
         )
-        for side, state, source, target, count in rows:
-            TRANSFERS.labels(side, state, source, target).set(count)
+        set_counts(TRANSFERS, {(side, state, source, target): count for side, state, source, target, count in rows})
         for side in ("receiving", "sending"):
             overdue = (
                 await session.execute(select(func.count()).where(transfer.c.side == side, overdue_clause(today)))

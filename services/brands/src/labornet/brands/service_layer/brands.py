@@ -45,6 +45,7 @@ from labornet.brands.domain.names import resolve_names
 from labornet.brands.domain.places import InvalidPlace, division_in, members
 from labornet.shared.divisions import DivisionRegistry
 from labornet.shared.envelope import Envelope, format_time
+from labornet.shared.observability import set_counts
 from labornet.shared.outbox import Outbox
 from labornet.shared.problems import Forbidden, NotFound, Unprocessable
 from labornet.shared.provinces import ProvinceRegistry
@@ -298,6 +299,11 @@ async def refresh_gauges(session: AsyncSession) -> None:
         )
     ).all()
     counts = {(province, status): count for province, status, count in rows}
-    for province in {province for province, _status in counts}:
-        for status in Status:
-            BRANDS.labels(province, status.value).set(counts.get((province, status.value), 0))
+    set_counts(
+        BRANDS,
+        {
+            (province, status.value): counts.get((province, status.value), 0)
+            for province, _ in counts
+            for status in Status
+        },
+    )

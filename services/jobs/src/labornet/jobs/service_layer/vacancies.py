@@ -36,6 +36,7 @@ from labornet.jobs.domain.vacancy import (
 from labornet.jobs.service_layer.matching import match_vacancy
 from labornet.shared.divisions import DivisionRegistry, InvalidDivision
 from labornet.shared.envelope import Envelope, format_time, parse_time
+from labornet.shared.observability import set_counts
 from labornet.shared.outbox import Outbox
 from labornet.shared.problems import Forbidden, NotFound, Unprocessable
 from labornet.shared.replica import check_owner, upsert_newer
@@ -235,9 +236,6 @@ async def apply_replica_row(session: AsyncSession, row: dict[str, Any]) -> str:
     return result
 
 
-_GAUGE_PROVINCES: set[str] = set()
-
-
 async def refresh_gauges(session: AsyncSession) -> None:
     rows = await session.execute(
         select(vacancy.c.owner_province, vacancy.c.status, func.count()).group_by(
@@ -245,8 +243,12 @@ async def refresh_gauges(session: AsyncSession) -> None:
         )
     )
     counts = {(province, status): count for province, status, count in rows}
-    # every status of every province seen so far, zeros included: a status whose last vacancy moved on reads 0
-    _GAUGE_PROVINCES.update(province for province, _ in counts)
-    for province in _GAUGE_PROVINCES:
-        for status in Status:
-            VACANCIES.labels(province, status.value).set(counts.get((province, status.value), 0))
+    # every status of every province held, zeros included (and set_counts zeroes what is no longer held)
+    set_counts(
+        VACANCIES,
+        {
+            (province, status.value): counts.get((province, status.value), 0)
+            for province, _ in counts
+            for status in Status
+        },
+    )
