@@ -20,7 +20,7 @@ import contextlib
 import json
 import tempfile
 import time
-from datetime import date, datetime
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from labornet.insurance.adapters.tables import transfer, transfer_step
 from labornet.insurance.app import create_app
 from labornet.shared.broker import EmbeddedBroker
-from labornet.shared.db import create_engine, readonly_sessionmaker
+from labornet.shared.db import as_utc, create_engine, readonly_sessionmaker
 from labornet.shared.identifiers import make_resident_id
 from labornet.shared.keys import ensure_node_keys
 from labornet.shared.settings import Settings
@@ -54,10 +54,6 @@ def summary(values: list[float]) -> dict[str, float]:
     }
 
 
-def aware(value: datetime) -> float:
-    return value.timestamp() if value.tzinfo else value.replace(tzinfo=datetime.now().astimezone().tzinfo).timestamp()
-
-
 async def completions(engine: AsyncEngine, side: str) -> dict[str, tuple[float, float]]:
     """Case id (receiving case number on both sides) → (filed, completed) epoch seconds, completed cases only."""
     async with readonly_sessionmaker(engine)() as session:
@@ -67,7 +63,7 @@ async def completions(engine: AsyncEngine, side: str) -> dict[str, tuple[float, 
             .where(transfer.c.side == side, transfer_step.c.state == "completed")
         )
         return {
-            (case_id if side == "receiving" else peer): (aware(filed), aware(done))
+            (case_id if side == "receiving" else peer): (as_utc(filed).timestamp(), as_utc(done).timestamp())
             for case_id, peer, filed, done in rows
         }
 
