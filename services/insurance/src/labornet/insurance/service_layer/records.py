@@ -84,9 +84,7 @@ def domain_periods(province: str, periods: Sequence[PeriodIn]) -> list[Period]:
 
 
 async def add_person(session: AsyncSession, province: str, person: PersonIn) -> None:
-    clash = overlapping(domain_periods(province, person.periods))
-    if clash:
-        raise RecordConflict(f"periods {clash[0].start:%Y-%m}…{clash[0].end:%Y-%m} and {clash[1].start:%Y-%m} overlap")
+    """Record a person; their periods were checked for overlaps when ``person`` was validated."""
     exists = (
         await session.execute(select(insured_person.c.status).where(insured_person.c.resident_id == person.resident_id))
     ).scalar()
