@@ -228,7 +228,7 @@ def up(
     exit_when_ready: Annotated[bool, typer.Option(help="stop everything once all services are ready")] = False,
     demo: Annotated[bool, typer.Option(help="load the demo data set on first run")] = True,
     smoke_test: Annotated[
-        bool, typer.Option("--smoke", help="walk the smoke story across nodes, then stop; exit 1 if it fails")
+        bool, typer.Option("--smoke", help="walk the smoke story across nodes, then stop; exit 2 if it fails")
     ] = False,
     process_per: Annotated[
         str, typer.Option(help="'service': 36 processes as deployed; 'node': one process per province (lighter)")
@@ -289,7 +289,7 @@ def demo_command(data_dir: DataDir = Path(".labornet")) -> None:
 
 @app.command("smoke")
 def smoke_command(data_dir: DataDir = Path(".labornet")) -> None:
-    """Walk the smoke story across the nodes of a running federation; exit 1 at the first failed step."""
+    """Walk the smoke story across the nodes of a running federation; exit 2 at the first failed step."""
     _run_demo(data_dir.resolve(), load=False, story=True)
 
 
