@@ -179,8 +179,13 @@ def sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
 
 
 def readonly_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    """Sessions for queries only (on SQLite they do not take the write lock)."""
-    return async_sessionmaker(engine.execution_options(**{READONLY_OPTION: True}), expire_on_commit=False)
+    """Sessions for queries only: on SQLite they do not take the write lock; every statement of one read sees the
+    same snapshot (SQLite's WAL read transaction; REPEATABLE READ on PostgreSQL, whose default READ COMMITTED would
+    let a row and its children, or a page and its count, come from two different commits)."""
+    options: dict[str, Any] = {READONLY_OPTION: True}
+    if engine.dialect.name == "postgresql":
+        options["isolation_level"] = "REPEATABLE READ"
+    return async_sessionmaker(engine.execution_options(**options), expire_on_commit=False)
 
 
 @asynccontextmanager
