@@ -30,6 +30,7 @@ from sqlalchemy import (
     literal_column,
     select,
     table,
+    text,
     tuple_,
 )
 from sqlalchemy.dialects.postgresql import JSONB, TSQUERY
@@ -97,86 +98,167 @@ class SearchPage:
 
 
 async def search_vacancies(session: AsyncSession, params: SearchParams, total_cap: int = TOTAL_CAP) -> SearchPage:
-    """One page of the vacancies matching ``params`` in its sort order, with the count of all matches."""
-    dialect = session.get_bind().dialect.name
-    conditions = _conditions(params, dialect)
-    sort_column = SORT_COLUMNS[params.sort]
-    page = select(*RESULT_COLUMNS).where(*conditions)
-    if params.cursor is not None:
-        last_key, last_id = _decode_cursor(params.cursor, params.sort)
-        page = page.where(
-            tuple_(sort_column, vacancy.c.id) < tuple_(literal(last_key, sort_column.type), literal(last_id, String))
-        )
-    page = page.order_by(sort_column.desc(), vacancy.c.id.desc()).limit(params.limit + 1)
-    rows = [_plain(dict(row)) for row in (await session.execute(page)).mappings()]
+    """One page of the vacancies matching ``params`` in its sort order, with the count of all matches.
 
-    items, more = rows[: params.limit], len(rows) > params.limit
-    if params.cursor is None and not more:
-        total = len(items)
-    else:
-        matches = select(vacancy.c.id).where(*conditions).limit(total_cap + 1).subquery()
+    The first statement takes up to ``total_cap + 1`` matches with their sort keys, counts them and, from them,
+    picks the page: when the matches are that few, it is the whole answer. When there are more, they are
+    plentiful, and the page is found by walking the sort order (:func:`_walk_the_sort_order`)."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        # every search is planned with its own values (a generic plan cached with the driver's prepared statement
+        # cannot tell a word in one vacancy of ten from a word in one of ten thousand), and a query of a few
+        # milliseconds is not worth the 30 ms of compiling it to machine code
+        await _set_locally(session, plan_cache_mode="force_custom_plan", jit="off")
+    sort_column = SORT_COLUMNS[params.sort]
+    matches = (
+        select(vacancy.c.id, sort_column.label("key"))
+        .where(*_conditions(params, dialect, faceted=dialect == "postgresql"))
+        .limit(total_cap + 1)
+        .cte("matches")
+    )
+    chosen = (
+        _after_cursor(select(matches.c.id), matches.c.key, matches.c.id, params)
+        .order_by(matches.c.key.desc(), matches.c.id.desc())
+        .limit(params.limit + 1)
+        .subquery("chosen")
+    )
+    total_of_matches = select(func.count()).select_from(matches).scalar_subquery()
+    first = (
+        select(total_of_matches.label("total"), *RESULT_COLUMNS)
+        .select_from(vacancy.join(chosen, chosen.c.id == vacancy.c.id))
+        .order_by(sort_column.desc(), vacancy.c.id.desc())
+    )
+    rows = [dict(row) for row in (await session.execute(first)).mappings()]
+    if rows:
+        total = int(rows[0].pop("total"))
+        for row in rows[1:]:
+            del row["total"]
+    else:  # nothing on this page (no match at all, or a cursor past the last one): count on its own
         total = int((await session.execute(select(func.count()).select_from(matches))).scalar_one())
+    if total > total_cap:
+        rows = await _walk_the_sort_order(session, params, dialect)
+
+    items, more = [_plain(row) for row in rows[: params.limit]], len(rows) > params.limit
     next_cursor = _encode_cursor(params.sort, items[-1]) if more else None
     return SearchPage(items=items, next_cursor=next_cursor, total=min(total, total_cap), total_exact=total <= total_cap)
 
 
-def _conditions(params: SearchParams, dialect: str) -> list[ColumnElement[bool]]:
+async def _walk_the_sort_order(session: AsyncSession, params: SearchParams, dialect: str) -> list[dict[str, Any]]:
+    """A page of a query with more matches than the cap: read the sort-order index from the cursor on and keep the
+    rows that match; matches being plentiful, a page is found within a few thousand rows.
+
+    PostgreSQL's planner is told so. It multiplies the frequencies of a query's bigrams as if they were
+    independent, but ``护理`` and ``理员`` occur together: it expects a handful of matches where there are
+    thousands, collects and sorts every one of them (or reads the whole table), and a page takes 100-400 ms
+    instead of 1. The count just taken is a measurement, not a guess."""
+    if dialect == "postgresql":
+        await _set_locally(session, enable_bitmapscan="off", enable_seqscan="off")
+    sort_column = SORT_COLUMNS[params.sort]
+    page = _after_cursor(select(*RESULT_COLUMNS), sort_column, vacancy.c.id, params)
+    page = page.where(*_conditions(params, dialect, faceted=False))
+    page = page.order_by(sort_column.desc(), vacancy.c.id.desc()).limit(params.limit + 1)
+    return [dict(row) for row in (await session.execute(page)).mappings()]
+
+
+def _after_cursor(query: Select[Any], key: Any, id_: Any, params: SearchParams) -> Select[Any]:
+    """Rows after the cursor's in the (key, id) descending order; all rows when there is no cursor."""
+    if params.cursor is None:
+        return query
+    last_key, last_id = _decode_cursor(params.cursor, params.sort)
+    sort_type = SORT_COLUMNS[params.sort].type
+    return query.where(tuple_(key, id_) < tuple_(literal(last_key, sort_type), literal(last_id, String)))
+
+
+async def _set_locally(session: AsyncSession, **settings: str) -> None:
+    """PostgreSQL settings for the rest of this transaction only (``SET LOCAL``), in one round trip."""
+    calls = ", ".join(f"set_config(:name_{n}, :value_{n}, true)" for n in range(len(settings)))
+    values: dict[str, str] = {}
+    for n, (name, value) in enumerate(settings.items()):
+        values[f"name_{n}"], values[f"value_{n}"] = name, value
+    await session.execute(text(f"SELECT {calls}"), values)
+
+
+def _conditions(params: SearchParams, dialect: str, faceted: bool) -> list[ColumnElement[bool]]:
+    """Every filter of ``params`` as conditions on ``vacancy``.
+
+    ``faceted`` (PostgreSQL): the words and every equality or prefix filter become one lookup in the text index,
+    their facet lexemes (migrations jobs_0004, jobs_0005) joined to the words; only the ranges — salary and
+    posted-since — and lone CJK characters stay column conditions. Otherwise every filter is a column condition:
+    SQLite, and the walk along a sort-order index, which needs the province and status as columns."""
     v = vacancy.c
-    conditions: list[ColumnElement[bool]] = [
-        v.status == params.statuses[0] if len(params.statuses) == 1 else v.status.in_(params.statuses)
-    ]
-    if params.q is not None:
-        # the filters inside the GIN lookup (migration jobs_0004): they sharpen the planner's estimate too, so a
-        # rare word is found through the text index rather than by walking a province's whole sort-order index
-        lexemes = [f"#p{params.province}"] if params.province is not None else []
-        if len(params.statuses) == 1:
-            lexemes.append(f"#s{params.statuses[0]}")
-        conditions.extend(_text_conditions(tokens(params.q), dialect, lexemes))
-    if params.province is not None:
-        conditions.append(v.owner_province == params.province)
-    if params.division_code is not None:
-        conditions.append(_code_prefix(v.division_code, _significant(params.division_code)))
-    if params.occupation_code is not None:
-        conditions.append(_code_prefix(v.occupation_code, params.occupation_code))
+    conditions: list[ColumnElement[bool]] = []
+    query_tokens = tokens(params.q) if params.q is not None else []
+    if faceted:
+        conditions.extend(_text_conditions(query_tokens, dialect, _facets(params)))
+    else:
+        conditions.extend(_text_conditions(query_tokens, dialect, []))
+        statuses = params.statuses
+        conditions.append(v.status == statuses[0] if len(statuses) == 1 else v.status.in_(statuses))
+        if params.province is not None:
+            conditions.append(v.owner_province == params.province)
+        if params.division_code is not None:
+            conditions.append(_code_prefix(v.division_code, _significant(params.division_code)))
+        if params.occupation_code is not None:
+            conditions.append(_code_prefix(v.occupation_code, params.occupation_code))
+        if params.employment_type is not None:
+            conditions.append(v.employment_type == params.employment_type)
+        if params.target_group is not None:
+            conditions.append(_contains_target_group(params.target_group, dialect))
     if params.salary_min is not None:
         conditions.append(v.salary_max >= params.salary_min)
     if params.salary_max is not None:
         conditions.append(v.salary_min <= params.salary_max)
-    if params.employment_type is not None:
-        conditions.append(v.employment_type == params.employment_type)
-    if params.target_group is not None:
-        conditions.append(_contains_target_group(params.target_group, dialect))
     if params.posted_since is not None:
         conditions.append(v.posted_at >= as_utc(params.posted_since))
     return conditions
 
 
+def _facets(params: SearchParams) -> list[str]:
+    """The facet lexemes of ``params``' filters, each a tsquery operand: all must hold (one status of several)."""
+    statuses = [_lexeme(f"#s{status}") for status in params.statuses]
+    facets = [statuses[0] if len(statuses) == 1 else "(" + " | ".join(statuses) + ")"]
+    wanted = (
+        ("#p", params.province),
+        ("#d", params.division_code and _significant(params.division_code)),
+        ("#o", params.occupation_code),
+        ("#e", params.employment_type),
+        ("#g", params.target_group),
+    )
+    facets.extend(_lexeme(prefix + value) for prefix, value in wanted if value is not None)
+    return facets
+
+
 def _text_conditions(query_tokens: list[str], dialect: str, facets: list[str]) -> list[ColumnElement[bool]]:
     """Every token must match: bigrams and words through the index, lone CJK characters through LIKE.
 
-    On PostgreSQL the ``facets`` (``#p<province>``, ``#s<status>``; migration jobs_0004) join the index lookup, so
-    the GIN index intersects words and filters in one pass; the plain column conditions still apply."""
+    On PostgreSQL the ``facets`` join the index lookup, so the GIN index intersects words and filters in one
+    pass. A facet is a literal lexeme: the facets are cast to a tsquery, never parsed, so their ``#`` stays."""
     indexed = list(dict.fromkeys(t for t in query_tokens if not (len(t) == 1 and is_cjk(t))))
     single = list(dict.fromkeys(t for t in query_tokens if len(t) == 1 and is_cjk(t)))
     conditions: list[ColumnElement[bool]] = [vacancy.c.search_tokens.contains(c, autoescape=True) for c in single]
-    if not indexed:
-        return conditions
     if dialect == "sqlite":
-        match = " ".join(_fts5_term(t) for t in indexed)
-        fts_rows: Select[tuple[int]] = select(literal_column("rowid")).select_from(table("vacancy_search"))
-        conditions.append(
-            literal_column("vacancy.rowid").in_(fts_rows.where(literal_column("vacancy_search").match(match)))
-        )
-    else:
-        query = " & ".join(_tsquery_term(t) for t in indexed)
-        tsquery: ColumnElement[Any] = func.to_tsquery(
-            literal_column("'simple'"), bindparam("ts_query", query, type_=String)
-        )
-        if facets:  # literal lexemes: a tsquery cast, never parsed, so the '#' stays
-            facet_query = " & ".join(_tsquery_term(f).removesuffix(":*") for f in facets)
-            tsquery = tsquery.op("&&")(cast(bindparam("ts_facets", facet_query, type_=String), TSQUERY))
+        if indexed:
+            match = " ".join(_fts5_term(t) for t in indexed)
+            fts_rows: Select[tuple[int]] = select(literal_column("rowid")).select_from(table("vacancy_search"))
+            conditions.append(
+                literal_column("vacancy.rowid").in_(fts_rows.where(literal_column("vacancy_search").match(match)))
+            )
+        return conditions
+    parts: list[ColumnElement[Any]] = []
+    if indexed:
+        words = " & ".join(_tsquery_term(t) for t in indexed)
+        parts.append(func.to_tsquery(literal_column("'simple'"), bindparam("ts_query", words, type_=String)))
+    if facets:
+        parts.append(cast(bindparam("ts_facets", " & ".join(facets), type_=String), TSQUERY))
+    if parts:
+        tsquery = parts[0] if len(parts) == 1 else parts[0].op("&&")(parts[1])
         conditions.append(literal_column("vacancy.search_vector").bool_op("@@")(tsquery))
     return conditions
+
+
+def _lexeme(value: str) -> str:
+    """A literal tsquery lexeme in single quotes (quotes and backslashes escaped)."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
 def _fts5_term(token: str) -> str:
@@ -186,9 +268,8 @@ def _fts5_term(token: str) -> str:
 
 
 def _tsquery_term(token: str) -> str:
-    """A tsquery lexeme in single quotes (quotes and backslashes escaped); a Latin word becomes a prefix query."""
-    quoted = "'" + token.replace("\\", "\\\\").replace("'", "''") + "'"
-    return quoted if is_cjk(token) else quoted + ":*"
+    """A tsquery lexeme for a search token; a Latin word becomes a prefix query."""
+    return _lexeme(token) if is_cjk(token) else _lexeme(token) + ":*"
 
 
 def _significant(division_code: str) -> str:
