@@ -12,6 +12,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from alembic import command
 from prometheus_client import REGISTRY
 from sqlalchemy import delete, insert, update
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -22,7 +23,7 @@ from labornet.jobs.domain.text import document, is_cjk
 from labornet.jobs.domain.text import tokens as text_tokens
 from labornet.jobs.service_layer.vacancies import refresh_gauges
 from labornet.shared.db import create_engine, readonly_sessionmaker, sessionmaker
-from labornet.shared.migrations import upgrade
+from labornet.shared.migrations import alembic_config, upgrade
 from labornet.shared.paging import InvalidCursor
 
 MIGRATIONS = "labornet.jobs:migrations"
@@ -195,6 +196,31 @@ async def test_the_index_covers_vacancies_stored_before_the_migration(database_u
         await upgrade(engine, MIGRATIONS)
         assert await titles(engine, q="厨师") == ["川菜厨师 Sichuan chef"]
         assert await titles(engine, q="chef") == ["川菜厨师 Sichuan chef"]
+    finally:
+        await engine.dispose()
+
+
+async def test_the_facet_migration_goes_down_and_up_again(database_url: str) -> None:
+    engine = create_engine(database_url)
+    seasonal_veterans = {
+        "q": "焊工",
+        "employment_type": "seasonal",
+        "target_group": "veterans",
+        "occupation_code": "72",
+    }
+    try:
+        await upgrade(engine, MIGRATIONS)
+        await add(
+            engine,
+            make_vacancy(1, "焊工", employment_type="seasonal", target_groups=["veterans"], occupation_code="7212"),
+            make_vacancy(2, "焊工"),
+        )
+        assert await ids(engine, **seasonal_veterans) == {"510000-V-000001"}
+        async with engine.begin() as connection:
+            await connection.run_sync(lambda sync: command.downgrade(alembic_config(MIGRATIONS, sync), "jobs_0004"))
+        assert await ids(engine, q="焊工") == {"510000-V-000001", "510000-V-000002"}  # the columns still answer
+        await upgrade(engine, MIGRATIONS)
+        assert await ids(engine, **seasonal_veterans) == {"510000-V-000001"}
     finally:
         await engine.dispose()
 

@@ -45,6 +45,7 @@ Sort = Literal["newest", "salary"]
 SORTS: tuple[Sort, ...] = ("newest", "salary")
 MAX_LIMIT = 100
 RESULT_COLUMNS = tuple(c for c in vacancy.columns if c.name != "search_tokens")
+OPEN = ("open",)
 SORT_COLUMNS = {"newest": vacancy.c.posted_at, "salary": vacancy.c.salary_max}
 
 
@@ -67,7 +68,7 @@ class SearchParams:
     employment_type: str | None = None
     target_group: str | None = None
     posted_since: datetime | None = None
-    statuses: tuple[str, ...] = ("open",)
+    statuses: tuple[str, ...] = OPEN
     sort: Sort = "newest"
     cursor: str | None = None
     limit: int = 20
@@ -190,6 +191,8 @@ def _conditions(params: SearchParams, dialect: str, faceted: bool) -> list[Colum
     query_tokens = tokens(params.q) if params.q is not None else []
     if faceted:
         conditions.extend(_text_conditions(query_tokens, dialect, _facets(params)))
+        if params.statuses == OPEN:  # the text index of open vacancies alone (jobs_0005)
+            conditions.append(v.status == "open")
     else:
         conditions.extend(_text_conditions(query_tokens, dialect, []))
         statuses = params.statuses
@@ -216,7 +219,9 @@ def _conditions(params: SearchParams, dialect: str, faceted: bool) -> list[Colum
 def _facets(params: SearchParams) -> list[str]:
     """The facet lexemes of ``params``' filters, each a tsquery operand: all must hold (one status of several)."""
     statuses = [_lexeme(f"#s{status}") for status in params.statuses]
-    facets = [statuses[0] if len(statuses) == 1 else "(" + " | ".join(statuses) + ")"]
+    facets = (
+        [] if params.statuses == OPEN else [statuses[0] if len(statuses) == 1 else "(" + " | ".join(statuses) + ")"]
+    )
     wanted = (
         ("#p", params.province),
         ("#d", params.division_code and _significant(params.division_code)),
