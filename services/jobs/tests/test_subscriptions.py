@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from fastapi import FastAPI
+from prometheus_client import REGISTRY
 from pydantic import ValidationError
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -238,15 +239,25 @@ async def rows_of(engine: AsyncEngine, table: Any) -> list[dict[str, Any]]:
         return [dict(row._mapping) for row in (await session.execute(select(table).order_by(table.c.id))).all()]
 
 
+def metric(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def deliveries(channel: str, outcome: str) -> float:
+    return metric("labornet_jobs_match_deliveries_total", channel=channel, outcome=outcome)
+
+
 async def test_a_vacancy_matches_a_subscription_once_however_often_it_changes(engine: AsyncEngine) -> None:
     wanted = await add_subscription(engine, "wang", occupation_codes=["51"])
     await add_subscription(engine, "li", occupation_codes=["7"])
     await add_subscription(engine, "zhao", active=False, occupation_codes=["5"])
+    counted = metric("labornet_jobs_matches_total", owner_province="330000")
 
     first = await put_vacancy(engine, make_vacancy())
     assert len(first) == 1
     assert await rematch(engine, make_vacancy()) == []
     assert await put_vacancy(engine, make_vacancy(version=2, title="川菜厨师（急招）")) == []
+    assert metric("labornet_jobs_matches_total", owner_province="330000") - counted == 1
 
     [row] = await rows_of(engine, match)
     assert (row["id"], row["subscription_id"], row["worker"]) == (first[0], wanted, "wang")
@@ -386,6 +397,7 @@ async def delivery(engine: AsyncEngine) -> dict[str, Any]:
 
 
 async def test_the_dispatcher_signs_and_delivers(engine: AsyncEngine, receiver: Receiver) -> None:
+    delivered_before = deliveries("webhook", "delivered")
     await add_subscription(engine, webhook_url=receiver.url, secret="wang-secret", keywords=["厨师"])
     await put_vacancy(engine, make_vacancy())
     queued = await delivery(engine)
@@ -404,6 +416,7 @@ async def test_the_dispatcher_signs_and_delivers(engine: AsyncEngine, receiver: 
     assert json.loads(body) == queued["payload"]
     row = await delivery(engine)
     assert (row["attempts"], row["failed_at"], row["last_error"]) == (1, None, None)
+    assert deliveries("webhook", "delivered") - delivered_before == 1
 
 
 async def test_the_dispatcher_retries_with_exponential_backoff(engine: AsyncEngine, receiver: Receiver) -> None:
@@ -427,6 +440,7 @@ async def test_the_dispatcher_retries_with_exponential_backoff(engine: AsyncEngi
 
 async def test_the_dispatcher_gives_up_after_the_last_attempt(engine: AsyncEngine, receiver: Receiver) -> None:
     receiver.default = 503
+    before = deliveries("webhook", "retrying"), deliveries("webhook", "failed")
     await add_subscription(engine, webhook_url=receiver.url, keywords=["厨师"])
     await put_vacancy(engine, make_vacancy())
 
@@ -438,6 +452,8 @@ async def test_the_dispatcher_gives_up_after_the_last_attempt(engine: AsyncEngin
     assert (row["attempts"], row["delivered_at"]) == (3, None)
     assert "HTTP 503" in row["last_error"]
     assert len(receiver.requests) == 3
+    after = deliveries("webhook", "retrying"), deliveries("webhook", "failed")
+    assert (after[0] - before[0], after[1] - before[1]) == (2, 1)
 
 
 async def test_an_unreachable_receiver_is_retried_later(engine: AsyncEngine) -> None:
@@ -675,8 +691,10 @@ async def test_match_stream_pushes_new_matches_and_resumes(
             lines = stream.aiter_lines()
             # the stream starts after the newest match and says so, so that a reconnection resumes from there
             assert await read_sse(lines, until=lambda seen: True) == ["retry: 1000", f"id: {first}", ""]
+            sent = deliveries("stream", "sent")
             [second] = await put_vacancy(engine, make_vacancy(2, title="湘菜厨师"))
             [event] = events(await read_sse(lines, until=lambda seen: bool(events(seen))))
+            assert deliveries("stream", "sent") - sent == 1
         assert (event["id"], event["event"]) == (second, "match")
         assert event["data"]["id"] == second
         assert event["data"]["vacancy"]["title"] == "湘菜厨师"

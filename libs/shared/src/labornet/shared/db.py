@@ -10,7 +10,7 @@ Each service owns one database. Besides its own tables it holds the platform tab
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -32,6 +32,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import Session
 from sqlalchemy.pool import ConnectionPoolEntry
 
 NAMING_CONVENTION = {
@@ -193,6 +194,28 @@ async def transaction(factory: async_sessionmaker[AsyncSession]) -> AsyncIterato
     """One unit of work: commit on success, roll back on any error."""
     async with factory() as session, session.begin():
         yield session
+
+
+_ON_COMMIT = "labornet.on_commit"
+
+
+def on_commit(session: AsyncSession, action: Callable[[], None]) -> None:
+    """Run ``action`` when the session's transaction commits, and never if it rolls back.
+
+    For what must follow only a durable change, such as counting it in a metric: an inbox handler that fails and
+    is retried would otherwise count the same change twice."""
+    session.sync_session.info.setdefault(_ON_COMMIT, []).append(action)
+
+
+@event.listens_for(Session, "after_commit")
+def _run_on_commit(session: Session) -> None:
+    for action in session.info.pop(_ON_COMMIT, ()):
+        action()
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget_on_rollback(session: Session) -> None:
+    session.info.pop(_ON_COMMIT, None)
 
 
 def is_sqlite(engine: AsyncEngine | Engine) -> bool:

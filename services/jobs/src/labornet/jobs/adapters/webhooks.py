@@ -47,6 +47,7 @@ from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from labornet.jobs.adapters.tables import subscription, webhook_delivery
+from labornet.jobs.metrics import MATCH_DELIVERIES
 from labornet.shared.db import utcnow
 
 log = logging.getLogger(__name__)
@@ -230,19 +231,25 @@ class WebhookDispatcher:
 
     async def _record(self, claimed: Sequence[_Claimed], outcomes: Sequence[_Outcome]) -> None:
         now = self.clock()
+        results: list[str] = []
         async with self.sessions() as session, session.begin():
             for delivery, outcome in zip(claimed, outcomes, strict=True):
                 attempts = delivery.attempts + 1
                 values: dict[str, Any] = {"attempts": attempts, "last_error": outcome.error}
                 if outcome.delivered:
                     values["delivered_at"] = now
+                    results.append("delivered")
                 elif outcome.give_up or attempts >= self.settings.max_attempts:
                     values["failed_at"] = now
+                    results.append("failed")
                     log.warning(
                         "webhooks: delivery %d failed after %d attempt(s): %s", delivery.id, attempts, outcome.error
                     )
                 else:
                     values["next_attempt_at"] = now + self._backoff(attempts)
+                    results.append("retrying")
                 await session.execute(
                     update(webhook_delivery).where(webhook_delivery.c.id == delivery.id).values(**values)
                 )
+        for result in results:  # after the commit: what the metric says happened is recorded
+            MATCH_DELIVERIES.labels("webhook", result).inc()

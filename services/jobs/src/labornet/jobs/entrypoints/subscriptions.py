@@ -41,6 +41,7 @@ from starlette.responses import StreamingResponse
 from labornet.jobs.adapters.tables import match, subscription, vacancy
 from labornet.jobs.adapters.webhooks import WebhookDispatcher
 from labornet.jobs.domain.subscriptions import SubscriptionCriteria
+from labornet.jobs.metrics import MATCH_DELIVERIES
 from labornet.jobs.service_layer.matching import match_open_vacancies
 from labornet.shared.app import Runtime, RuntimeDep
 from labornet.shared.auth import Principal, Role, require_role
@@ -345,6 +346,7 @@ async def _match_events(
         fresh = position.unsent([_vacancy_match(row) for row in rows])[: settings.stream_batch_size]
         for item in fresh:
             yield f"id: {item.id}\nevent: match\ndata: {item.model_dump_json()}\n\n"
+            MATCH_DELIVERIES.labels("stream", "sent").inc()
             position.sent[item.id] = now
             last_write = now
         if not fresh and now - last_write >= settings.stream_heartbeat_s:

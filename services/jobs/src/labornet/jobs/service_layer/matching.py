@@ -21,7 +21,8 @@ from labornet.jobs.adapters.tables import match, subscription, webhook_delivery
 from labornet.jobs.adapters.tables import vacancy as vacancy_table
 from labornet.jobs.domain.subscriptions import SubscriptionCriteria, matches, significant_prefix, vacancy_matcher
 from labornet.jobs.domain.vacancy import Status
-from labornet.shared.db import utcnow
+from labornet.jobs.metrics import MATCHES
+from labornet.shared.db import on_commit, utcnow
 
 # what a webhook receives about the vacancy (no employer identifiers, no contact: the worker opens the vacancy)
 WEBHOOK_VACANCY_FIELDS = (
@@ -125,6 +126,9 @@ async def match_vacancy(
     ]
     if deliveries:
         await session.execute(insert(webhook_delivery), deliveries)
+    if created:  # counted once the match is durable: a handler rolled back and retried would count it twice
+        recorded = MATCHES.labels(vacancy["owner_province"])
+        on_commit(session, lambda: recorded.inc(len(created)))
     return sorted(created.values())
 
 
