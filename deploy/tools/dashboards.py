@@ -441,6 +441,25 @@ def node_dashboard() -> dict[str, Any]:
         unit="s",
         w=8,
     )
+    board.add(
+        "timeseries",
+        "Matches recorded by vacancy province",
+        [(f"sum by (owner_province) (rate(labornet_jobs_matches_total{{{p}}}[{RATE}]))", "{{owner_province}}")],
+        unit="ops",
+        w=12,
+    )
+    board.add(
+        "timeseries",
+        "Matches delivered by channel and outcome",
+        [
+            (
+                f"sum by (channel, outcome) (rate(labornet_jobs_match_deliveries_total{{{p}}}[{RATE}]))",
+                "{{channel}} {{outcome}}",
+            )
+        ],
+        unit="ops",
+        w=12,
+    )
 
     board.row("Insurance transfers")
     board.add(

@@ -371,7 +371,13 @@ def expected_signature(secret: str, timestamp: str, body: bytes) -> str:
 
 
 def fast_settings(**values: Any) -> WebhookSettings:
-    defaults: dict[str, Any] = {"poll_interval_s": 0.05, "first_backoff_s": 0.2, "max_error_backoff_s": 0.2}
+    """Quick retries; the receivers of these tests listen on 127.0.0.1, so private targets are allowed."""
+    defaults: dict[str, Any] = {
+        "poll_interval_s": 0.05,
+        "first_backoff_s": 0.2,
+        "max_error_backoff_s": 0.2,
+        "private_targets": True,
+    }
     return WebhookSettings(**{**defaults, **values})
 
 
@@ -417,6 +423,38 @@ async def test_the_dispatcher_signs_and_delivers(engine: AsyncEngine, receiver: 
     row = await delivery(engine)
     assert (row["attempts"], row["failed_at"], row["last_error"]) == (1, None, None)
     assert deliveries("webhook", "delivered") - delivered_before == 1
+
+
+async def test_a_host_name_is_called_at_the_address_that_was_checked(engine: AsyncEngine, receiver: Receiver) -> None:
+    by_name = receiver.url.replace("127.0.0.1", "localhost")
+    await add_subscription(engine, webhook_url=by_name, keywords=["厨师"])
+    await put_vacancy(engine, make_vacancy())
+
+    async def delivered() -> bool:
+        return (await delivery(engine))["delivered_at"] is not None
+
+    await running(dispatcher_for(engine, fast_settings()), delivered)
+    [(_, headers, _)] = receiver.requests
+    assert headers["Host"] == by_name.removeprefix("http://").split("/")[0]  # the URL's host, not the address
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+async def test_webhooks_never_call_a_private_address_by_default(
+    engine: AsyncEngine, receiver: Receiver, host: str
+) -> None:
+    """A subscription stored with an internal URL (made while private targets were allowed, or by a name that
+    later resolves inside) is refused at delivery: no request, no retry, the reason recorded."""
+    await add_subscription(engine, webhook_url=receiver.url.replace("127.0.0.1", host), keywords=["厨师"])
+    await put_vacancy(engine, make_vacancy())
+
+    async def failed() -> bool:
+        return (await delivery(engine))["failed_at"] is not None
+
+    await running(dispatcher_for(engine, fast_settings(private_targets=False)), failed)
+    row = await delivery(engine)
+    assert row["attempts"] == 1
+    assert "resolves to 127.0.0.1, which is not a public address" in row["last_error"]
+    assert receiver.requests == []
 
 
 async def test_the_dispatcher_retries_with_exponential_backoff(engine: AsyncEngine, receiver: Receiver) -> None:
@@ -579,6 +617,10 @@ INVALID_BODIES: list[tuple[dict[str, Any], str, str]] = [
     ({"keywords": ["厨师"], "webhook_url": "ftp://example.org/x"}, "webhook_url", "scheme"),
     ({"keywords": ["厨师"], "webhook_url": "https://example.org/" + "x" * 500}, "webhook_url", "500"),
     ({"occupation_code": ["5"]}, "occupation_code", "Extra inputs"),
+    ({"keywords": ["厨师"], "webhook_url": "http://10.1.2.3:8080/x"}, "webhook_url", "not a public address"),
+    ({"keywords": ["厨师"], "webhook_url": "http://[::1]/x"}, "webhook_url", "not a public address"),
+    ({"keywords": ["厨师"], "webhook_url": "http://169.254.169.254/latest"}, "webhook_url", "not a public address"),
+    ({"keywords": ["厨师"], "webhook_url": "https://localhost/x"}, "webhook_url", "this machine"),
 ]
 
 
@@ -761,8 +803,13 @@ async def test_match_stream_sends_a_match_that_commits_after_a_later_one(
 
 
 async def test_the_service_pushes_signed_webhooks(
-    settings: Settings, engine: AsyncEngine, wang: dict[str, str], receiver: Receiver
+    settings: Settings,
+    engine: AsyncEngine,
+    wang: dict[str, str],
+    receiver: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setenv("LABORNET_WEBHOOK_PRIVATE_TARGETS", "true")  # the receiver listens on 127.0.0.1
     app = subscriptions_app(settings)
     async with serving(app) as client:
         runtime = app.state.runtime

@@ -22,6 +22,14 @@ The signed string is ``f"{timestamp}.{body}"``: the timestamp as sent in the hea
 the body. A receiver recomputes the HMAC over the raw body (before parsing it), compares in constant time and
 rejects timestamps too far from its clock, so a captured request cannot be replayed later.
 
+Only public addresses are called. A worker chooses the URL, so without this a subscription could make the node
+POST into its own network (the database, the metrics endpoint, a cloud metadata service). A URL naming a
+loopback, private, link-local or otherwise non-public address is refused when the subscription is made; a host
+name is resolved at each attempt, refused if any of its addresses is not public, and the request goes to the
+address that was checked (``Host`` and TLS server name stay the URL's), so a name that changes its answer
+between the check and the call cannot slip through. ``LABORNET_WEBHOOK_PRIVATE_TARGETS=true`` lifts this for a
+closed test network.
+
 Several replicas may run a dispatcher: a delivery is claimed in a short transaction (``FOR UPDATE SKIP LOCKED`` on
 PostgreSQL, the write lock on SQLite) by pushing its ``next_attempt_at`` a lease ahead, and the HTTP call happens
 outside any transaction. A replica that dies mid-call leaves the row to be retried when the lease runs out.
@@ -33,8 +41,10 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import ipaddress
 import json
 import logging
+import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -72,6 +82,42 @@ class WebhookSettings(BaseSettings):
     batch_size: int = Field(20, ge=1, le=1000, description="deliveries claimed and sent concurrently per pass")
     lease_s: float = Field(60.0, gt=0, description="how long a claimed delivery is left to the replica that took it")
     max_error_backoff_s: float = Field(30.0, gt=0, description="longest pause while the database is unreachable")
+    private_targets: bool = Field(
+        False, description="also call loopback, private and link-local addresses (a closed test network only)"
+    )
+
+
+class UnsafeTarget(ValueError):
+    """A webhook URL that would make the node call an address that is not public."""
+
+
+def check_webhook_url(url: str, settings: WebhookSettings) -> None:
+    """Refuse, when a subscription is made, a URL whose host is a non-public address written out or ``localhost``.
+
+    Host names are checked again at every attempt (:func:`public_address`), when they are resolved."""
+    if settings.private_targets:
+        return
+    host = httpx.URL(url).host.lower().rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):
+        raise UnsafeTarget(f"{host} is this machine; webhooks go to public addresses only")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return
+    if not address.is_global:
+        raise UnsafeTarget(f"{host} is not a public address; webhooks go to public addresses only")
+
+
+async def public_address(url: httpx.URL, settings: WebhookSettings) -> str:
+    """The address to call for ``url``: its host resolved, every address public (unless private targets are on)."""
+    port = url.port or (443 if url.scheme == "https" else 80)
+    infos = await asyncio.get_running_loop().getaddrinfo(url.host, port, type=socket.SOCK_STREAM)
+    addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
+    if not settings.private_targets:
+        for address in addresses:
+            if not ipaddress.ip_address(address.split("%", 1)[0]).is_global:
+                raise UnsafeTarget(f"{url.host} resolves to {address}, which is not a public address")
+    return addresses[0]
 
 
 def signature(secret: str, timestamp: str, body: bytes) -> str:
@@ -217,7 +263,18 @@ class WebhookDispatcher:
             SIGNATURE_HEADER: signature(delivery.secret, timestamp, body),
         }
         try:
-            response = await client.post(delivery.url, content=body, headers=headers)
+            url = httpx.URL(delivery.url)
+            address = await public_address(url, self.settings)
+        except UnsafeTarget as exc:
+            return _Outcome(False, f"refused: {exc}"[:_MAX_ERROR_LENGTH], give_up=True)
+        except (httpx.InvalidURL, OSError) as exc:  # OSError: the name does not resolve (yet): retried later
+            return _Outcome(False, f"{type(exc).__name__}: {exc}"[:_MAX_ERROR_LENGTH])
+        headers["Host"] = url.netloc.decode("ascii")
+        extensions = {"sni_hostname": url.host} if url.scheme == "https" else {}
+        try:
+            response = await client.post(
+                url.copy_with(host=address), content=body, headers=headers, extensions=extensions
+            )
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
             return _Outcome(False, f"{type(exc).__name__}: {exc}"[:_MAX_ERROR_LENGTH])
         if response.is_success:
