@@ -46,7 +46,10 @@ lint: install
 validate-deploy: install
 	scripts/validate-deploy.sh
 
+# the search benchmark's PostgreSQL runs need a server: the local one when it answers, unless one is named
 bench: install
+	@if [ -z "$$LABORNET_BENCH_POSTGRES_URL" ] && command -v pg_isready >/dev/null && pg_isready -q -h 127.0.0.1 -p 5432; then \
+		export LABORNET_BENCH_POSTGRES_URL=postgresql+asyncpg://postgres@127.0.0.1:5432/test; fi; \
 	$(BIN)/python -m benchmarks
 
 SMOKE_DIR ?= .labornet-smoke

@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from alembic import command
 from prometheus_client import REGISTRY
-from sqlalchemy import delete, insert, update
+from sqlalchemy import delete, insert, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from labornet.jobs.adapters.search import SearchPage, SearchParams, search_vacancies
@@ -601,3 +601,22 @@ async def test_both_ways_of_fetching_a_page_agree_with_a_reference(engine: Async
             assert got == expected, (params, cap)
             walked += cap == 5 and len(expected) > 5
     assert walked >= 15  # the walk was really taken
+
+
+async def test_searches_leave_the_transactions_planner_settings_as_they_found_them(engine: AsyncEngine) -> None:
+    """Several searches in one transaction (paging in a loop, say): the walk switches bitmap and sequential scans
+    off for its own statement only — left off, the next search's text lookup could not use its index at all."""
+    await add(engine, *[make_vacancy(n, "电工") for n in range(12)], make_vacancy(99, "焊工"))
+    settings = "SELECT current_setting('enable_bitmapscan'), current_setting('enable_seqscan'), current_setting('jit')"
+    async with readonly_sessionmaker(engine)() as session:
+        before = (await session.execute(text(settings))).one() if is_postgresql(engine) else None
+        walked = await search_vacancies(session, SearchParams(q="电工", limit=5), total_cap=10)
+        assert (walked.total_exact, len(walked.items)) == (False, 5)
+        if before is not None:
+            assert (await session.execute(text(settings))).one() == before == ("on", "on", before[2])
+        welder = await search_vacancies(session, SearchParams(q="焊工"), total_cap=10)
+        assert ([item["title"] for item in welder.items], welder.total) == (["焊工"], 1)
+
+
+def is_postgresql(engine: AsyncEngine) -> bool:
+    return engine.dialect.name == "postgresql"

@@ -14,6 +14,8 @@ every match of a broad query over a million vacancies costs a hundred times more
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -104,12 +106,15 @@ async def search_vacancies(session: AsyncSession, params: SearchParams, total_ca
     The first statement takes up to ``total_cap + 1`` matches with their sort keys, counts them and, from them,
     picks the page: when the matches are that few, it is the whole answer. When there are more, they are
     plentiful, and the page is found by walking the sort order (:func:`_walk_the_sort_order`)."""
+    # every search is planned with its own values (a generic plan cached with the driver's prepared statement
+    # cannot tell a word in one vacancy of ten from a word in one of ten thousand), and a query of a few
+    # milliseconds is not worth the 30 ms of compiling it to machine code
+    async with _planner(session, plan_cache_mode="force_custom_plan", jit="off"):
+        return await _search(session, params, total_cap)
+
+
+async def _search(session: AsyncSession, params: SearchParams, total_cap: int) -> SearchPage:
     dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        # every search is planned with its own values (a generic plan cached with the driver's prepared statement
-        # cannot tell a word in one vacancy of ten from a word in one of ten thousand), and a query of a few
-        # milliseconds is not worth the 30 ms of compiling it to machine code
-        await _set_locally(session, plan_cache_mode="force_custom_plan", jit="off")
     sort_column = SORT_COLUMNS[params.sort]
     matches = (
         select(vacancy.c.id, sort_column.label("key"))
@@ -152,13 +157,12 @@ async def _walk_the_sort_order(session: AsyncSession, params: SearchParams, dial
     independent, but ``护理`` and ``理员`` occur together: it expects a handful of matches where there are
     thousands, collects and sorts every one of them (or reads the whole table), and a page takes 100-400 ms
     instead of 1. The count just taken is a measurement, not a guess."""
-    if dialect == "postgresql":
-        await _set_locally(session, enable_bitmapscan="off", enable_seqscan="off")
     sort_column = SORT_COLUMNS[params.sort]
     page = _after_cursor(select(*RESULT_COLUMNS), sort_column, vacancy.c.id, params)
     page = page.where(*_conditions(params, dialect, faceted=False))
     page = page.order_by(sort_column.desc(), vacancy.c.id.desc()).limit(params.limit + 1)
-    return [dict(row) for row in (await session.execute(page)).mappings()]
+    async with _planner(session, enable_bitmapscan="off", enable_seqscan="off"):
+        return [dict(row) for row in (await session.execute(page)).mappings()]
 
 
 def _after_cursor(query: Select[Any], key: Any, id_: Any, params: SearchParams) -> Select[Any]:
@@ -170,13 +174,33 @@ def _after_cursor(query: Select[Any], key: Any, id_: Any, params: SearchParams) 
     return query.where(tuple_(key, id_) < tuple_(literal(last_key, sort_type), literal(last_id, String)))
 
 
-async def _set_locally(session: AsyncSession, **settings: str) -> None:
-    """PostgreSQL settings for the rest of this transaction only (``SET LOCAL``), in one round trip."""
-    calls = ", ".join(f"set_config(:name_{n}, :value_{n}, true)" for n in range(len(settings)))
+@asynccontextmanager
+async def _planner(session: AsyncSession, **settings: str) -> AsyncIterator[None]:
+    """PostgreSQL settings for the statements inside only: set for the transaction (``set_config(…, true)``) and
+    given back their earlier values after, so that a caller running more statements in the same transaction —
+    several searches, say — gets none of them. One round trip each way; nothing on SQLite."""
+    if session.get_bind().dialect.name != "postgresql":
+        yield
+        return
+    previous = await _set_config(session, settings)
+    try:
+        yield
+    finally:
+        await _set_config(session, previous)
+
+
+async def _set_config(session: AsyncSession, settings: dict[str, str]) -> dict[str, str]:
+    """Set ``settings`` for the transaction; return the values they had (read before anything is set)."""
+    names = list(settings)
+    before = ", ".join(f"current_setting(:name_{n}) AS before_{n}" for n in range(len(names)))
+    setting = ", ".join(f"set_config(:name_{n}, :value_{n}, true)" for n in range(len(names)))
     values: dict[str, str] = {}
-    for n, (name, value) in enumerate(settings.items()):
-        values[f"name_{n}"], values[f"value_{n}"] = name, value
-    await session.execute(text(f"SELECT {calls}"), values)
+    for n, name in enumerate(names):
+        values[f"name_{n}"], values[f"value_{n}"] = name, settings[name]
+    # the CTE is read before the outer select list sets anything
+    statement = text(f"WITH previous AS MATERIALIZED (SELECT {before}) SELECT previous.*, {setting} FROM previous")
+    row = (await session.execute(statement, values)).one()
+    return {name: row[n] for n, name in enumerate(names)}
 
 
 def _conditions(params: SearchParams, dialect: str, faceted: bool) -> list[ColumnElement[bool]]:
