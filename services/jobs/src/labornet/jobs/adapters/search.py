@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from sqlalchemy import (
@@ -100,7 +100,9 @@ class SearchPage:
     total_exact: bool = True
 
 
-async def search_vacancies(session: AsyncSession, params: SearchParams, total_cap: int = TOTAL_CAP) -> SearchPage:
+async def search_vacancies(
+    session: AsyncSession, params: SearchParams, total_cap: int = TOTAL_CAP, now: datetime | None = None
+) -> SearchPage:
     """One page of the vacancies matching ``params`` in its sort order, with the count of all matches.
 
     The first statement takes up to ``total_cap + 1`` matches with their sort keys, counts them and, from them,
@@ -110,15 +112,15 @@ async def search_vacancies(session: AsyncSession, params: SearchParams, total_ca
     # cannot tell a word in one vacancy of ten from a word in one of ten thousand), and a query of a few
     # milliseconds is not worth the 30 ms of compiling it to machine code
     async with _planner(session, plan_cache_mode="force_custom_plan", jit="off"):
-        return await _search(session, params, total_cap)
+        return await _search(session, params, total_cap, now or datetime.now(UTC))
 
 
-async def _search(session: AsyncSession, params: SearchParams, total_cap: int) -> SearchPage:
+async def _search(session: AsyncSession, params: SearchParams, total_cap: int, now: datetime) -> SearchPage:
     dialect = session.get_bind().dialect.name
     sort_column = SORT_COLUMNS[params.sort]
     matches = (
         select(vacancy.c.id, sort_column.label("key"))
-        .where(*_conditions(params, dialect, faceted=dialect == "postgresql"))
+        .where(*_conditions(params, dialect, faceted=dialect == "postgresql", now=now))
         .limit(total_cap + 1)
         .cte("matches")
     )
@@ -203,18 +205,21 @@ async def _set_config(session: AsyncSession, settings: dict[str, str]) -> dict[s
     return {name: row[n] for n, name in enumerate(names)}
 
 
-def _conditions(params: SearchParams, dialect: str, faceted: bool) -> list[ColumnElement[bool]]:
+def _conditions(
+    params: SearchParams, dialect: str, faceted: bool, now: datetime | None = None
+) -> list[ColumnElement[bool]]:
     """Every filter of ``params`` as conditions on ``vacancy``.
 
     ``faceted`` (PostgreSQL): the words and every equality or prefix filter become one lookup in the text index,
-    their facet lexemes (migrations jobs_0004, jobs_0005) joined to the words; only the ranges — salary and
-    posted-since — and lone CJK characters stay column conditions. Otherwise every filter is a column condition:
-    SQLite, and the walk along a sort-order index, which needs the province and status as columns."""
+    their facet lexemes (migrations jobs_0004, jobs_0005) joined to the words, and a recent "posted since" as the
+    weeks it spans (``now`` ends them); the ranges also stay column conditions (a week or a salary is coarser than
+    the filter), as do lone CJK characters. Otherwise every filter is a column condition: SQLite, and the walk
+    along a sort-order index, which needs the province and status as columns."""
     v = vacancy.c
     conditions: list[ColumnElement[bool]] = []
     query_tokens = tokens(params.q) if params.q is not None else []
     if faceted:
-        conditions.extend(_text_conditions(query_tokens, dialect, _facets(params)))
+        conditions.extend(_text_conditions(query_tokens, dialect, _facets(params, now or datetime.now(UTC))))
         if params.statuses == OPEN:  # the text index of open vacancies alone (jobs_0005)
             conditions.append(v.status == "open")
     else:
@@ -240,7 +245,7 @@ def _conditions(params: SearchParams, dialect: str, faceted: bool) -> list[Colum
     return conditions
 
 
-def _facets(params: SearchParams) -> list[str]:
+def _facets(params: SearchParams, now: datetime) -> list[str]:
     """The facet lexemes of ``params``' filters, each a tsquery operand: all must hold (one status of several)."""
     statuses = [_lexeme(f"#s{status}") for status in params.statuses]
     facets = (
@@ -254,7 +259,21 @@ def _facets(params: SearchParams) -> list[str]:
         ("#g", params.target_group),
     )
     facets.extend(_lexeme(prefix + value) for prefix, value in wanted if value is not None)
+    if params.posted_since is not None:
+        weeks = _weeks_since(params.posted_since, now)
+        if 0 < len(weeks) <= MAX_WEEK_FACETS:  # none: posted since a time still to come, the column says
+            facets.append("(" + " | ".join(_lexeme(f"#t{week}") for week in weeks) + ")")
     return facets
+
+
+WEEK_S = 7 * 24 * 3600
+MAX_WEEK_FACETS = 8  # a longer "posted since" is most of the replica: checked by column only
+
+
+def _weeks_since(since: datetime, now: datetime) -> range:
+    """The posting weeks (``#t<n>``: whole weeks since 1970-01-01 UTC, jobs_0005) from ``since`` to ``now``, and the
+    week after, for a partner whose clock runs a little ahead."""
+    return range(int(as_utc(since).timestamp() // WEEK_S), int(now.timestamp() // WEEK_S) + 2)
 
 
 def _text_conditions(query_tokens: list[str], dialect: str, facets: list[str]) -> list[ColumnElement[bool]]:
