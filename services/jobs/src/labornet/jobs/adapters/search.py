@@ -2,9 +2,10 @@
 
 Text goes through :func:`labornet.jobs.domain.text.tokens`, the function that fills ``search_tokens``, and every
 token must match: CJK bigrams exactly, Latin words as prefixes (``chef`` finds ``chefs``). SQLite answers from the
-FTS5 table ``vacancy_search``, PostgreSQL from the generated ``search_vector`` column and its GIN index (both made
-by migration jobs_0003). A lone CJK character has no bigram; it is looked up with LIKE in ``search_tokens``, which
-holds every CJK character of the searchable text inside its bigrams — correct, but not indexed.
+FTS5 table ``vacancy_search``, PostgreSQL from the generated ``search_vector`` column, which also holds a facet
+lexeme for every equality filter, and its GIN indexes (migrations jobs_0003 to jobs_0005; ADR 6 and 7). A lone CJK
+character has no bigram; it is looked up with LIKE in ``search_tokens``, which holds every CJK character of the
+searchable text inside its bigrams — correct, but not indexed.
 
 Pages are keyset pages: the cursor carries the sort key of the last row given out, so paging neither skips nor
 repeats rows while others insert. ``total`` counts every match of the filters, whatever the cursor, up to
