@@ -1,6 +1,6 @@
 """`make bench`: every benchmark, one after the other.
 
-    python -m benchmarks search --sizes 1000000 --queries 100    # one benchmark, its options after the name
+python -m benchmarks search --sizes 1000000 --queries 100    # one benchmark, its options after the name
 """
 
 from __future__ import annotations
