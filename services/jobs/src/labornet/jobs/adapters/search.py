@@ -40,6 +40,7 @@ from sqlalchemy.dialects.postgresql import JSONB, TSQUERY
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from labornet.jobs.adapters.tables import vacancy
+from labornet.jobs.domain.subscriptions import significant_prefix
 from labornet.jobs.domain.text import is_cjk, tokens
 from labornet.shared.db import as_utc
 from labornet.shared.paging import decode_sort_cursor, encode_sort_cursor
@@ -131,9 +132,9 @@ async def _search(session: AsyncSession, params: SearchParams, total_cap: int, n
         .limit(params.limit + 1)
         .subquery("chosen")
     )
-    total_of_matches = select(func.count()).select_from(matches).scalar_subquery()
+    counted = select(func.count()).select_from(matches)
     first = (
-        select(total_of_matches.label("total"), *RESULT_COLUMNS)
+        select(counted.scalar_subquery().label("total"), *RESULT_COLUMNS)
         .select_from(vacancy.join(chosen, chosen.c.id == vacancy.c.id))
         .order_by(sort_column.desc(), vacancy.c.id.desc())
     )
@@ -143,16 +144,18 @@ async def _search(session: AsyncSession, params: SearchParams, total_cap: int, n
         for row in rows[1:]:
             del row["total"]
     else:  # nothing on this page (no match at all, or a cursor past the last one): count on its own
-        total = int((await session.execute(select(func.count()).select_from(matches))).scalar_one())
+        total = int((await session.execute(counted)).scalar_one())
     if total > total_cap:
-        rows = await _walk_the_sort_order(session, params, dialect)
+        rows = await _walk_the_sort_order(session, params, dialect, now)
 
     items, more = [_plain(row) for row in rows[: params.limit]], len(rows) > params.limit
     next_cursor = _encode_cursor(params.sort, items[-1]) if more else None
     return SearchPage(items=items, next_cursor=next_cursor, total=min(total, total_cap), total_exact=total <= total_cap)
 
 
-async def _walk_the_sort_order(session: AsyncSession, params: SearchParams, dialect: str) -> list[dict[str, Any]]:
+async def _walk_the_sort_order(
+    session: AsyncSession, params: SearchParams, dialect: str, now: datetime
+) -> list[dict[str, Any]]:
     """A page of a query with more matches than the cap: read the sort-order index from the cursor on and keep the
     rows that match; matches being plentiful, a page is found within a few thousand rows.
 
@@ -162,7 +165,7 @@ async def _walk_the_sort_order(session: AsyncSession, params: SearchParams, dial
     instead of 1. The count just taken is a measurement, not a guess."""
     sort_column = SORT_COLUMNS[params.sort]
     page = _after_cursor(select(*RESULT_COLUMNS), sort_column, vacancy.c.id, params)
-    page = page.where(*_conditions(params, dialect, faceted=False))
+    page = page.where(*_conditions(params, dialect, faceted=False, now=now))
     page = page.order_by(sort_column.desc(), vacancy.c.id.desc()).limit(params.limit + 1)
     async with _planner(session, enable_bitmapscan="off", enable_seqscan="off"):
         return [dict(row) for row in (await session.execute(page)).mappings()]
@@ -206,9 +209,7 @@ async def _set_config(session: AsyncSession, settings: dict[str, str]) -> dict[s
     return {name: row[n] for n, name in enumerate(names)}
 
 
-def _conditions(
-    params: SearchParams, dialect: str, faceted: bool, now: datetime | None = None
-) -> list[ColumnElement[bool]]:
+def _conditions(params: SearchParams, dialect: str, faceted: bool, now: datetime) -> list[ColumnElement[bool]]:
     """Every filter of ``params`` as conditions on ``vacancy``.
 
     ``faceted`` (PostgreSQL): the words and every equality or prefix filter become one lookup in the text index,
@@ -220,7 +221,7 @@ def _conditions(
     conditions: list[ColumnElement[bool]] = []
     query_tokens = tokens(params.q) if params.q is not None else []
     if faceted:
-        conditions.extend(_text_conditions(query_tokens, dialect, _facets(params, now or datetime.now(UTC))))
+        conditions.extend(_text_conditions(query_tokens, dialect, _facets(params, now)))
         if params.statuses == OPEN:  # the text index of open vacancies alone (jobs_0005)
             conditions.append(v.status == "open")
     else:
@@ -230,7 +231,7 @@ def _conditions(
         if params.province is not None:
             conditions.append(v.owner_province == params.province)
         if params.division_code is not None:
-            conditions.append(_code_prefix(v.division_code, _significant(params.division_code)))
+            conditions.append(_code_prefix(v.division_code, significant_prefix(params.division_code)))
         if params.occupation_code is not None:
             conditions.append(_code_prefix(v.occupation_code, params.occupation_code))
         if params.employment_type is not None:
@@ -254,7 +255,7 @@ def _facets(params: SearchParams, now: datetime) -> list[str]:
     )
     wanted = (
         ("#p", params.province),
-        ("#d", params.division_code and _significant(params.division_code)),
+        ("#d", params.division_code and significant_prefix(params.division_code)),
         ("#o", params.occupation_code),
         ("#e", params.employment_type),
         ("#g", params.target_group),
@@ -319,14 +320,6 @@ def _fts5_term(token: str) -> str:
 def _tsquery_term(token: str) -> str:
     """A tsquery lexeme for a search token; a Latin word becomes a prefix query."""
     return _lexeme(token) if is_cjk(token) else _lexeme(token) + ":*"
-
-
-def _significant(division_code: str) -> str:
-    """The digits that name a division: 510000 → 51, 510100 → 5101, 510104 → 510104."""
-    code = division_code
-    while len(code) > 2 and code.endswith("00"):
-        code = code[:-2]
-    return code
 
 
 def _code_prefix(column: Any, prefix: str) -> ColumnElement[bool]:

@@ -101,11 +101,16 @@ def check_webhook_url(url: str, settings: WebhookSettings) -> None:
     if host == "localhost" or host.endswith(".localhost"):
         raise UnsafeTarget(f"{host} is this machine; webhooks go to public addresses only")
     try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
+        public = _is_public(host)
+    except ValueError:  # a host name, not an address
         return
-    if not address.is_global:
+    if not public:
         raise UnsafeTarget(f"{host} is not a public address; webhooks go to public addresses only")
+
+
+def _is_public(address: str) -> bool:
+    """Whether an IP address (an IPv6 zone, ``%eth0``, ignored) is public; ValueError for anything else."""
+    return ipaddress.ip_address(address.split("%", 1)[0]).is_global
 
 
 async def public_address(url: httpx.URL, settings: WebhookSettings) -> str:
@@ -115,7 +120,7 @@ async def public_address(url: httpx.URL, settings: WebhookSettings) -> str:
     addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
     if not settings.private_targets:
         for address in addresses:
-            if not ipaddress.ip_address(address.split("%", 1)[0]).is_global:
+            if not _is_public(address):
                 raise UnsafeTarget(f"{url.host} resolves to {address}, which is not a public address")
     return addresses[0]
 

@@ -39,7 +39,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import StreamingResponse
 
 from labornet.jobs.adapters.tables import match, subscription, vacancy
-from labornet.jobs.adapters.webhooks import UnsafeTarget, WebhookDispatcher, WebhookSettings, check_webhook_url
+from labornet.jobs.adapters.webhooks import UnsafeTarget, WebhookDispatcher, check_webhook_url
 from labornet.jobs.domain.subscriptions import SubscriptionCriteria
 from labornet.jobs.metrics import MATCH_DELIVERIES
 from labornet.jobs.service_layer.matching import match_open_vacancies
@@ -182,7 +182,8 @@ async def create_subscription(
     criteria = _with_federation(body, runtime.registry)
     if body.webhook_url is not None:
         try:
-            check_webhook_url(str(body.webhook_url), WebhookSettings())
+            # the dispatcher's settings, loaded once at start-up: the rule checked here is the one deliveries keep
+            check_webhook_url(str(body.webhook_url), runtime.extras[WEBHOOK_DISPATCHER].settings)
         except UnsafeTarget as exc:
             raise Unprocessable(
                 str(exc), errors=[{"field": "webhook_url", "message": str(exc), "input": str(body.webhook_url)}]
