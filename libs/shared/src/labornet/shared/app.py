@@ -26,6 +26,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from labornet.shared import migrations
+from labornet.shared.antientropy import AntiEntropy, ReplicaSpec
 from labornet.shared.auth import Principal, Role, TokenVerifier, current_principal, require_province_role
 from labornet.shared.db import create_engine, outbox, quarantine, readonly_sessionmaker, sessionmaker
 from labornet.shared.inbox import EventConsumer, EventRejected, Handler
@@ -63,6 +64,8 @@ class ServiceSpec:
     consumers: Callable[[Runtime], Sequence[ConsumerSpec]] = lambda _runtime: ()
     # long-running tasks of the service (expiry sweeps, webhook delivery…), started after the consumers
     background: Callable[[Runtime], Sequence[Coroutine[Any, Any, None]]] = lambda _runtime: ()
+    # the kinds this service replicates from every partner: anti-entropy rounds run over them (ADR 0008)
+    replicas: Sequence[ReplicaSpec] = ()
     description: str = ""
 
 
@@ -81,6 +84,7 @@ class Runtime:
     consumers: list[EventConsumer] = field(default_factory=list)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     extras: dict[str, Any] = field(default_factory=dict)
+    antientropy: AntiEntropy = field(init=False)  # set by start_runtime right after the runtime is built
 
     def consumer(self, name: str) -> EventConsumer:
         for consumer in self.consumers:
@@ -118,6 +122,16 @@ async def start_runtime(spec: ServiceSpec, settings: Settings) -> Runtime:
         create_topics=(lambda names: ensure_topics(settings, names)) if settings.kafka_create_topics else None,
     )
     runtime = Runtime(settings, registry, engine, sessions, read_sessions, writer, trust, relay)
+    runtime.antientropy = AntiEntropy(
+        settings=settings,
+        service=spec.name,
+        partners=[code for code in registry.codes() if code != settings.province],
+        specs=spec.replicas,
+        sessions=sessions,
+        read_sessions=read_sessions,
+        signer=signer,
+        trust=trust,
+    )
     if settings.kafka_create_topics:
         try:
             await asyncio.wait_for(
@@ -148,6 +162,8 @@ async def start_runtime(spec: ServiceSpec, settings: Settings) -> Runtime:
     runtime.tasks.append(asyncio.create_task(relay.run(), name=f"{spec.name}-outbox-relay"))
     for consumer in runtime.consumers:
         runtime.tasks.append(asyncio.create_task(consumer.run(), name=f"{spec.name}-consumer-{consumer.name}"))
+    if spec.replicas:
+        runtime.tasks.append(asyncio.create_task(runtime.antientropy.run(), name=f"{spec.name}-antientropy"))
     for index, job in enumerate(spec.background(runtime)):
         runtime.tasks.append(asyncio.create_task(job, name=f"{spec.name}-background-{index}"))
     return runtime
@@ -275,6 +291,7 @@ def _platform_router(spec: ServiceSpec) -> APIRouter:
 
     @router.get("/admin/v1/sync", tags=["operations"])
     async def sync_status(runtime: RuntimeDep, _admin: AdminDep) -> dict[str, Any]:
+        """The outbox backlog and, per partner origin and replicated kind, what anti-entropy last found."""
         async with runtime.read_sessions() as session:
             backlog, oldest = (
                 await session.execute(
@@ -283,8 +300,15 @@ def _platform_router(spec: ServiceSpec) -> APIRouter:
             ).one()
         return {
             "outbox": {"pending": backlog, "oldest_pending": oldest},
-            "consumers": {c.name: {"ready": c.ready, "gaps": await c.gaps()} for c in runtime.consumers},
+            "consumers": {c.name: {"ready": c.ready} for c in runtime.consumers},
+            "replicas": runtime.antientropy.state(),
         }
+
+    @router.get("/admin/v1/sync/verify", tags=["operations"])
+    async def sync_verify(runtime: RuntimeDep, _admin: AdminDep) -> dict[str, Any]:
+        """Compare every replica with its origin now, without repairing anything."""
+        report = await runtime.antientropy.verify()
+        return {"province": runtime.settings.province, "in_sync": all(r["in_sync"] for r in report), "replicas": report}
 
     return router
 

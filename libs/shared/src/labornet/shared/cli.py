@@ -17,8 +17,10 @@ from labornet.shared.settings import SERVICE_NAMES, Settings
 app = typer.Typer(help="LaborNet — cross-regional labour cooperation platform", no_args_is_help=True)
 keys_app = typer.Typer(help="Node keys and the federation trust list", no_args_is_help=True)
 topics_app = typer.Typer(help="Kafka topics of the federation bus", no_args_is_help=True)
+federation_app = typer.Typer(help="Questions to a running federation", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(topics_app, name="topics")
+app.add_typer(federation_app, name="federation")
 console = Console(stderr=True)
 
 DataDir = Annotated[
@@ -291,6 +293,29 @@ def demo_command(data_dir: DataDir = Path(".labornet")) -> None:
 def smoke_command(data_dir: DataDir = Path(".labornet")) -> None:
     """Walk the smoke story across the nodes of a running federation; exit 2 at the first failed step."""
     _run_demo(data_dir.resolve(), load=False, story=True)
+
+
+@federation_app.command("verify")
+def federation_verify(data_dir: DataDir = Path(".labornet")) -> None:
+    """Compare every node's replicas with every origin now; exit 1 if anything differs or cannot be compared."""
+    from labornet.shared.federation import FederationError, verify_federation
+
+    try:
+        checks = asyncio.run(verify_federation(data_dir.resolve()))
+    except FederationError as exc:
+        _fail(str(exc))
+        raise
+    typer.echo(f"{'province':<9} {'service':<8} {'origin':<7} {'kind':<10} {'checkpoint age':>14}  state")
+    for check in checks:
+        age = "-" if check.checkpoint_age_s is None else f"{check.checkpoint_age_s:.1f}s"
+        typer.echo(
+            f"{check.province:<9} {check.service:<8} {check.origin or '-':<7} {check.kind or '-':<10} {age:>14}  "
+            f"{check.state}"
+        )
+    out_of_sync = [check for check in checks if not check.in_sync]
+    typer.echo(f"{len(checks) - len(out_of_sync)} of {len(checks)} replicas in sync")
+    if out_of_sync:
+        raise typer.Exit(1)
 
 
 if __name__ == "__main__":

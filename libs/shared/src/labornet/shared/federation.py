@@ -253,3 +253,80 @@ class Federation:
                 proc.process.wait()
         if self.broker is not None:
             self.broker.stop()
+
+
+# `labornet federation verify` ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReplicaCheck:
+    """One node's copy of one origin's kind, as the node's ``GET /admin/v1/sync/verify`` found it."""
+
+    province: str
+    service: str
+    origin: str | None
+    kind: str | None
+    in_sync: bool
+    differing_rows: int | None = None
+    checkpoint_age_s: float | None = None
+    error: str | None = None
+
+    @property
+    def state(self) -> str:
+        if self.error is not None:
+            return f"error: {self.error}"
+        return "in sync" if self.in_sync else f"{self.differing_rows} differing rows"
+
+
+async def verify_federation(data_dir: Path, timeout_s: float = 120.0) -> list[ReplicaCheck]:
+    """Ask every service of every node in ``data_dir/federation.json`` to compare its replicas with every origin.
+
+    Each node is asked as its own operator (a dev admin token of its issuer key under ``data_dir/keys``)."""
+    from labornet.shared.auth import issue_token
+    from labornet.shared.signing import load_private_key
+
+    path = data_dir / "federation.json"
+    if not path.exists():
+        raise FederationError(f"no {path}; start the federation with `labornet up` first")
+    document = json.loads(path.read_text("utf-8"))
+
+    async def ask(client: httpx.AsyncClient, province: str, service: str, url: str) -> list[ReplicaCheck]:
+        settings = Settings(province=province, data_dir=data_dir)
+        assert settings.keys_dir is not None and settings.auth_issuer is not None
+        token = issue_token(
+            load_private_key(settings.keys_dir / "token.key"),
+            sub="federation-verify",
+            province=province,
+            roles=["admin"],
+            issuer=settings.auth_issuer,
+            audience=settings.auth_audience,
+            ttl_s=300,
+        )
+        try:
+            response = await client.get(f"{url}/admin/v1/sync/verify", headers={"Authorization": f"Bearer {token}"})
+            response.raise_for_status()
+        except httpx.HTTPError as exc:
+            return [ReplicaCheck(province, service, None, None, False, error=f"node did not answer: {exc!r}")]
+        return [
+            ReplicaCheck(
+                province,
+                service,
+                item["origin"],
+                item["kind"],
+                bool(item["in_sync"]),
+                item.get("differing_rows"),
+                item.get("checkpoint_age_s"),
+                item.get("error"),
+            )
+            for item in response.json()["replicas"]
+        ]
+
+    async with httpx.AsyncClient(timeout=timeout_s) as client:
+        answers = await asyncio.gather(
+            *(
+                ask(client, province, service, url.rstrip("/"))
+                for province, entry in sorted(document.get("provinces", {}).items())
+                for service, url in sorted(entry.get("services", {}).items())
+            )
+        )
+    return [check for answer in answers for check in answer]

@@ -70,6 +70,21 @@ class Settings(BaseSettings):
     federation_path: Path | None = Field(
         None, description="where partner nodes listen (JSON written by `labornet up`); default data_dir/federation.json"
     )
+    peer_urls: dict[str, str] = Field(
+        default_factory=dict,
+        description="base URLs of this service at partner provinces (JSON, province → URL); "
+        "where a province is missing, the federation file is read",
+    )
+    antientropy_interval_s: float = Field(
+        300.0, gt=0, description="how often each replica is compared with every origin (ADR 0008)"
+    )
+    antientropy_first_round_s: float = Field(15.0, ge=0, description="delay of the first round after start-up")
+    antientropy_jitter: float = Field(0.2, ge=0, lt=1, description="spread of the interval, as a fraction of it")
+    antientropy_range_rows: int = Field(1000, ge=1, le=100_000, description="rows per range of an origin's digest")
+    antientropy_digest_ttl_s: float = Field(
+        60.0, ge=0, description="how long an origin reuses its digest for the partners that ask"
+    )
+    antientropy_timeout_s: float = Field(30.0, gt=0, description="HTTP timeout of one request to an origin")
     divisions_path: Path | None = Field(None, description="division registry (JSON); default: the bundled file")
     jobs_sweep_interval_s: float = Field(60.0, gt=0, description="jobs: how often closing dates are checked")
     insurance_auto_answer: bool = Field(
@@ -124,9 +139,11 @@ class Settings(BaseSettings):
         return self
 
     def peer_url(self, province: str, service: str) -> str | None:
-        """Base URL of a partner's service from the federation file, if it is known."""
+        """Base URL of a partner's service: ``peer_urls`` (for this service), else the federation file."""
         import json
 
+        if service == self.service and province in self.peer_urls:
+            return self.peer_urls[province]
         if self.federation_path is None or not self.federation_path.exists():
             return None
         document = json.loads(self.federation_path.read_text("utf-8"))

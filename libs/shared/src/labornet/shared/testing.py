@@ -208,9 +208,9 @@ async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = 20
 
 
 @contextlib.asynccontextmanager
-async def serving(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    """Run ``app`` under uvicorn on a free loopback port (lifespan included) and yield a client for it."""
-    port = free_port()
+async def serving(app: FastAPI, port: int | None = None) -> AsyncIterator[httpx.AsyncClient]:
+    """Run ``app`` under uvicorn on a loopback port (a free one by default; lifespan included), yield a client."""
+    port = port or free_port()
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on", timeout_graceful_shutdown=5)
     )

@@ -93,6 +93,7 @@ SPEC = ServiceSpec(
     version=__version__,
     migrations="labornet.brands:migrations",
     routers=[api.router, demands.router, federation.router],
+    replicas=[federation.SPEC],
     setup=setup,
     consumers=consumers,
     background=background,

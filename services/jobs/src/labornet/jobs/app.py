@@ -72,6 +72,7 @@ SPEC = ServiceSpec(
     version=__version__,
     migrations="labornet.jobs:migrations",
     routers=[api.router, subscriptions.router, federation.router],
+    replicas=[federation.SPEC],
     setup=setup,
     consumers=consumers,
     background=background,

@@ -1,5 +1,6 @@
-"""Anti-entropy for the brand replica: this province's signed snapshot of its brands (every status, so
-revocations reach a healing replica) and the heal endpoint (``labornet.shared.replica``)."""
+"""The brand replica as a replicated kind: this province's signed snapshot of its brands (every status, so
+revocations reach a healing replica) and digest, and the heal endpoint (``labornet.shared.replica``, ADR 0008).
+Anti-entropy's repair is the default one: a brand row has nothing derived from it on a replica."""
 
 from __future__ import annotations
 
