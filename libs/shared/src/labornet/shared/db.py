@@ -159,7 +159,11 @@ def _sqlite_begin(connection: Any) -> None:
 
 
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
-    """An async engine; SQLite gets WAL, a busy timeout and foreign keys, and its directory is created."""
+    """An async engine; SQLite gets WAL, a busy timeout and foreign keys, and its directory is created.
+
+    Statement parameters are hidden from error messages and logs (``hide_parameters``): they hold event payloads
+    and personal data, and a database error is logged and stored in quarantine with its message."""
+    kwargs.setdefault("hide_parameters", True)
     if url.startswith("sqlite"):
         path = url.split(":///", 1)[-1]
         if path and path != ":memory:":

@@ -31,7 +31,8 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.structs import OffsetAndMetadata
-from sqlalchemy import func, select, update
+from pydantic import ValidationError
+from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -51,11 +52,15 @@ from labornet.shared.observability import (
     current_traceparent,
 )
 from labornet.shared.outbox import Outbox, decode_headers, encode_headers, record_fingerprint
+from labornet.shared.settings import Settings
 from labornet.shared.signing import SignatureRejected, TrustListFile
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[AsyncSession, Envelope], Awaitable[None]]
+
+# Namespace of the ids of dead-letter copies (UUID 5 of the consumer group and the record's SHA-256).
+_DEAD_LETTER_IDS = uuid.UUID("6f1c3f0e-3b9a-5d4c-9a57-2d4c1b0e7a11")
 
 # Failures of the database connection or schema rather than of the event: never counted against the event.
 INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (OperationalError, InterfaceError, OSError)
@@ -67,6 +72,108 @@ class EventRejected(Exception):
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
         self.reason = reason
+
+
+class RuleViolation(ValueError):
+    """Raised by a handler when an event breaks a rule its origin's API enforces (an unknown occupation code, a
+    version its stream cannot have reached…).
+
+    The consumer quarantines it at once with reason ``rule-violation``: the event itself is wrong, so retrying it
+    cannot help, and it says nothing about the database."""
+
+    reason = "rule-violation"
+
+
+def check_version_continuity(envelope: Envelope, version: int, held: int | None, max_jump: int = 0) -> None:
+    """Refuse a replica event carrying a version its origin cannot have written; :class:`RuleViolation` if so.
+
+    The rule: every version of an aggregate is one event of its origin's stream (version 1 the first, each change
+    one more), so an honest origin sends version ``v`` in an event whose stream sequence number is at least ``v``:
+    ``version <= envelope.streamseq``, whatever the replica missed. Versions the replica never saw are not
+    evidence of anything — the broker's log may have been wiped — so a jump over the held version is refused
+    only when ``max_jump`` is set (``LABORNET_REPLICA_MAX_VERSION_JUMP``, 0 = no limit)."""
+    if version > envelope.streamseq:
+        raise RuleViolation(
+            f"event {envelope.id} carries version {version} of {envelope.partitionkey}, but it is event "
+            f"{envelope.streamseq} of stream {envelope.stream}: the origin cannot have made that many changes"
+        )
+    if max_jump and held is not None and version - held > max_jump:
+        raise RuleViolation(
+            f"event {envelope.id} carries version {version} of {envelope.partitionkey}, {version - held} ahead of "
+            f"the held version {held}; at most {max_jump} is accepted"
+        )
+
+
+def describe(exc: BaseException, limit: int = 1000) -> str:
+    """What went wrong, fit for a log line and the quarantine: the exception's type and message, without the input
+    it was given (a pydantic error lists where and what, not the values, which are the event's payload)."""
+    if isinstance(exc, ValidationError):
+        message = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc']) or 'record'}: {error['msg']}"
+            for error in exc.errors(include_url=False, include_input=False, include_context=False)
+        )
+    else:
+        message = str(exc)
+    return fit_text(f"{type(exc).__name__}: {message}", limit)
+
+
+def fit_text(value: str, limit: int) -> str:
+    """``value`` as a text column of ``limit`` characters takes it: NULs and unpaired surrogates replaced (PostgreSQL
+    text holds neither), cut with an ellipsis when longer."""
+    cleaned = value.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
+    return cleaned if len(cleaned) <= limit else cleaned[: limit - 1] + "…"
+
+
+@dataclass(frozen=True)
+class StoredRecord:
+    """A record as quarantine keeps it: at most ``limit`` bytes of key, header names and values and payload, and the
+    SHA-256 of the whole record (:func:`~labornet.shared.outbox.record_fingerprint`)."""
+
+    key: bytes | None
+    headers: list[tuple[str, bytes]]
+    payload: bytes | None
+    size: int  # bytes of the whole record
+    kept: int  # bytes stored
+    fingerprint: str
+
+    @property
+    def cut(self) -> bool:
+        return self.kept < self.size
+
+    @classmethod
+    def of(cls, record: ConsumerRecord[bytes, bytes], limit: int) -> StoredRecord:
+        """Fit ``record`` into ``limit`` bytes: parts that fit in an equal share of what is left are kept whole,
+        the largest share the rest equally. The ``ce_*`` attributes, short as they are, survive beside a huge
+        payload or header, so the record can still be identified."""
+        # A header value may be null on the wire; it is stored (and fingerprinted) as empty.
+        headers = [(name, value or b"") for name, value in record.headers or ()]
+        names = [name.encode("utf-8", "replace") for name, _ in headers]
+        parts = [record.key or b"", *names, *(value for _, value in headers), record.value or b""]
+        shares = _fair_shares([len(part) for part in parts], limit)
+        kept = [part[:share] for part, share in zip(parts, shares, strict=True)]
+        count = len(headers)
+        return cls(
+            key=None if record.key is None else kept[0],
+            headers=[
+                (fit_text(name.decode("utf-8", "ignore"), len(name)), value)
+                for name, value in zip(kept[1 : 1 + count], kept[1 + count : 1 + 2 * count], strict=True)
+            ],
+            payload=None if record.value is None else kept[-1],
+            size=sum(len(part) for part in parts),
+            kept=sum(shares),
+            fingerprint=record_fingerprint(record.key, record.value, headers),
+        )
+
+
+def _fair_shares(sizes: Sequence[int], budget: int) -> list[int]:
+    """How many bytes of each part to keep so that together they take at most ``budget`` (max-min fairness)."""
+    shares = [0] * len(sizes)
+    left, remaining = budget, len(sizes)
+    for index in sorted(range(len(sizes)), key=sizes.__getitem__):
+        shares[index] = min(sizes[index], left // remaining)
+        left -= shares[index]
+        remaining -= 1
+    return shares
 
 
 @dataclass(frozen=True)
@@ -94,6 +201,9 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
 class EventConsumer:
     """Applies signed events from ``topics`` through ``handlers`` exactly once per consumer."""
+
+    # How much of a quarantined record is stored and dead-lettered (LABORNET_QUARANTINE_MAX_RECORD_BYTES).
+    quarantine_max_record_bytes: int = Settings.model_fields["quarantine_max_record_bytes"].default
 
     def __init__(
         self,
@@ -216,8 +326,10 @@ class EventConsumer:
         headers = list(record.headers or ())
         try:
             envelope = Envelope.from_kafka(record.key, record.value, headers)
-        except MalformedEvent as exc:
-            return await self._reject(record, None, "malformed", str(exc))
+        except Exception as exc:  # whatever a record holds (a null header value too), it cannot stop the partition
+            return await self._reject(
+                record, None, "malformed", str(exc) if isinstance(exc, MalformedEvent) else describe(exc)
+            )
         try:
             self._check(envelope)
         except EventRejected as exc:
@@ -231,15 +343,17 @@ class EventConsumer:
                     outcome = await self._apply(record, envelope)
                 except INFRASTRUCTURE_ERRORS:
                     raise
+                except RuleViolation as exc:  # the event is wrong, not the database: retrying cannot help
+                    return await self._reject(record, envelope, exc.reason, describe(exc, 4000))
                 except Exception as exc:
                     last_error = exc
                     log.warning(
                         "event %s (%s) failed on attempt %d/%d: %s",
-                        envelope.id,
-                        envelope.type,
+                        fit_text(envelope.id, 64),
+                        fit_text(envelope.type, 200),
                         attempt,
                         self.max_attempts,
-                        exc,
+                        describe(exc, 500),
                     )
                     if attempt < self.max_attempts:
                         EVENT_RETRIES.labels(self.service, record.topic).inc()
@@ -250,8 +364,9 @@ class EventConsumer:
                     age = (datetime.now(UTC) - envelope.time).total_seconds()
                     EVENT_AGE.labels(self.service, record.topic, envelope.originprovince).observe(max(age, 0.0))
                 return outcome
+            assert last_error is not None
             return await self._dead_letter(
-                record, envelope, "handler-failed", f"{type(last_error).__name__}: {last_error}", self.max_attempts
+                record, envelope, "handler-failed", describe(last_error, 4000), self.max_attempts
             )
         finally:
             current_traceparent.reset(token)
@@ -297,7 +412,7 @@ class EventConsumer:
         self, record: ConsumerRecord[bytes, bytes], envelope: Envelope | None, reason: str, error: str
     ) -> Outcome:
         EVENTS_REJECTED.labels(self.service, record.topic, reason).inc()
-        log.warning("rejected record %s/%d@%d: %s", record.topic, record.partition, record.offset, error)
+        log.warning("rejected record %s/%d@%d: %s", record.topic, record.partition, record.offset, fit_text(error, 500))
         return await self._dead_letter(record, envelope, reason, error, attempts=1)
 
     async def _dead_letter(
@@ -308,25 +423,71 @@ class EventConsumer:
         error: str,
         attempts: int,
     ) -> Outcome:
-        headers = list(record.headers or ())
+        """Quarantine ``record`` and queue its dead-letter copy, whatever it holds; then the partition moves on.
+
+        The record is stored cut to ``quarantine_max_record_bytes`` with the SHA-256 of the whole, every text fit to
+        its column. Should the row still be refused (a value no database takes), the record's place, hash, reason
+        and error are stored without its contents. Only a database that does not answer makes the consumer wait."""
+        stored = StoredRecord.of(record, self.quarantine_max_record_bytes)
+        error = fit_text(error, 4000)
+        if stored.cut:
+            error = fit_text(f"{error} (record of {stored.size} bytes stored cut to {stored.kept} bytes)", 4000)
+        try:
+            inserted = await self._quarantine(record, envelope, stored, reason, error, attempts)
+        except Exception as exc:
+            if isinstance(exc, INFRASTRUCTURE_ERRORS) and not await self._database_answers():
+                raise
+            log.error(
+                "record %s/%d@%d could not be quarantined with its contents (%s); storing its place and hash only",
+                record.topic,
+                record.partition,
+                record.offset,
+                type(exc).__name__,
+            )
+            bare = StoredRecord(None, [], None, stored.size, 0, stored.fingerprint)
+            error = fit_text(f"{error} (contents not stored: {type(exc).__name__})", 4000)
+            inserted = await self._quarantine(record, None, bare, reason, error, attempts)
+        if not inserted:
+            return Outcome("duplicate", reason)  # the very same record again (duplicate or replay)
+        EVENTS_DEAD_LETTERED.labels(self.service, record.topic, reason).inc()
+        log.error(
+            "dead-lettered record %s/%d@%d (%s): %s",
+            record.topic,
+            record.partition,
+            record.offset,
+            reason,
+            fit_text(error, 500),
+        )
+        return Outcome("quarantined", reason)
+
+    async def _quarantine(
+        self,
+        record: ConsumerRecord[bytes, bytes],
+        envelope: Envelope | None,
+        stored: StoredRecord,
+        reason: str,
+        error: str,
+        attempts: int,
+    ) -> bool:
+        """Insert the quarantine row and the dead-letter copy in one transaction; False if the row was there."""
         async with self.sessions() as session, session.begin():
             insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
             result = await session.execute(
                 insert(quarantine)
                 .values(
                     consumer=self.name,
-                    topic=record.topic,
+                    topic=fit_text(record.topic, 249),
                     partition=record.partition,
                     offset=record.offset,
-                    event_id=envelope.id if envelope else None,
-                    event_type=envelope.type if envelope else None,
-                    origin_province=envelope.originprovince[:6] if envelope else None,
-                    fingerprint=record_fingerprint(record.key, record.value, headers),
-                    message_key=record.key,
-                    headers=encode_headers(headers),
-                    payload=record.value,
-                    reason=reason,
-                    error=error[:4000],
+                    event_id=fit_text(envelope.id, 64) if envelope else None,
+                    event_type=fit_text(envelope.type, 200) if envelope else None,
+                    origin_province=fit_text(envelope.originprovince, 6) if envelope else None,
+                    fingerprint=stored.fingerprint,
+                    message_key=stored.key,
+                    headers=encode_headers(stored.headers),
+                    payload=stored.payload,
+                    reason=fit_text(reason, 40),
+                    error=error,
                     attempts=attempts,
                     status="quarantined",
                     quarantined_at=utcnow(),
@@ -334,28 +495,36 @@ class EventConsumer:
                 .on_conflict_do_nothing(index_elements=[quarantine.c.consumer, quarantine.c.fingerprint])
             )
             if result.rowcount == 0:  # type: ignore[attr-defined]
-                return Outcome("duplicate", reason)  # the very same record again (duplicate or replay)
+                return False
             dlq_headers = [
-                *headers,
+                *stored.headers,
                 ("x-labornet-dlq-reason", reason.encode()),
-                ("x-labornet-dlq-error", error[:1000].encode()),
+                ("x-labornet-dlq-error", fit_text(error, 1000).encode()),
                 ("x-labornet-dlq-consumer", self.group_id.encode()),
                 ("x-labornet-dlq-origin", f"{record.topic}/{record.partition}@{record.offset}".encode()),
+                ("x-labornet-dlq-record-sha256", stored.fingerprint.encode()),
+                ("x-labornet-dlq-record-bytes", str(stored.size).encode()),
             ]
             await self.outbox.add_record(
                 session,
                 topic=self.deadletter_topic,
-                event_id=str(uuid.uuid4()),
-                event_type=envelope.type if envelope else "unknown",
-                key=record.key,
+                # one dead-letter copy per quarantined record, whatever id (if any) the record claims
+                event_id=str(uuid.uuid5(_DEAD_LETTER_IDS, f"{self.group_id}/{stored.fingerprint}")),
+                event_type=fit_text(envelope.type, 200) if envelope else "unknown",
+                key=stored.key,
                 headers=dlq_headers,
-                payload=record.value or b"",
+                payload=stored.payload or b"",
             )
-        EVENTS_DEAD_LETTERED.labels(self.service, record.topic, reason).inc()
-        log.error(
-            "dead-lettered record %s/%d@%d (%s): %s", record.topic, record.partition, record.offset, reason, error
-        )
-        return Outcome("quarantined", reason)
+        return True
+
+    async def _database_answers(self) -> bool:
+        """Whether the database answers at all: tells an unreachable database from a row it refused."""
+        try:
+            async with self.sessions() as session:
+                await session.execute(text("SELECT 1"))
+        except Exception:
+            return False
+        return True
 
     # Operator actions ------------------------------------------------------------------------------
 

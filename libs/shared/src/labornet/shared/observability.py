@@ -158,6 +158,11 @@ class JsonFormatter(logging.Formatter):
         return scrub(json.dumps(entry, ensure_ascii=False, default=str))
 
 
+# Libraries whose chatty levels log what LaborNet never logs: aiokafka's debug lines carry record values,
+# aiosqlite's the statements' parameters (event payloads, personal data). They log at these levels at most.
+QUIET_LOGGERS = {"aiokafka": logging.ERROR, "aiosqlite": logging.WARNING, "uvicorn.access": logging.WARNING}
+
+
 def configure_logging(level: str = "INFO", json_logs: bool = True, service: str = "", province: str = "") -> None:
     handler = logging.StreamHandler(sys.stderr)
     if json_logs:
@@ -167,8 +172,8 @@ def configure_logging(level: str = "INFO", json_logs: bool = True, service: str 
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    logging.getLogger("aiokafka").setLevel(logging.ERROR)
-    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    for name, quiet in QUIET_LOGGERS.items():
+        logging.getLogger(name).setLevel(quiet)
 
 
 # HTTP middleware -------------------------------------------------------------------------------------

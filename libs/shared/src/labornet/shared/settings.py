@@ -105,6 +105,19 @@ class Settings(BaseSettings):
 
     inbox_max_attempts: int = Field(3, ge=1, description="attempts before an event is dead-lettered")
     inbox_retry_backoff_s: float = Field(0.2, ge=0, description="first retry delay; doubles each attempt")
+    quarantine_max_record_bytes: int = Field(
+        1_000_000,
+        ge=1024,
+        description="how much of a quarantined record (key, header names and values, payload) is stored and "
+        "dead-lettered; the rest is cut, the SHA-256 of the whole record is kept. Keep it below the broker's "
+        "maximum message size so the dead-letter copy can be published",
+    )
+    replica_max_version_jump: int = Field(
+        0,
+        ge=0,
+        description="replicas: quarantine an event whose version is more than this far ahead of the held copy "
+        "(0: no limit; the version can never exceed the event's stream sequence number in any case)",
+    )
 
     holidays: list[date] = Field(default_factory=list, description="public holidays (JSON list of ISO dates)")
     extra_workdays: list[date] = Field(default_factory=list, description="weekend days scheduled as working days")
