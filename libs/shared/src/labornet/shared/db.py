@@ -5,7 +5,8 @@ Each service owns one database. Besides its own tables it holds the platform tab
 * ``outbox`` — events written in the same transaction as the state change, published by the relay;
 * ``outbox_stream`` — the last sequence number given out per origin stream (gap-free, commit-ordered);
 * ``inbox`` — one row per applied event and consumer, written in the same transaction as the effect;
-* ``quarantine`` — records that were rejected or kept failing, for an operator to inspect and replay.
+* ``quarantine`` — records that were rejected or kept failing, for an operator to inspect and replay;
+* ``bus_state`` — what the service remembers of the broker between runs (the cluster it last published to).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Index,
@@ -74,6 +76,13 @@ outbox = Table(
     Column("sent_at", DateTime(timezone=True), nullable=True),
     Column("attempts", Integer, nullable=False, default=0),
     Column("last_error", Text, nullable=True),
+    # directed messages: the province addressed, and the receipt it owes (see labornet.shared.receipts)
+    Column("destination", String(6), nullable=True),
+    Column("expects_receipt", Boolean, nullable=False, default=False),
+    Column("acked_at", DateTime(timezone=True), nullable=True),
+    Column("receipt_outcome", String(20), nullable=True),
+    Column("resends", Integer, nullable=False, default=0),
+    Column("resend_at", DateTime(timezone=True), nullable=True),
     UniqueConstraint("stream", "seq", name="uq_outbox_stream_seq"),
 )
 Index(
@@ -81,6 +90,13 @@ Index(
     outbox.c.id,
     postgresql_where=outbox.c.sent_at.is_(None),
     sqlite_where=outbox.c.sent_at.is_(None),
+)
+
+Index(
+    "ix_outbox_awaiting_receipt",
+    outbox.c.resend_at,
+    postgresql_where=outbox.c.expects_receipt.is_(True) & outbox.c.acked_at.is_(None),
+    sqlite_where=outbox.c.expects_receipt.is_(True) & outbox.c.acked_at.is_(None),
 )
 
 outbox_stream = Table(
@@ -131,6 +147,16 @@ quarantine = Table(
     UniqueConstraint("consumer", "fingerprint", name="uq_quarantine_record"),
 )
 Index("ix_quarantine_status", quarantine.c.status, quarantine.c.id)
+
+
+# What a service remembers of the bus between runs (e.g. the cluster id it last published to).
+bus_state = Table(
+    "bus_state",
+    platform_metadata,
+    Column("name", String(100), primary_key=True),
+    Column("value", Text, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False, default=utcnow),
+)
 
 
 READONLY_OPTION = "labornet_readonly"

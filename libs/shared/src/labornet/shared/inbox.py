@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ from labornet.shared.envelope import Envelope, MalformedEvent
 from labornet.shared.observability import (
     CONSUMER_ASSIGNED_PARTITIONS,
     CONSUMER_LAG,
+    CONSUMER_LAG_MEASURED,
     EVENT_AGE,
     EVENT_RETRIES,
     EVENTS_CONSUMED,
@@ -52,10 +54,18 @@ from labornet.shared.observability import (
     current_traceparent,
 )
 from labornet.shared.outbox import Outbox, decode_headers, encode_headers, record_fingerprint
+from labornet.shared.receipts import RECEIPT, ReceiptOutcome, apply_receipt, send_receipt
 from labornet.shared.settings import Settings
 from labornet.shared.signing import SignatureRejected, TrustListFile
+from labornet.shared.topics import is_inbox_topic
 
 log = logging.getLogger(__name__)
+
+
+def topic_pattern(topics: Sequence[str]) -> str:
+    """A regular expression matching exactly ``topics``."""
+    return "^(?:" + "|".join(re.escape(topic) for topic in sorted(topics)) + ")$"
+
 
 Handler = Callable[[AsyncSession, Envelope], Awaitable[None]]
 
@@ -226,6 +236,8 @@ class EventConsumer:
         self.service = service
         self.topics = list(topics)
         self.handlers = dict(handlers)
+        if any(is_inbox_topic(topic) for topic in topics):  # directed messages come back with receipts
+            self.handlers.setdefault(RECEIPT, self._apply_receipt)
         self.sessions = sessions
         self.outbox = outbox
         self.trust = trust
@@ -257,7 +269,9 @@ class EventConsumer:
             try:
                 if self._consumer is None:
                     consumer = self._consumer_factory(self.group_id)
-                    consumer.subscribe(self.topics, listener=_Rebalance(self))
+                    # by pattern: the consumer's metadata requests then never create a topic (the broker would give
+                    # it its own partition count), and recreated topics and new partitions are picked up
+                    consumer.subscribe(pattern=topic_pattern(self.topics), listener=_Rebalance(self))
                     try:
                         await consumer.start()
                     except Exception:
@@ -403,10 +417,28 @@ class EventConsumer:
                 )
                 .on_conflict_do_nothing(index_elements=[inbox.c.consumer, inbox.c.event_id])
             )
+            directed = envelope.destprovince is not None and envelope.type != RECEIPT
             if result.rowcount == 0:  # type: ignore[attr-defined]
+                if directed:  # the sender did not get our receipt: answer again
+                    await send_receipt(session, self.outbox, envelope, ReceiptOutcome.DUPLICATE)
                 return Outcome("duplicate")
             await self.handlers[envelope.type](session, envelope)
+            if directed:
+                await send_receipt(session, self.outbox, envelope, ReceiptOutcome.APPLIED)
+                # a resent message that failed before (e.g. it came ahead of its predecessor) is settled now
+                await session.execute(
+                    update(quarantine)
+                    .where(
+                        quarantine.c.consumer == self.name,
+                        quarantine.c.event_id == envelope.id,
+                        quarantine.c.status == "quarantined",
+                    )
+                    .values(status="replayed", resolved_at=utcnow())
+                )
         return Outcome("applied")
+
+    async def _apply_receipt(self, session: AsyncSession, envelope: Envelope) -> None:
+        await apply_receipt(session, envelope, self.service)
 
     async def _reject(
         self, record: ConsumerRecord[bytes, bytes], envelope: Envelope | None, reason: str, error: str
@@ -607,16 +639,36 @@ class EventConsumer:
 
     # Metrics ---------------------------------------------------------------------------------------
 
+    # How often the lag is measured against the broker (LABORNET_CONSUMER_LAG_INTERVAL_S), and when it last was.
+    lag_interval_s: float = Settings.model_fields["consumer_lag_interval_s"].default
+    _lag_asked_at: float = float("-inf")
+
     async def _update_lag(self, consumer: AIOKafkaConsumer) -> None:
-        for tp in consumer.assignment():
-            highwater = consumer.highwater(tp)
-            if highwater is None:
-                continue
-            with contextlib.suppress(Exception):
-                position = await consumer.position(tp)
-                CONSUMER_LAG.labels(self.service, self.group_id, tp.topic, str(tp.partition)).set(
-                    max(highwater - position, 0)
-                )
+        """Every ``lag_interval_s``: lag = the broker's end offset − this consumer's position, per assigned partition.
+
+        The end offsets are asked of the broker (not taken from the consumer's last fetch, which stops with the
+        broker). When the broker does not answer within the interval (at most 5 s) nothing is pretended: the lag
+        gauges keep their last measured value and ``labornet_consumer_lag_measured_timestamp_seconds`` says when
+        that was."""
+        now = asyncio.get_running_loop().time()
+        if now - self._lag_asked_at < self.lag_interval_s:
+            return
+        self._lag_asked_at = now
+        partitions = sorted(consumer.assignment())
+        if not partitions:
+            return
+        try:
+            async with asyncio.timeout(min(self.lag_interval_s, 5.0)):
+                ends: dict[TopicPartition, int] = await consumer.end_offsets(partitions)
+                positions = {tp: await consumer.position(tp) for tp in ends}
+        except Exception as exc:
+            log.info("consumer %s: lag not measured, the broker did not give end offsets (%r)", self.group_id, exc)
+            return
+        for tp, end in ends.items():
+            CONSUMER_LAG.labels(self.service, self.group_id, tp.topic, str(tp.partition)).set(
+                max(end - positions[tp], 0)
+            )
+        CONSUMER_LAG_MEASURED.labels(self.service, self.group_id).set_to_current_time()
 
     async def _check_gaps(self) -> None:
         now = asyncio.get_running_loop().time()

@@ -15,7 +15,8 @@ from labornet.shared.settings import Settings
 log = logging.getLogger(__name__)
 
 
-def _common(settings: Settings) -> dict[str, Any]:
+def client_config(settings: Settings) -> dict[str, Any]:
+    """Connection settings every Kafka client of a service shares."""
     config: dict[str, Any] = {
         "bootstrap_servers": settings.bootstrap_servers,
         "security_protocol": settings.kafka_security_protocol,
@@ -40,7 +41,7 @@ def _common(settings: Settings) -> dict[str, Any]:
 
 def make_producer(settings: Settings) -> AIOKafkaProducer:
     return AIOKafkaProducer(
-        **_common(settings),
+        **client_config(settings),
         acks="all",
         enable_idempotence=settings.kafka_enable_idempotence,
         linger_ms=2,
@@ -51,7 +52,7 @@ def make_producer(settings: Settings) -> AIOKafkaProducer:
 
 def make_consumer(settings: Settings, group_id: str) -> AIOKafkaConsumer:
     return AIOKafkaConsumer(
-        **_common(settings),
+        **client_config(settings),
         group_id=group_id,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
@@ -60,26 +61,28 @@ def make_consumer(settings: Settings, group_id: str) -> AIOKafkaConsumer:
         heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
         max_poll_records=500,
         isolation_level="read_uncommitted",
+        # consumers subscribe by pattern: this is how soon they see a new partition or a recreated topic
+        metadata_max_age_ms=settings.kafka_metadata_max_age_ms,
     )
+
+
+async def create_topics(admin: AIOKafkaAdminClient, names: list[str], partitions: int, replication: int) -> None:
+    """Create ``names`` with the platform's partition count; one created meanwhile by another process is fine."""
+    try:
+        await admin.create_topics([NewTopic(name, partitions, replication) for name in names])
+    except TopicAlreadyExistsError:
+        log.info("topics created concurrently by another process", extra={"topics": names})
 
 
 async def ensure_topics(settings: Settings, names: Iterable[str]) -> list[str]:
     """Create missing topics (the embedded broker and dev setups); return the names created."""
-    admin = AIOKafkaAdminClient(**_common(settings))
+    admin = AIOKafkaAdminClient(**client_config(settings))
     await admin.start()
     try:
         existing = set(await admin.list_topics())
         missing = sorted(set(names) - existing)
         if missing:
-            try:
-                await admin.create_topics(
-                    [
-                        NewTopic(name, settings.kafka_topic_partitions, settings.kafka_topic_replication)
-                        for name in missing
-                    ]
-                )
-            except TopicAlreadyExistsError:
-                log.info("topics created concurrently by another process", extra={"topics": missing})
+            await create_topics(admin, missing, settings.kafka_topic_partitions, settings.kafka_topic_replication)
         return missing
     finally:
         await admin.close()

@@ -149,3 +149,41 @@ def downgrade_platform_v1() -> None:
     op.drop_table("outbox_stream")
     op.drop_index("ix_outbox_pending", table_name="outbox")
     op.drop_table("outbox")
+
+
+# Platform tables, version 2: receipts for directed messages, the remembered broker -----------------------
+
+
+def upgrade_platform_v2() -> None:
+    with op.batch_alter_table("outbox") as batch:
+        batch.add_column(sa.Column("destination", sa.String(6), nullable=True))
+        batch.add_column(sa.Column("expects_receipt", sa.Boolean, nullable=False, server_default=sa.false()))
+        batch.add_column(_timestamp("acked_at", nullable=True))
+        batch.add_column(sa.Column("receipt_outcome", sa.String(20), nullable=True))
+        batch.add_column(sa.Column("resends", sa.Integer, nullable=False, server_default="0"))
+        batch.add_column(_timestamp("resend_at", nullable=True))
+    with op.batch_alter_table("outbox") as batch:
+        batch.alter_column("expects_receipt", server_default=None)
+        batch.alter_column("resends", server_default=None)
+    op.create_index(
+        "ix_outbox_awaiting_receipt",
+        "outbox",
+        ["resend_at"],
+        postgresql_where=sa.text("expects_receipt IS true AND acked_at IS NULL"),
+        sqlite_where=sa.text("expects_receipt IS 1 AND acked_at IS NULL"),
+    )
+    op.create_table(
+        "bus_state",
+        sa.Column("name", sa.String(100), nullable=False),
+        sa.Column("value", sa.Text, nullable=False),
+        _timestamp("updated_at"),
+        sa.PrimaryKeyConstraint("name", name="pk_bus_state"),
+    )
+
+
+def downgrade_platform_v2() -> None:
+    op.drop_table("bus_state")
+    op.drop_index("ix_outbox_awaiting_receipt", table_name="outbox")
+    with op.batch_alter_table("outbox") as batch:
+        for column in ("resend_at", "resends", "receipt_outcome", "acked_at", "expects_receipt", "destination"):
+            batch.drop_column(column)

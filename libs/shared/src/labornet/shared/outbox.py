@@ -23,14 +23,15 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
-from sqlalchemy import delete, func, select, text, update
+from aiokafka import AIOKafkaProducer, TopicPartition
+from prometheus_client import Counter, Gauge
+from sqlalchemy import and_, delete, func, or_, select, text, update
 from sqlalchemy import event as sa_event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
-from labornet.shared.db import outbox, outbox_stream, utcnow
+from labornet.shared.db import as_utc, outbox, outbox_stream, utcnow
 from labornet.shared.envelope import Envelope, encode_data, event_source, new_event_id
 from labornet.shared.observability import (
     EVENTS_PUBLISHED,
@@ -44,6 +45,21 @@ from labornet.shared.topics import inbox_topic, is_inbox_topic, stream_id
 
 log = logging.getLogger(__name__)
 
+RESENDS = Counter(
+    "labornet_directed_resends_total", "Directed messages published again because no receipt came", ["service"]
+)
+REPUBLISHED = Counter(
+    "labornet_outbox_republished_total", "Outbox rows queued again because the broker lost its log", ["service"]
+)
+AWAITING_RECEIPT = Gauge(
+    "labornet_directed_awaiting_receipt", "Directed messages sent and not yet acknowledged by a receipt", ["service"]
+)
+OLDEST_UNACKNOWLEDGED_AGE = Gauge(
+    "labornet_directed_oldest_unacknowledged_age_seconds",
+    "Age of the oldest directed message still waiting for its receipt",
+    ["service"],
+)
+
 _WAKE_KEY = "labornet_outbox_wake"
 
 
@@ -53,6 +69,16 @@ def encode_headers(headers: Sequence[tuple[str, bytes]]) -> list[list[str]]:
 
 def decode_headers(stored: Sequence[Sequence[str]]) -> list[tuple[str, bytes]]:
     return [(name, base64.b64decode(value)) for name, value in stored]
+
+
+def resend_delay(resends: int, first_s: float, ceiling_s: float) -> timedelta:
+    """How long to wait for a receipt after the ``resends``-th resend: doubling from ``first_s`` up to ``ceiling_s``."""
+    return timedelta(seconds=min(ceiling_s, first_s * 2 ** min(resends, 30)))
+
+
+def awaiting_receipt() -> Any:
+    """The outbox rows of directed messages whose receipt has not come."""
+    return and_(outbox.c.expects_receipt.is_(True), outbox.c.acked_at.is_(None))
 
 
 def record_fingerprint(key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes]]) -> str:
@@ -83,11 +109,14 @@ class Outbox:
         subject: str | None = None,
         destination: str | None = None,
         schema_version: int = 1,
+        expects_receipt: bool | None = None,
     ) -> Envelope:
         """Add one event to the transaction ``session`` is in and return it as it will be published.
 
         Directed messages (``destination`` set) go only to that province's inbox topic, and inbox topics only
-        carry directed messages: personal data must never land on a broadcast topic by mistake.
+        carry directed messages: personal data must never land on a broadcast topic by mistake. A directed
+        message is kept and resent until its receipt arrives (:mod:`labornet.shared.receipts`), unless
+        ``expects_receipt`` is false (receipts themselves).
         """
         if destination is not None and topic != inbox_topic(destination, self.service):
             raise ValueError(f"a message for {destination} must go to {inbox_topic(destination, self.service)}")
@@ -125,6 +154,9 @@ class Outbox:
                 seq=seq,
                 created_at=envelope.time,
                 attempts=0,
+                destination=destination,
+                expects_receipt=destination is not None if expects_receipt is None else expects_receipt,
+                resends=0,
             )
         )
         self._wake_after_commit(session)
@@ -152,6 +184,8 @@ class Outbox:
                 payload=payload,
                 created_at=utcnow(),
                 attempts=0,
+                expects_receipt=False,
+                resends=0,
             )
         )
         self._wake_after_commit(session)
@@ -207,6 +241,9 @@ class OutboxRelay:
         max_backoff_s: float = 5.0,
         retention: timedelta = timedelta(hours=168),
         create_topics: Callable[[set[str]], Awaitable[object]] | None = None,
+        receipt_wait_s: float = 15.0,
+        receipt_wait_max_s: float = 600.0,
+        republish_window: timedelta = timedelta(hours=1),
     ) -> None:
         self.sessions = sessions
         self.read_sessions = read_sessions
@@ -219,6 +256,15 @@ class OutboxRelay:
         self.poll_interval_s = poll_interval_s
         self.max_backoff_s = max_backoff_s
         self.retention = retention
+        self.receipt_wait_s = receipt_wait_s
+        self.receipt_wait_max_s = receipt_wait_max_s
+        self.republish_window = republish_window
+        # per partition, the offset after the last record the broker confirmed: a log that ends below it lost data
+        self.confirmed: dict[TopicPartition, int] = {}
+        for gauge in (AWAITING_RECEIPT, OLDEST_UNACKNOWLEDGED_AGE, OUTBOX_BACKLOG, OUTBOX_OLDEST_AGE):
+            gauge.labels(service).set(0)
+        for counter in (RESENDS, REPUBLISHED, PUBLISH_FAILURES):
+            counter.labels(service)
         self._lock_key = zlib.crc32(f"labornet-outbox-{service}".encode())
         self._stopping = asyncio.Event()
         self._last_stats = 0.0
@@ -282,6 +328,8 @@ class OutboxRelay:
         log.info("outbox relay: topics %s missing on the broker; recreating them", sorted(missing))
         if self.create_topics is not None:
             await self.create_topics(missing)
+        if any(tp.topic in missing for tp in self.confirmed):
+            await self.republish(f"topics {sorted(missing)} vanished from the broker")
         await self._close_producer()
         return await self._ensure_producer()
 
@@ -298,7 +346,15 @@ class OutboxRelay:
                     return 0  # another replica is relaying
             rows = (
                 await session.execute(
-                    select(outbox.c.id, outbox.c.topic, outbox.c.message_key, outbox.c.headers, outbox.c.payload)
+                    select(
+                        outbox.c.id,
+                        outbox.c.topic,
+                        outbox.c.message_key,
+                        outbox.c.headers,
+                        outbox.c.payload,
+                        outbox.c.expects_receipt,
+                        outbox.c.resends,
+                    )
                     .where(outbox.c.sent_at.is_(None))
                     .order_by(outbox.c.id)
                     .limit(self.batch_size)
@@ -315,12 +371,23 @@ class OutboxRelay:
                     )
                     for row in rows
                 ]
-                await asyncio.gather(*futures)
+                confirmations = await asyncio.gather(*futures)
             except Exception as exc:
                 await self._record_failure(ids, exc)
                 raise
+            for confirmation in confirmations:
+                tp = TopicPartition(confirmation.topic, confirmation.partition)
+                self.confirmed[tp] = max(self.confirmed.get(tp, 0), confirmation.offset + 1)
+            sent_at = utcnow()
+            waits: dict[int, list[int]] = {}
+            for row in rows:
+                if row.expects_receipt:
+                    waits.setdefault(row.resends, []).append(row.id)
             async with self.sessions() as writer, writer.begin():
-                await writer.execute(update(outbox).where(outbox.c.id.in_(ids)).values(sent_at=utcnow()))
+                await writer.execute(update(outbox).where(outbox.c.id.in_(ids)).values(sent_at=sent_at))
+                for resends, waiting in waits.items():
+                    resend_at = sent_at + resend_delay(resends, self.receipt_wait_s, self.receipt_wait_max_s)
+                    await writer.execute(update(outbox).where(outbox.c.id.in_(waiting)).values(resend_at=resend_at))
         for row in rows:
             EVENTS_PUBLISHED.labels(self.service, row.topic).inc()
         return len(rows)
@@ -339,11 +406,50 @@ class OutboxRelay:
         now = loop.time()
         if now - self._last_stats >= 1.0:
             self._last_stats = now
+            await self.resend_unacknowledged()
             await self._update_stats()
         if now - self._last_purge >= 60.0:
             self._last_purge = now
             async with self.sessions() as session, session.begin():
-                await session.execute(delete(outbox).where(outbox.c.sent_at < utcnow() - self.retention))
+                await session.execute(
+                    delete(outbox).where(outbox.c.sent_at < utcnow() - self.retention, ~awaiting_receipt())
+                )
+
+    async def resend_unacknowledged(self) -> int:
+        """Queue again the directed messages whose receipt is overdue; return how many."""
+        async with self.sessions() as session, session.begin():
+            result = await session.execute(
+                update(outbox)
+                .where(awaiting_receipt(), outbox.c.sent_at.is_not(None), outbox.c.resend_at <= utcnow())
+                .values(sent_at=None, resend_at=None, resends=outbox.c.resends + 1)
+            )
+        count = int(result.rowcount or 0)  # type: ignore[attr-defined]
+        if count:
+            RESENDS.labels(self.service).inc(count)
+            log.info("outbox relay: %d directed messages had no receipt in time; sending them again", count)
+            self.outbox._wake.set()
+        return count
+
+    async def republish(self, reason: str) -> int:
+        """The broker lost (part of) its log: queue again what it may have lost; return how many rows.
+
+        That is every row published within the republish window, and every directed message still waiting for
+        its receipt whatever its age. Consumers drop what they already applied (the inbox), so publishing too
+        much costs bandwidth only; what is older than the window is repaired by anti-entropy.
+        """
+        since = utcnow() - self.republish_window
+        async with self.sessions() as session, session.begin():
+            result = await session.execute(
+                update(outbox)
+                .where(outbox.c.sent_at.is_not(None), or_(outbox.c.sent_at >= since, awaiting_receipt()))
+                .values(sent_at=None, resend_at=None)
+            )
+        count = int(result.rowcount or 0)  # type: ignore[attr-defined]
+        self.confirmed.clear()
+        REPUBLISHED.labels(self.service).inc(count)
+        log.warning("outbox relay: %s; %d published events queued to be published again", reason, count)
+        self.outbox._wake.set()
+        return count
 
     async def _update_stats(self) -> None:
         async with self.read_sessions() as session:
@@ -356,6 +462,16 @@ class OutboxRelay:
         if oldest is not None and oldest.tzinfo is None:
             oldest = oldest.replace(tzinfo=UTC)
         OUTBOX_OLDEST_AGE.labels(self.service).set((utcnow() - oldest).total_seconds() if oldest else 0)
+        async with self.read_sessions() as session:
+            waiting, first = (
+                await session.execute(
+                    select(func.count(), func.min(outbox.c.created_at)).where(
+                        awaiting_receipt(), outbox.c.destination.is_not(None)
+                    )
+                )
+            ).one()
+        AWAITING_RECEIPT.labels(self.service).set(waiting)
+        OLDEST_UNACKNOWLEDGED_AGE.labels(self.service).set((utcnow() - as_utc(first)).total_seconds() if first else 0)
 
     async def _idle(self, seconds: float) -> None:
         await self.outbox.wait_for_work(seconds)

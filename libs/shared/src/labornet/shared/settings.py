@@ -55,6 +55,21 @@ class Settings(BaseSettings):
     kafka_heartbeat_interval_ms: int = Field(3_000, ge=100)
     kafka_topic_partitions: int = Field(3, ge=1)
     kafka_topic_replication: int = Field(1, ge=1)
+    kafka_metadata_max_age_ms: int = Field(
+        10_000, ge=1000, description="how often clients refresh metadata: new partitions are seen within this"
+    )
+    broker_check_interval_s: float = Field(
+        5.0, gt=0, description="how often a service asks the broker whether it answers and still holds its log"
+    )
+    broker_unready_after_s: float = Field(
+        20.0, gt=0, description="/readyz answers 503 once the broker has not answered for this long"
+    )
+    readyz_timeout_s: float = Field(
+        5.0, gt=0, description="/readyz: how long the database may take to read its tables before it counts as down"
+    )
+    consumer_lag_interval_s: float = Field(
+        5.0, gt=0, description="how often consumers ask the broker for end offsets to measure their lag"
+    )
     kafka_create_topics: bool = Field(
         True, description="create missing topics at start (embedded/dev); off where Strimzi KafkaTopics own them"
     )
@@ -102,6 +117,13 @@ class Settings(BaseSettings):
     outbox_poll_interval_s: float = Field(0.05, gt=0, description="relay idle poll interval")
     outbox_max_backoff_s: float = Field(5.0, gt=0, description="relay backoff ceiling while the broker is down")
     outbox_retention_hours: float = Field(168.0, gt=0, description="how long published outbox rows are kept")
+    outbox_republish_window_s: float = Field(
+        3600.0, ge=0, description="when the broker lost its log, rows published this far back are published again"
+    )
+    receipt_wait_s: float = Field(
+        15.0, gt=0, description="directed messages: first wait for a receipt before sending again (then doubling)"
+    )
+    receipt_wait_max_s: float = Field(600.0, gt=0, description="directed messages: longest wait between resends")
 
     inbox_max_attempts: int = Field(3, ge=1, description="attempts before an event is dead-lettered")
     inbox_retry_backoff_s: float = Field(0.2, ge=0, description="first retry delay; doubles each attempt")

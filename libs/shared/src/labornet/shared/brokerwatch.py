@@ -1,0 +1,222 @@
+"""The service's view of the broker: is it answering, is it the log we published to, are the topics right.
+
+Every few seconds (``LABORNET_BROKER_CHECK_INTERVAL_S``) a :class:`BrokerWatch` asks the broker for its cluster
+id, its topics and, for the partitions this service's relay has published to, their end offsets. From that it
+knows:
+
+* **how long the broker has been silent** (``silent_for``), which ``/readyz`` turns into 503 — a broker frozen or
+  gone is not hidden behind the last known consumer assignment;
+* **whether the log went back in time**: the cluster id changed (a rebuilt cluster, or the embedded broker, which
+  keeps memory only and gets a new id at every start), a topic this service published to vanished, or a
+  partition now ends below an offset the broker had confirmed. Then the relay republishes what the log may have
+  lost from the retained outbox (:meth:`~labornet.shared.outbox.OutboxRelay.republish`). The cluster id is kept in
+  the service's database (``bus_state``), so a node that was down while the log was lost notices it on return;
+* **whether the topics are the platform's**: missing topics of this node are created with the configured
+  partition count (when the platform creates topics); a topic with another partition count is reported (metric
+  and log), never silently used.
+
+Consumers subscribe by pattern (see :mod:`labornet.shared.inbox`), so their metadata requests never create a
+topic, and they pick up new partitions and recreated topics within the metadata refresh interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from prometheus_client import Counter, Gauge
+from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from labornet.shared.db import bus_state, utcnow
+from labornet.shared.kafka import create_topics
+
+log = logging.getLogger(__name__)
+
+CLUSTER_KEY = "kafka.cluster_id"
+
+BROKER_SILENT = Gauge(
+    "labornet_broker_silent_seconds", "Seconds since the broker last answered this service", ["service"]
+)
+LOG_LOSSES = Counter(
+    "labornet_broker_log_losses_total",
+    "Times this service found the broker's log gone back in time, by sign (cluster, topic, offsets)",
+    ["service", "sign"],
+)
+PARTITION_MISMATCH = Gauge(
+    "labornet_topic_partition_mismatch",
+    "1 when a topic of this node has another partition count than configured",
+    ["service", "topic"],
+)
+LOSS_SIGNS = ("cluster", "topic", "offsets")
+
+
+class BrokerWatch:
+    """Polls the broker for one service; see the module documentation."""
+
+    def __init__(
+        self,
+        *,
+        settings_client: dict[str, object],
+        service: str,
+        topics: Sequence[str],
+        partitions: int,
+        replication: int,
+        create: bool,
+        sessions: async_sessionmaker[AsyncSession],
+        confirmed: Callable[[], dict[TopicPartition, int]],
+        on_log_lost: Callable[[str], Awaitable[object]],
+        interval_s: float = 5.0,
+        timeout_s: float = 10.0,
+    ) -> None:
+        self.client_config = settings_client
+        self.service = service
+        self.topics = sorted(topics)
+        self.partitions = partitions
+        self.replication = replication
+        self.create = create
+        self.sessions = sessions
+        self.confirmed = confirmed
+        self.on_log_lost = on_log_lost
+        self.interval_s = interval_s
+        self.timeout_s = timeout_s
+        self.cluster_id: str | None = None
+        self.last_error: str | None = None
+        self.mismatched: dict[str, int] = {}
+        self._started = time.monotonic()
+        self._last_ok: float | None = None
+        self._seen_topics: set[str] = set()
+        self._admin: AIOKafkaAdminClient | None = None
+        self._offsets: AIOKafkaConsumer | None = None
+        self._stopping = asyncio.Event()
+        self.checked = asyncio.Event()  # set after each completed check (tests wait on it)
+        BROKER_SILENT.labels(service).set(0)
+        for sign in LOSS_SIGNS:
+            LOG_LOSSES.labels(service, sign)
+        for topic in self.topics:
+            PARTITION_MISMATCH.labels(service, topic).set(0)
+
+    def silent_for(self) -> float:
+        """Seconds since the broker last answered (since start-up if it never has)."""
+        return time.monotonic() - (self._last_ok if self._last_ok is not None else self._started)
+
+    async def run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                await asyncio.wait_for(self.check(), self.timeout_s)
+                self.last_error = None
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.last_error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                log.warning("broker check failed: %s", self.last_error)
+                await self._close()
+            BROKER_SILENT.labels(self.service).set(self.silent_for())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.interval_s)
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        await self._close()
+
+    async def check(self) -> None:
+        admin = await self._admin_client()
+        cluster_id = str((await admin.describe_cluster())["cluster_id"])
+        existing = set(await admin.list_topics())
+        self._last_ok = time.monotonic()
+        await self._check_cluster(cluster_id)
+        vanished = sorted(self._seen_topics - existing)
+        self._seen_topics = existing & set(self.topics)
+        mine = {tp.topic for tp in self.confirmed()}
+        if vanished and set(vanished) & mine:
+            LOG_LOSSES.labels(self.service, "topic").inc()
+            await self.on_log_lost(f"topics {vanished} vanished from the broker")
+        missing = sorted(set(self.topics) - existing)
+        if missing and self.create:
+            await create_topics(admin, missing, self.partitions, self.replication)
+            existing |= set(missing)
+        await self._check_partitions(admin, existing)
+        await self._check_offsets(existing)
+        self.checked.set()
+
+    async def _check_cluster(self, cluster_id: str) -> None:
+        previous = self.cluster_id
+        if previous is None:
+            async with self.sessions() as session:
+                previous = (
+                    await session.execute(select(bus_state.c.value).where(bus_state.c.name == CLUSTER_KEY))
+                ).scalar()
+        self.cluster_id = cluster_id
+        if previous == cluster_id:
+            return
+        async with self.sessions() as session, session.begin():
+            insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+            statement = insert(bus_state).values(name=CLUSTER_KEY, value=cluster_id, updated_at=utcnow())
+            await session.execute(
+                statement.on_conflict_do_update(
+                    index_elements=[bus_state.c.name], set_={"value": cluster_id, "updated_at": utcnow()}
+                )
+            )
+        if previous is not None:
+            LOG_LOSSES.labels(self.service, "cluster").inc()
+            await self.on_log_lost(f"the broker's cluster id changed from {previous} to {cluster_id}")
+
+    async def _check_partitions(self, admin: AIOKafkaAdminClient, existing: set[str]) -> None:
+        topics = [topic for topic in self.topics if topic in existing]
+        if not topics:
+            return
+        mismatched: dict[str, int] = {}
+        for description in await admin.describe_topics(topics):
+            count = len(description.get("partitions") or ())
+            name = description["topic"]
+            if count and count != self.partitions:
+                mismatched[name] = count
+            PARTITION_MISMATCH.labels(self.service, name).set(1 if name in mismatched else 0)
+        for name, count in mismatched.items():
+            if self.mismatched.get(name) != count:
+                log.warning(
+                    "topic %s has %d partitions; this platform is configured for %d", name, count, self.partitions
+                )
+        self.mismatched = mismatched
+
+    async def _check_offsets(self, existing: set[str]) -> None:
+        confirmed = {tp: offset for tp, offset in self.confirmed().items() if tp.topic in existing}
+        if not confirmed:
+            return
+        if self._offsets is None:
+            consumer = AIOKafkaConsumer(**self.client_config, enable_auto_commit=False)
+            await consumer.start()
+            self._offsets = consumer
+        ends = await self._offsets.end_offsets(list(confirmed))
+        behind = sorted(f"{tp.topic}[{tp.partition}]" for tp, end in ends.items() if end < confirmed[tp])
+        if behind:
+            LOG_LOSSES.labels(self.service, "offsets").inc()
+            await self.on_log_lost(f"partitions {behind} end below offsets the broker had confirmed")
+
+    async def _admin_client(self) -> AIOKafkaAdminClient:
+        if self._admin is None:
+            admin = AIOKafkaAdminClient(**self.client_config)
+            try:
+                await admin.start()
+            except Exception:
+                with contextlib.suppress(Exception):
+                    await admin.close()
+                raise
+            self._admin = admin
+        return self._admin
+
+    async def _close(self) -> None:
+        admin, self._admin = self._admin, None
+        offsets, self._offsets = self._offsets, None
+        if admin is not None:
+            with contextlib.suppress(Exception):
+                await admin.close()
+        if offsets is not None:
+            with contextlib.suppress(Exception):
+                await offsets.stop()

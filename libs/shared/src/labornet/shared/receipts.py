@@ -1,0 +1,89 @@
+"""Receipts for directed messages: delivered until acknowledged, whatever happens to the broker's log.
+
+A directed message (a contact letter, an information sheet, a rights referral, a brand demand…) is addressed to
+one province. As in eDelivery AS4, the receiver answers each one it has durably taken with a signed **receipt**,
+written to its outbox in the same transaction as the effect (or, for a duplicate, as the duplicate check), and
+sent to the sender's inbox topic. The sender keeps the message in its outbox until the receipt arrives and
+publishes it again with exponential backoff while none has; the receiver's inbox drops the repeats and answers
+each with a receipt again, so a lost receipt costs one more resend and nothing else.
+
+Receipts say what happened: ``applied`` or ``duplicate`` (the message is held), or ``rejected`` (it broke the
+receiver's rules and is in the receiver's quarantine; resending the same bytes cannot help). A message whose
+handler failed for another reason gets no receipt: the sender keeps resending, which is what lets a message that
+arrived before its predecessor (after a log was lost) apply once the predecessor is there.
+
+Receipts themselves are never acknowledged. Only the province a message was addressed to can acknowledge it:
+the receipt is signed by its origin and matched on the message's destination.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from prometheus_client import Counter
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from labornet.shared.db import outbox, utcnow
+from labornet.shared.envelope import Envelope
+from labornet.shared.outbox import Outbox
+from labornet.shared.topics import inbox_topic
+
+RECEIPT = "org.labornet.platform.receipt.v1"
+
+RECEIPTS = Counter(
+    "labornet_receipts_total",
+    "Receipts for directed messages, by direction (sent, received) and outcome",
+    ["service", "direction", "outcome"],
+)
+
+
+class ReceiptOutcome(StrEnum):
+    APPLIED = "applied"
+    DUPLICATE = "duplicate"
+    REJECTED = "rejected"
+
+
+class Receipt(BaseModel):
+    """The data of a receipt event."""
+
+    model_config = ConfigDict(extra="forbid")
+    event_id: str = Field(max_length=64, description="the id of the directed message received")
+    event_type: str = Field(max_length=200)
+    outcome: ReceiptOutcome
+    received_at: datetime
+
+
+async def send_receipt(session: AsyncSession, writer: Outbox, envelope: Envelope, outcome: ReceiptOutcome) -> None:
+    """Answer the directed message ``envelope`` with a receipt, in the transaction ``session`` is in."""
+    await writer.add(
+        session,
+        topic=inbox_topic(envelope.originprovince, writer.service),
+        event_type=RECEIPT,
+        key=envelope.id,
+        subject=envelope.id,
+        destination=envelope.originprovince,
+        data=Receipt(event_id=envelope.id, event_type=envelope.type, outcome=outcome, received_at=utcnow()),
+        expects_receipt=False,
+    )
+    RECEIPTS.labels(writer.service, "sent", outcome.value).inc()
+
+
+async def apply_receipt(session: AsyncSession, envelope: Envelope, service: str) -> bool:
+    """Mark the message a receipt acknowledges; ``False`` when it names no message this service sent its origin."""
+    receipt = Receipt.model_validate_json(envelope.data)
+    result = await session.execute(
+        update(outbox)
+        .where(
+            outbox.c.event_id == receipt.event_id,
+            outbox.c.destination == envelope.originprovince,
+            outbox.c.expects_receipt.is_(True),
+            outbox.c.acked_at.is_(None),
+        )
+        .values(acked_at=utcnow(), receipt_outcome=receipt.outcome.value, resend_at=None)
+    )
+    matched = bool(result.rowcount)  # type: ignore[attr-defined]
+    RECEIPTS.labels(service, "received", receipt.outcome.value if matched else "unmatched").inc()
+    return matched
