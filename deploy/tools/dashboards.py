@@ -393,6 +393,22 @@ def node_dashboard() -> dict[str, Any]:
         [(f"sum by (group) (labornet_consumer_assigned_partitions{{{f}}})", "{{group}}")],
         w=8,
     )
+    board.add(
+        "timeseries",
+        "Broker silence and age of the lag measurement",
+        [
+            (f"max by (service) (labornet_broker_silent_seconds{{{f}}})", "broker silent {{service}}"),
+            (
+                f"time() - max by (group) (labornet_consumer_lag_measured_timestamp_seconds{{{f}}})",
+                "lag measured ago {{group}}",
+            ),
+        ],
+        unit="s",
+        w=24,
+        h=6,
+        description="A few seconds normally. Above LABORNET_BROKER_UNREADY_AFTER_S (20 s) /readyz answers 503; "
+        "while the broker is silent the lag panels show the last lag measured, this long ago.",
+    )
 
     board.row("Replication (end-to-end event age on apply)")
     board.add(

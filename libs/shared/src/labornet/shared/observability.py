@@ -15,13 +15,15 @@ import re
 import secrets
 import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 from starlette.requests import Request
 from starlette.responses import Response
+
+from labornet.shared.topics import deadletter_topic, events_topic, inbox_topic, is_inbox_topic
 
 # Metrics ---------------------------------------------------------------------------------------------
 
@@ -78,6 +80,62 @@ SYNC_GAPS = Gauge(
     ["service", "stream"],
 )
 QUARANTINED = Gauge("labornet_quarantined_events", "Quarantined records awaiting an operator", ["service"])
+CONSUMER_LAG_MEASURED = Gauge(
+    "labornet_consumer_lag_measured_timestamp_seconds",
+    "When the consumer lag was last measured against the broker's end offsets (Unix time); "
+    "the lag gauges keep their last value while the broker cannot be asked",
+    ["service", "group"],
+)
+
+# Label values known from start-up ---------------------------------------------------------------------
+# One place for the outcomes and reasons the bus counts: every combination exists at 0 from start-up
+# (init_bus_metrics), so that increase() sees the first rejection and dashboards show 0 instead of "No data".
+
+CONSUME_OUTCOMES = ("applied", "duplicate")
+SIGNATURE_REASONS = ("bad-signature", "unknown-key", "expired-key", "province-mismatch", "future-time")
+REJECT_REASONS = (*SIGNATURE_REASONS, "malformed", "misaddressed", "unknown-type", "rule-violation")
+DEAD_LETTER_REASONS = (*REJECT_REASONS, "handler-failed")
+REPLICA_RESULTS = ("inserted", "updated", "stale")  # a partner event applied to a replica (upsert_newer)
+
+
+def _topic_province(topic: str) -> str | None:
+    """The province named in a bus topic (``labornet.<province>.<service>.<kind>``), if it names one."""
+    parts = topic.split(".")
+    return parts[1] if len(parts) == 4 and parts[1].isdigit() else None
+
+
+def init_bus_metrics(
+    service: str, province: str, members: Sequence[str], consumers: Mapping[str, Sequence[str]]
+) -> None:
+    """Create every labelled bus series a service can know at start-up, at 0.
+
+    ``members`` are the federation's province codes, ``consumers`` the topics of each consumer group. Published
+    topics are the node's own (events, dead letters) and the partners' inboxes; consumed series get every outcome
+    and reason, and the end-to-end age every origin that can write the topic.
+    """
+    partners = [code for code in members if code != province]
+    produced = [events_topic(province, service), deadletter_topic(province, service)]
+    produced += [inbox_topic(code, service) for code in partners]
+    for topic in produced:
+        EVENTS_PUBLISHED.labels(service, topic)
+    PUBLISH_FAILURES.labels(service)
+    OUTBOX_BACKLOG.labels(service)
+    OUTBOX_OLDEST_AGE.labels(service)
+    QUARANTINED.labels(service)
+    for group, topics in consumers.items():
+        CONSUMER_ASSIGNED_PARTITIONS.labels(service, group)
+        for topic in topics:
+            for outcome in CONSUME_OUTCOMES:
+                EVENTS_CONSUMED.labels(service, topic, outcome)
+            for reason in REJECT_REASONS:
+                EVENTS_REJECTED.labels(service, topic, reason)
+            for reason in DEAD_LETTER_REASONS:
+                EVENTS_DEAD_LETTERED.labels(service, topic, reason)
+            EVENT_RETRIES.labels(service, topic)
+            origins = partners if is_inbox_topic(topic) else [code for code in [_topic_province(topic)] if code]
+            for origin in origins:
+                EVENT_AGE.labels(service, topic, origin)
+
 
 _COUNTED: dict[Gauge, set[tuple[str, ...]]] = {}
 

@@ -19,11 +19,13 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from labornet.brands import __doc__ as description
 from labornet.brands import __version__
 from labornet.brands.domain.brand import EVENT_TYPES
+from labornet.brands.domain.demand import Decision
 from labornet.brands.entrypoints import api, demands, federation
-from labornet.brands.service_layer.brands import BrandService, apply_brand_event, refresh_gauges
-from labornet.brands.service_layer.demands import DemandService
+from labornet.brands.service_layer.brands import REPLICA_CHANGES, BrandService, apply_brand_event, refresh_gauges
+from labornet.brands.service_layer.demands import DEMANDS_ANSWERED, DEMANDS_POSTED, DEMANDS_RECEIVED, DemandService
 from labornet.shared.app import ConsumerSpec, Runtime, ServiceSpec, create_service_app
 from labornet.shared.divisions import load_divisions
+from labornet.shared.observability import REPLICA_RESULTS
 from labornet.shared.settings import Settings
 from labornet.shared.topics import events_topic, inbox_topic
 
@@ -43,7 +45,21 @@ def brands_settings() -> BrandsSettings:
     return BrandsSettings()
 
 
+def init_metrics(province: str, members: Sequence[str]) -> None:
+    """The service's labelled series whose labels are known at start-up exist at 0 from then on."""
+    for code in members:
+        if code != province:
+            DEMANDS_POSTED.labels(code)
+            DEMANDS_RECEIVED.labels(code)
+    for decision in Decision:
+        for by in ("officer", "automatic"):
+            DEMANDS_ANSWERED.labels(decision.value, by)
+    for result in REPLICA_RESULTS:
+        REPLICA_CHANGES.labels(result)
+
+
 def setup(runtime: Runtime) -> None:
+    init_metrics(runtime.settings.province, runtime.registry.codes())
     province, divisions = runtime.settings.province, load_divisions(runtime.settings.divisions_path)
     runtime.extras["brands"] = BrandService(
         province=province,
@@ -92,6 +108,7 @@ SPEC = ServiceSpec(
     name="brands",
     version=__version__,
     migrations="labornet.brands:migrations",
+    readiness_table="brand",
     routers=[api.router, demands.router, federation.router],
     replicas=[federation.SPEC],
     setup=setup,

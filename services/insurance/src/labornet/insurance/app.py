@@ -103,6 +103,7 @@ SPEC = ServiceSpec(
     name="insurance",
     version=__version__,
     migrations="labornet.insurance:migrations",
+    readiness_table="transfer",
     routers=[api.router],
     setup=setup,
     startup=startup,

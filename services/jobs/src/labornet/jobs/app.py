@@ -18,9 +18,16 @@ from labornet.jobs import __doc__ as description
 from labornet.jobs import __version__
 from labornet.jobs.domain.vacancy import EVENT_TYPES
 from labornet.jobs.entrypoints import api, federation, subscriptions
-from labornet.jobs.service_layer.vacancies import VacancyService, apply_vacancy_event, refresh_gauges
+from labornet.jobs.metrics import MATCHES
+from labornet.jobs.service_layer.vacancies import (
+    REPLICA_CHANGES,
+    VacancyService,
+    apply_vacancy_event,
+    refresh_gauges,
+)
 from labornet.shared.app import ConsumerSpec, Runtime, ServiceSpec, create_service_app
 from labornet.shared.divisions import load_divisions
+from labornet.shared.observability import REPLICA_RESULTS
 from labornet.shared.settings import Settings
 from labornet.shared.topics import events_topic
 
@@ -28,12 +35,21 @@ log = logging.getLogger(__name__)
 
 
 def setup(runtime: Runtime) -> None:
+    init_metrics(runtime.registry.codes())
     runtime.extras["vacancies"] = VacancyService(
         province=runtime.settings.province,
         sessions=runtime.sessions,
         outbox=runtime.outbox,
         divisions=load_divisions(runtime.settings.divisions_path),
     )
+
+
+def init_metrics(members: Sequence[str]) -> None:
+    """The service's labelled series whose labels are known at start-up exist at 0 from then on."""
+    for code in members:
+        MATCHES.labels(code)
+    for result in REPLICA_RESULTS:
+        REPLICA_CHANGES.labels(result)
 
 
 def consumers(runtime: Runtime) -> Sequence[ConsumerSpec]:
@@ -71,6 +87,7 @@ SPEC = ServiceSpec(
     name="jobs",
     version=__version__,
     migrations="labornet.jobs:migrations",
+    readiness_table="vacancy",
     routers=[api.router, subscriptions.router, federation.router],
     replicas=[federation.SPEC],
     setup=setup,

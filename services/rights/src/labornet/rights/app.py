@@ -18,12 +18,12 @@ from fastapi import FastAPI
 from labornet.rights import __doc__ as description
 from labornet.rights import __version__
 from labornet.rights.config import RightsSettings
-from labornet.rights.domain.case import today_in_china
+from labornet.rights.domain.case import CASE_MESSAGE_TYPES, WITHDRAWAL_REQUESTED, EntryKind, today_in_china
 from labornet.rights.domain.statistics import STATISTICS_PUBLISHED
 from labornet.rights.entrypoints import api
-from labornet.rights.service_layer.cases import CaseService
+from labornet.rights.service_layer.cases import CHANGES, MESSAGES, CaseService
 from labornet.rights.service_layer.gauges import refresh_gauges
-from labornet.rights.service_layer.statistics import publish_statistics, statistics_handler
+from labornet.rights.service_layer.statistics import SNAPSHOTS, publish_statistics, statistics_handler
 from labornet.shared.app import ConsumerSpec, Runtime, ServiceSpec, create_service_app
 from labornet.shared.db import utcnow
 from labornet.shared.divisions import load_divisions
@@ -33,10 +33,24 @@ from labornet.shared.topics import events_topic, inbox_topic
 log = logging.getLogger(__name__)
 
 
+def init_metrics(province: str, members: Sequence[str]) -> None:
+    """The service's labelled series whose labels are known at start-up exist at 0 from then on."""
+    for kind in EntryKind:
+        CHANGES.labels(province, kind.value)
+    for message_type in (*CASE_MESSAGE_TYPES, WITHDRAWAL_REQUESTED):
+        for result in ("applied", "stale", "ignored"):
+            MESSAGES.labels(province, message_type, result)
+    for code in members:
+        if code != province:
+            for result in ("applied", "stale"):
+                SNAPSHOTS.labels(province, code, result)
+
+
 def build_spec(rights: RightsSettings | None = None, clock: Callable[[], datetime] = utcnow) -> ServiceSpec:
     """The service's wiring; tests pass their own settings (and clock) here instead of patching."""
 
     def setup(runtime: Runtime) -> None:
+        init_metrics(runtime.settings.province, runtime.registry.codes())
         config = rights or RightsSettings()
         runtime.extras["rights_settings"] = config
         runtime.extras["divisions"] = load_divisions(runtime.settings.divisions_path)
@@ -85,6 +99,7 @@ def build_spec(rights: RightsSettings | None = None, clock: Callable[[], datetim
         name="rights",
         version=__version__,
         migrations="labornet.rights:migrations",
+        readiness_table="rights_case",
         routers=[api.router],
         setup=setup,
         startup=startup,
