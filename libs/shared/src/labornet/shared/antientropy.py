@@ -511,7 +511,8 @@ class AntiEntropy:
         result: Comparison,
         repair: bool,
     ) -> None:
-        async with self.sessions() as session, session.begin():
+        sessions = self.sessions if repair else self.read_sessions
+        async with sessions() as session, session.begin():
             mine = await self._held_range(session, origin, spec, bounds)
             changed = [record for row_id, record in theirs.items() if mine.get(row_id) != record_hash(record)]
             extra = sorted(set(mine) - set(theirs))
@@ -599,8 +600,9 @@ class AntiEntropy:
             for spec in self.specs:
                 try:
                     report.append((await self.compare(origin, spec, repair=False)).to_json() | {"error": None})
-                except (OriginUnavailable, OriginRefused) as exc:
-                    report.append({"origin": origin, "kind": spec.noun, "in_sync": False, "error": str(exc)})
+                except Exception as exc:  # an origin that cannot be compared is reported, never a 500
+                    error = str(exc) if isinstance(exc, OriginUnavailable | OriginRefused) else repr(exc)
+                    report.append({"origin": origin, "kind": spec.noun, "in_sync": False, "error": error})
         return report
 
     def jittered(self, seconds: float) -> float:
