@@ -8,7 +8,7 @@ knows:
   gone is not hidden behind the last known consumer assignment;
 * **whether the log went back in time**: the cluster id changed (a rebuilt cluster, or the embedded broker, which
   keeps memory only and gets a new id at every start), a topic this service published to vanished, or a
-  partition now ends below an offset the broker had confirmed. Then the relay republishes what the log may have
+  partition now ends below where it ended at the last check. Then the relay republishes what the log may have
   lost from the retained outbox (:meth:`~labornet.shared.outbox.OutboxRelay.republish`). The cluster id is kept in
   the service's database (``bus_state``), so a node that was down while the log was lost notices it on return;
 * **whether the topics are the platform's**: missing topics of this node are created with the configured
@@ -92,6 +92,7 @@ class BrokerWatch:
         self._started = time.monotonic()
         self._last_ok: float | None = None
         self._seen_topics: set[str] = set()
+        self._ends: dict[TopicPartition, int] = {}
         self._admin: AIOKafkaAdminClient | None = None
         self._offsets: AIOKafkaConsumer | None = None
         self._stopping = asyncio.Event()
@@ -163,6 +164,7 @@ class BrokerWatch:
                     index_elements=[bus_state.c.name], set_={"value": cluster_id, "updated_at": utcnow()}
                 )
             )
+        self._ends = {}
         if previous is not None:
             LOG_LOSSES.labels(self.service, "cluster").inc()
             await self.on_log_lost(f"the broker's cluster id changed from {previous} to {cluster_id}")
@@ -186,18 +188,23 @@ class BrokerWatch:
         self.mismatched = mismatched
 
     async def _check_offsets(self, existing: set[str]) -> None:
-        confirmed = {tp: offset for tp, offset in self.confirmed().items() if tp.topic in existing}
-        if not confirmed:
+        """A partition's end offset never goes down while the broker keeps its log: compare with the last check.
+
+        The partitions watched are those the relay published to. (The offsets the broker confirms to a producer are
+        not compared directly: the embedded broker's confirmations run ahead of its end offsets.)"""
+        watched = sorted({tp for tp in (*self.confirmed(), *self._ends) if tp.topic in existing})
+        if not watched:
             return
         if self._offsets is None:
             consumer = AIOKafkaConsumer(**self.client_config, enable_auto_commit=False)
             await consumer.start()
             self._offsets = consumer
-        ends = await self._offsets.end_offsets(list(confirmed))
-        behind = sorted(f"{tp.topic}[{tp.partition}]" for tp, end in ends.items() if end < confirmed[tp])
+        ends = await self._offsets.end_offsets(watched)
+        behind = sorted(f"{tp.topic}[{tp.partition}]" for tp, end in ends.items() if end < self._ends.get(tp, 0))
+        self._ends = dict(ends)
         if behind:
             LOG_LOSSES.labels(self.service, "offsets").inc()
-            await self.on_log_lost(f"partitions {behind} end below offsets the broker had confirmed")
+            await self.on_log_lost(f"partitions {behind} end below where they ended at the last check")
 
     async def _admin_client(self) -> AIOKafkaAdminClient:
         if self._admin is None:

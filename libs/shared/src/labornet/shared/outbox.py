@@ -259,7 +259,8 @@ class OutboxRelay:
         self.receipt_wait_s = receipt_wait_s
         self.receipt_wait_max_s = receipt_wait_max_s
         self.republish_window = republish_window
-        # per partition, the offset after the last record the broker confirmed: a log that ends below it lost data
+        # per partition published to, the offset after the last record the broker confirmed (the broker watch
+        # follows the end offsets of these partitions)
         self.confirmed: dict[TopicPartition, int] = {}
         for gauge in (AWAITING_RECEIPT, OLDEST_UNACKNOWLEDGED_AGE, OUTBOX_BACKLOG, OUTBOX_OLDEST_AGE):
             gauge.labels(service).set(0)
