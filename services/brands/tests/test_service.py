@@ -45,19 +45,20 @@ from labornet.brands.domain.demand import (
     OfferTooLarge,
     today_in_china,
 )
-from labornet.brands.service_layer.brands import BrandService, apply_brand_event, present, refresh_gauges
+from labornet.brands.service_layer.brands import BrandService, present, refresh_gauges
 from labornet.brands.service_layer.demands import DemandService
-from labornet.shared.db import create_engine, outbox, readonly_sessionmaker, sessionmaker
+from labornet.shared.db import create_engine, readonly_sessionmaker, sessionmaker
 from labornet.shared.divisions import load_divisions
 from labornet.shared.envelope import Envelope
 from labornet.shared.inbox import Handler
 from labornet.shared.keys import NodeKeys
 from labornet.shared.migrations import upgrade
-from labornet.shared.outbox import Outbox, decode_headers
+from labornet.shared.outbox import Outbox
 from labornet.shared.paging import InvalidCursor
 from labornet.shared.problems import Forbidden, Unprocessable
 from labornet.shared.provinces import load_registry
 from labornet.shared.signing import Signer
+from labornet.shared.testing import outbox_events
 
 MIGRATIONS = "labornet.brands:migrations"
 
@@ -105,18 +106,15 @@ class Node:
 
     async def new_events(self) -> list[Envelope]:
         """What this node wrote to its outbox since the last call, as partners receive it."""
-        async with sessionmaker(self.engine)() as session:
-            rows = (await session.execute(select(outbox).where(outbox.c.id > self._read).order_by(outbox.c.id))).all()
-        if rows:
-            self._read = rows[-1].id
-        return [Envelope.from_kafka(r.message_key, r.payload, decode_headers(r.headers)) for r in rows]
+        envelopes, self._read = await outbox_events(self.engine, self._read)
+        return envelopes
 
     async def apply(self, envelopes: Iterable[Envelope], handler: Handler | None = None) -> None:
         """Apply each envelope in its own transaction, as the inbox does."""
         handlers = self.demands.handlers()
         for envelope in envelopes:
             async with sessionmaker(self.engine)() as session, session.begin():
-                await (handler or handlers.get(envelope.type, apply_brand_event))(session, envelope)
+                await (handler or handlers.get(envelope.type, self.brands.apply_event))(session, envelope)
 
     async def search_all(self) -> list[dict[str, Any]]:
         async with readonly_sessionmaker(self.engine)() as session:

@@ -22,14 +22,16 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from fastapi import FastAPI
-from sqlalchemy import MetaData, text
+from sqlalchemy import MetaData, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from labornet.shared.auth import issue_token
 from labornet.shared.broker import EmbeddedBroker, free_port
-from labornet.shared.db import create_engine, platform_metadata
+from labornet.shared.db import create_engine, outbox, platform_metadata, sessionmaker
+from labornet.shared.envelope import Envelope
 from labornet.shared.keys import NodeKeys, ensure_node_keys
 from labornet.shared.migrations import alembic_config
+from labornet.shared.outbox import decode_headers
 from labornet.shared.settings import Settings
 from labornet.shared.signing import load_private_key
 
@@ -167,6 +169,15 @@ async def platform_engine(url: str, *extra: MetaData) -> AsyncEngine:
         for metadata in (platform_metadata, *extra):
             await connection.run_sync(metadata.create_all)
     return engine
+
+
+async def outbox_events(engine: AsyncEngine, after_id: int = 0) -> tuple[list[Envelope], int]:
+    """The events a node wrote to its outbox after row ``after_id``, as partners receive them, and the last row id:
+    the bus minus Kafka, for tests that decide the order, the duplicates and the replays."""
+    async with sessionmaker(engine)() as session:
+        rows = (await session.execute(select(outbox).where(outbox.c.id > after_id).order_by(outbox.c.id))).all()
+    envelopes = [Envelope.from_kafka(r.message_key, r.payload, decode_headers(r.headers)) for r in rows]
+    return envelopes, rows[-1].id if rows else after_id
 
 
 async def consume_all(

@@ -21,7 +21,7 @@ from labornet.brands import __version__
 from labornet.brands.domain.brand import EVENT_TYPES
 from labornet.brands.domain.demand import Decision
 from labornet.brands.entrypoints import api, demands, federation
-from labornet.brands.service_layer.brands import REPLICA_CHANGES, BrandService, apply_brand_event, refresh_gauges
+from labornet.brands.service_layer.brands import REPLICA_CHANGES, BrandService, refresh_gauges
 from labornet.brands.service_layer.demands import DEMANDS_ANSWERED, DEMANDS_POSTED, DEMANDS_RECEIVED, DemandService
 from labornet.shared.app import ConsumerSpec, Runtime, ServiceSpec, create_service_app
 from labornet.shared.divisions import load_divisions
@@ -67,6 +67,7 @@ def setup(runtime: Runtime) -> None:
         outbox=runtime.outbox,
         divisions=divisions,
         registry=runtime.registry,
+        max_version_jump=runtime.settings.replica_max_version_jump,
     )
     runtime.extras["demands"] = DemandService(
         province=province, sessions=runtime.sessions, outbox=runtime.outbox, divisions=divisions
@@ -76,12 +77,13 @@ def setup(runtime: Runtime) -> None:
 def consumers(runtime: Runtime) -> Sequence[ConsumerSpec]:
     province = runtime.settings.province
     partners = [code for code in runtime.registry.codes() if code != province]
+    brand_service: BrandService = runtime.extras["brands"]
     demand_service: DemandService = runtime.extras["demands"]
     return [
         ConsumerSpec(
             name="brand-replica",
             topics=[events_topic(code, "brands") for code in partners],
-            handlers=dict.fromkeys(EVENT_TYPES, apply_brand_event),
+            handlers=dict.fromkeys(EVENT_TYPES, brand_service.apply_event),
         ),
         ConsumerSpec(name="demands", topics=[inbox_topic(province, "brands")], handlers=demand_service.handlers()),
     ]

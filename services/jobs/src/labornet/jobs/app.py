@@ -19,12 +19,7 @@ from labornet.jobs import __version__
 from labornet.jobs.domain.vacancy import EVENT_TYPES
 from labornet.jobs.entrypoints import api, federation, subscriptions
 from labornet.jobs.metrics import MATCHES
-from labornet.jobs.service_layer.vacancies import (
-    REPLICA_CHANGES,
-    VacancyService,
-    apply_vacancy_event,
-    refresh_gauges,
-)
+from labornet.jobs.service_layer.vacancies import REPLICA_CHANGES, VacancyService, refresh_gauges
 from labornet.shared.app import ConsumerSpec, Runtime, ServiceSpec, create_service_app
 from labornet.shared.divisions import load_divisions
 from labornet.shared.observability import REPLICA_RESULTS
@@ -41,6 +36,7 @@ def setup(runtime: Runtime) -> None:
         sessions=runtime.sessions,
         outbox=runtime.outbox,
         divisions=load_divisions(runtime.settings.divisions_path),
+        max_version_jump=runtime.settings.replica_max_version_jump,
     )
 
 
@@ -54,11 +50,12 @@ def init_metrics(members: Sequence[str]) -> None:
 
 def consumers(runtime: Runtime) -> Sequence[ConsumerSpec]:
     partners = [code for code in runtime.registry.codes() if code != runtime.settings.province]
+    vacancies: VacancyService = runtime.extras["vacancies"]
     return [
         ConsumerSpec(
             name="vacancy-replica",
             topics=[events_topic(code, "jobs") for code in partners],
-            handlers=dict.fromkeys(EVENT_TYPES, apply_vacancy_event),
+            handlers=dict.fromkeys(EVENT_TYPES, vacancies.apply_event),
         )
     ]
 

@@ -20,6 +20,7 @@ import functools
 import json
 import unicodedata
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -39,7 +40,12 @@ from pydantic import (
 
 from labornet.brands.domain.text import has_cjk
 from labornet.shared.db import as_utc
-from labornet.shared.identifiers import CreditCodeStr, DivisionCodeStr, validate_division_code
+from labornet.shared.identifiers import (
+    CreditCodeStr,
+    DivisionCodeStr,
+    validate_credit_code,
+    validate_division_code,
+)
 
 REGISTERED = "org.labornet.brands.brand.registered.v1"
 UPDATED = "org.labornet.brands.brand.updated.v1"
@@ -395,6 +401,13 @@ class BrandRecord(BaseModel):
             raise ValueError(f"brand {self.id}: division {self.division_code} is outside {self.origin_province}")
         if not normalise_name(self.name_zh):
             raise ValueError(f"brand {self.id}: name_zh {self.name_zh!r} has no letters or characters")
+        _chinese_name(self.name_zh)
+        if self.cultivating_body_credit_code is not None:
+            validate_credit_code(self.cultivating_body_credit_code)
+        elif self.cultivating_body_type == BodyType.ENTERPRISE:
+            raise ValueError(f"brand {self.id}: an enterprise brand needs the enterprise's unified social credit code")
+        if self.trademark_number is not None and _trademark_number(self.trademark_number) != self.trademark_number:
+            raise ValueError(f"brand {self.id}: trademark number {self.trademark_number!r} is not 5 to 12 digits")
         if self.status == Status.RECOGNISED and self.recognised_at is None:
             raise ValueError(f"brand {self.id} is recognised without recognised_at")
         if self.status == Status.REVOKED and (self.revoked_at is None or not self.revocation_reason):
@@ -403,3 +416,40 @@ class BrandRecord(BaseModel):
 
 
 RECORD_FIELDS = tuple(BrandRecord.model_fields)
+
+
+# Which statuses each event type can carry: registering proposes version 1, recognising and revoking set their
+# status, an update changes a brand that is not revoked.
+_EVENT_STATUSES = {
+    REGISTERED: (Status.PROPOSED,),
+    UPDATED: (Status.PROPOSED, Status.RECOGNISED),
+    RECOGNISED: (Status.RECOGNISED,),
+    REVOKED: (Status.REVOKED,),
+}
+
+
+def check_replicated(event_type: str, row: Mapping[str, Any], held: Mapping[str, Any] | None) -> None:
+    """A replicated brand follows the life the origin's API allows; :class:`BrandRuleError` saying how it does not.
+
+    ``row`` is the brand as the event of ``event_type`` carries it, ``held`` the replica's copy (if any). The
+    event type must fit the status and version it carries; against an older held copy, a brand never leaves
+    ``revoked``, never goes back to ``proposed``, and keeps its Chinese name once recognised. These hold across
+    any number of versions, so a replica that missed events judges a newer one just as well."""
+    statuses = _EVENT_STATUSES.get(event_type)
+    if statuses is None:
+        raise BrandRuleError(f"{event_type} is not a brand event")
+    if row["status"] not in statuses:
+        raise BrandRuleError(f"{event_type} cannot carry brand {row['id']} with status {row['status']}")
+    if (event_type == REGISTERED) != (row["version"] == 1):
+        raise BrandRuleError(f"{event_type} cannot carry version {row['version']} of brand {row['id']}")
+    if held is None or row["version"] <= held["version"]:
+        return  # new to this replica, or not newer than its copy (which then stays)
+    if held["status"] == Status.REVOKED:
+        raise BrandRuleError(f"brand {row['id']} is revoked; a revoked brand does not change")
+    if held["status"] == Status.RECOGNISED and row["status"] == Status.PROPOSED:
+        raise BrandRuleError(f"brand {row['id']} is recognised; it is not proposed again")
+    if held["status"] != Status.PROPOSED and normalise_name(row["name_zh"]) != normalise_name(held["name_zh"]):
+        raise NameFixed(
+            f"brand {row['id']} was recognised as {held['name_zh']}; the Chinese name of a recognised brand does "
+            f"not change (the event renames it {row['name_zh']})"
+        )

@@ -1,9 +1,10 @@
 """Use cases of the brand lifecycle, each one unit of work: state change and event commit together.
 
 The origin node registers, changes, recognises and revokes its brands and writes the event into the outbox in the
-same transaction. Partners apply the events to their replica through :func:`apply_brand_event`: a newer version
-replaces an older one, an older or equal one changes nothing. Reads attach the outcome of the name-conflict rule
-(:mod:`labornet.brands.domain.names`) computed from the brands the node holds.
+same transaction. Partners apply the events to their replica through :meth:`BrandService.apply_event`, which
+holds them to the same rules first: a newer version replaces an older one, an older or equal one changes nothing.
+Reads attach the outcome of the name-conflict rule (:mod:`labornet.brands.domain.names`) computed from the brands
+the node holds.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from labornet.brands.domain.brand import (
     Status,
     categories,
     check_recognise,
+    check_replicated,
     check_revoke,
     check_update,
     flatten,
@@ -45,6 +47,7 @@ from labornet.brands.domain.names import resolve_names
 from labornet.brands.domain.places import InvalidPlace, division_in, members
 from labornet.shared.divisions import DivisionRegistry
 from labornet.shared.envelope import Envelope, format_time
+from labornet.shared.inbox import RuleViolation, check_version_continuity, describe
 from labornet.shared.observability import set_counts
 from labornet.shared.outbox import Outbox
 from labornet.shared.problems import Forbidden, NotFound, Unprocessable
@@ -128,12 +131,14 @@ class BrandService:
         outbox: Outbox,
         divisions: DivisionRegistry,
         registry: ProvinceRegistry,
+        max_version_jump: int = 0,
     ) -> None:
         self.province = province
         self.sessions = sessions
         self.outbox = outbox
         self.divisions = divisions
         self.registry = registry
+        self.max_version_jump = max_version_jump  # LABORNET_REPLICA_MAX_VERSION_JUMP; 0 = no limit
         self.topic = events_topic(province, "brands")
 
     def _places(self, row: dict[str, Any], given: Mapping[str, Any]) -> None:
@@ -274,12 +279,27 @@ class BrandService:
             session, topic=self.topic, event_type=event_type, key=row["id"], subject=row["id"], data=to_event(row)
         )
 
+    async def apply_event(self, session: AsyncSession, envelope: Envelope) -> None:
+        """Apply a partner's brand event to the replica: newer versions win, older or equal ones change nothing.
 
-async def apply_brand_event(session: AsyncSession, envelope: Envelope) -> None:
-    """Apply a partner's brand event to the replica: newer versions win, older or equal ones change nothing."""
-    row = from_event(envelope.json())
-    check_owner(row, envelope, "origin_province", "brand")
-    await apply_replica_row(session, row)
+        The event is first held to the rules the origin's API enforces (:class:`BrandRecord`, the division and
+        province registries, the brand's life against the held copy: :func:`check_replicated`) and to version
+        continuity (:func:`~labornet.shared.inbox.check_version_continuity`); one that breaks any is a
+        :class:`RuleViolation`, quarantined at once."""
+        try:
+            row = from_event(envelope.json())
+            check_owner(row, envelope, "origin_province", "brand")
+            division_in(self.divisions, row["origin_province"], row["division_code"])
+            members(self.registry, row["destination_regions"], "destination_regions")
+            found = await session.execute(
+                select(brand.c.version, brand.c.status, brand.c.name_zh).where(brand.c.id == row["id"])
+            )
+            held = found.mappings().one_or_none()
+            check_replicated(envelope.type, row, dict(held) if held else None)
+        except ValueError as exc:  # pydantic's ValidationError, BrandRuleError, InvalidPlace, bad JSON
+            raise RuleViolation(f"brand event {envelope.id} breaks the brand rules: {describe(exc)}") from exc
+        check_version_continuity(envelope, row["version"], held["version"] if held else None, self.max_version_jump)
+        await apply_replica_row(session, row)
 
 
 async def apply_replica_row(session: AsyncSession, row: dict[str, Any]) -> str:

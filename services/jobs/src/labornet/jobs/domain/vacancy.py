@@ -9,13 +9,14 @@ from __future__ import annotations
 import functools
 import json
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from importlib.resources import files
 from typing import Annotated, Any, Self
 from zoneinfo import ZoneInfo
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from labornet.shared.identifiers import CreditCodeStr
 
@@ -209,3 +210,80 @@ class VersionRequired(VacancyRuleError):
 
 def now() -> datetime:
     return datetime.now(UTC)
+
+
+# The vacancy on the wire ----------------------------------------------------------------------------------------
+
+
+class VacancyRecord(BaseModel):
+    """A vacancy as events and snapshots carry it, held to the rules the owner's API enforces.
+
+    A replica applies nothing its owner's API would have refused: a signature proves who sent an event, not that
+    the sender was right (a bug at the origin, a restored backup). Receivers ignore fields they do not know, so a
+    later version may add optional ones. Which divisions a province has is configuration, checked by the use case.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+    id: str = Field(max_length=40)
+    owner_province: str = Field(pattern=r"^\d{2}0000$")
+    employer_name: ShortText
+    employer_credit_code: CreditCodeStr
+    title: ShortText
+    description: str = Field(max_length=5000)
+    occupation_code: OccupationCode
+    occupation_name: ShortText
+    division_code: str = Field(pattern=r"^\d{6}$")
+    city: str = Field(min_length=1, max_length=100)
+    headcount: int = Field(ge=1, le=100_000)
+    salary_min: int = Field(ge=0, le=1_000_000)
+    salary_max: int = Field(ge=0, le=1_000_000)
+    employment_type: EmploymentType
+    target_groups: list[TargetGroup] = Field(max_length=10)
+    skills: list[Skill] = Field(max_length=30)
+    brand_id: str | None = Field(max_length=64)
+    contact: ShortText
+    posted_at: AwareDatetime
+    closing_date: date
+    status: Status
+    version: int = Field(ge=1)
+    updated_at: AwareDatetime
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if not self.id.startswith(f"{self.owner_province}-V-"):
+            raise ValueError(f"vacancy id {self.id} does not belong to province {self.owner_province}")
+        if self.division_code[:2] != self.owner_province[:2]:
+            raise ValueError(f"vacancy {self.id}: division {self.division_code} is outside {self.owner_province}")
+        if self.salary_min > self.salary_max:
+            raise ValueError(f"vacancy {self.id}: salary min {self.salary_min} is greater than max {self.salary_max}")
+        if self.updated_at < self.posted_at:
+            raise ValueError(f"vacancy {self.id} was updated at {self.updated_at}, before it was posted")
+        # The closing date was ahead when it was set (a day of slack: the API reads the date a moment before it
+        # stamps the time) and at most MAX_OPEN_DAYS after the change that set it.
+        posted, changed = self.posted_at.astimezone(CHINA).date(), self.updated_at.astimezone(CHINA).date()
+        if not posted - timedelta(days=1) <= self.closing_date <= changed + timedelta(days=MAX_OPEN_DAYS):
+            raise ValueError(
+                f"vacancy {self.id}: closing date {self.closing_date} is not between its posting day {posted} and "
+                f"{MAX_OPEN_DAYS} days after its last change ({changed})"
+            )
+        return self
+
+
+# Which statuses and versions each event type can carry: publishing opens version 1, an update changes an open
+# vacancy, a close ends it.
+_EVENT_STATUSES = {
+    PUBLISHED: (Status.OPEN,),
+    UPDATED: (Status.OPEN,),
+    CLOSED: (Status.FILLED, Status.WITHDRAWN, Status.EXPIRED),
+}
+
+
+def check_replicated(event_type: str, row: Mapping[str, Any]) -> None:
+    """The event type fits the vacancy it carries; :class:`VacancyRuleError` saying what does not."""
+    statuses = _EVENT_STATUSES.get(event_type)
+    if statuses is None:
+        raise VacancyRuleError(f"{event_type} is not a vacancy event")
+    if row["status"] not in statuses:
+        raise VacancyRuleError(f"{event_type} cannot carry vacancy {row['id']} with status {row['status']}")
+    if (event_type == PUBLISHED) != (row["version"] == 1):
+        raise VacancyRuleError(f"{event_type} cannot carry version {row['version']} of vacancy {row['id']}")

@@ -2,7 +2,8 @@
 
 The owner node publishes, updates, closes and expires its vacancies and writes the event into the outbox in the
 same transaction; every node (the owner included) runs the matching of subscriptions in that transaction too.
-Partners apply the events to their replica through :func:`apply_vacancy_event`.
+Partners apply the events to their replica through :meth:`VacancyService.apply_event`, which holds them to the
+same rules first.
 """
 
 from __future__ import annotations
@@ -25,8 +26,10 @@ from labornet.jobs.domain.vacancy import (
     Status,
     VacancyChanges,
     VacancyDraft,
+    VacancyRecord,
     VacancyRuleError,
     check_change,
+    check_replicated,
     flatten,
     new_vacancy_id,
     now,
@@ -35,7 +38,8 @@ from labornet.jobs.domain.vacancy import (
 )
 from labornet.jobs.service_layer.matching import match_vacancy
 from labornet.shared.divisions import DivisionRegistry, InvalidDivision
-from labornet.shared.envelope import Envelope, format_time, parse_time
+from labornet.shared.envelope import Envelope, format_time
+from labornet.shared.inbox import RuleViolation, check_version_continuity, describe
 from labornet.shared.observability import set_counts
 from labornet.shared.outbox import Outbox
 from labornet.shared.problems import Forbidden, NotFound, Unprocessable
@@ -80,15 +84,16 @@ def to_event(row: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def from_event(data: Mapping[str, Any]) -> dict[str, Any]:
-    missing = [name for name in EVENT_FIELDS if name not in data]
-    if missing:
-        raise ValueError(f"vacancy event lacks {', '.join(missing)}")
-    row = {name: data[name] for name in EVENT_FIELDS}
-    row["posted_at"] = parse_time(str(data["posted_at"]))
-    row["updated_at"] = parse_time(str(data["updated_at"]))
-    row["closing_date"] = date.fromisoformat(str(data["closing_date"]))
-    if row["status"] not in Status._value2member_map_:
-        raise ValueError(f"unknown vacancy status {row['status']!r}")
+    """A vacancy row from an event's data; ``ValueError`` (pydantic's ValidationError) naming the rule it breaks."""
+    record = VacancyRecord.model_validate(data)
+    row = record.model_dump()
+    row.update(
+        employment_type=record.employment_type.value,
+        target_groups=[group.value for group in record.target_groups],
+        status=record.status.value,
+        posted_at=record.posted_at.astimezone(UTC),
+        updated_at=record.updated_at.astimezone(UTC),
+    )
     row["search_tokens"] = search_tokens(row)
     return row
 
@@ -101,11 +106,13 @@ class VacancyService:
         sessions: async_sessionmaker[AsyncSession],
         outbox: Outbox,
         divisions: DivisionRegistry,
+        max_version_jump: int = 0,
     ) -> None:
         self.province = province
         self.sessions = sessions
         self.outbox = outbox
         self.divisions = divisions
+        self.max_version_jump = max_version_jump  # LABORNET_REPLICA_MAX_VERSION_JUMP; 0 = no limit
         self.topic = events_topic(province, "jobs")
 
     def _place(self, division_code: str, city: str | None) -> tuple[str, str]:
@@ -219,12 +226,23 @@ class VacancyService:
         )
         await match_vacancy(session, row)
 
+    async def apply_event(self, session: AsyncSession, envelope: Envelope) -> None:
+        """Apply a partner's vacancy event to the replica: newer versions win, older or equal ones change nothing.
 
-async def apply_vacancy_event(session: AsyncSession, envelope: Envelope) -> None:
-    """Apply a partner's vacancy event to the replica: newer versions win, older or equal ones change nothing."""
-    row = from_event(envelope.json())
-    check_owner(row, envelope, "owner_province", "vacancy")
-    await apply_replica_row(session, row)
+        The event is first held to the rules the owner's API enforces (:class:`VacancyRecord`, the division
+        registry, what its type may carry) and to version continuity
+        (:func:`~labornet.shared.inbox.check_version_continuity`); one that breaks any is a :class:`RuleViolation`,
+        quarantined at once."""
+        try:
+            row = from_event(envelope.json())
+            check_replicated(envelope.type, row)
+            check_owner(row, envelope, "owner_province", "vacancy")
+            self.divisions.resolve(row["owner_province"], row["division_code"])
+        except ValueError as exc:  # pydantic's ValidationError, VacancyRuleError, InvalidDivision, bad JSON
+            raise RuleViolation(f"vacancy event {envelope.id} breaks the publishing rules: {describe(exc)}") from exc
+        held = (await session.execute(select(vacancy.c.version).where(vacancy.c.id == row["id"]))).scalar()
+        check_version_continuity(envelope, row["version"], held, self.max_version_jump)
+        await apply_replica_row(session, row)
 
 
 async def apply_replica_row(session: AsyncSession, row: dict[str, Any]) -> str:
