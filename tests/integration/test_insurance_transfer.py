@@ -19,11 +19,14 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 from prometheus_client import REGISTRY
+from sqlalchemy import func, select
 
 from labornet.insurance.app import create_app
 from labornet.shared.broker import EmbeddedBroker
+from labornet.shared.db import create_engine, outbox
 from labornet.shared.identifiers import make_resident_id
 from labornet.shared.keys import NodeKeys
+from labornet.shared.outbox import awaiting_receipt
 from labornet.shared.receipts import RECEIPT
 from labornet.shared.settings import Settings
 from labornet.shared.testing import assert_problem, bearer, consume_all, eventually, serving
@@ -134,6 +137,9 @@ async def nodes(
             kafka_heartbeat_interval_ms=500,
             log_json=False,
             inbox_retry_backoff_s=0.05,
+            broker_check_interval_s=1.0,
+            kafka_metadata_max_age_ms=3000,
+            receipt_wait_s=3.0,
         )
 
     federation = Federation(settings_for, node_keys)
@@ -312,6 +318,74 @@ async def test_sending_node_down_then_duplicates_change_nothing(
 
     await eventually(absorbed)
     assert {p: await snapshot(nodes, p, rid) for p in (SC, ZJ)} == before
+
+
+async def all_published(database_url: str) -> bool:
+    """Whether the node's relay has handed every outbox row to the broker."""
+    engine = create_engine(database_url)
+    try:
+        async with engine.connect() as connection:
+            pending = await connection.execute(
+                select(func.count()).select_from(outbox).where(outbox.c.sent_at.is_(None))
+            )
+            return pending.scalar_one() == 0
+    finally:
+        await engine.dispose()
+
+
+async def test_a_transfer_in_flight_completes_after_the_broker_loses_its_log(
+    nodes: Federation, private_broker: EmbeddedBroker
+) -> None:
+    """The contact letter is on the bus, unread, when the log is wiped; the information sheet is wiped too."""
+    record = person(61, status="insured-employed", benefit_months_paid=0)
+    rid = record["resident_id"]
+    await nodes.clients[SC].post("/api/v1/insured-persons", headers=nodes.officer(SC), json=record)
+    await nodes.stop(SC)  # Sichuan's insurance node is down: the letter waits on the broker, unread
+    filed = await nodes.clients[ZJ].post(
+        "/api/v1/transfers",
+        headers=nodes.worker(ZJ, rid),
+        json={
+            "from_province": SC,
+            "reason": "new-employment",
+            "name": record["name"],
+            "new_employer_credit_code": "91350100M000100Y43",
+        },
+    )
+    assert filed.status_code == 201, filed.text
+    case_id = filed.json()["id"]
+    await eventually(lambda: all_published(nodes.settings_for(ZJ).database_url))
+    private_broker.stop()
+    private_broker.start()  # empty: the letter is gone from the log
+
+    sc = await nodes.start(SC)
+    sending = await nodes.wait_sending(case_id, "received")  # Zhejiang sent it again
+    answered = await sc.post(
+        f"/api/v1/transfers/{sending['id']}/answer", headers=nodes.officer(SC), json={"decision": "send-sheet"}
+    )
+    assert answered.status_code == 200, answered.text
+    await eventually(lambda: all_published(nodes.settings_for(SC).database_url))
+    private_broker.stop()
+    private_broker.start()  # the sheet is gone from the log as well
+
+    done = await nodes.wait_state(ZJ, case_id, "completed")
+    assert done["sheet"] is not None
+    await nodes.wait_sending(case_id, "completed")
+    # each directed message was acknowledged by its receiver, so nothing is left to resend
+    for province in (SC, ZJ):
+        assert await acknowledged(nodes.settings_for(province).database_url)
+
+
+async def acknowledged(database_url: str) -> bool:
+    """Whether every directed message of the node got its receipt."""
+    engine = create_engine(database_url)
+    try:
+        async with engine.connect() as connection:
+            waiting = await connection.execute(
+                select(func.count()).select_from(outbox).where(awaiting_receipt(), outbox.c.destination.is_not(None))
+            )
+            return waiting.scalar_one() == 0
+    finally:
+        await engine.dispose()
 
 
 async def snapshot(nodes: Federation, province: str, rid: str) -> dict[str, Any]:

@@ -135,6 +135,9 @@ async def nodes(
             kafka_heartbeat_interval_ms=500,
             log_json=False,
             inbox_retry_backoff_s=0.05,
+            broker_check_interval_s=1.0,
+            kafka_metadata_max_age_ms=3000,
+            receipt_wait_s=3.0,
         )
 
     async with contextlib.AsyncExitStack() as stack:
@@ -305,6 +308,26 @@ async def test_a_sichuan_workers_case_against_a_jiangsu_employer(nodes: Federati
         return all(line in metrics for line in expected)
 
     await eventually(counted, timeout_s=10)
+
+
+async def test_a_referral_in_flight_completes_after_the_broker_loses_its_log(
+    nodes: Federation, private_broker: EmbeddedBroker
+) -> None:
+    """The referral, and later the acceptance, are wiped from the log before anyone read them; both arrive."""
+    sc = nodes.clients[SC]
+    filed = await sc.post("/api/v1/cases", json=complaint(), headers=nodes.worker())
+    assert filed.status_code == 201, filed.text
+    case_id = filed.json()["id"]
+    private_broker.stop()
+    private_broker.start()  # empty: whatever of the referral was on the log is gone
+    await nodes.wait(JS, case_id, "referred")
+    await nodes.act(JS, case_id, "accept", {"note": "予以受理"})
+    private_broker.stop()
+    private_broker.start()
+    await nodes.wait(SC, case_id, "investigating", version=2)
+    await nodes.act(JS, case_id, "resolve", {"amount_recovered": "1000.00", "workers_paid": 1, "note": "已支付"})
+    at_home = await nodes.wait(SC, case_id, "resolved", version=3)
+    assert without_side(at_home) == without_side(await nodes.case(JS, case_id) or {})
 
 
 async def test_a_declined_referral_returns_home_and_is_redirected(nodes: Federation) -> None:

@@ -94,7 +94,6 @@ class BrokerWatch:
         self._seen_topics: set[str] = set()
         self._ends: dict[TopicPartition, int] = {}
         self._admin: AIOKafkaAdminClient | None = None
-        self._offsets: AIOKafkaConsumer | None = None
         self._stopping = asyncio.Event()
         self.checked = asyncio.Event()  # set after each completed check (tests wait on it)
         BROKER_SILENT.labels(service).set(0)
@@ -195,11 +194,14 @@ class BrokerWatch:
         watched = sorted({tp for tp in (*self.confirmed(), *self._ends) if tp.topic in existing})
         if not watched:
             return
-        if self._offsets is None:
-            consumer = AIOKafkaConsumer(**self.client_config, enable_auto_commit=False)
-            await consumer.start()
-            self._offsets = consumer
-        ends = await self._offsets.end_offsets(watched)
+        # a client of its own per check: a client kept between checks would refresh its topics' metadata on its own
+        # and so create them again, with the broker's partition count, as soon as a wiped broker is back
+        consumer = AIOKafkaConsumer(**self.client_config, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            ends = await consumer.end_offsets(watched)
+        finally:
+            await consumer.stop()
         behind = sorted(f"{tp.topic}[{tp.partition}]" for tp, end in ends.items() if end < self._ends.get(tp, 0))
         self._ends = dict(ends)
         if behind:
@@ -220,10 +222,6 @@ class BrokerWatch:
 
     async def _close(self) -> None:
         admin, self._admin = self._admin, None
-        offsets, self._offsets = self._offsets, None
         if admin is not None:
             with contextlib.suppress(Exception):
                 await admin.close()
-        if offsets is not None:
-            with contextlib.suppress(Exception):
-                await offsets.stop()

@@ -230,6 +230,7 @@ class EventConsumer:
         deadletter_topic: str,
         max_attempts: int = 3,
         retry_backoff_s: float = 0.2,
+        cluster: Callable[[], str | None] = lambda: None,
     ) -> None:
         self.name = name
         self.province = province
@@ -251,6 +252,9 @@ class EventConsumer:
         self._assigned = asyncio.Event()
         self._stopping = asyncio.Event()
         self._last_gap_check = 0.0
+        # the broker's cluster id as the broker watch last saw it; a new one means a new log (see _follow_cluster)
+        self._cluster = cluster
+        self._read_cluster: str | None = None
 
     @property
     def ready(self) -> bool:
@@ -296,7 +300,26 @@ class EventConsumer:
             with contextlib.suppress(Exception):
                 await consumer.stop()
 
+    def _follow_cluster(self, consumer: AIOKafkaConsumer) -> None:
+        """A new cluster is a new log: read it from its beginning.
+
+        Positions and committed offsets of the old log mean nothing in the new one (a consumer that kept its
+        position, or committed it to the new broker before noticing, would skip the first records of the new log);
+        what is read twice the inbox drops."""
+        current = self._cluster()
+        if current is None or current == self._read_cluster:
+            return
+        if self._read_cluster is not None and consumer.assignment():
+            log.warning(
+                "consumer %s: the broker's log is new (cluster %s); reading its partitions from the beginning",
+                self.group_id,
+                current,
+            )
+            consumer.seek_to_beginning(*consumer.assignment())
+        self._read_cluster = current
+
     async def _poll_once(self, consumer: AIOKafkaConsumer) -> None:
+        self._follow_cluster(consumer)
         batches = await consumer.getmany(timeout_ms=500)
         async with self._processing:
             pending = list(batches.items())

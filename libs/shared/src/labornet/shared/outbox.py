@@ -447,6 +447,9 @@ class OutboxRelay:
             )
         count = int(result.rowcount or 0)  # type: ignore[attr-defined]
         self.confirmed.clear()
+        # a producer of the old log would refresh its topics' metadata and so create them with the broker's own
+        # partition count; the next batch starts a new one after the topics were checked
+        await self._close_producer()
         REPUBLISHED.labels(self.service).inc(count)
         log.warning("outbox relay: %s; %d published events queued to be published again", reason, count)
         self.outbox._wake.set()
