@@ -66,7 +66,11 @@ def draft(province: str, n: int) -> dict[str, Any]:
 @pytest.fixture
 def three_provinces(tmp_path: Path) -> Path:
     path = tmp_path / "provinces.json"
-    members = [(SC, "四川省", "四川", "Sichuan"), (ZJ, "浙江省", "浙江", "Zhejiang"), (CQ, "重庆市", "重庆", "Chongqing")]
+    members = [
+        (SC, "四川省", "四川", "Sichuan"),
+        (ZJ, "浙江省", "浙江", "Zhejiang"),
+        (CQ, "重庆市", "重庆", "Chongqing"),
+    ]
     path.write_text(
         json.dumps(
             {"version": 1, "provinces": [{"code": c, "zh": z, "short_zh": s, "en": e} for c, z, s, e in members]},
