@@ -381,7 +381,12 @@ class EventConsumer:
                 except INFRASTRUCTURE_ERRORS:
                     raise
                 except RuleViolation as exc:  # the event is wrong, not the database: retrying cannot help
-                    return await self._reject(record, envelope, exc.reason, describe(exc, 4000))
+                    rejected = await self._reject(record, envelope, exc.reason, describe(exc, 4000))
+                    if envelope.destprovince is not None and envelope.type != RECEIPT:
+                        # the sender's resending the same message cannot help either: tell it so
+                        async with self.sessions() as session, session.begin():
+                            await send_receipt(session, self.outbox, envelope, ReceiptOutcome.REJECTED)
+                    return rejected
                 except Exception as exc:
                     last_error = exc
                     log.warning(

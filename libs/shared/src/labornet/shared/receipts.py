@@ -18,6 +18,7 @@ the receipt is signed by its origin and matched on the message's destination.
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from enum import StrEnum
 
@@ -30,6 +31,8 @@ from labornet.shared.db import outbox, utcnow
 from labornet.shared.envelope import Envelope
 from labornet.shared.outbox import Outbox
 from labornet.shared.topics import inbox_topic
+
+log = logging.getLogger(__name__)
 
 RECEIPT = "org.labornet.platform.receipt.v1"
 
@@ -85,5 +88,12 @@ async def apply_receipt(session: AsyncSession, envelope: Envelope, service: str)
         .values(acked_at=utcnow(), receipt_outcome=receipt.outcome.value, resend_at=None)
     )
     matched = bool(result.rowcount)  # type: ignore[attr-defined]
+    if matched and receipt.outcome is ReceiptOutcome.REJECTED:
+        log.warning(
+            "%s refused directed message %s (%s): it broke the receiver's rules and is in its quarantine",
+            envelope.originprovince,
+            receipt.event_id,
+            receipt.event_type,
+        )
     RECEIPTS.labels(service, "received", receipt.outcome.value if matched else "unmatched").inc()
     return matched
