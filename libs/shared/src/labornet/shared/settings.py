@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from labornet.shared.workdays import WorkCalendar
+from labornet.shared.workdays import Calendars, WorkCalendar
 
 ServiceName = Literal["jobs", "insurance", "brands", "rights"]
 SERVICE_NAMES: tuple[ServiceName, ...] = ("jobs", "insurance", "brands", "rights")
@@ -141,8 +141,18 @@ class Settings(BaseSettings):
         "(0: no limit; the version can never exceed the event's stream sequence number in any case)",
     )
 
-    holidays: list[date] = Field(default_factory=list, description="public holidays (JSON list of ISO dates)")
-    extra_workdays: list[date] = Field(default_factory=list, description="weekend days scheduled as working days")
+    holidays: list[date] = Field(
+        default_factory=list,
+        description="national days off beyond the official schedule of chinesecalendar (JSON list of ISO dates)",
+    )
+    extra_workdays: list[date] = Field(
+        default_factory=list, description="national working days beyond the official schedule (JSON list of ISO dates)"
+    )
+    calendar_path: Path | None = Field(
+        None,
+        description="calendar file (JSON): regional holidays and working days per province, and national schedules "
+        "of years chinesecalendar does not know yet (docs/operations/calendars.md); default: none",
+    )
 
     log_level: str = "INFO"
     log_json: bool = True
@@ -185,8 +195,13 @@ class Settings(BaseSettings):
         url = document.get("provinces", {}).get(province, {}).get("services", {}).get(service)
         return str(url) if url else None
 
+    def calendars(self) -> Calendars:
+        """Every province's working-day calendar: a deadline is counted on the calendar of the province it binds."""
+        return Calendars.configured(self.holidays, self.extra_workdays, self.calendar_path)
+
     def calendar(self) -> WorkCalendar:
-        return WorkCalendar.of(self.holidays, self.extra_workdays)
+        """This node's province's working-day calendar."""
+        return self.calendars().of(self.province)
 
     @property
     def is_sqlite(self) -> bool:
