@@ -142,6 +142,7 @@ async def start_runtime(spec: ServiceSpec, settings: Settings) -> Runtime:
         confirmed=lambda: relay.confirmed,
         on_log_lost=relay.republish,
         interval_s=settings.broker_check_interval_s,
+        offsets_interval_s=settings.broker_offsets_check_interval_s,
     )
     runtime = Runtime(settings, registry, engine, sessions, read_sessions, writer, trust, relay, broker)
     runtime.antientropy = AntiEntropy(

@@ -73,6 +73,7 @@ class BrokerWatch:
         confirmed: Callable[[], dict[TopicPartition, int]],
         on_log_lost: Callable[[str], Awaitable[object]],
         interval_s: float = 5.0,
+        offsets_interval_s: float = 30.0,
         timeout_s: float = 10.0,
     ) -> None:
         self.client_config = settings_client
@@ -85,6 +86,8 @@ class BrokerWatch:
         self.confirmed = confirmed
         self.on_log_lost = on_log_lost
         self.interval_s = interval_s
+        self.offsets_interval_s = offsets_interval_s
+        self._offsets_checked = 0.0
         self.timeout_s = timeout_s
         self.cluster_id: str | None = None
         self.last_error: str | None = None
@@ -191,9 +194,13 @@ class BrokerWatch:
 
         The partitions watched are those the relay published to. (The offsets the broker confirms to a producer are
         not compared directly: the embedded broker's confirmations run ahead of its end offsets.)"""
+        now = time.monotonic()
+        if now - self._offsets_checked < self.offsets_interval_s:
+            return
         watched = sorted({tp for tp in (*self.confirmed(), *self._ends) if tp.topic in existing})
         if not watched:
             return
+        self._offsets_checked = now
         # a client of its own per check: a client kept between checks would refresh its topics' metadata on its own
         # and so create them again, with the broker's partition count, as soon as a wiped broker is back
         consumer = AIOKafkaConsumer(**self.client_config, enable_auto_commit=False)

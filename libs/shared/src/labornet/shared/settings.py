@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     consumer_lag_interval_s: float = Field(
         5.0, gt=0, description="how often consumers ask the broker for end offsets to measure their lag"
     )
+    broker_offsets_check_interval_s: float = Field(
+        30.0, gt=0, description="how often end offsets are compared with the last reading (a log that went back)"
+    )
     kafka_create_topics: bool = Field(
         True, description="create missing topics at start (embedded/dev); off where Strimzi KafkaTopics own them"
     )
