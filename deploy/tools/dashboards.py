@@ -383,8 +383,8 @@ def node_dashboard() -> dict[str, Any]:
     )
     board.add(
         "timeseries",
-        "Sync gaps by stream",
-        [(f"sum by (service, stream) (labornet_sync_gap_events{{{f}}})", "{{stream}}")],
+        "Replica rows differing from their origin (anti-entropy)",
+        [(f"sum by (service, origin) (labornet_antientropy_differing_rows{{{f}}})", "{{service}} of {{origin}}")],
         w=8,
     )
     board.add(
@@ -689,10 +689,10 @@ def federation_dashboard() -> dict[str, Any]:
     )
     board.add(
         "timeseries",
-        "Quarantined records and sync gaps by province",
+        "Quarantined records and rows differing from their origins by province",
         [
             (f"sum by (province) (labornet_quarantined_events{{{f}}})", "quarantined {{province}}"),
-            (f"sum by (province) (labornet_sync_gap_events{{{f}}})", "gaps {{province}}"),
+            (f"sum by (province) (labornet_antientropy_differing_rows{{{f}}})", "differing {{province}}"),
         ],
         w=6,
     )

@@ -78,7 +78,7 @@ async def test_event_is_applied_exactly_once_in_another_province(federation: Fed
 async def test_duplicates_and_whole_topic_replays_change_nothing(federation: Federation) -> None:
     for n in range(10):
         await federation.sichuan.write(federation.topic, f"510000-V-{n}", title="保安")
-    async with consuming(federation.make_consumer()) as consumer:
+    async with consuming(federation.make_consumer()):
 
         async def ten_applied() -> bool:
             return len(await federation.zhejiang.applied()) == 10
@@ -95,10 +95,8 @@ async def test_duplicates_and_whole_topic_replays_change_nothing(federation: Fed
             )
 
         await eventually(duplicates_seen)
-        gaps = await consumer.gaps()
     before = await federation.zhejiang.applied()
     assert len(before) == 10
-    assert gaps == {f"510000/{federation.topic}": 0}
 
     # a whole-topic replay: the same consumer reads all twenty records again under a fresh group
     async with consuming(federation.make_consumer(group=f"replay-{uuid.uuid4().hex[:6]}")):

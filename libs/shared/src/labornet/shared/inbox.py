@@ -50,11 +50,10 @@ from labornet.shared.observability import (
     EVENTS_DEAD_LETTERED,
     EVENTS_REJECTED,
     QUARANTINED,
-    SYNC_GAPS,
     current_traceparent,
 )
 from labornet.shared.outbox import Outbox, decode_headers, encode_headers, record_fingerprint
-from labornet.shared.receipts import RECEIPT, ReceiptOutcome, apply_receipt, send_receipt
+from labornet.shared.receipts import RECEIPT, ReceiptOutcome, apply_receipt, init_receipt_metrics, send_receipt
 from labornet.shared.settings import Settings
 from labornet.shared.signing import SignatureRejected, TrustListFile
 from labornet.shared.topics import is_inbox_topic
@@ -239,6 +238,7 @@ class EventConsumer:
         self.handlers = dict(handlers)
         if any(is_inbox_topic(topic) for topic in topics):  # directed messages come back with receipts
             self.handlers.setdefault(RECEIPT, self._apply_receipt)
+            init_receipt_metrics(service)
         self.sessions = sessions
         self.outbox = outbox
         self.trust = trust
@@ -251,7 +251,7 @@ class EventConsumer:
         self._processing = asyncio.Lock()
         self._assigned = asyncio.Event()
         self._stopping = asyncio.Event()
-        self._last_gap_check = 0.0
+        self._last_quarantine_count = 0.0
         # the broker's cluster id as the broker watch last saw it; a new one means a new log (see _follow_cluster)
         self._cluster = cluster
         self._read_cluster: str | None = None
@@ -333,7 +333,7 @@ class EventConsumer:
                 for tp, records in pending[1:]:
                     consumer.seek(tp, records[0].offset)
         await self._update_lag(consumer)
-        await self._check_gaps()
+        await self._count_quarantined()
 
     async def _process_partition(
         self, consumer: AIOKafkaConsumer, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]
@@ -698,13 +698,11 @@ class EventConsumer:
             )
         CONSUMER_LAG_MEASURED.labels(self.service, self.group_id).set_to_current_time()
 
-    async def _check_gaps(self) -> None:
+    async def _count_quarantined(self) -> None:
         now = asyncio.get_running_loop().time()
-        if now - self._last_gap_check < 5.0:
+        if now - self._last_quarantine_count < 5.0:
             return
-        self._last_gap_check = now
-        for stream, missing in (await self.gaps()).items():
-            SYNC_GAPS.labels(self.service, stream).set(missing)
+        self._last_quarantine_count = now
         async with self.sessions() as session:
             pending = (
                 await session.execute(
@@ -712,18 +710,6 @@ class EventConsumer:
                 )
             ).scalar_one()
         QUARANTINED.labels(self.service).set(pending)
-
-    async def gaps(self) -> dict[str, int]:
-        """Per origin stream: how many sequence numbers below the highest seen have not been applied."""
-        async with self.sessions() as session:
-            rows = (
-                await session.execute(
-                    select(inbox.c.stream, func.max(inbox.c.seq), func.count())
-                    .where(inbox.c.consumer == self.name)
-                    .group_by(inbox.c.stream)
-                )
-            ).all()
-        return {stream: int(high) - int(count) for stream, high, count in rows}
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):

@@ -3,7 +3,7 @@
 Metric names follow Prometheus conventions and carry a ``service`` label so that the per-node process mode (four
 services in one process) stays readable. The list matches docs/architecture: HTTP latency, events
 published/consumed/rejected/dead-lettered, outbox backlog and oldest pending age, consumer lag, end-to-end event
-age on apply, sync gaps.
+age on apply, the broker watch and anti-entropy (ADRs 0008, 0009).
 """
 
 from __future__ import annotations
@@ -73,11 +73,6 @@ CONSUMER_LAG = Gauge(
 )
 CONSUMER_ASSIGNED_PARTITIONS = Gauge(
     "labornet_consumer_assigned_partitions", "Partitions assigned to this consumer", ["service", "group"]
-)
-SYNC_GAPS = Gauge(
-    "labornet_sync_gap_events",
-    "Sequence numbers missing in a stream received from an origin (max seq minus events seen)",
-    ["service", "stream"],
 )
 QUARANTINED = Gauge("labornet_quarantined_events", "Quarantined records awaiting an operator", ["service"])
 CONSUMER_LAG_MEASURED = Gauge(

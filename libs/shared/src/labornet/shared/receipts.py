@@ -49,6 +49,15 @@ class ReceiptOutcome(StrEnum):
     REJECTED = "rejected"
 
 
+def init_receipt_metrics(service: str) -> None:
+    """Every receipt series of a service that reads an inbox topic, at 0 from start-up (it sends receipts and gets
+    them back), so that ``increase()`` sees the first refusal or unmatched receipt."""
+    for outcome in ReceiptOutcome:
+        RECEIPTS.labels(service, "sent", outcome.value)
+        RECEIPTS.labels(service, "received", outcome.value)
+    RECEIPTS.labels(service, "received", "unmatched")
+
+
 class Receipt(BaseModel):
     """The data of a receipt event."""
 
