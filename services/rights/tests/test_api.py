@@ -19,8 +19,8 @@ from sqlalchemy import select, update
 from labornet.rights.adapters.tables import rights_case
 from labornet.rights.app import build_spec
 from labornet.rights.config import RightsSettings
-from labornet.rights.domain.case import today_in_china
 from labornet.shared.app import create_service_app
+from labornet.shared.clock import today_in_china
 from labornet.shared.db import create_engine, outbox
 from labornet.shared.envelope import Envelope
 from labornet.shared.identifiers import make_resident_id
@@ -74,6 +74,16 @@ async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
 @pytest.fixture
 def keys(node_keys: dict[str, NodeKeys]) -> NodeKeys:
     return node_keys[SC]
+
+
+async def set_columns(settings: Settings, case_id: str, **values: Any) -> None:
+    """Change a stored case behind the service's back (to move its limits into the past)."""
+    engine = create_engine(settings.database_url)
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(update(rights_case).where(rights_case.c.id == case_id).values(**values))
+    finally:
+        await engine.dispose()
 
 
 def worker(keys: NodeKeys, resident_id: str = WANG) -> dict[str, str]:
@@ -269,17 +279,8 @@ async def test_overdue_cases_are_listed_for_officers_and_counted_in_metrics(
     on_time = (await client.post(CASES, json=body(amount_owed="500.00"), headers=worker(keys))).json()["id"]
     await client.post(f"{CASES}/{late_investigation}/accept", json={}, headers=staff)
     yesterday = today_in_china() - timedelta(days=1)
-    engine = create_engine(settings.database_url)
-    try:
-        async with engine.begin() as connection:
-            await connection.execute(
-                update(rights_case).where(rights_case.c.id == late_acceptance).values(acceptance_due=yesterday)
-            )
-            await connection.execute(
-                update(rights_case).where(rights_case.c.id == late_investigation).values(investigation_due=yesterday)
-            )
-    finally:
-        await engine.dispose()
+    await set_columns(settings, late_acceptance, acceptance_due=yesterday)
+    await set_columns(settings, late_investigation, investigation_due=yesterday)
 
     listed = (await client.get(CASES, params={"overdue": "true"}, headers=staff)).json()["items"]
     assert sorted(c["id"] for c in listed) == sorted([late_acceptance, late_investigation])
@@ -311,3 +312,88 @@ async def test_overdue_cases_are_listed_for_officers_and_counted_in_metrics(
         return all(line in metrics for line in expected)
 
     await eventually(counted, timeout_s=10)
+
+
+async def test_an_overdue_investigation_is_escalated_with_a_reason_and_not_extended(
+    client: httpx.AsyncClient, keys: NodeKeys, settings: Settings
+) -> None:
+    staff = officer(keys)
+    case_id = (await client.post(CASES, json=body(), headers=worker(keys))).json()["id"]
+    url = f"{CASES}/{case_id}"
+    await client.post(f"{url}/accept", json={}, headers=staff)
+    assert_problem(
+        await client.post(f"{url}/escalate", json={"reason": "早了"}, headers=staff), 409, "within its limits"
+    )
+    forty_days_ago = today_in_china() - timedelta(days=40)
+    await set_columns(settings, case_id, investigation_due=forty_days_ago)
+    late = (await client.get(url, headers=staff)).json()
+    assert (late["overdue"], late["escalated"]) == ("investigation", None)
+
+    refused = assert_problem(await client.post(f"{url}/extend", json={"reason": "补充调查"}, headers=staff), 409)
+    assert f"limit passed on {forty_days_ago} (40 days ago" in str(refused["detail"]), refused
+    assert "escalated with a reason" in str(refused["detail"])
+    assert (await client.get(url, headers=staff)).json()["overdue"] == "investigation", "still overdue"
+    assert_problem(await client.post(f"{url}/escalate", json={}, headers=staff), 422, "reason")
+    assert_problem(await client.post(f"{url}/escalate", json={"reason": "x"}, headers=worker(keys)), 403, "officer")
+
+    escalated = await client.post(f"{url}/escalate", json={"reason": "用人单位拒不配合，报请上级督办"}, headers=staff)
+    assert escalated.status_code == 200, escalated.text
+    view = escalated.json()
+    assert (view["status"], view["overdue"], view["escalated"], view["extended"]) == (
+        "investigating",
+        "investigation",
+        "investigation",
+        False,
+    )
+    assert (
+        view["timeline"][-1]["kind"] == "escalated" and view["timeline"][-1]["note"] == "用人单位拒不配合，报请上级督办"
+    )
+    assert view["timeline"][-1]["details"] == {
+        "deadline": "investigation",
+        "due": forty_days_ago.isoformat(),
+        "days_late": 40,
+    }
+    assert_problem(await client.post(f"{url}/escalate", json={"reason": "again"}, headers=staff), 409, "already")
+    resolved = await client.post(f"{url}/resolve", json={"amount_recovered": "100", "workers_paid": 1}, headers=staff)
+    assert resolved.json()["status"] == "resolved" and resolved.json()["overdue"] is None
+
+
+async def test_a_re_referral_may_correct_the_work_place_within_the_new_province(
+    client: httpx.AsyncClient, keys: NodeKeys
+) -> None:
+    staff = officer(keys)
+    case_id = (await client.post(CASES, json=body(), headers=worker(keys))).json()["id"]
+    url = f"{CASES}/{case_id}"
+    await client.post(
+        f"{url}/decline", json={"reason": "实际用工地在重庆渝中区", "suggested_province": "500000"}, headers=staff
+    )
+    for place, message in [
+        ({"division_code": "510104"}, "not in province 500000"),
+        ({"division_code": "509900"}, "no prefecture 509900 in province 500000"),
+        ({"division_code": "500"}, "expected 6 digits"),
+    ]:
+        problem = assert_problem(
+            await client.post(f"{url}/refer", json={"province": "500000", "work_place": place}, headers=staff), 422
+        )
+        errors: list[dict[str, Any]] = problem["errors"]  # type: ignore[assignment]
+        assert [e["field"] for e in errors] == ["work_place.division_code"], problem
+        assert message in errors[0]["message"], problem
+    assert (await client.get(url, headers=staff)).json()["status"] == "returned", "nothing changed"
+
+    corrected = {"division_code": "500103", "site": "解放碑某项目"}
+    referred = await client.post(
+        f"{url}/refer", json={"province": "500000", "work_place": corrected, "note": "更正用工地"}, headers=staff
+    )
+    assert referred.status_code == 200, referred.text
+    view = referred.json()
+    assert (view["status"], view["handling_province"], view["work_place"], view["work_place_name"]) == (
+        "referred",
+        "500000",
+        corrected,
+        "重庆市市辖区",
+    )
+    assert view["timeline"][-1]["details"] == {
+        "to": "500000",
+        "work_place": corrected,
+        "previous_work_place": {"division_code": "510104", "site": "锦江某安置房项目"},
+    }

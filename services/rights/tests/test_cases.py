@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -33,18 +33,20 @@ from labornet.rights.domain.case import (
     Deadlines,
     NotCaseHolder,
     Status,
+    WorkPlace,
     officer,
 )
 from labornet.rights.domain.statistics import STATISTICS_PUBLISHED
 from labornet.rights.service_layer.cases import CaseService
 from labornet.rights.service_layer.statistics import federation_statistics, statistics_handler
+from labornet.shared.clock import today_in_china
 from labornet.shared.db import create_engine, outbox, platform_metadata, readonly_sessionmaker, sessionmaker
 from labornet.shared.envelope import Envelope, encode_data
 from labornet.shared.identifiers import make_resident_id
 from labornet.shared.migrations import alembic_config, upgrade
 from labornet.shared.outbox import Outbox, decode_headers
 from labornet.shared.signing import Signer, generate_private_key, key_id_for
-from labornet.shared.workdays import WorkCalendar
+from labornet.shared.workdays import Calendars
 
 MIGRATIONS = "labornet.rights:migrations"
 SC, JS, CQ = "510000", "320000", "500000"
@@ -73,11 +75,22 @@ def draft(**overrides: Any) -> CaseDraft:
     return CaseDraft.model_validate(body)
 
 
+class Clock:
+    """The system clock, moved forward when a test says so."""
+
+    def __init__(self) -> None:
+        self.ahead = timedelta()
+
+    def __call__(self) -> datetime:
+        return datetime.now(UTC) + self.ahead
+
+
 @dataclass
 class Node:
     province: str
     engine: AsyncEngine
     service: CaseService
+    clock: Clock
 
     async def case(self, case_id: str) -> StoredCase:
         async with readonly_sessionmaker(self.engine)() as session:
@@ -144,10 +157,15 @@ async def nodes(new_database_url: Callable[[], Awaitable[str]]) -> AsyncIterator
         await upgrade(engine, MIGRATIONS)
         key = generate_private_key()
         writer = Outbox(province, "rights", Signer(key_id_for(province, key.public_key()), key))
+        clock = Clock()
         service = CaseService(
-            province=province, sessions=sessionmaker(engine), outbox=writer, deadlines=Deadlines(WorkCalendar())
+            province=province,
+            sessions=sessionmaker(engine),
+            outbox=writer,
+            deadlines=Deadlines(Calendars(official=False)),
+            clock=clock,
         )
-        made[province] = Node(province, engine, service)
+        made[province] = Node(province, engine, service, clock)
     yield made
     for node in made.values():
         await node.engine.dispose()
@@ -433,6 +451,60 @@ async def test_a_withdrawal_is_honoured_exactly_once_whoever_holds_the_case(node
         await sc.service.withdraw(third, actor=COMPLAINANT, note=None)
     with pytest.raises(NotCaseHolder, match="withdrawn there"):
         await js.service.withdraw(third, actor=officer("js"), note=None)
+
+
+async def test_a_late_investigation_is_escalated_not_extended_and_both_provinces_see_it(
+    nodes: dict[str, Node], bus: Bus
+) -> None:
+    sc, js = nodes[SC], nodes[JS]
+    case_id = await file(nodes)
+    await bus.flush()
+    taken = await js.service.accept(case_id, actor=officer("js"), note=None)
+    await bus.flush()
+    due = taken.case.investigation_due
+    assert due is not None
+    js.clock.ahead = timedelta(days=(due - today_in_china()).days + 40)  # forty days after the last allowed day
+    with pytest.raises(CaseRuleError, match="an overdue case is not extended"):
+        await js.service.extend(case_id, actor=officer("js"), reason="需调取银行流水")
+    with pytest.raises(NotCaseHolder):
+        await sc.service.escalate(case_id, actor=officer("sc"), reason="home does not hold it")
+    await js.service.escalate(case_id, actor=officer("js"), reason="企业负责人失联，已报上级督办")
+    delivered = await bus.flush()
+    assert [e.type for e in delivered if e.destprovince == SC] == ["org.labornet.rights.case.escalated.v1"]
+    home = await sc.case(case_id)
+    same(home, await js.case(case_id))
+    assert (home.case.status, home.case.extended, home.case.investigation_due) == (Status.INVESTIGATING, False, due)
+    assert home.case.last_entry.kind == "escalated" and home.case.last_entry.province == JS
+    assert home.case.last_entry.details["days_late"] >= 39
+    with pytest.raises(CaseRuleError, match="escalated already"):
+        await js.service.escalate(case_id, actor=officer("js"), reason="again")
+
+
+async def test_a_re_referral_corrects_the_work_place_at_both_ends(nodes: dict[str, Node], bus: Bus) -> None:
+    sc, js, cq = nodes[SC], nodes[JS], nodes[CQ]
+    case_id = await file(nodes)
+    await bus.flush()
+    await js.service.decline(case_id, actor=officer("js"), reason="用工地实为重庆渝中区", suggested_province=CQ)
+    await bus.flush()
+    with pytest.raises(CaseRuleError, match="not in province 500000"):
+        await sc.service.refer(
+            case_id,
+            actor=officer("sc"),
+            to=CQ,
+            note=None,
+            work_place=WorkPlace(division_code="320115"),
+            work_place_name="南京市",
+        )
+    corrected = WorkPlace(division_code="500103", site="解放碑某项目")
+    await sc.service.refer(
+        case_id, actor=officer("sc"), to=CQ, note="更正用工地", work_place=corrected, work_place_name="重庆市市辖区"
+    )
+    await bus.flush()
+    handled = await cq.case(case_id)
+    same(handled, await sc.case(case_id))
+    assert (handled.case.work_place, handled.case.work_place_name) == (corrected, "重庆市市辖区")
+    assert handled.case.last_entry.details["previous_work_place"] == {"division_code": "320115", "site": None}
+    assert (await js.case(case_id)).case.work_place.division_code == "320115", "the decliner hears nothing more"
 
 
 async def test_statistics_count_the_home_cases_by_handling_province_and_status(

@@ -20,9 +20,12 @@ from labornet.rights.domain.case import (
     NotCaseHolder,
     Overdue,
     Status,
+    WorkPlace,
     accept,
     close,
     decline,
+    escalate,
+    escalated,
     extend,
     message_type,
     officer,
@@ -35,14 +38,16 @@ from labornet.rights.domain.case import (
     resolve,
 )
 from labornet.shared.identifiers import make_resident_id
-from labornet.shared.workdays import WorkCalendar
+from labornet.shared.workdays import Calendars, Days
 
 SC, JS, CQ = "510000", "320000", "500000"
 WORKER_ID = make_resident_id("511602", date(1985, 4, 12), 37)
-# National Day 2026: 1-7 October off, Sunday 27 September and Saturday 10 October worked instead.
-NATIONAL_DAY = WorkCalendar.of(
-    holidays=[date(2026, 10, d) for d in range(1, 8)], extra_workdays=[date(2026, 9, 27), date(2026, 10, 10)]
+# A fixed calendar (not the official one): 1-7 October 2026 off, Sunday 27 September and Saturday 10 October worked.
+NATIONAL_DAY_DAYS = Days(
+    frozenset(date(2026, 10, d) for d in range(1, 8)), frozenset({date(2026, 9, 27), date(2026, 10, 10)})
 )
+NATIONAL_DAY = Calendars(NATIONAL_DAY_DAYS, official=False)
+WEEKDAYS = Calendars(official=False)
 DEADLINES = Deadlines(NATIONAL_DAY)
 FILED = datetime(2026, 9, 28, 2, 0, tzinfo=UTC)  # Monday 10:00 in Beijing
 
@@ -69,7 +74,7 @@ def draft(**overrides: Any) -> dict[str, Any]:
     return body
 
 
-def filed_case(**overrides: Any) -> Case:
+def filed_case(*, at: datetime = FILED, deadlines: Deadlines = DEADLINES, **overrides: Any) -> Case:
     return open_case(
         CaseDraft.model_validate(draft(**overrides)),
         case_id="510000-R-TEST",
@@ -77,8 +82,8 @@ def filed_case(**overrides: Any) -> Case:
         resident_id=WORKER_ID,
         work_place_name="南京市",
         actor=COMPLAINANT,
-        at=FILED,
-        deadlines=DEADLINES,
+        at=at,
+        deadlines=deadlines,
     )
 
 
@@ -152,24 +157,24 @@ def test_values_are_normalised() -> None:
 def test_acceptance_is_due_five_working_days_after_the_referral() -> None:
     # filed Monday 28 Sept (the day itself does not count): Tue 29, Wed 30, (1-7 Oct holidays), Thu 8, Fri 9 and
     # the make-up working day Saturday 10 October is the fifth
-    assert DEADLINES.acceptance_due(FILED) == date(2026, 10, 10)
-    assert Deadlines(WorkCalendar()).acceptance_due(FILED) == date(2026, 10, 5)  # without the holidays
+    assert DEADLINES.acceptance_due(FILED, JS) == date(2026, 10, 10)
+    assert Deadlines(WEEKDAYS).acceptance_due(FILED, JS) == date(2026, 10, 5)  # without the holidays
 
 
 def test_the_investigation_takes_sixty_working_days_and_one_extension_of_thirty() -> None:
     accepted_at = datetime(2026, 11, 2, 1, 0, tzinfo=UTC)  # Monday
-    due = DEADLINES.investigation_due(accepted_at)
+    due = DEADLINES.investigation_due(accepted_at, JS)
     assert due == date(2027, 1, 25)  # 12 weeks of 5 working days: Monday + 12 weeks
-    assert NATIONAL_DAY.workdays_between(accepted_at, due) == 60
-    assert DEADLINES.extended(due) == date(2027, 3, 8)
-    assert NATIONAL_DAY.workdays_between(due, DEADLINES.extended(due)) == 30
-    custom = Deadlines(WorkCalendar(), acceptance_days=3, investigation_days=10, extension_days=5)
-    assert custom.investigation_due(accepted_at) == date(2026, 11, 16)
+    assert NATIONAL_DAY.of(JS).workdays_between(accepted_at, due) == 60
+    assert DEADLINES.extended(due, JS) == date(2027, 3, 8)
+    assert NATIONAL_DAY.of(JS).workdays_between(due, DEADLINES.extended(due, JS)) == 30
+    custom = Deadlines(WEEKDAYS, acceptance_days=3, investigation_days=10, extension_days=5)
+    assert custom.investigation_due(accepted_at, JS) == date(2026, 11, 16)
 
 
 def test_days_are_counted_in_china() -> None:
     sunday_evening_utc = datetime(2026, 11, 22, 17, 0, tzinfo=UTC)  # Monday 01:00 in Beijing
-    assert Deadlines(WorkCalendar()).acceptance_due(sunday_evening_utc) == date(2026, 11, 30)
+    assert Deadlines(WEEKDAYS).acceptance_due(sunday_evening_utc, JS) == date(2026, 11, 30)
 
 
 def test_a_case_is_overdue_after_its_last_allowed_day() -> None:
@@ -214,11 +219,11 @@ def test_the_full_path_to_resolution() -> None:
         Status.INVESTIGATING,
         2,
         at,
-        DEADLINES.investigation_due(at),
+        DEADLINES.investigation_due(at, JS),
     )
     case = record_update(case, province=JS, actor=officer("js-1"), at=at, note="现场检查，责令限期支付")
     case = extend(case, province=JS, actor=officer("js-1"), at=at, deadlines=DEADLINES, reason="涉及人数多")
-    assert case.extended and case.investigation_due == DEADLINES.extended(DEADLINES.investigation_due(at))
+    assert case.extended and case.investigation_due == DEADLINES.extended(DEADLINES.investigation_due(at, JS), JS)
     with pytest.raises(CaseRuleError, match="extended once only"):
         extend(case, province=JS, actor=officer("js-1"), at=at, deadlines=DEADLINES, reason="again")
     with pytest.raises(CaseRuleError, match="more than the 12 workers"):
@@ -284,7 +289,7 @@ def test_a_declined_case_returns_home_and_is_referred_again() -> None:
     later = at + timedelta(days=1)
     again = refer(returned, province=SC, actor=officer("sc"), at=later, deadlines=DEADLINES, to=CQ, note="转重庆")
     assert (again.status, again.handling_province, again.holder, again.version) == (Status.REFERRED, CQ, CQ, 3)
-    assert again.acceptance_due == DEADLINES.acceptance_due(later) and again.referred_at == later
+    assert again.acceptance_due == DEADLINES.acceptance_due(later, CQ) and again.referred_at == later
     assert recipients(again, SC) == [CQ], "the province that declined hears nothing more"
     taken = accept(again, province=CQ, actor=officer("cq"), at=later, deadlines=DEADLINES, note=None)
     assert taken.status == Status.INVESTIGATING
@@ -317,3 +322,114 @@ def test_a_redacted_copy_keeps_the_timeline_but_no_identity() -> None:
     assert (kept.complainant.name, kept.complainant.phone, kept.facts) == ("王**", "138****5678", "")
     assert kept.timeline == case.timeline and kept.version == case.version
     assert WORKER_ID not in kept.model_dump_json()
+
+
+# Limits on the handling province's calendar; no extension once late, escalation instead --------------------------
+
+TIBET = "540000"
+# a day off in Tibet alone (illustrative): Monday 12 October 2026 is a working day elsewhere
+TIBET_DAY_OFF = Calendars(regional={TIBET: Days(holidays=frozenset({date(2026, 10, 12)}))}, official=False)
+
+
+def test_each_limit_is_counted_on_the_handling_province_s_calendar() -> None:
+    deadlines = Deadlines(TIBET_DAY_OFF)
+    filed_friday = datetime(2026, 10, 9, 2, 0, tzinfo=UTC)  # Friday 10:00 in Beijing
+    to_tibet = filed_case(at=filed_friday, deadlines=deadlines, work_place={"division_code": "540100"})
+    # Mon 12 Oct is Tibet's own holiday: Tue 13, Wed 14, Thu 15, Fri 16, Mon 19 — though Sichuan files it
+    assert (to_tibet.handling_province, to_tibet.acceptance_due) == (TIBET, date(2026, 10, 19))
+    to_jiangsu = filed_case(at=filed_friday, deadlines=deadlines)
+    assert to_jiangsu.acceptance_due == date(2026, 10, 16)
+    taken = accept(to_tibet, province=TIBET, actor=officer("xz"), at=filed_friday, deadlines=deadlines, note=None)
+    assert taken.investigation_due == TIBET_DAY_OFF.of(TIBET).add_workdays(filed_friday, 60)
+    assert taken.investigation_due == date(2027, 1, 4)  # Fri 1 Jan on Sichuan's calendar, the next working day here
+    assert TIBET_DAY_OFF.of(SC).add_workdays(filed_friday, 60) == date(2027, 1, 1)
+
+
+def investigating(at: datetime = FILED) -> Case:
+    return accept(filed_case(), province=JS, actor=officer("js"), at=at, deadlines=DEADLINES, note=None)
+
+
+def test_an_investigation_is_extended_up_to_its_last_day_and_not_after() -> None:
+    case = investigating()
+    assert case.investigation_due is not None
+    last_day = datetime.combine(case.investigation_due, datetime.min.time(), tzinfo=UTC) + timedelta(hours=15)
+    assert extend(case, province=JS, actor="x", at=last_day, deadlines=DEADLINES, reason="on time").extended
+    forty_days_late = last_day + timedelta(days=40)
+    with pytest.raises(CaseRuleError) as caught:
+        extend(case, province=JS, actor="x", at=forty_days_late, deadlines=DEADLINES, reason="late")
+    message = str(caught.value)
+    assert f"limit passed on {case.investigation_due} (40 days ago" in message
+    assert "escalated with a reason" in message
+
+
+def test_an_overdue_case_is_escalated_once_per_limit_and_stays_overdue() -> None:
+    case = investigating()
+    assert case.investigation_due is not None
+    with pytest.raises(CaseRuleError, match="within its limits"):
+        escalate(case, province=JS, actor="x", at=FILED + timedelta(days=3), reason="early")
+    late_at = datetime.combine(case.investigation_due + timedelta(days=40), datetime.min.time(), tzinfo=UTC)
+    with pytest.raises(NotCaseHolder):
+        escalate(case, province=SC, actor="x", at=late_at, reason="home cannot")
+    reported = escalate(case, province=JS, actor=officer("js"), at=late_at, reason="欠薪企业负责人失联")
+    assert (reported.status, reported.version, reported.extended) == (Status.INVESTIGATING, case.version + 1, False)
+    assert reported.investigation_due == case.investigation_due, "escalation does not move the limit"
+    entry = reported.last_entry
+    assert (entry.kind, entry.note, entry.actor) == (EntryKind.ESCALATED, "欠薪企业负责人失联", "officer:js")
+    assert entry.details == {"deadline": "investigation", "due": case.investigation_due.isoformat(), "days_late": 40}
+    assert message_type(reported) == "org.labornet.rights.case.escalated.v1" and recipients(reported, JS) == [SC]
+    assert overdue(reported, late_at.date()) == Overdue.INVESTIGATION and escalated(reported) == Overdue.INVESTIGATION
+    with pytest.raises(CaseRuleError, match="escalated already for its investigation limit"):
+        escalate(reported, province=JS, actor="x", at=late_at, reason="again")
+    with pytest.raises(CaseRuleError, match="not extended"):
+        extend(reported, province=JS, actor="x", at=late_at, deadlines=DEADLINES, reason="after escalation")
+    done = resolve(
+        reported, province=JS, actor="x", at=late_at, amount_recovered=Decimal("100"), workers_paid=1, note=None
+    )
+    assert done.status == Status.RESOLVED and overdue(done, late_at.date()) is None
+
+
+def test_a_referral_not_accepted_in_time_is_escalated_by_the_handling_province() -> None:
+    case = filed_case()
+    assert case.acceptance_due == date(2026, 10, 10)
+    late_at = datetime(2026, 10, 13, 2, 0, tzinfo=UTC)
+    reported = escalate(case, province=JS, actor=officer("js"), at=late_at, reason="材料待补")
+    assert (reported.status, reported.last_entry.details["deadline"]) == (Status.REFERRED, "acceptance")
+    assert escalated(reported) == Overdue.ACCEPTANCE
+    taken = accept(reported, province=JS, actor=officer("js"), at=late_at, deadlines=DEADLINES, note=None)
+    assert escalated(taken) is None and overdue(taken, late_at.date()) is None
+
+
+def test_a_referral_elsewhere_may_correct_the_work_place() -> None:
+    returned = decline(filed_case(), province=JS, actor="x", at=FILED, reason="实际在重庆渝中", suggested_province=CQ)
+    corrected = WorkPlace(division_code="500103", site="解放碑某项目")
+    with pytest.raises(CaseRuleError, match="work place 510104 is not in province 500000"):
+        refer(
+            returned,
+            province=SC,
+            actor="x",
+            at=FILED,
+            deadlines=DEADLINES,
+            to=CQ,
+            note=None,
+            work_place=WorkPlace(division_code="510104"),
+            work_place_name="成都市",
+        )
+    again = refer(
+        returned,
+        province=SC,
+        actor=officer("sc"),
+        at=FILED,
+        deadlines=DEADLINES,
+        to=CQ,
+        note="更正用工地",
+        work_place=corrected,
+        work_place_name="重庆市市辖区",
+    )
+    assert (again.work_place, again.work_place_name, again.handling_province) == (corrected, "重庆市市辖区", CQ)
+    assert again.last_entry.details == {
+        "to": CQ,
+        "work_place": {"division_code": "500103", "site": "解放碑某项目"},
+        "previous_work_place": {"division_code": "320115", "site": "江宁某小区项目"},
+    }
+    kept = refer(returned, province=SC, actor="x", at=FILED, deadlines=DEADLINES, to=CQ, note=None)
+    assert (kept.work_place, kept.last_entry.details) == (returned.work_place, {"to": CQ})

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine, Sequence
-from datetime import datetime
+from collections.abc import Coroutine, Sequence
 from typing import Any
 
 from fastapi import FastAPI
@@ -18,14 +17,14 @@ from fastapi import FastAPI
 from labornet.rights import __doc__ as description
 from labornet.rights import __version__
 from labornet.rights.config import RightsSettings
-from labornet.rights.domain.case import CASE_MESSAGE_TYPES, WITHDRAWAL_REQUESTED, EntryKind, today_in_china
+from labornet.rights.domain.case import CASE_MESSAGE_TYPES, WITHDRAWAL_REQUESTED, EntryKind
 from labornet.rights.domain.statistics import STATISTICS_PUBLISHED
 from labornet.rights.entrypoints import api
 from labornet.rights.service_layer.cases import CHANGES, MESSAGES, CaseService
 from labornet.rights.service_layer.gauges import refresh_gauges
 from labornet.rights.service_layer.statistics import SNAPSHOTS, publish_statistics, statistics_handler
 from labornet.shared.app import ConsumerSpec, Runtime, ServiceSpec, create_service_app
-from labornet.shared.db import utcnow
+from labornet.shared.clock import Clock, today_in_china, utcnow
 from labornet.shared.divisions import load_divisions
 from labornet.shared.settings import Settings
 from labornet.shared.topics import events_topic, inbox_topic
@@ -46,7 +45,7 @@ def init_metrics(province: str, members: Sequence[str]) -> None:
                 SNAPSHOTS.labels(province, code, result)
 
 
-def build_spec(rights: RightsSettings | None = None, clock: Callable[[], datetime] = utcnow) -> ServiceSpec:
+def build_spec(rights: RightsSettings | None = None, clock: Clock = utcnow) -> ServiceSpec:
     """The service's wiring; tests pass their own settings (and clock) here instead of patching."""
 
     def setup(runtime: Runtime) -> None:
@@ -58,7 +57,7 @@ def build_spec(rights: RightsSettings | None = None, clock: Callable[[], datetim
             province=runtime.settings.province,
             sessions=runtime.sessions,
             outbox=runtime.outbox,
-            deadlines=config.deadlines(runtime.settings.calendar()),
+            deadlines=config.deadlines(runtime.settings.calendars()),
             clock=clock,
         )
 

@@ -1,7 +1,7 @@
 """Settings of the rights service, from ``LABORNET_RIGHTS_*`` variables (the node's own come from ``LABORNET_*``).
 
-The statutory limits are counted in working days of the node's calendar (``LABORNET_HOLIDAYS``,
-``LABORNET_EXTRA_WORKDAYS``).
+The statutory limits are counted in working days of the handling province's calendar (``LABORNET_HOLIDAYS``,
+``LABORNET_EXTRA_WORKDAYS``, ``LABORNET_CALENDAR_PATH``; docs/operations/calendars.md).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from labornet.rights.domain.case import Deadlines
-from labornet.shared.workdays import WorkCalendar
+from labornet.shared.workdays import Calendars
 
 
 class RightsSettings(BaseSettings):
@@ -25,9 +25,9 @@ class RightsSettings(BaseSettings):
     extension_days: int = Field(30, ge=1, le=250, description="working days the one extension adds")
     sweep_interval_s: float = Field(15.0, gt=0, description="how often case gauges (overdue cases…) are refreshed")
 
-    def deadlines(self, calendar: WorkCalendar) -> Deadlines:
+    def deadlines(self, calendars: Calendars) -> Deadlines:
         return Deadlines(
-            calendar=calendar,
+            calendars=calendars,
             acceptance_days=self.acceptance_limit_days,
             investigation_days=self.investigation_limit_days,
             extension_days=self.extension_days,

@@ -13,13 +13,17 @@ messages change nothing, and a case ends in exactly one terminal state.
     referred ──accept──▶ investigating ──resolve (amount recovered)──▶ resolved
        │                  │     ▲ update, extend (once, +30 working days)
        │                  └──close (referred to police / unfounded)──▶ closed
-       └──decline (reason)──▶ returned ──refer (redirect to another province)──▶ referred …
+       └──decline (reason)──▶ returned ──refer (redirect to another province, may correct the work place)──▶ …
                                  └──close──▶ closed
     referred | investigating | returned ──withdraw (the complainant)──▶ closed (withdrawn)
+    referred | investigating, past a limit ──escalate (reason)──▶ the same status, escalated
 
 Time limits (working days, configuration with these defaults): the handling province decides on acceptance
 within 5 working days of the referral; the investigation finishes within 60 working days of acceptance, extendable
-once by 30. A case past a limit is overdue.
+once by 30 while the limit has not passed. Each limit is counted on the handling province's calendar, the province
+bound by it, whichever node counts it. A case past a limit is overdue: it is no longer extended, only escalated
+(to the supervising labour department, with a reason), once per limit missed; it may still be accepted, resolved
+or closed.
 
 Everything here is plain rules over immutable values; storage, messages and HTTP live elsewhere.
 """
@@ -31,13 +35,14 @@ import unicodedata
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any, Self
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from labornet.shared.clock import china_date, today_in_china
 from labornet.shared.identifiers import (
     CreditCodeStr,
     DivisionCodeStr,
@@ -47,7 +52,7 @@ from labornet.shared.identifiers import (
     mask_resident_id,
     validate_division_code,
 )
-from labornet.shared.workdays import CHINA, WorkCalendar
+from labornet.shared.workdays import Calendars
 
 # Directed messages between the home and the handling province (each carries the whole case).
 REFERRED = "org.labornet.rights.case.referred.v1"
@@ -55,6 +60,7 @@ ACCEPTED = "org.labornet.rights.case.accepted.v1"
 DECLINED = "org.labornet.rights.case.declined.v1"
 UPDATED = "org.labornet.rights.case.updated.v1"
 EXTENDED = "org.labornet.rights.case.extended.v1"
+ESCALATED = "org.labornet.rights.case.escalated.v1"
 RESOLVED = "org.labornet.rights.case.resolved.v1"
 CLOSED = "org.labornet.rights.case.closed.v1"
 # The complainant withdraws while the other province holds the case: a request, not a change.
@@ -103,6 +109,7 @@ class EntryKind(StrEnum):
     DECLINED = "declined"
     UPDATED = "updated"
     EXTENDED = "extended"
+    ESCALATED = "escalated"
     RESOLVED = "resolved"
     CLOSED = "closed"
 
@@ -114,6 +121,7 @@ MESSAGE_TYPES: dict[EntryKind, str] = {
     EntryKind.DECLINED: DECLINED,
     EntryKind.UPDATED: UPDATED,
     EntryKind.EXTENDED: EXTENDED,
+    EntryKind.ESCALATED: ESCALATED,
     EntryKind.RESOLVED: RESOLVED,
     EntryKind.CLOSED: CLOSED,
 }
@@ -131,10 +139,6 @@ class CaseRuleError(Exception):
 
 class NotCaseHolder(CaseRuleError):
     """The acting province has no standing for this change (another province handles the case)."""
-
-
-def today_in_china(now: datetime | None = None) -> date:
-    return (now or datetime.now(UTC)).astimezone(CHINA).date()
 
 
 # Field types ---------------------------------------------------------------------------------------------------
@@ -354,21 +358,22 @@ def new_case_id(province: str) -> str:
 
 @dataclass(frozen=True)
 class Deadlines:
-    """The statutory limits in working days of the node's calendar (weekends, public holidays, make-up days)."""
+    """The statutory limits in working days, each counted on the calendar of ``province``, the handling province
+    bound by it (weekends, public holidays, make-up days and the province's own days)."""
 
-    calendar: WorkCalendar
+    calendars: Calendars
     acceptance_days: int = 5
     investigation_days: int = 60
     extension_days: int = 30
 
-    def acceptance_due(self, referred_at: datetime) -> date:
-        return self.calendar.add_workdays(referred_at, self.acceptance_days)
+    def acceptance_due(self, referred_at: datetime, province: str) -> date:
+        return self.calendars.of(province).add_workdays(referred_at, self.acceptance_days)
 
-    def investigation_due(self, accepted_at: datetime) -> date:
-        return self.calendar.add_workdays(accepted_at, self.investigation_days)
+    def investigation_due(self, accepted_at: datetime, province: str) -> date:
+        return self.calendars.of(province).add_workdays(accepted_at, self.investigation_days)
 
-    def extended(self, due: date) -> date:
-        return self.calendar.add_workdays(due, self.extension_days)
+    def extended(self, due: date, province: str) -> date:
+        return self.calendars.of(province).add_workdays(due, self.extension_days)
 
 
 def overdue(case: Case, today: date) -> Overdue | None:
@@ -378,6 +383,29 @@ def overdue(case: Case, today: date) -> Overdue | None:
     if case.status == Status.INVESTIGATING and case.investigation_due is not None and today > case.investigation_due:
         return Overdue.INVESTIGATION
     return None
+
+
+_LIMIT_STATUS = {Overdue.ACCEPTANCE: Status.REFERRED, Overdue.INVESTIGATION: Status.INVESTIGATING}
+
+
+def last_allowed_day(case: Case, limit: Overdue) -> date | None:
+    return case.acceptance_due if limit == Overdue.ACCEPTANCE else case.investigation_due
+
+
+def escalated(case: Case) -> Overdue | None:
+    """The limit the case was escalated for, while that limit still runs (same status, same due date)."""
+    for entry in reversed(case.timeline):
+        if entry.kind == EntryKind.ESCALATED:
+            limit = Overdue(entry.details["deadline"])
+            current = case.status == _LIMIT_STATUS[limit] and entry.details.get("due") == _iso(
+                last_allowed_day(case, limit)
+            )
+            return limit if current else None
+    return None
+
+
+def _iso(day: date | None) -> str | None:
+    return day.isoformat() if day is not None else None
 
 
 # Changes -------------------------------------------------------------------------------------------------------
@@ -478,7 +506,7 @@ def open_case(
         facts=draft.facts,
         filed_at=at,
         referred_at=at,
-        acceptance_due=deadlines.acceptance_due(at),
+        acceptance_due=deadlines.acceptance_due(at, handling),
         timeline=[filed, referred],
     )
 
@@ -494,7 +522,7 @@ def accept(case: Case, *, province: str, actor: str, at: datetime, deadlines: De
         status=Status.INVESTIGATING,
         note=note,
         accepted_at=at,
-        investigation_due=deadlines.investigation_due(at),
+        investigation_due=deadlines.investigation_due(at, province),
     )
 
 
@@ -521,14 +549,42 @@ def decline(
 
 
 def refer(
-    case: Case, *, province: str, actor: str, at: datetime, deadlines: Deadlines, to: str, note: str | None
+    case: Case,
+    *,
+    province: str,
+    actor: str,
+    at: datetime,
+    deadlines: Deadlines,
+    to: str,
+    note: str | None,
+    work_place: WorkPlace | None = None,
+    work_place_name: str | None = None,
 ) -> Case:
-    """The home province sends a returned case to another province (or keeps it: ``to`` is itself)."""
+    """The home province sends a returned case to another province (or keeps it: ``to`` is itself).
+
+    The referral may correct the work place (the province that declined often says where the work was really
+    done); a corrected work place lies in ``to``, and ``work_place_name`` is its registered name.
+    """
     if case.home_province != province:
         raise NotCaseHolder(f"case {case.id} was filed in {case.home_province}; only that province refers it")
     _open_and_held(case, province)
     if case.status != Status.RETURNED:
         raise CaseRuleError(f"case {case.id} is {case.status}; only a returned case is referred again")
+    details: dict[str, Any] = {"to": to}
+    place: dict[str, Any] = {}
+    if work_place is not None:
+        if work_place.division_code[:2] != to[:2]:
+            raise CaseRuleError(
+                f"work place {work_place.division_code} is not in province {to}; a case is referred to the province "
+                "of its work place"
+            )
+        if work_place_name is None:
+            raise ValueError("a corrected work place needs its registered name")
+        place = {"work_place": work_place, "work_place_name": work_place_name}
+        details.update(
+            work_place=work_place.model_dump(mode="json"),
+            previous_work_place=case.work_place.model_dump(mode="json"),
+        )
     return _change(
         case,
         province=province,
@@ -537,11 +593,12 @@ def refer(
         kind=EntryKind.REFERRED,
         status=Status.REFERRED,
         note=note,
-        details={"to": to},
+        details=details,
         handling_province=to,
         holder=to,
         referred_at=at,
-        acceptance_due=deadlines.acceptance_due(at),
+        acceptance_due=deadlines.acceptance_due(at, to),
+        **place,
     )
 
 
@@ -554,12 +611,19 @@ def record_update(case: Case, *, province: str, actor: str, at: datetime, note: 
 
 
 def extend(case: Case, *, province: str, actor: str, at: datetime, deadlines: Deadlines, reason: str) -> Case:
-    """The one extension of the investigation the rules allow."""
+    """The one extension of the investigation the rules allow, asked for before its limit has passed."""
     _handled_here(case, province, Status.INVESTIGATING)
     if case.extended:
         raise CaseRuleError(f"case {case.id} was extended already; the investigation is extended once only")
     assert case.investigation_due is not None
-    due = deadlines.extended(case.investigation_due)
+    today = china_date(at)
+    if overdue(case, today) is not None:
+        raise CaseRuleError(
+            f"case {case.id}: the investigation's limit passed on {case.investigation_due} "
+            f"({(today - case.investigation_due).days} days ago, today is {today} in China); an overdue case is "
+            "not extended, it is escalated with a reason"
+        )
+    due = deadlines.extended(case.investigation_due, province)
     return _change(
         case,
         province=province,
@@ -571,6 +635,35 @@ def extend(case: Case, *, province: str, actor: str, at: datetime, deadlines: De
         details={"investigation_due": due.isoformat()},
         investigation_due=due,
         extended=True,
+    )
+
+
+def escalate(case: Case, *, province: str, actor: str, at: datetime, reason: str) -> Case:
+    """Report an overdue case to the supervising labour department, with the reason it is late.
+
+    Only a case past a limit is escalated, once for each limit missed (an extension granted before the limit
+    passed gives a new limit). The case keeps its status and its limits: it stays overdue until it moves on.
+    """
+    _handled_here(case, province, Status.REFERRED, Status.INVESTIGATING)
+    today = china_date(at)
+    late = overdue(case, today)
+    if late is None:
+        raise CaseRuleError(
+            f"case {case.id} is within its limits (acceptance due {case.acceptance_due}, investigation due "
+            f"{case.investigation_due}); only an overdue case is escalated"
+        )
+    if escalated(case) == late:
+        raise CaseRuleError(f"case {case.id} was escalated already for its {late.value} limit")
+    due = last_allowed_day(case, late)
+    return _change(
+        case,
+        province=province,
+        actor=actor,
+        at=at,
+        kind=EntryKind.ESCALATED,
+        status=case.status,
+        note=reason,
+        details={"deadline": late.value, "due": _iso(due), "days_late": (today - due).days if due else None},
     )
 
 

@@ -5,7 +5,8 @@
   404, never 403, so existence does not leak.
 * Officers of this province file on a worker's behalf, see every case this node holds, and take the steps their
   province may take: the handling province accepts or declines a referral, records investigation updates, extends
-  the investigation once, resolves or closes; the home province refers a returned case to another province.
+  the investigation once before its limit passes, escalates an overdue case with a reason, resolves or closes; the
+  home province refers a returned case to another province, correcting the work place if need be.
 * Identity numbers, names and phones are shown in full only to the complainant and to officers of a province
   that is part of the case (home or handling); everyone else sees them masked.
 * ``GET /api/v1/statistics`` is public: the federation's anonymous statistics as this node holds them.
@@ -14,7 +15,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Response, status
@@ -37,15 +38,17 @@ from labornet.rights.domain.case import (
     Overdue,
     ProvinceCodeStr,
     Status,
+    WorkPlace,
+    escalated,
     masked,
     officer,
     overdue,
-    today_in_china,
 )
 from labornet.rights.service_layer.cases import CaseNotFound, CaseService
 from labornet.rights.service_layer.statistics import federation_statistics
 from labornet.shared.app import Runtime, RuntimeDep
 from labornet.shared.auth import Principal, Role, current_principal, require_province_role
+from labornet.shared.clock import today_in_china
 from labornet.shared.divisions import DivisionRegistry, InvalidDivision
 from labornet.shared.problems import Conflict, Forbidden, NotFound
 
@@ -81,6 +84,11 @@ def may_see(stored: StoredCase, principal: Principal, runtime: Runtime) -> bool:
     return is_officer_here(principal, runtime) or is_complainant(stored, principal)
 
 
+def today(runtime: Runtime) -> date:
+    """Today in China by the service's clock."""
+    return today_in_china(service(runtime).clock())
+
+
 def present(stored: StoredCase, principal: Principal, runtime: Runtime, *, timeline: bool = True) -> dict[str, Any]:
     province = runtime.settings.province
     case = stored.case
@@ -88,10 +96,12 @@ def present(stored: StoredCase, principal: Principal, runtime: Runtime, *, timel
     if not (is_complainant(stored, principal) or (is_officer_here(principal, runtime) and part_of_case)):
         case = case.model_copy(update={"complainant": masked(case.complainant)})
     view = case.model_dump(mode="json", exclude=None if timeline else {"timeline"})
-    late = overdue(case, today_in_china())
+    late = overdue(case, today(runtime))
+    reported = escalated(case)
     view.update(
         side="home" if case.home_province == province else "handling" if part_of_case else "former",
         overdue=late.value if late else None,
+        escalated=reported.value if reported is not None and reported == late else None,
         withdrawal_requested_at=stored.withdrawal_requested_at.isoformat() if stored.withdrawal_requested_at else None,
         redacted=stored.redacted,
     )
@@ -195,7 +205,7 @@ async def list_cases(
     if handling_province is not None:
         query = query.where(rights_case.c.handling_province == handling_province)
     if overdue_ or deadline is not None:
-        query = query.where(overdue_condition(today_in_china(), deadline))
+        query = query.where(overdue_condition(today(runtime), deadline))
     if after:
         query = query.where(rights_case.c.id > after)
     async with runtime.read_sessions() as session:
@@ -236,6 +246,11 @@ class ExtendRequest(BaseModel):
     reason: Note
 
 
+class EscalateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: Note = Field(description="why the case is late, for the supervising labour department")
+
+
 class ResolveRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     amount_recovered: Money = Field(description="CNY paid to the workers")
@@ -254,6 +269,9 @@ class CloseRequest(BaseModel):
 class ReferRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     province: ProvinceCodeStr = Field(description="the member province to handle the case")
+    work_place: WorkPlace | None = Field(
+        None, description="the corrected work place, in that province; without it the work place stays as filed"
+    )
     note: Note | None = None
 
 
@@ -292,8 +310,17 @@ async def record_update(
 
 @router.post("/cases/{case_id}/extend")
 async def extend_case(case_id: str, body: ExtendRequest, runtime: RuntimeDep, principal: OfficerDep) -> dict[str, Any]:
-    """Extend the investigation once (30 working days by default)."""
+    """Extend the investigation once (30 working days by default), before its limit has passed (409 after)."""
     change = service(runtime).extend(case_id, actor=officer(principal.sub), reason=body.reason)
+    return await run(runtime, principal, change)
+
+
+@router.post("/cases/{case_id}/escalate")
+async def escalate_case(
+    case_id: str, body: EscalateRequest, runtime: RuntimeDep, principal: OfficerDep
+) -> dict[str, Any]:
+    """Escalate an overdue case to the supervising labour department, with the reason (409 unless overdue)."""
+    change = service(runtime).escalate(case_id, actor=officer(principal.sub), reason=body.reason)
     return await run(runtime, principal, change)
 
 
@@ -324,9 +351,26 @@ async def close_case(case_id: str, body: CloseRequest, runtime: RuntimeDep, prin
 
 @router.post("/cases/{case_id}/refer")
 async def refer_case(case_id: str, body: ReferRequest, runtime: RuntimeDep, principal: OfficerDep) -> dict[str, Any]:
-    """Refer a returned case to another member province (or to this one, to handle it here)."""
-    member(runtime, body.province, ("province",))
-    change = service(runtime).refer(case_id, actor=officer(principal.sub), to=body.province, note=body.note)
+    """Refer a returned case to another member province (or to this one, to handle it here).
+
+    ``work_place`` corrects where the work was done; its division code must lie in the province referred to.
+    """
+    to = member(runtime, body.province, ("province",))
+    place_name = None
+    if body.work_place is not None:
+        code = body.work_place.division_code
+        try:
+            place_name = divisions(runtime).resolve(to, code).name
+        except InvalidDivision as exc:
+            raise invalid(("work_place", "division_code"), str(exc), code) from exc
+    change = service(runtime).refer(
+        case_id,
+        actor=officer(principal.sub),
+        to=to,
+        note=body.note,
+        work_place=body.work_place,
+        work_place_name=place_name,
+    )
     return await run(runtime, principal, change)
 
 

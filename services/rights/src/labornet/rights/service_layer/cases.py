@@ -34,9 +34,11 @@ from labornet.rights.domain.case import (
     ClosureReason,
     Deadlines,
     NotCaseHolder,
+    WorkPlace,
     accept,
     close,
     decline,
+    escalate,
     extend,
     message_type,
     new_case_id,
@@ -48,7 +50,7 @@ from labornet.rights.domain.case import (
     resolve,
 )
 from labornet.rights.service_layer.statistics import publish_statistics
-from labornet.shared.db import utcnow
+from labornet.shared.clock import Clock, utcnow
 from labornet.shared.envelope import Envelope
 from labornet.shared.identifiers import validate_resident_id
 from labornet.shared.inbox import Handler
@@ -93,7 +95,7 @@ class CaseService:
         sessions: async_sessionmaker[AsyncSession],
         outbox: Outbox,
         deadlines: Deadlines,
-        clock: Callable[[], datetime] = utcnow,
+        clock: Clock = utcnow,
     ) -> None:
         self.province = province
         self.sessions = sessions
@@ -144,11 +146,28 @@ class CaseService:
             ),
         )
 
-    async def refer(self, case_id: str, *, actor: str, to: str, note: str | None) -> StoredCase:
+    async def refer(
+        self,
+        case_id: str,
+        *,
+        actor: str,
+        to: str,
+        note: str | None,
+        work_place: WorkPlace | None = None,
+        work_place_name: str | None = None,
+    ) -> StoredCase:
         return await self._change(
             case_id,
             lambda case, at: refer(
-                case, province=self.province, actor=actor, at=at, deadlines=self.deadlines, to=to, note=note
+                case,
+                province=self.province,
+                actor=actor,
+                at=at,
+                deadlines=self.deadlines,
+                to=to,
+                note=note,
+                work_place=work_place,
+                work_place_name=work_place_name,
             ),
         )
 
@@ -163,6 +182,11 @@ class CaseService:
             lambda case, at: extend(
                 case, province=self.province, actor=actor, at=at, deadlines=self.deadlines, reason=reason
             ),
+        )
+
+    async def escalate(self, case_id: str, *, actor: str, reason: str) -> StoredCase:
+        return await self._change(
+            case_id, lambda case, at: escalate(case, province=self.province, actor=actor, at=at, reason=reason)
         )
 
     async def resolve(
