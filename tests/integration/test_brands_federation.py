@@ -22,8 +22,8 @@ from aiokafka import AIOKafkaProducer
 from prometheus_client import REGISTRY
 
 from labornet.brands.app import create_app
-from labornet.brands.domain.demand import today_in_china
 from labornet.shared.broker import EmbeddedBroker
+from labornet.shared.clock import today_in_china
 from labornet.shared.keys import NodeKeys
 from labornet.shared.settings import Settings
 from labornet.shared.testing import assert_problem, bearer, consume_all, eventually, serving

@@ -29,8 +29,8 @@ from sqlalchemy import select
 
 from labornet.jobs.adapters.tables import vacancy
 from labornet.jobs.app import create_app
-from labornet.jobs.domain.vacancy import today_in_china
 from labornet.shared.broker import EmbeddedBroker, free_port
+from labornet.shared.clock import today_in_china
 from labornet.shared.db import create_engine
 from labornet.shared.keys import NodeKeys
 from labornet.shared.settings import Settings

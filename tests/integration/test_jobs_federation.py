@@ -20,8 +20,8 @@ from prometheus_client import REGISTRY
 
 from labornet.jobs.adapters.tables import vacancy
 from labornet.jobs.app import create_app
-from labornet.jobs.domain.vacancy import today_in_china
 from labornet.shared.broker import EmbeddedBroker
+from labornet.shared.clock import today_in_china
 from labornet.shared.db import create_engine
 from labornet.shared.keys import NodeKeys
 from labornet.shared.settings import Settings

@@ -28,8 +28,9 @@ from labornet.brands.service_layer.brands import BrandService
 from labornet.jobs.adapters.tables import vacancy
 from labornet.jobs.domain.vacancy import EVENT_TYPES as VACANCY_EVENTS
 from labornet.jobs.domain.vacancy import UPDATED as VACANCY_UPDATED
-from labornet.jobs.domain.vacancy import VacancyChanges, VacancyDraft, today_in_china
+from labornet.jobs.domain.vacancy import VacancyChanges, VacancyDraft
 from labornet.jobs.service_layer.vacancies import VacancyService
+from labornet.shared.clock import today_in_china
 from labornet.shared.db import create_engine, quarantine, sessionmaker
 from labornet.shared.divisions import load_divisions
 from labornet.shared.envelope import Envelope, encode_data, new_event_id

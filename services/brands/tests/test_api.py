@@ -18,10 +18,10 @@ from sqlalchemy import insert
 
 from labornet.brands.adapters.tables import demand
 from labornet.brands.app import create_app
-from labornet.brands.domain.demand import today_in_china
 from labornet.brands.entrypoints.federation import SNAPSHOT_PATH
 from labornet.brands.service_layer.brands import apply_replica_row, from_event
 from labornet.shared.broker import free_port
+from labornet.shared.clock import today_in_china
 from labornet.shared.db import create_engine, sessionmaker
 from labornet.shared.envelope import format_time
 from labornet.shared.keys import NodeKeys

@@ -19,9 +19,10 @@ from labornet.brands.domain.brand import (
     check_update,
     normalise_name,
 )
-from labornet.brands.domain.demand import DemandAnswer, DemandRecord, DemandRequest, today_in_china
+from labornet.brands.domain.demand import DemandAnswer, DemandRecord, DemandRequest
 from labornet.brands.domain.names import NameClaim, resolve_names
 from labornet.brands.domain.text import document, tokens
+from labornet.shared.clock import today_in_china
 from labornet.shared.provinces import load_registry
 
 PROVINCES = {p.code: p for p in load_registry()}

@@ -43,10 +43,10 @@ from labornet.brands.domain.demand import (
     DemandRequest,
     DemandRuleError,
     OfferTooLarge,
-    today_in_china,
 )
 from labornet.brands.service_layer.brands import BrandService, present, refresh_gauges
 from labornet.brands.service_layer.demands import DemandService
+from labornet.shared.clock import today_in_china
 from labornet.shared.db import create_engine, readonly_sessionmaker, sessionmaker
 from labornet.shared.divisions import load_divisions
 from labornet.shared.envelope import Envelope

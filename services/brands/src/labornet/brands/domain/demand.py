@@ -14,15 +14,15 @@ declined at once by the origin node, with that reason.
 from __future__ import annotations
 
 import uuid
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from labornet.brands.domain.brand import UtcTime
+from labornet.shared.clock import today_in_china
 from labornet.shared.identifiers import DivisionCodeStr
-from labornet.shared.workdays import CHINA
 
 POSTED = "org.labornet.brands.demand.posted.v1"
 ANSWERED = "org.labornet.brands.demand.answered.v1"
@@ -51,10 +51,6 @@ class DemandRuleError(ValueError):
 
 class OfferTooLarge(DemandRuleError):
     """An acceptance offering more workers than were asked for."""
-
-
-def today_in_china() -> date:
-    return datetime.now(CHINA).date()
 
 
 def new_demand_id(province: str) -> str:

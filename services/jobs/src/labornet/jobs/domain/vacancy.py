@@ -14,13 +14,12 @@ from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from importlib.resources import files
 from typing import Annotated, Any, Self
-from zoneinfo import ZoneInfo
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from labornet.shared.clock import china_date, today_in_china
 from labornet.shared.identifiers import CreditCodeStr
 
-CHINA = ZoneInfo("Asia/Shanghai")
 MAX_OPEN_DAYS = 365
 
 PUBLISHED = "org.labornet.jobs.vacancy.published.v1"
@@ -54,10 +53,6 @@ class TargetGroup(StrEnum):
 
 class VacancyRuleError(ValueError):
     """A change the vacancy's rules do not allow (closed vacancy, stale version…)."""
-
-
-def today_in_china() -> date:
-    return datetime.now(CHINA).date()
 
 
 @functools.cache
@@ -260,7 +255,7 @@ class VacancyRecord(BaseModel):
             raise ValueError(f"vacancy {self.id} was updated at {self.updated_at}, before it was posted")
         # The closing date was ahead when it was set (a day of slack: the API reads the date a moment before it
         # stamps the time) and at most MAX_OPEN_DAYS after the change that set it.
-        posted, changed = self.posted_at.astimezone(CHINA).date(), self.updated_at.astimezone(CHINA).date()
+        posted, changed = china_date(self.posted_at), china_date(self.updated_at)
         if not posted - timedelta(days=1) <= self.closing_date <= changed + timedelta(days=MAX_OPEN_DAYS):
             raise ValueError(
                 f"vacancy {self.id}: closing date {self.closing_date} is not between its posting day {posted} and "

@@ -34,9 +34,9 @@ from labornet.jobs.domain.vacancy import (
     new_vacancy_id,
     now,
     occupations,
-    today_in_china,
 )
 from labornet.jobs.service_layer.matching import match_vacancy
+from labornet.shared.clock import today_in_china
 from labornet.shared.divisions import DivisionRegistry, InvalidDivision
 from labornet.shared.envelope import Envelope, format_time
 from labornet.shared.inbox import RuleViolation, check_version_continuity, describe
