@@ -2,7 +2,8 @@
 
 A Zhejiang officer posts a vacancy; it is searchable in Sichuan and Chongqing; a Sichuan worker subscribed to
 the occupation gets exactly one match; update and close propagate; redelivering every event changes nothing; a
-Sichuan officer cannot modify it; bad inputs are refused with nothing written.
+Sichuan officer cannot modify it; bad inputs are refused with nothing written. A vacancy names only a brand that
+its node's brands service holds (with Sichuan and Zhejiang brands services).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from prometheus_client import REGISTRY
 
+from labornet.brands.app import create_app as create_brands_app
 from labornet.jobs.adapters.tables import vacancy
 from labornet.jobs.app import create_app
 from labornet.shared.broker import EmbeddedBroker
@@ -53,6 +55,22 @@ def draft(**overrides: Any) -> dict[str, Any]:
     return body
 
 
+def node_settings(
+    data_dir: Path, broker: EmbeddedBroker, province: str, service: str, database_url: str, **extra: Any
+) -> Settings:
+    return Settings(  # type: ignore[call-arg]
+        province=province,
+        service=service,
+        data_dir=data_dir,
+        database_url=database_url,
+        kafka_bootstrap_servers=broker.bootstrap_servers,
+        kafka_session_timeout_ms=3000,
+        kafka_heartbeat_interval_ms=500,
+        log_json=False,
+        **extra,
+    )
+
+
 @contextlib.asynccontextmanager
 async def federation(
     settings_for: Callable[[str], Settings],
@@ -76,16 +94,7 @@ async def test_vacancy_travels_across_three_nodes(
     urls = {p: await new_database_url() for p in PROVINCES}
 
     def settings_for(province: str) -> Settings:
-        return Settings(  # type: ignore[call-arg]
-            province=province,
-            service="jobs",
-            data_dir=federation_dir,
-            database_url=urls[province],
-            kafka_bootstrap_servers=private_broker.bootstrap_servers,
-            kafka_session_timeout_ms=3000,
-            kafka_heartbeat_interval_ms=500,
-            log_json=False,
-        )
+        return node_settings(federation_dir, private_broker, province, "jobs", urls[province])
 
     zj_officer = bearer(node_keys["330000"], "officer", sub="zj-officer")
     sc_worker = bearer(node_keys["510000"], "worker", sub="wang-xiaoming")
@@ -218,16 +227,7 @@ async def test_a_replica_that_lost_events_heals_from_the_origin_snapshot(
     urls = {p: await new_database_url() for p in PROVINCES}
 
     def settings_for(province: str) -> Settings:
-        return Settings(  # type: ignore[call-arg]
-            province=province,
-            service="jobs",
-            data_dir=federation_dir,
-            database_url=urls[province],
-            kafka_bootstrap_servers=private_broker.bootstrap_servers,
-            kafka_session_timeout_ms=3000,
-            kafka_heartbeat_interval_ms=500,
-            log_json=False,
-        )
+        return node_settings(federation_dir, private_broker, province, "jobs", urls[province])
 
     zj_officer = bearer(node_keys["330000"], "officer", sub="zj-officer")
     sc_admin = bearer(node_keys["510000"], "admin", sub="sc-operator")
@@ -282,3 +282,82 @@ async def test_a_replica_that_lost_events_heals_from_the_origin_snapshot(
         assert trust.verify_document("330000", key_id, signature, context, page.content).province == "330000"
         with pytest.raises(SignatureRejected):
             trust.verify_document("330000", key_id, signature, context, page.content.replace(b"welder", b"WELDER"))
+
+
+async def test_a_vacancy_names_a_brand_its_node_s_brand_register_holds(
+    new_database_url: Callable[[], Awaitable[str]],
+    federation_dir: Path,
+    node_keys: dict[str, NodeKeys],
+    private_broker: EmbeddedBroker,
+) -> None:
+    """Zhejiang's jobs service asks Zhejiang's brands service, which holds Sichuan's brands as a replica (ADR 0009)."""
+
+    def settings_for(province: str, service: str, database_url: str, **extra: Any) -> Settings:
+        return node_settings(federation_dir, private_broker, province, service, database_url, **extra)
+
+    sc_officer = bearer(node_keys["510000"], "officer", sub="sc-officer")
+    zj_officer = bearer(node_keys["330000"], "officer", sub="zj-officer")
+    async with contextlib.AsyncExitStack() as stack:
+        sc_brands = await stack.enter_async_context(
+            serving(create_brands_app(settings_for("510000", "brands", await new_database_url())))
+        )
+        zj_brands = await stack.enter_async_context(
+            serving(create_brands_app(settings_for("330000", "brands", await new_database_url())))
+        )
+        zj_jobs = await stack.enter_async_context(
+            serving(
+                create_app(
+                    settings_for("330000", "jobs", await new_database_url(), jobs_brands_url=str(zj_brands.base_url))
+                )
+            )
+        )
+
+        async def all_ready() -> bool:
+            return all([(await c.get("/readyz")).status_code == 200 for c in (sc_brands, zj_brands, zj_jobs)])
+
+        await eventually(all_ready, timeout_s=60)
+        brand = {
+            "name_zh": "川厨师",
+            "division_code": "510100",
+            "category": "catering",
+            "level": "provincial",
+            "cultivating_body": {"type": "regional-public", "name": "四川省人力资源和社会保障厅"},
+            "description": "川菜烹饪技能品牌",
+        }
+        registered = await sc_brands.post("/api/v1/brands", headers=sc_officer, json=brand)
+        assert registered.status_code == 201, registered.text
+        chefs = registered.json()["id"]
+
+        refused = assert_problem(
+            await zj_jobs.post("/api/v1/vacancies", headers=zj_officer, json=draft(brand_id="510000-B-NOPE")), 422
+        )
+        assert refused["errors"] == [  # type: ignore[comparison-overlap]
+            {
+                "field": "body.brand_id",
+                "message": "brand 510000-B-NOPE is not in the federation's brand register; name an existing brand "
+                "(GET /api/v1/brands on the brands service) or leave brand_id out",
+            }
+        ], refused
+        assert (await zj_jobs.get("/api/v1/vacancies")).json()["total"] == 0
+
+        async def replicated() -> bool:
+            return (await zj_brands.get(f"/api/v1/brands/{chefs}")).status_code == 200
+
+        await eventually(replicated, timeout_s=30)
+        posted = await zj_jobs.post("/api/v1/vacancies", headers=zj_officer, json=draft(brand_id=chefs))
+        assert posted.status_code == 201, posted.text
+        assert posted.json()["brand_id"] == chefs
+
+        revoked = await sc_brands.post(
+            f"/api/v1/brands/{chefs}/revoke", headers=sc_officer, json={"version": 1, "reason": "培育主体撤回申请"}
+        )
+        assert revoked.status_code == 200, revoked.text
+
+        async def revoked_in_zhejiang() -> bool:
+            return (await zj_brands.get(f"/api/v1/brands/{chefs}")).json()["status"] == "revoked"
+
+        await eventually(revoked_in_zhejiang, timeout_s=30)
+        again = assert_problem(
+            await zj_jobs.post("/api/v1/vacancies", headers=zj_officer, json=draft(brand_id=chefs)), 422, "revoked"
+        )
+        assert again["errors"][0]["field"] == "body.brand_id"  # type: ignore[index]

@@ -25,6 +25,7 @@ from labornet.brands.adapters.tables import brand
 from labornet.brands.domain.brand import EVENT_TYPES as BRAND_EVENTS
 from labornet.brands.domain.brand import BrandChanges, BrandDraft
 from labornet.brands.service_layer.brands import BrandService
+from labornet.jobs.adapters.brands import FixedBrandRegister
 from labornet.jobs.adapters.tables import vacancy
 from labornet.jobs.domain.vacancy import EVENT_TYPES as VACANCY_EVENTS
 from labornet.jobs.domain.vacancy import UPDATED as VACANCY_UPDATED
@@ -158,7 +159,11 @@ async def test_a_signed_vacancy_event_the_origin_api_would_refuse_is_quarantined
     divisions = load_divisions()
     sichuan, zhejiang = (
         VacancyService(
-            province=node.province, sessions=sessionmaker(node.engine), outbox=node.outbox, divisions=divisions
+            province=node.province,
+            sessions=sessionmaker(node.engine),
+            outbox=node.outbox,
+            divisions=divisions,
+            brands=FixedBrandRegister(),
         )
         for node in (origin, partner)
     )

@@ -105,6 +105,12 @@ class Settings(BaseSettings):
     antientropy_timeout_s: float = Field(30.0, gt=0, description="HTTP timeout of one request to an origin")
     divisions_path: Path | None = Field(None, description="division registry (JSON); default: the bundled file")
     jobs_sweep_interval_s: float = Field(60.0, gt=0, description="jobs: how often closing dates are checked")
+    jobs_brands_url: str | None = Field(
+        None,
+        description="jobs: base URL of this node's brands service, asked whether a vacancy's brand_id exists "
+        "(ADR 0009); default: this province's brands service in the federation file",
+    )
+    jobs_brands_timeout_s: float = Field(5.0, gt=0, description="jobs: HTTP timeout of a brand lookup")
     insurance_auto_answer: bool = Field(
         False, description="insurance: answer contact letters at once from the records, without an officer"
     )

@@ -16,6 +16,7 @@ from fastapi import FastAPI
 
 from labornet.jobs import __doc__ as description
 from labornet.jobs import __version__
+from labornet.jobs.adapters.brands import BRAND_CHECK_RESULTS, BRAND_CHECKS, HttpBrandRegister
 from labornet.jobs.domain.vacancy import EVENT_TYPES
 from labornet.jobs.entrypoints import api, federation, subscriptions
 from labornet.jobs.metrics import MATCHES
@@ -29,6 +30,15 @@ from labornet.shared.topics import events_topic
 log = logging.getLogger(__name__)
 
 
+def brand_register(settings: Settings) -> HttpBrandRegister:
+    """The node's brands service: ``LABORNET_JOBS_BRANDS_URL``, else the province's entry in the federation file."""
+
+    def base_url() -> str | None:
+        return settings.jobs_brands_url or settings.peer_url(settings.province, "brands")
+
+    return HttpBrandRegister(base_url, timeout_s=settings.jobs_brands_timeout_s)
+
+
 def setup(runtime: Runtime) -> None:
     init_metrics(runtime.registry.codes())
     runtime.extras["vacancies"] = VacancyService(
@@ -36,6 +46,7 @@ def setup(runtime: Runtime) -> None:
         sessions=runtime.sessions,
         outbox=runtime.outbox,
         divisions=load_divisions(runtime.settings.divisions_path),
+        brands=brand_register(runtime.settings),
         max_version_jump=runtime.settings.replica_max_version_jump,
     )
 
@@ -46,6 +57,8 @@ def init_metrics(members: Sequence[str]) -> None:
         MATCHES.labels(code)
     for result in REPLICA_RESULTS:
         REPLICA_CHANGES.labels(result)
+    for result in BRAND_CHECK_RESULTS:
+        BRAND_CHECKS.labels(result)
 
 
 def consumers(runtime: Runtime) -> Sequence[ConsumerSpec]:

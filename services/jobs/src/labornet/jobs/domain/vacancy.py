@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from importlib.resources import files
@@ -53,6 +55,42 @@ class TargetGroup(StrEnum):
 
 class VacancyRuleError(ValueError):
     """A change the vacancy's rules do not allow (closed vacancy, stale version…)."""
+
+
+class BrandNotUsable(VacancyRuleError):
+    """The labour-service brand a vacancy names is not in the federation's brand register, or was revoked."""
+
+
+@dataclass(frozen=True)
+class BrandRef:
+    """What a vacancy needs to know of the brand it names."""
+
+    id: str
+    status: str  # proposed, recognised or revoked (labornet.brands)
+    name_zh: str
+
+
+def check_brand(brand_id: str, found: BrandRef | None) -> None:
+    """A vacancy may name a brand that exists and is not revoked; :class:`BrandNotUsable` says why not."""
+    if found is None:
+        raise BrandNotUsable(
+            f"brand {brand_id} is not in the federation's brand register; name an existing brand "
+            "(GET /api/v1/brands on the brands service) or leave brand_id out"
+        )
+    if found.status == "revoked":
+        raise BrandNotUsable(f"brand {brand_id} ({found.name_zh}) was revoked; a vacancy cannot name it any more")
+
+
+_BRAND_ID = re.compile(r"^\d{2}0000-B-[0-9A-Z]{1,40}$")
+
+
+def _brand_id(value: str) -> str:
+    if not _BRAND_ID.match(value):
+        raise ValueError(f"brand id {value[:80]!r}: expected a brand id such as 510000-B-8F14E45FCEEA167A5A36")
+    return value
+
+
+BrandId = Annotated[str, AfterValidator(_brand_id)]
 
 
 @functools.cache
@@ -120,7 +158,7 @@ class VacancyDraft(BaseModel):
     employment_type: EmploymentType
     target_groups: list[TargetGroup] = Field(default_factory=list, max_length=10)
     skills: list[Skill] = Field(default_factory=list, max_length=30)
-    brand_id: str | None = Field(None, max_length=64)
+    brand_id: BrandId | None = Field(None, description="a labour-service brand of the federation's brand register")
     contact: ShortText
     closing_date: ClosingDate
 
@@ -146,7 +184,7 @@ class VacancyChanges(BaseModel):
     employment_type: EmploymentType | None = None
     target_groups: list[TargetGroup] | None = Field(None, max_length=10)
     skills: list[Skill] | None = Field(None, max_length=30)
-    brand_id: str | None = Field(None, max_length=64)
+    brand_id: BrandId | None = None
     contact: ShortText | None = None
     closing_date: ClosingDate | None = None
 

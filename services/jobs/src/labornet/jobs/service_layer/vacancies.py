@@ -17,17 +17,20 @@ from prometheus_client import Counter, Gauge
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from labornet.jobs.adapters.brands import BrandRegister, BrandRegisterUnavailable
 from labornet.jobs.adapters.tables import vacancy
 from labornet.jobs.domain import text
 from labornet.jobs.domain.vacancy import (
     CLOSED,
     PUBLISHED,
     UPDATED,
+    BrandNotUsable,
     Status,
     VacancyChanges,
     VacancyDraft,
     VacancyRecord,
     VacancyRuleError,
+    check_brand,
     check_change,
     check_replicated,
     flatten,
@@ -42,7 +45,7 @@ from labornet.shared.envelope import Envelope, format_time
 from labornet.shared.inbox import RuleViolation, check_version_continuity, describe
 from labornet.shared.observability import set_counts
 from labornet.shared.outbox import Outbox
-from labornet.shared.problems import Forbidden, NotFound, Unprocessable
+from labornet.shared.problems import Forbidden, NotFound, Problem, Unprocessable
 from labornet.shared.replica import check_owner, upsert_newer
 from labornet.shared.topics import events_topic
 
@@ -106,12 +109,14 @@ class VacancyService:
         sessions: async_sessionmaker[AsyncSession],
         outbox: Outbox,
         divisions: DivisionRegistry,
+        brands: BrandRegister,
         max_version_jump: int = 0,
     ) -> None:
         self.province = province
         self.sessions = sessions
         self.outbox = outbox
         self.divisions = divisions
+        self.brands = brands
         self.max_version_jump = max_version_jump  # LABORNET_REPLICA_MAX_VERSION_JUMP; 0 = no limit
         self.topic = events_topic(province, "jobs")
 
@@ -122,7 +127,23 @@ class VacancyService:
             raise Unprocessable(str(exc), errors=[{"field": "body.division_code", "message": str(exc)}]) from exc
         return division.code, city or division.name
 
+    async def _check_brand(self, brand_id: str | None) -> None:
+        """A named brand exists in the federation's brand register and is not revoked (422 naming brand_id)."""
+        if brand_id is None:
+            return
+        try:
+            check_brand(brand_id, await self.brands.find(brand_id))
+        except BrandNotUsable as exc:
+            raise Unprocessable(str(exc), errors=[{"field": "body.brand_id", "message": str(exc)}]) from exc
+        except BrandRegisterUnavailable as exc:
+            raise Problem(
+                f"brand {brand_id} cannot be checked now: {exc}; try again shortly",
+                status=503,
+                slug="brand-register-unavailable",
+            ) from exc
+
     async def publish(self, draft: VacancyDraft) -> dict[str, Any]:
+        await self._check_brand(draft.brand_id)
         row = flatten(draft)
         row["division_code"], row["city"] = self._place(draft.division_code, draft.city)
         moment = now()
@@ -146,6 +167,7 @@ class VacancyService:
         return row
 
     async def update(self, vacancy_id: str, changes: VacancyChanges, if_match: int | None) -> dict[str, Any]:
+        await self._check_brand(changes.brand_id)
         async with self.sessions() as session, session.begin():
             current = await self._own(session, vacancy_id)
             check_change(current, changes.version or if_match)
