@@ -255,6 +255,8 @@ class EventConsumer:
         # the broker's cluster id as the broker watch last saw it; a new one means a new log (see _follow_cluster)
         self._cluster = cluster
         self._read_cluster: str | None = None
+        # partitions per subscribed topic when the current consumer got its first assignment (see _layout_changed)
+        self._layout: dict[str, int] | None = None
 
     @property
     def ready(self) -> bool:
@@ -284,6 +286,8 @@ class EventConsumer:
                         raise
                     self._consumer = consumer
                 await self._poll_once(self._consumer)
+                if self._layout_changed(self._consumer):
+                    await self._renew_consumer()
                 backoff = first_backoff
             except asyncio.CancelledError:
                 raise
@@ -297,6 +301,29 @@ class EventConsumer:
         if self._consumer is not None:
             async with self._processing:
                 consumer, self._consumer = self._consumer, None
+            with contextlib.suppress(Exception):
+                await consumer.stop()
+
+    def _layout_changed(self, consumer: AIOKafkaConsumer) -> bool:
+        """Whether a subscribed topic now has another number of partitions than when this consumer got its first
+        assignment (partitions added, or the topic recreated with another count).
+
+        The client asks its group to rebalance then, but the embedded broker answers a rejoin of the same members
+        with the assignment it already had (the generation does not change), so new partitions would never be read.
+        A new consumer is a new member and gets a fresh assignment from any broker."""
+        layout = {topic: len(consumer.partitions_for_topic(topic) or ()) for topic in consumer.subscription()}
+        if self._layout is None:
+            if consumer.assignment():
+                self._layout = layout
+            return False
+        return any(count and self._layout.get(topic, count) not in (0, count) for topic, count in layout.items())
+
+    async def _renew_consumer(self) -> None:
+        log.warning("consumer %s: a topic's partitions changed; joining the group again as a new member", self.group_id)
+        async with self._processing:
+            consumer, self._consumer = self._consumer, None
+        self._layout = None
+        if consumer is not None:
             with contextlib.suppress(Exception):
                 await consumer.stop()
 

@@ -1,0 +1,513 @@
+"""Receipts for directed messages, each promise tried on its own (ADR 0009), on the real broker and databases.
+
+Sichuan (510000) sends contact letters to Zhejiang's inbox (330000); Zhejiang answers each with a signed receipt
+on Sichuan's inbox; Chongqing (500000) is a third province whose signature is valid but who was not addressed.
+Each test gets a service name of its own, so its topics, consumer groups and metric series are its own too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaProducer
+from prometheus_client import REGISTRY
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from labornet.shared.app import ConsumerSpec, ServiceSpec, start_runtime, stop_runtime
+from labornet.shared.broker import EmbeddedBroker
+from labornet.shared.db import as_utc, inbox, outbox, quarantine, readonly_sessionmaker, sessionmaker, utcnow
+from labornet.shared.envelope import Envelope, encode_data, event_source, new_event_id
+from labornet.shared.inbox import EventConsumer
+from labornet.shared.kafka import ensure_topics, make_consumer, make_producer
+from labornet.shared.keys import NodeKeys
+from labornet.shared.outbox import Outbox, OutboxRelay, resend_delay
+from labornet.shared.receipts import RECEIPT, Receipt, ReceiptOutcome, apply_receipt
+from labornet.shared.settings import Settings
+from labornet.shared.signing import Signer, TrustListFile
+from labornet.shared.testing import eventually, outbox_events, platform_engine
+from labornet.shared.topics import deadletter_topic, events_topic, inbox_topic, stream_id
+
+pytestmark = pytest.mark.integration
+
+SENDER, RECEIVER, THIRD = "510000", "330000", "500000"
+CONTACT_LETTER = "org.labornet.insurance.transfer.contact-letter.v1"
+
+
+def metric(name: str, **labels: str) -> float | None:
+    return REGISTRY.get_sample_value(name, labels)
+
+
+async def holds(check: Callable[[], Awaitable[bool]], for_s: float, interval_s: float = 0.1) -> None:
+    """``check`` stays true for ``for_s`` seconds; fails the first time it is not."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + for_s
+    while loop.time() < deadline:
+        assert await check(), f"{getattr(check, '__name__', check)} stopped holding"
+        await asyncio.sleep(interval_s)
+
+
+def signed_receipt(keys: NodeKeys, service: str, letter_id: str) -> Envelope:
+    """A receipt for letter ``letter_id`` that the province of ``keys`` signs and sends to Sichuan's inbox."""
+    province, topic = keys.province, inbox_topic(SENDER, service)
+    receipt = Receipt(
+        event_id=letter_id, event_type=CONTACT_LETTER, outcome=ReceiptOutcome.APPLIED, received_at=utcnow()
+    )
+    return Signer.from_file(keys.signing_key, province).sign(
+        Envelope(
+            id=new_event_id(),
+            source=event_source(province, service),
+            type=RECEIPT,
+            time=datetime.now(UTC),
+            partitionkey=letter_id,
+            originprovince=province,
+            destprovince=SENDER,
+            stream=stream_id(province, topic),
+            streamseq=1,
+            schemaversion=1,
+            subject=letter_id,
+            data=encode_data(receipt),
+        )
+    )
+
+
+class Letters:
+    """Zhejiang's handler of contact letters; a letter marked ``unreadable`` fails until ``cured``."""
+
+    def __init__(self) -> None:
+        self.applied: list[str] = []
+        self.failures = 0
+        self.cured = False
+
+    async def receive(self, _session: AsyncSession, envelope: Envelope) -> None:
+        if envelope.json().get("unreadable") and not self.cured:
+            self.failures += 1
+            raise ValueError("the contact letter names no insured person")
+        self.applied.append(envelope.id)
+
+
+@dataclass
+class Province:
+    code: str
+    service: str
+    engine: AsyncEngine
+    outbox: Outbox
+    relay: OutboxRelay
+    consumer: EventConsumer
+    tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+
+    def start(self, *parts: str) -> None:
+        for part in parts:
+            self.tasks[part] = asyncio.create_task(self.relay.run() if part == "relay" else self.consumer.run())
+
+    async def stop(self) -> None:
+        await self.consumer.stop()
+        await self.relay.stop()
+        for task in self.tasks.values():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self.tasks.clear()
+
+    async def send_letter(self, to: str, **data: object) -> Envelope:
+        async with sessionmaker(self.engine)() as session, session.begin():
+            return await self.outbox.add(
+                session,
+                topic=inbox_topic(to, self.service),
+                event_type=CONTACT_LETTER,
+                key=f"transfer-{uuid.uuid4().hex[:8]}",
+                destination=to,
+                data={"case": "ZJ-2026-0001", **data},
+            )
+
+    async def outbox_rows(self) -> list[Row[Any]]:
+        async with sessionmaker(self.engine)() as session:
+            return list((await session.execute(select(outbox).order_by(outbox.c.id))).all())
+
+    async def row(self, event_id: str) -> Row[Any]:
+        async with sessionmaker(self.engine)() as session:
+            return (await session.execute(select(outbox).where(outbox.c.event_id == event_id))).one()
+
+    async def count(self, table: Any) -> int:
+        async with sessionmaker(self.engine)() as session:
+            return int((await session.execute(select(func.count()).select_from(table))).scalar_one())
+
+
+@dataclass
+class Bus:
+    service: str
+    sender: Province
+    receiver: Province
+    letters: Letters
+    bootstrap: str
+
+    def sent(self, outcome: str) -> float:
+        return metric("labornet_receipts_total", service=self.service, direction="sent", outcome=outcome) or 0.0
+
+    def received(self, outcome: str) -> float:
+        return metric("labornet_receipts_total", service=self.service, direction="received", outcome=outcome) or 0.0
+
+
+BusFactory = Callable[..., Awaitable[Bus]]
+
+
+@pytest.fixture
+async def bus(
+    new_database_url: Callable[[], Awaitable[str]],
+    make_settings: Callable[..., Settings],
+    federation_dir: Path,
+    node_keys: dict[str, NodeKeys],
+    kafka_broker: EmbeddedBroker,
+) -> AsyncIterator[BusFactory]:
+    """Builds Sichuan and Zhejiang (nothing started); the test decides which relay and consumer run."""
+    built: list[Province] = []
+
+    async def build(receipt_wait_s: float = 30.0, receipt_wait_max_s: float = 600.0, max_attempts: int = 2) -> Bus:
+        service = f"insurance-{uuid.uuid4().hex[:8]}"
+        letters = Letters()
+        trust = TrustListFile(federation_dir / "trust-list.json")
+        provinces: dict[str, Province] = {}
+        for code in (SENDER, RECEIVER):
+            settings = make_settings(code, "insurance", await new_database_url())
+            engine = await platform_engine(settings.database_url)
+            writer = Outbox(code, service, Signer.from_file(node_keys[code].signing_key, code))
+            relay = OutboxRelay(
+                sessionmaker(engine),
+                readonly_sessionmaker(engine),
+                functools.partial(make_producer, settings),
+                writer,
+                service=service,
+                poll_interval_s=0.02,
+                max_backoff_s=0.5,
+                create_topics=functools.partial(ensure_topics, settings),
+                receipt_wait_s=receipt_wait_s,
+                receipt_wait_max_s=receipt_wait_max_s,
+            )
+            consumer = EventConsumer(
+                name="inbox",
+                province=code,
+                service=service,
+                topics=[inbox_topic(code, service)],
+                handlers={CONTACT_LETTER: letters.receive} if code == RECEIVER else {},
+                sessions=sessionmaker(engine),
+                outbox=writer,
+                trust=trust,
+                consumer_factory=functools.partial(make_consumer, settings),
+                deadletter_topic=deadletter_topic(code, service),
+                max_attempts=max_attempts,
+                retry_backoff_s=0.01,
+            )
+            provinces[code] = Province(code, service, engine, writer, relay, consumer)
+            built.append(provinces[code])
+        topics = [inbox_topic(code, service) for code in (SENDER, RECEIVER, THIRD)]
+        await ensure_topics(settings, [*topics, *(deadletter_topic(code, service) for code in (SENDER, RECEIVER))])
+        return Bus(service, provinces[SENDER], provinces[RECEIVER], letters, kafka_broker.bootstrap_servers)
+
+    yield build
+    for province in built:
+        await province.stop()
+        await province.engine.dispose()
+
+
+async def consuming(*provinces: Province) -> None:
+    for province in provinces:
+        province.start("consumer")
+    for province in provinces:
+        await province.consumer.wait_assigned(30)
+
+
+async def test_an_acknowledged_letter_is_never_sent_again_and_receipts_expect_no_receipt(bus: BusFactory) -> None:
+    federation = await bus(receipt_wait_s=1.0, receipt_wait_max_s=2.0)
+    sender, receiver = federation.sender, federation.receiver
+    sender.start("relay")
+    receiver.start("relay")
+    await consuming(sender, receiver)
+    letter = await sender.send_letter(RECEIVER)
+
+    async def acknowledged() -> bool:
+        return (await sender.row(letter.id)).acked_at is not None
+
+    await eventually(acknowledged, timeout_s=20)
+    row = await sender.row(letter.id)
+    assert (row.receipt_outcome, row.resends, row.resend_at) == ("applied", 0, None)
+    [answer] = await receiver.outbox_rows()
+    assert (answer.event_type, answer.destination, answer.expects_receipt) == (RECEIPT, SENDER, False)
+    receipt = Receipt.model_validate_json((await outbox_events(receiver.engine))[0][0].data)
+    assert (receipt.event_id, receipt.event_type, receipt.outcome) == (letter.id, CONTACT_LETTER, "applied")
+
+    async def nothing_moves() -> bool:
+        """One letter, one receipt, each applied once; nothing resent, nothing answered twice."""
+        row = await sender.row(letter.id)
+        return (
+            row.resends == 0
+            and row.sent_at is not None
+            and len(await sender.outbox_rows()) == 1
+            and len(await receiver.outbox_rows()) == 1
+            and await sender.count(inbox) == 1
+            and await receiver.count(inbox) == 1
+        )
+
+    # the relay looks for overdue letters every second: three receipt waits and more
+    await holds(nothing_moves, for_s=4.0)
+    assert federation.letters.applied == [letter.id]
+    assert (federation.sent("applied"), federation.received("applied"), federation.sent("duplicate")) == (1, 1, 0)
+    assert metric("labornet_directed_resends_total", service=federation.service) == 0
+
+
+async def test_a_receipt_signed_by_a_province_not_addressed_acknowledges_nothing(
+    bus: BusFactory, node_keys: dict[str, NodeKeys]
+) -> None:
+    federation = await bus()
+    sender, receiver = federation.sender, federation.receiver
+    sender.start("relay")
+    await consuming(sender)
+    letter = await sender.send_letter(RECEIVER)
+
+    async def published() -> bool:
+        return (await sender.row(letter.id)).sent_at is not None
+
+    await eventually(published)
+    # Chongqing signs a receipt for the letter with its own valid key, on Sichuan's inbox topic
+    topic = inbox_topic(SENDER, federation.service)
+    forged = signed_receipt(node_keys[THIRD], federation.service, letter.id)
+    key, value, headers = forged.to_kafka()
+    producer = AIOKafkaProducer(bootstrap_servers=federation.bootstrap, acks="all")
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, value, key=key, headers=headers)
+    finally:
+        await producer.stop()
+
+    async def forged_receipt_read() -> bool:
+        return federation.received("unmatched") == 1
+
+    await eventually(forged_receipt_read)
+    assert (await sender.row(letter.id)).acked_at is None, "a third province acknowledged a letter not sent to it"
+    assert federation.received("applied") == 0
+
+    # the province addressed answers: that receipt counts
+    receiver.start("relay")
+    await consuming(receiver)
+
+    async def acknowledged() -> bool:
+        return (await sender.row(letter.id)).acked_at is not None
+
+    await eventually(acknowledged, timeout_s=20)
+    assert (await sender.row(letter.id)).receipt_outcome == "applied"
+    assert federation.received("applied") == 1
+
+
+async def test_a_lost_receipt_costs_one_resend_answered_as_a_duplicate(bus: BusFactory) -> None:
+    federation = await bus(receipt_wait_s=1.0, receipt_wait_max_s=4.0)
+    sender, receiver = federation.sender, federation.receiver
+    sender.start("relay")
+    await consuming(sender, receiver)  # Zhejiang's relay is not running: its receipt stays in its outbox
+    letter = await sender.send_letter(RECEIVER)
+
+    async def receipt_written() -> bool:
+        return any(row.event_type == RECEIPT for row in await receiver.outbox_rows())
+
+    await eventually(receipt_written, timeout_s=20)
+    async with sessionmaker(receiver.engine)() as session, session.begin():
+        lost = await session.execute(delete(outbox).where(outbox.c.event_type == RECEIPT, outbox.c.sent_at.is_(None)))
+    assert lost.rowcount == 1  # type: ignore[attr-defined]
+    receiver.start("relay")
+
+    async def acknowledged() -> bool:
+        return (await sender.row(letter.id)).acked_at is not None
+
+    await eventually(acknowledged, timeout_s=20)
+    row = await sender.row(letter.id)
+    assert row.resends >= 1 and row.receipt_outcome == "duplicate"
+    assert federation.letters.applied == [letter.id], "the resent letter was applied twice"
+    duplicates = metric(
+        "labornet_events_consumed_total",
+        service=federation.service,
+        topic=inbox_topic(RECEIVER, federation.service),
+        outcome="duplicate",
+    )
+    assert duplicates is not None and duplicates >= 1
+    assert federation.sent("duplicate") >= 1 and federation.received("duplicate") == 1
+    assert (metric("labornet_directed_resends_total", service=federation.service) or 0) >= 1
+
+
+async def test_a_failing_handler_gets_no_receipt_and_the_letter_is_resent_until_it_applies(bus: BusFactory) -> None:
+    federation = await bus(receipt_wait_s=0.5, receipt_wait_max_s=1.0, max_attempts=2)
+    sender, receiver = federation.sender, federation.receiver
+    sender.start("relay")
+    receiver.start("relay")
+    await consuming(sender, receiver)
+    unreadable = await sender.send_letter(RECEIVER, unreadable=True)
+    readable = await sender.send_letter(RECEIVER)
+
+    async def resent_twice_and_quarantined() -> bool:
+        async with sessionmaker(receiver.engine)() as session:
+            held = (
+                await session.execute(select(quarantine.c.reason).where(quarantine.c.event_id == unreadable.id))
+            ).all()
+        return (await sender.row(unreadable.id)).resends >= 2 and [r.reason for r in held] == ["handler-failed"]
+
+    await eventually(resent_twice_and_quarantined, timeout_s=25)
+    assert (await sender.row(readable.id)).receipt_outcome in ("applied", "duplicate")
+    assert (await sender.row(unreadable.id)).acked_at is None
+    answered = {
+        Receipt.model_validate_json(e.data).event_id
+        for e in (await outbox_events(receiver.engine))[0]
+        if e.type == RECEIPT
+    }
+    assert answered == {readable.id}, "a letter whose handler failed was acknowledged"
+    assert federation.letters.failures >= 4  # two attempts on the first delivery and on each resend
+
+    federation.letters.cured = True
+
+    async def acknowledged() -> bool:
+        return (await sender.row(unreadable.id)).acked_at is not None
+
+    await eventually(acknowledged, timeout_s=20)
+    assert (await sender.row(unreadable.id)).receipt_outcome == "applied"
+    assert sorted(federation.letters.applied) == sorted([readable.id, unreadable.id])
+    async with sessionmaker(receiver.engine)() as session:
+        status = (
+            await session.execute(select(quarantine.c.status).where(quarantine.c.event_id == unreadable.id))
+        ).one()
+    assert status.status == "replayed"
+
+
+def test_the_wait_for_a_receipt_doubles_up_to_the_ceiling() -> None:
+    waits = [resend_delay(n, 15.0, 600.0).total_seconds() for n in range(8)]
+    assert waits == [15, 30, 60, 120, 240, 480, 600, 600]
+    assert resend_delay(10_000, 15.0, 600.0) == timedelta(seconds=600)  # no overflow however often it was resent
+    assert resend_delay(0, 900.0, 600.0) == timedelta(seconds=600)
+
+
+async def test_the_relay_writes_the_doubling_wait_and_stops_at_the_receipt(
+    bus: BusFactory, node_keys: dict[str, NodeKeys]
+) -> None:
+    federation = await bus(receipt_wait_s=10.0, receipt_wait_max_s=35.0)
+    sender, relay = federation.sender, federation.sender.relay
+    letter = await sender.send_letter(RECEIVER)
+    async with sessionmaker(sender.engine)() as session, session.begin():  # a broadcast event expects no receipt
+        news = await sender.outbox.add(
+            session,
+            topic=events_topic(SENDER, federation.service),
+            event_type="org.labornet.jobs.vacancy.published.v1",
+            key="510000-V-1",
+            data={"id": "510000-V-1"},
+        )
+    for resends, wait in enumerate([10, 20, 35, 35]):
+        assert await relay.publish_batch() >= 1
+        row = await sender.row(letter.id)
+        assert row.resends == resends
+        assert as_utc(row.resend_at) - as_utc(row.sent_at) == timedelta(seconds=wait)
+        assert await relay.resend_unacknowledged() == 0, "resent before its wait was over"
+        async with sessionmaker(sender.engine)() as session, session.begin():
+            await session.execute(
+                update(outbox).where(outbox.c.id == row.id).values(resend_at=utcnow() - timedelta(seconds=1))
+            )
+        assert await relay.resend_unacknowledged() == 1
+        row = await sender.row(letter.id)
+        assert (row.sent_at, row.resend_at, row.resends) == (None, None, resends + 1)
+    broadcast = await sender.row(news.id)
+    assert (broadcast.expects_receipt, broadcast.resend_at, broadcast.resends) == (False, None, 0)
+    assert await relay.publish_batch() == 1
+
+    async with sessionmaker(sender.engine)() as session, session.begin():
+        assert not await apply_receipt(
+            session, signed_receipt(node_keys[THIRD], federation.service, letter.id), federation.service
+        )
+        assert await apply_receipt(
+            session, signed_receipt(node_keys[RECEIVER], federation.service, letter.id), federation.service
+        )
+        assert not await apply_receipt(
+            session, signed_receipt(node_keys[RECEIVER], federation.service, letter.id), federation.service
+        )  # once only
+    async with sessionmaker(sender.engine)() as session, session.begin():
+        await session.execute(update(outbox).values(resend_at=utcnow() - timedelta(days=1)))
+    assert await relay.resend_unacknowledged() == 0, "an acknowledged letter was queued again"
+
+
+async def test_the_purge_keeps_letters_awaiting_a_receipt_and_deletes_old_acknowledged_ones(bus: BusFactory) -> None:
+    federation = await bus()
+    sender = federation.sender
+    now = utcnow()
+    old, recent = now - timedelta(hours=200), now - timedelta(hours=1)
+    letters = inbox_topic(RECEIVER, federation.service)
+    rows = {  # event id: (topic, sent, acknowledged, expects a receipt)
+        "acknowledged-old": (letters, old, old, True),
+        "awaiting-old": (letters, old, None, True),
+        "broadcast-old": (events_topic(SENDER, federation.service), old, None, False),
+        "broadcast-recent": (events_topic(SENDER, federation.service), recent, None, False),
+        "unsent-old": (events_topic(SENDER, federation.service), None, None, False),
+    }
+    async with sessionmaker(sender.engine)() as session, session.begin():
+        for event_id, (topic, sent_at, acked_at, expects) in rows.items():
+            await session.execute(
+                outbox.insert().values(
+                    event_id=event_id,
+                    event_type=CONTACT_LETTER,
+                    topic=topic,
+                    headers=[],
+                    payload=b"{}",
+                    created_at=old,
+                    sent_at=sent_at,
+                    attempts=0,
+                    destination=RECEIVER if expects else None,
+                    expects_receipt=expects,
+                    acked_at=acked_at,
+                    resend_at=now + timedelta(hours=1) if expects and acked_at is None else None,
+                    resends=0,
+                )
+            )
+    await sender.relay._housekeeping()  # the first round purges at once, then once a minute
+    assert {row.event_id for row in await sender.outbox_rows()} == {"awaiting-old", "broadcast-recent", "unsent-old"}
+    assert metric("labornet_directed_awaiting_receipt", service=federation.service) == 1
+    age = metric("labornet_directed_oldest_unacknowledged_age_seconds", service=federation.service)
+    assert age is not None and age >= 199 * 3600
+
+
+async def test_receipt_and_resend_series_exist_at_zero_from_start_up(
+    make_settings: Callable[..., Settings], database_url: str
+) -> None:
+    service = f"insurance-{uuid.uuid4().hex[:8]}"
+    series: list[tuple[str, dict[str, str]]] = [
+        *(
+            ("labornet_receipts_total", {"direction": "sent", "outcome": o})
+            for o in ("applied", "duplicate", "rejected")
+        ),
+        *(
+            ("labornet_receipts_total", {"direction": "received", "outcome": o})
+            for o in ("applied", "duplicate", "rejected", "unmatched")
+        ),
+        ("labornet_directed_resends_total", {}),
+        ("labornet_directed_awaiting_receipt", {}),
+        ("labornet_directed_oldest_unacknowledged_age_seconds", {}),
+        ("labornet_outbox_republished_total", {}),
+        *(("labornet_broker_log_losses_total", {"sign": sign}) for sign in ("cluster", "topic", "offsets")),
+    ]
+    assert all(metric(name, service=service, **labels) is None for name, labels in series)
+    engine = await platform_engine(database_url)
+    await engine.dispose()
+    spec = ServiceSpec(
+        name=service,
+        version="1",
+        migrations="labornet.insurance:migrations",
+        consumers=lambda _runtime: [ConsumerSpec("transfers", [inbox_topic(SENDER, service)], {})],
+    )
+    runtime = await start_runtime(spec, make_settings(SENDER, "insurance", database_url, migrate_on_start=False))
+    try:
+        missing = [(name, labels) for name, labels in series if metric(name, service=service, **labels) != 0]
+        assert missing == [], f"not at 0 from start-up: {missing}"
+        topic = inbox_topic(SENDER, service)
+        assert metric("labornet_topic_partition_mismatch", service=service, topic=topic) == 0
+    finally:
+        await stop_runtime(runtime)
