@@ -13,15 +13,17 @@ from typing import Any
 
 from fastapi import FastAPI
 from prometheus_client import Gauge
-from sqlalchemy import func, select
 
 from labornet.insurance import __doc__ as description
 from labornet.insurance import __version__
-from labornet.insurance.adapters.tables import settlement, transfer
+from labornet.insurance.adapters import settlements, transfers
+from labornet.insurance.domain.settlement import Direction
+from labornet.insurance.domain.transfer import Side
 from labornet.insurance.entrypoints import api
-from labornet.insurance.service_layer.records import ensure_config
-from labornet.insurance.service_layer.transfers import TransferService, overdue_clause, today_in_china
+from labornet.insurance.service_layer.records import RecordService, ensure_config
+from labornet.insurance.service_layer.transfers import TransferService
 from labornet.shared.app import ConsumerSpec, Runtime, ServiceSpec, create_service_app
+from labornet.shared.clock import today_in_china
 from labornet.shared.observability import set_counts
 from labornet.shared.settings import Settings
 from labornet.shared.topics import inbox_topic
@@ -35,6 +37,9 @@ OVERDUE = Gauge("labornet_insurance_transfers_overdue", "Open transfer cases pas
 SETTLEMENTS_PENDING = Gauge(
     "labornet_insurance_settlements_pending_amount", "CNY due to receiving provinces, not yet paid"
 )
+SETTLEMENTS_RECEIVABLE = Gauge(
+    "labornet_insurance_settlements_receivable_amount", "CNY sending provinces owe this province, not yet paid"
+)
 
 
 def setup(runtime: Runtime) -> None:
@@ -46,6 +51,7 @@ def setup(runtime: Runtime) -> None:
         members=runtime.registry.codes(),
         auto_answer=runtime.settings.insurance_auto_answer,
     )
+    runtime.extras["records"] = RecordService(province=runtime.settings.province, sessions=runtime.sessions)
 
 
 async def startup(runtime: Runtime) -> None:
@@ -65,23 +71,12 @@ def consumers(runtime: Runtime) -> Sequence[ConsumerSpec]:
 async def refresh_gauges(runtime: Runtime) -> None:
     today = today_in_china()
     async with runtime.read_sessions() as session:
-        rows = await session.execute(
-            select(
-                transfer.c.side, transfer.c.state, transfer.c.from_province, transfer.c.to_province, func.count()
-            ).group_by(transfer.c.side, transfer.c.state, transfer.c.from_province, transfer.c.to_province)
-        )
-        set_counts(TRANSFERS, {(side, state, source, target): count for side, state, source, target, count in rows})
-        for side in ("receiving", "sending"):
-            overdue = (
-                await session.execute(select(func.count()).where(transfer.c.side == side, overdue_clause(today)))
-            ).scalar_one()
-            OVERDUE.labels(side).set(overdue)
-        pending = (
-            await session.execute(
-                select(func.coalesce(func.sum(settlement.c.amount), 0)).where(settlement.c.status == "pending")
-            )
-        ).scalar_one()
-        SETTLEMENTS_PENDING.set(float(pending))
+        set_counts(TRANSFERS, await transfers.counts(session))
+        for side in Side:
+            OVERDUE.labels(side.value).set(await transfers.overdue_count(session, side, today))
+        pending = await settlements.pending_amounts(session)
+    SETTLEMENTS_PENDING.set(float(pending[Direction.OUTGOING]))
+    SETTLEMENTS_RECEIVABLE.set(float(pending[Direction.INCOMING]))
 
 
 async def sweep(runtime: Runtime) -> None:

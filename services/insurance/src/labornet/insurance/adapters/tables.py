@@ -35,6 +35,7 @@ insured_person = Table(
     Column("employer_credit_code", String(18), nullable=True),
     Column("months_used", Integer, nullable=False),
     Column("benefit_months_paid", Integer, nullable=False),
+    Column("earlier_unclaimed_months", Integer, nullable=False, server_default=text("0")),  # art. 17 §2
     Column("transfer_lock", String(60), nullable=True),  # the transfer case holding this person, if any
     Column("version", Integer, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
@@ -91,6 +92,7 @@ transfer = Table(
     Column("refusal_reason", Text, nullable=True),
     Column("closed_at", DateTime(timezone=True), nullable=True),
     Column("version", Integer, nullable=False),
+    Column("name_on_record", String(100), nullable=True),  # sending side: the record's name when it differs
 )
 Index("ix_transfer_person", transfer.c.resident_id)
 Index("ix_transfer_state", transfer.c.side, transfer.c.state)
@@ -130,5 +132,9 @@ settlement = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("paid_at", DateTime(timezone=True), nullable=True),
     Column("paid_by", String(200), nullable=True),
+    Column("direction", String(10), nullable=False, server_default=text("'outgoing'")),  # outgoing | incoming
+    Column("from_province", String(6), nullable=True),  # the paying province (null: written before 0004, here)
+    Column("payment_reference", String(100), nullable=True),
 )
 Index("ix_settlement_status", settlement.c.status, settlement.c.due_month)
+Index("ix_settlement_direction", settlement.c.direction, settlement.c.status)

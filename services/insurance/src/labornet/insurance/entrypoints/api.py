@@ -9,33 +9,32 @@ shown in full only to the person and to this province's officers.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from dataclasses import asdict
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
 
-from labornet.insurance.adapters.tables import (
-    benefit_config,
-    contribution_period,
-    insured_person,
-    settlement,
-    transfer,
-    transfer_step,
+from labornet.insurance.domain.settlement import Direction, Settlement, SettlementRuleError, SettlementStatus
+from labornet.insurance.domain.transfer import (
+    Reason,
+    SheetAlreadySent,
+    Transfer,
+    TransferRefused,
+    WrongNode,
+    is_overdue,
 )
-from labornet.insurance.domain.transfer import Reason, TransferRefused, is_overdue
 from labornet.insurance.service_layer.records import (
     BenefitConfigIn,
     PersonIn,
     RecordConflict,
-    add_person,
+    RecordService,
     parse_csv,
 )
-from labornet.insurance.service_layer.transfers import TransferService, overdue_clause, today_in_china
+from labornet.insurance.service_layer.transfers import TransferService, jsonable_transfer
 from labornet.shared.app import Runtime, RuntimeDep
 from labornet.shared.auth import Principal, Role, current_principal, require_province_role
+from labornet.shared.clock import today_in_china
 from labornet.shared.identifiers import (
     CreditCodeStr,
     ResidentIdStr,
@@ -50,6 +49,11 @@ CallerDep = Annotated[Principal, Depends(current_principal)]
 
 def transfers(runtime: Runtime) -> TransferService:
     service: TransferService = runtime.extras["transfers"]
+    return service
+
+
+def records(runtime: Runtime) -> RecordService:
+    service: RecordService = runtime.extras["records"]
     return service
 
 
@@ -71,25 +75,24 @@ def shown(resident_id: str, principal: Principal, runtime: Runtime) -> str:
     return mask_resident_id(resident_id)
 
 
-def present(row: Any, principal: Principal, runtime: Runtime) -> dict[str, Any]:
-    data = dict(row)
-    if "resident_id" in data:
-        data["resident_id"] = shown(data["resident_id"], principal, runtime)
-    if "complete_due" in data:  # a transfer case: flag it when past a time limit
-        data["overdue"] = is_overdue(
-            side=data["side"],
-            state=data["state"],
-            answer_due=data["answer_due"],
-            complete_due=data["complete_due"],
-            today=today_in_china(),
-        )
+def present(case: Transfer, principal: Principal, runtime: Runtime) -> dict[str, Any]:
+    """A case as the caller may see it, flagged when past a time limit or when the names differ."""
+    data = jsonable_transfer(case)
+    data["resident_id"] = shown(case.resident_id, principal, runtime)
+    data["overdue"] = is_overdue(
+        side=case.side,
+        state=case.state,
+        answer_due=case.answer_due,
+        complete_due=case.complete_due,
+        today=today_in_china(),
+    )
     return data
 
 
-def allowed_to_see(case: Any, principal: Principal, runtime: Runtime) -> bool:
+def allowed_to_see(case: Transfer, principal: Principal, runtime: Runtime) -> bool:
     if is_officer_here(principal, runtime):
         return True
-    return bool(case["side"] == "receiving" and principal.resident_id == case["resident_id"])
+    return bool(case.side == "receiving" and principal.resident_id == case.resident_id)
 
 
 # Transfers -------------------------------------------------------------------------------------------
@@ -102,6 +105,9 @@ class TransferRequest(BaseModel):
     name: str = Field(min_length=1, max_length=100, description="the person's name as registered")
     new_employer_credit_code: CreditCodeStr | None = None
     resident_id: ResidentIdStr | None = Field(None, description="officers only: whom the request is for")
+    to_province: str | None = Field(
+        None, pattern=r"^\d{2}0000$", description="optional: the province moved to, checked against this node"
+    )
 
     @model_validator(mode="after")
     def _employer_for_employment(self) -> TransferRequest:
@@ -141,10 +147,13 @@ async def file_transfer(
             reason=body.reason,
             new_employer=body.new_employer_credit_code,
             filed_by=principal.sub,
+            to_province=body.to_province,
         )
+    except WrongNode as exc:
+        raise Conflict(str(exc), slug="wrong-node", file_at=exc.file_at) from exc
     except TransferRefused as exc:
         raise Conflict(str(exc), slug="transfer-refused") from exc
-    response.headers["Location"] = f"/api/v1/transfers/{case['id']}"
+    response.headers["Location"] = f"/api/v1/transfers/{case.id}"
     return present(case, principal, runtime)
 
 
@@ -159,54 +168,44 @@ async def list_transfers(
     after: Annotated[str | None, Query(max_length=60)] = None,
 ) -> dict[str, Any]:
     """Officers: every case of this node (filters); workers: their own requests."""
-    query = select(transfer).order_by(transfer.c.id).limit(limit + 1)
+    resident_id = None
     if not is_officer_here(principal, runtime):
         if not principal.has(Role.WORKER):
             raise Forbidden("listing transfers needs the role worker, or officer of this province")
-        query = query.where(transfer.c.side == "receiving", transfer.c.resident_id == own_resident_id(principal))
-    if state:
-        query = query.where(transfer.c.state == state)
-    if side:
-        query = query.where(transfer.c.side == side)
-    if overdue:
-        query = query.where(overdue_clause(today_in_china()))
-    if after:
-        query = query.where(transfer.c.id > after)
-    async with runtime.read_sessions() as session:
-        rows = (await session.execute(query)).mappings().all()
-    items = [present(r, principal, runtime) for r in rows[:limit]]
-    return {"items": items, "next_after": items[-1]["id"] if len(rows) > limit else None}
+        resident_id, side = own_resident_id(principal), "receiving"
+    cases = await transfers(runtime).listed(
+        limit=limit,
+        resident_id=resident_id,
+        side=side,
+        state=state,
+        overdue_on=today_in_china() if overdue else None,
+        after=after,
+    )
+    items = [present(c, principal, runtime) for c in cases[:limit]]
+    return {"items": items, "next_after": items[-1]["id"] if len(cases) > limit else None}
 
 
 @router.get("/transfers/{case_id}")
 async def get_transfer(case_id: str, runtime: RuntimeDep, principal: CallerDep) -> dict[str, Any]:
     """One case with its timeline."""
-    async with runtime.read_sessions() as session:
-        case = (await session.execute(select(transfer).where(transfer.c.id == case_id))).mappings().one_or_none()
-        if case is None or not allowed_to_see(case, principal, runtime):
-            raise NotFound(f"no transfer {case_id}")
-        steps = (
-            (
-                await session.execute(
-                    select(transfer_step.c.at, transfer_step.c.state, transfer_step.c.province, transfer_step.c.note)
-                    .where(transfer_step.c.transfer_id == case_id)
-                    .order_by(transfer_step.c.id)
-                )
-            )
-            .mappings()
-            .all()
-        )
-    return present(case, principal, runtime) | {"timeline": [dict(s) for s in steps]}
+    case = await transfers(runtime).get(case_id)
+    if case is None or not allowed_to_see(case, principal, runtime):
+        raise NotFound(f"no transfer {case_id}")
+    return present(case, principal, runtime) | {"timeline": [asdict(step) for step in case.timeline]}
 
 
 @router.post("/transfers/{case_id}/cancel")
 async def cancel_transfer(case_id: str, runtime: RuntimeDep, principal: CallerDep) -> dict[str, Any]:
-    async with runtime.read_sessions() as session:
-        case = (await session.execute(select(transfer).where(transfer.c.id == case_id))).mappings().one_or_none()
+    """The worker withdraws the request while the sending office has not answered. Once the information sheet
+    has arrived the answer is 409 ``sheet-already-sent``; a cancellation that crosses the sheet is noted in both
+    timelines and the transfer completes."""
+    case = await transfers(runtime).get(case_id)
     if case is None or not allowed_to_see(case, principal, runtime):
         raise NotFound(f"no transfer {case_id}")
     try:
         return present(await transfers(runtime).cancel(case_id), principal, runtime)
+    except SheetAlreadySent as exc:
+        raise Conflict(str(exc), slug="sheet-already-sent") from exc
     except TransferRefused as exc:
         raise Conflict(str(exc), slug="not-cancellable") from exc
 
@@ -219,7 +218,8 @@ class Answer(BaseModel):
 
 @router.post("/transfers/{case_id}/answer")
 async def answer_transfer(case_id: str, body: Answer, runtime: RuntimeDep, principal: OfficerDep) -> dict[str, Any]:
-    """The sending office answers a contact letter: the information sheet, or a refusal with a reason."""
+    """The sending office answers a contact letter: the information sheet, or a refusal with a reason. A case
+    whose request names the person otherwise than the record (``name_mismatch``) is the officer's call."""
     if body.decision == "refuse" and not body.reason:
         raise Unprocessable("a refusal needs a reason", errors=[{"field": "body.reason", "message": "required"}])
     try:
@@ -240,12 +240,9 @@ async def answer_transfer(case_id: str, body: Answer, runtime: RuntimeDep, princ
 @router.post("/insured-persons", status_code=status.HTTP_201_CREATED)
 async def create_person(body: PersonIn, runtime: RuntimeDep, _officer: OfficerDep) -> dict[str, Any]:
     try:
-        async with runtime.sessions() as session, session.begin():
-            await add_person(session, runtime.settings.province, body)
+        await records(runtime).add(body)
     except RecordConflict as exc:
         raise Conflict(str(exc)) from exc
-    except IntegrityError as exc:
-        raise Conflict("this person already has a record in this province") from exc
     return {"resident_id": body.resident_id, "periods": len(body.periods)}
 
 
@@ -256,28 +253,10 @@ async def get_person(resident_id: str, runtime: RuntimeDep, principal: CallerDep
         principal.has(Role.WORKER) and own_resident_id(principal) == resident_id
     ):
         raise NotFound(f"no record {mask_resident_id(resident_id)}")
-    async with runtime.read_sessions() as session:
-        person = (
-            (await session.execute(select(insured_person).where(insured_person.c.resident_id == resident_id)))
-            .mappings()
-            .one_or_none()
-        )
-        if person is None:
-            raise NotFound(f"no record {mask_resident_id(resident_id)}")
-        periods = (
-            (
-                await session.execute(
-                    select(contribution_period)
-                    .where(contribution_period.c.resident_id == resident_id)
-                    .order_by(contribution_period.c.start_month)
-                )
-            )
-            .mappings()
-            .all()
-        )
-    return present(person, principal, runtime) | {
-        "periods": [{k: v for k, v in p.items() if k not in ("id", "resident_id")} for p in periods]
-    }
+    record = await records(runtime).record(resident_id)
+    if record is None:
+        raise NotFound(f"no record {mask_resident_id(resident_id)}")
+    return record | {"resident_id": shown(resident_id, principal, runtime)}
 
 
 @router.post("/insured-persons/import")
@@ -292,25 +271,7 @@ async def import_persons(request: Request, runtime: RuntimeDep, _officer: Office
         raise Unprocessable("the file is not UTF-8 text") from exc
     persons, errors = parse_csv(text)
     if not errors:
-        async with runtime.sessions() as session:
-            try:
-                async with session.begin():
-                    for line, person in enumerate(persons):
-                        try:
-                            async with session.begin_nested():
-                                await add_person(session, runtime.settings.province, person)
-                        except (RecordConflict, IntegrityError) as exc:
-                            errors.append(
-                                {
-                                    "line": line + 2,
-                                    "field": "resident_id",
-                                    "message": f"{mask_resident_id(person.resident_id)}: {exc}",
-                                }
-                            )
-                    if errors:
-                        raise RecordConflict("rolled back")
-            except RecordConflict:
-                pass
+        errors = await records(runtime).import_all(persons)
     if errors:
         raise Unprocessable(
             f"{len(errors)} row(s) are not valid; nothing was imported", slug="import-rejected", errors=errors
@@ -321,59 +282,53 @@ async def import_persons(request: Request, runtime: RuntimeDep, _officer: Office
 # Settlements and configuration -----------------------------------------------------------------------
 
 
+def settlement_view(item: Settlement) -> dict[str, Any]:
+    return asdict(item)
+
+
 @router.get("/settlements")
 async def list_settlements(
-    runtime: RuntimeDep, _officer: OfficerDep, status_: Annotated[str | None, Query(alias="status")] = None
+    runtime: RuntimeDep,
+    _officer: OfficerDep,
+    status_: Annotated[SettlementStatus | None, Query(alias="status")] = None,
+    direction: Annotated[
+        Direction | None, Query(description="outgoing: this province pays; incoming: it is owed")
+    ] = None,
 ) -> dict[str, Any]:
-    query = select(settlement).order_by(settlement.c.due_month, settlement.c.id)
-    if status_:
-        query = query.where(settlement.c.status == status_)
-    async with runtime.read_sessions() as session:
-        rows = (await session.execute(query)).mappings().all()
-    return {"items": [dict(r) for r in rows]}
+    """Settlements this province pays (outgoing) and is owed (incoming), by due month."""
+    items = await transfers(runtime).settlements(direction=direction, status=status_)
+    return {"items": [settlement_view(item) for item in items]}
+
+
+class Payment(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    payment_reference: str | None = Field(
+        None, min_length=1, max_length=100, description="the disbursement's reference, passed to the receiver"
+    )
 
 
 @router.post("/settlements/{settlement_id}/paid")
-async def mark_paid(settlement_id: str, runtime: RuntimeDep, officer: OfficerDep) -> dict[str, Any]:
-    async with runtime.sessions() as session, session.begin():
-        result = await session.execute(
-            update(settlement)
-            .where(settlement.c.id == settlement_id, settlement.c.status == "pending")
-            .values(status="paid", paid_at=datetime.now(UTC), paid_by=officer.sub)
+async def mark_paid(
+    settlement_id: str, runtime: RuntimeDep, officer: OfficerDep, body: Payment | None = None
+) -> dict[str, Any]:
+    """The paying province records the payment; the receiving province is told (with the reference)."""
+    try:
+        paid = await transfers(runtime).mark_paid(
+            settlement_id, by=officer.sub, reference=body.payment_reference if body is not None else None
         )
-        if result.rowcount != 1:  # type: ignore[attr-defined]
-            exists = (
-                await session.execute(select(settlement.c.status).where(settlement.c.id == settlement_id))
-            ).scalar()
-            if exists is None:
-                raise NotFound(f"no settlement {settlement_id}")
-            raise Conflict(f"settlement {settlement_id} is already {exists}")
-        row = (await session.execute(select(settlement).where(settlement.c.id == settlement_id))).mappings().one()
-    return dict(row)
+    except LookupError as exc:
+        raise NotFound(str(exc)) from exc
+    except (SettlementRuleError, TransferRefused) as exc:
+        raise Conflict(str(exc)) from exc
+    return settlement_view(paid)
 
 
 @router.get("/benefit-config")
 async def get_config(runtime: RuntimeDep) -> dict[str, Any]:
     """This province's benefit standard and time limits (public)."""
-    async with runtime.read_sessions() as session:
-        row = (
-            (
-                await session.execute(
-                    select(benefit_config).where(benefit_config.c.province == runtime.settings.province)
-                )
-            )
-            .mappings()
-            .one()
-        )
-    return dict(row)
+    return await records(runtime).config()
 
 
 @router.put("/benefit-config")
 async def put_config(body: BenefitConfigIn, runtime: RuntimeDep, _officer: OfficerDep) -> dict[str, Any]:
-    async with runtime.sessions() as session, session.begin():
-        await session.execute(
-            update(benefit_config)
-            .where(benefit_config.c.province == runtime.settings.province)
-            .values(**body.model_dump(), updated_at=datetime.now(UTC))
-        )
-    return await get_config(runtime)
+    return await records(runtime).set_config(body)

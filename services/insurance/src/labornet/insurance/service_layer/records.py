@@ -15,12 +15,14 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from sqlalchemy import insert, select
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from labornet.insurance.adapters.tables import benefit_config, contribution_period, insured_person
+from labornet.insurance.adapters import config, transfers
+from labornet.insurance.adapters.tables import contribution_period, insured_person
 from labornet.insurance.domain.rules import Period, PeriodKind, PersonStatus, overlapping
-from labornet.shared.identifiers import CreditCodeStr, DivisionCodeStr, ResidentIdStr
+from labornet.shared.clock import Clock, utcnow
+from labornet.shared.identifiers import CreditCodeStr, DivisionCodeStr, ResidentIdStr, mask_resident_id
 
 MONTH = r"^\d{4}-(0[1-9]|1[0-2])$"
 
@@ -53,8 +55,11 @@ class PersonIn(BaseModel):
     hukou_division: DivisionCodeStr
     status: PersonStatus = PersonStatus.EMPLOYED
     employer_credit_code: CreditCodeStr | None = None
-    months_used: int = Field(0, ge=0, le=1200)
-    benefit_months_paid: int = Field(0, ge=0, le=24)
+    months_used: int = Field(0, ge=0, le=1200, description="contribution months an earlier, concluded claim used")
+    benefit_months_paid: int = Field(0, ge=0, le=24, description="months drawn of the current entitlement")
+    earlier_unclaimed_months: int = Field(
+        0, ge=0, le=24, description="months of the earlier claim's entitlement never drawn (art. 17 second paragraph)"
+    )
     periods: list[PeriodIn] = Field(default_factory=list, max_length=600)
 
     @model_validator(mode="after")
@@ -100,6 +105,7 @@ async def add_person(session: AsyncSession, province: str, person: PersonIn) -> 
             employer_credit_code=person.employer_credit_code,
             months_used=person.months_used,
             benefit_months_paid=person.benefit_months_paid,
+            earlier_unclaimed_months=person.earlier_unclaimed_months,
             transfer_lock=None,
             version=1,
             created_at=moment,
@@ -135,7 +141,9 @@ CSV_COLUMNS = (
 
 
 def parse_csv(text: str) -> tuple[list[PersonIn], list[dict[str, Any]]]:
-    """Persons from a CSV of one contribution period per row; errors name the line and the field."""
+    """Persons from a CSV of one contribution period per row; errors name the line and the field.
+
+    An ``earlier_unclaimed_months`` column is optional (0 when absent)."""
     reader = csv.DictReader(io.StringIO(text))
     missing = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or [])]
     if missing:
@@ -158,6 +166,7 @@ def parse_csv(text: str) -> tuple[list[PersonIn], list[dict[str, Any]]]:
                         "employer_credit_code": first["employer_credit_code"] or None,
                         "months_used": first["months_used"] or 0,
                         "benefit_months_paid": first["benefit_months_paid"] or 0,
+                        "earlier_unclaimed_months": first.get("earlier_unclaimed_months") or 0,
                         "periods": [
                             {
                                 "start_month": row["start_month"],
@@ -200,12 +209,7 @@ def default_config(province: str) -> dict[str, Any]:
 
 async def ensure_config(session: AsyncSession, province: str) -> None:
     """Seed the province's benefit configuration from the bundled defaults, once."""
-    insert_ = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-    await session.execute(
-        insert_(benefit_config)
-        .values(**default_config(province))
-        .on_conflict_do_nothing(index_elements=[benefit_config.c.province])
-    )
+    await config.seed(session, default_config(province))
 
 
 class BenefitConfigIn(BaseModel):
@@ -225,3 +229,57 @@ class BenefitConfigIn(BaseModel):
                 f"({self.subsistence_line} < {self.monthly_standard} < {self.minimum_wage} does not hold)"
             )
         return self
+
+
+class RecordService:
+    """Use cases of the province's records and benefit configuration (one transaction each)."""
+
+    def __init__(self, *, province: str, sessions: async_sessionmaker[AsyncSession], clock: Clock = utcnow) -> None:
+        self.province = province
+        self.sessions = sessions
+        self.clock = clock
+
+    async def add(self, person: PersonIn) -> None:
+        try:
+            async with self.sessions() as session, session.begin():
+                await add_person(session, self.province, person)
+        except IntegrityError as exc:
+            raise RecordConflict("this person already has a record in this province") from exc
+
+    async def import_all(self, persons: Sequence[PersonIn]) -> list[dict[str, Any]]:
+        """Import every person or none; the errors say which rows clash with records held here."""
+        errors: list[dict[str, Any]] = []
+        async with self.sessions() as session:
+            try:
+                async with session.begin():
+                    for line, person in enumerate(persons):
+                        try:
+                            async with session.begin_nested():
+                                await add_person(session, self.province, person)
+                        except (RecordConflict, IntegrityError) as exc:
+                            reason = str(exc) if isinstance(exc, RecordConflict) else "already has a record here"
+                            errors.append(
+                                {
+                                    "line": line + 2,
+                                    "field": "resident_id",
+                                    "message": f"{mask_resident_id(person.resident_id)}: {reason}",
+                                }
+                            )
+                    if errors:
+                        raise RecordConflict("rolled back")
+            except RecordConflict:
+                pass
+        return errors
+
+    async def record(self, resident_id: str) -> dict[str, Any] | None:
+        async with self.sessions() as session:
+            return await transfers.person_record(session, resident_id)
+
+    async def config(self) -> dict[str, Any]:
+        async with self.sessions() as session:
+            return await config.load(session, self.province)
+
+    async def set_config(self, body: BenefitConfigIn) -> dict[str, Any]:
+        async with self.sessions() as session, session.begin():
+            await config.store(session, self.province, body.model_dump(), self.clock())
+        return await self.config()

@@ -1,0 +1,298 @@
+"""Transfers and insured persons in the database: a :class:`Transfer` is one ``transfer`` row plus its
+``transfer_step`` timeline; an :class:`InsuredPerson` one ``insured_person`` row with its contribution periods."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, func, insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from labornet.insurance.adapters.tables import contribution_period, insured_person, transfer, transfer_step
+from labornet.insurance.domain.rules import BenefitHistory, Period, PeriodKind, PersonStatus
+from labornet.insurance.domain.transfer import (
+    TERMINAL,
+    InsuredPerson,
+    Reason,
+    Side,
+    State,
+    Step,
+    Transfer,
+)
+from labornet.shared.db import as_utc
+
+# Transfers ------------------------------------------------------------------------------------------------------
+
+
+def transfer_columns(case: Transfer) -> dict[str, Any]:
+    return {
+        "id": case.id,
+        "side": case.side.value,
+        "peer_case": case.peer_case,
+        "resident_id": case.resident_id,
+        "person_name": case.person_name,
+        "from_province": case.from_province,
+        "to_province": case.to_province,
+        "reason": case.reason.value,
+        "new_employer_credit_code": case.new_employer_credit_code,
+        "state": case.state.value,
+        "filed_by": case.filed_by,
+        "filed_at": case.filed_at,
+        "answer_due": case.answer_due,
+        "complete_due": case.complete_due,
+        "sheet": case.sheet,
+        "entitlement": case.entitlement,
+        "refusal_reason": case.refusal_reason,
+        "closed_at": case.closed_at,
+        "version": case.version,
+        "name_on_record": case.name_on_record,
+    }
+
+
+def transfer_of(row: Mapping[Any, Any], steps: Sequence[Mapping[Any, Any]] = ()) -> Transfer:
+    return Transfer(
+        id=row["id"],
+        side=Side(row["side"]),
+        peer_case=row["peer_case"],
+        resident_id=row["resident_id"],
+        person_name=row["person_name"],
+        from_province=row["from_province"],
+        to_province=row["to_province"],
+        reason=Reason(row["reason"]),
+        new_employer_credit_code=row["new_employer_credit_code"],
+        state=State(row["state"]),
+        filed_by=row["filed_by"],
+        filed_at=as_utc(row["filed_at"]),
+        answer_due=row["answer_due"],
+        complete_due=row["complete_due"],
+        version=row["version"],
+        timeline=tuple(
+            Step(at=as_utc(s["at"]), state=State(s["state"]), province=s["province"], note=s["note"] or "")
+            for s in steps
+        ),
+        sheet=row["sheet"],
+        entitlement=row["entitlement"],
+        refusal_reason=row["refusal_reason"],
+        closed_at=as_utc(row["closed_at"]) if row["closed_at"] is not None else None,
+        name_on_record=row["name_on_record"],
+    )
+
+
+async def _steps(session: AsyncSession, case_id: str) -> list[Mapping[Any, Any]]:
+    rows = await session.execute(
+        select(transfer_step).where(transfer_step.c.transfer_id == case_id).order_by(transfer_step.c.id)
+    )
+    return list(rows.mappings().all())
+
+
+async def _load_where(session: AsyncSession, condition: ColumnElement[bool], for_update: bool) -> Transfer | None:
+    query = select(transfer).where(condition)
+    if for_update:
+        query = query.with_for_update()
+    row = (await session.execute(query)).mappings().one_or_none()
+    if row is None:
+        return None
+    return transfer_of(row, await _steps(session, row["id"]))
+
+
+async def load(session: AsyncSession, case_id: str, *, for_update: bool = False) -> Transfer | None:
+    return await _load_where(session, transfer.c.id == case_id, for_update)
+
+
+async def load_sending(session: AsyncSession, receiving_case: str, *, for_update: bool = False) -> Transfer | None:
+    """This node's sending case answering ``receiving_case`` (another province's case number)."""
+    condition = and_(transfer.c.side == Side.SENDING.value, transfer.c.peer_case == receiving_case)
+    return await _load_where(session, condition, for_update)
+
+
+async def _append(session: AsyncSession, case_id: str, steps: Sequence[Step]) -> None:
+    for step in steps:
+        await session.execute(
+            insert(transfer_step).values(
+                transfer_id=case_id, at=step.at, state=step.state.value, province=step.province, note=step.note
+            )
+        )
+
+
+async def add(session: AsyncSession, case: Transfer) -> None:
+    """Store a new case (an IntegrityError if the person has another open case here)."""
+    await session.execute(insert(transfer).values(**transfer_columns(case)))
+    await _append(session, case.id, case.timeline)
+
+
+async def replace(session: AsyncSession, before: Transfer, after: Transfer) -> bool:
+    """Store ``after`` over ``before``; False if the row changed in between. The timeline only grows."""
+    held = len(before.timeline)
+    if after.timeline[:held] != before.timeline:
+        raise ValueError(f"transfer {after.id} version {after.version} rewrites the timeline of {before.version}")
+    result = await session.execute(
+        update(transfer)
+        .where(transfer.c.id == before.id, transfer.c.version == before.version)
+        .values(**transfer_columns(after))
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        return False
+    await _append(session, after.id, after.timeline[held:])
+    return True
+
+
+def overdue_clause(today: date) -> ColumnElement[bool]:
+    """SQL form of :func:`labornet.insurance.domain.transfer.is_overdue`."""
+    return and_(
+        transfer.c.state.not_in(TERMINAL),
+        or_(
+            transfer.c.complete_due < today,
+            and_(transfer.c.side == Side.SENDING, transfer.c.state == State.RECEIVED, transfer.c.answer_due < today),
+        ),
+    )
+
+
+async def listed(
+    session: AsyncSession,
+    *,
+    limit: int,
+    resident_id: str | None = None,
+    side: str | None = None,
+    state: str | None = None,
+    overdue_on: date | None = None,
+    after: str | None = None,
+) -> list[Transfer]:
+    """Cases in case-number order (without their timelines), ``limit + 1`` at most to tell if more follow."""
+    query = select(transfer).order_by(transfer.c.id).limit(limit + 1)
+    if resident_id is not None:
+        query = query.where(transfer.c.resident_id == resident_id)
+    if side:
+        query = query.where(transfer.c.side == side)
+    if state:
+        query = query.where(transfer.c.state == state)
+    if overdue_on is not None:
+        query = query.where(overdue_clause(overdue_on))
+    if after:
+        query = query.where(transfer.c.id > after)
+    return [transfer_of(row) for row in (await session.execute(query)).mappings()]
+
+
+async def counts(session: AsyncSession) -> dict[tuple[str, ...], float]:
+    rows = await session.execute(
+        select(
+            transfer.c.side, transfer.c.state, transfer.c.from_province, transfer.c.to_province, func.count()
+        ).group_by(transfer.c.side, transfer.c.state, transfer.c.from_province, transfer.c.to_province)
+    )
+    return {(side, state, source, target): count for side, state, source, target, count in rows}
+
+
+async def overdue_count(session: AsyncSession, side: Side, today: date) -> int:
+    query = select(func.count()).where(transfer.c.side == side.value, overdue_clause(today))
+    return int((await session.execute(query)).scalar_one())
+
+
+# Insured persons ------------------------------------------------------------------------------------------------
+
+
+def person_of(row: Mapping[Any, Any]) -> InsuredPerson:
+    return InsuredPerson(
+        resident_id=row["resident_id"],
+        name=row["name"],
+        hukou_division=row["hukou_division"],
+        status=PersonStatus(row["status"]),
+        employer_credit_code=row["employer_credit_code"],
+        history=BenefitHistory(row["months_used"], row["benefit_months_paid"], row["earlier_unclaimed_months"]),
+        transfer_lock=row["transfer_lock"],
+        version=row["version"],
+    )
+
+
+def person_columns(person: InsuredPerson) -> dict[str, Any]:
+    return {
+        "resident_id": person.resident_id,
+        "name": person.name,
+        "hukou_division": person.hukou_division,
+        "status": person.status.value,
+        "employer_credit_code": person.employer_credit_code,
+        "months_used": person.history.months_used,
+        "benefit_months_paid": person.history.benefit_months_paid,
+        "earlier_unclaimed_months": person.history.earlier_unclaimed_months,
+        "transfer_lock": person.transfer_lock,
+        "version": person.version,
+    }
+
+
+async def load_person(session: AsyncSession, resident_id: str, *, for_update: bool = False) -> InsuredPerson | None:
+    query = select(insured_person).where(insured_person.c.resident_id == resident_id)
+    if for_update:
+        query = query.with_for_update()
+    row = (await session.execute(query)).mappings().one_or_none()
+    return person_of(row) if row is not None else None
+
+
+async def save_person(session: AsyncSession, before: InsuredPerson | None, after: InsuredPerson, at: datetime) -> bool:
+    """Insert or update the record; False if it changed since ``before`` was read."""
+    if before is None:
+        await session.execute(insert(insured_person).values(**person_columns(after), created_at=at, updated_at=at))
+        return True
+    result = await session.execute(
+        update(insured_person)
+        .where(insured_person.c.resident_id == before.resident_id, insured_person.c.version == before.version)
+        .values(**person_columns(after), updated_at=at)
+    )
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+async def person_record(session: AsyncSession, resident_id: str) -> dict[str, Any] | None:
+    """The record as officers see it: the row with every contribution period it ever held."""
+    row = (
+        (await session.execute(select(insured_person).where(insured_person.c.resident_id == resident_id)))
+        .mappings()
+        .one_or_none()
+    )
+    if row is None:
+        return None
+    periods = await session.execute(
+        select(contribution_period)
+        .where(contribution_period.c.resident_id == resident_id)
+        .order_by(contribution_period.c.start_month, contribution_period.c.id)
+    )
+    return dict(row) | {
+        "periods": [{k: v for k, v in p.items() if k not in ("id", "resident_id")} for p in periods.mappings()]
+    }
+
+
+def _period(row: Any) -> Period:
+    return Period(row.start_month, row.end_month, PeriodKind(row.kind), row.province, row.employer_credit_code)
+
+
+async def live_periods(session: AsyncSession, resident_id: str) -> list[Period]:
+    """The periods this province holds of the person (not carried out by a transfer)."""
+    rows = await session.execute(
+        select(contribution_period)
+        .where(contribution_period.c.resident_id == resident_id, contribution_period.c.carried_out_by.is_(None))
+        .order_by(contribution_period.c.start_month)
+    )
+    return [_period(row) for row in rows]
+
+
+async def add_periods(
+    session: AsyncSession, resident_id: str, periods: Sequence[Period], *, carried_in_by: str | None
+) -> None:
+    for period in periods:
+        await session.execute(
+            insert(contribution_period).values(
+                resident_id=resident_id,
+                start_month=period.start,
+                end_month=period.end,
+                kind=period.kind.value,
+                province=period.province,
+                employer_credit_code=period.employer_credit_code,
+                carried_in_by=carried_in_by,
+            )
+        )
+
+
+async def carry_out(session: AsyncSession, resident_id: str, case_id: str) -> None:
+    await session.execute(
+        update(contribution_period)
+        .where(contribution_period.c.resident_id == resident_id, contribution_period.c.carried_out_by.is_(None))
+        .values(carried_out_by=case_id)
+    )
