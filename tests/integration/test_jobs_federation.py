@@ -290,7 +290,7 @@ async def test_a_vacancy_names_a_brand_its_node_s_brand_register_holds(
     node_keys: dict[str, NodeKeys],
     private_broker: EmbeddedBroker,
 ) -> None:
-    """Zhejiang's jobs service asks Zhejiang's brands service, which holds Sichuan's brands as a replica (ADR 0009)."""
+    """Zhejiang's jobs service asks Zhejiang's brands service, which holds Sichuan's brands as a replica (ADR 0010)."""
 
     def settings_for(province: str, service: str, database_url: str, **extra: Any) -> Settings:
         return node_settings(federation_dir, private_broker, province, service, database_url, **extra)

@@ -108,7 +108,7 @@ class Settings(BaseSettings):
     jobs_brands_url: str | None = Field(
         None,
         description="jobs: base URL of this node's brands service, asked whether a vacancy's brand_id exists "
-        "(ADR 0009); default: this province's brands service in the federation file",
+        "(ADR 0010); default: this province's brands service in the federation file",
     )
     jobs_brands_timeout_s: float = Field(5.0, gt=0, description="jobs: HTTP timeout of a brand lookup")
     insurance_auto_answer: bool = Field(

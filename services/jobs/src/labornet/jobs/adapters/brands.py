@@ -1,7 +1,7 @@
 """The federation's brand register as the jobs service sees it: its own node's brands service, asked over HTTP.
 
 The brands service of a node holds its province's brands and the replica of every partner's, kept equal by the
-bus and by anti-entropy, so it answers for any brand id of the federation (ADR 0009). The jobs service asks it
+bus and by anti-entropy, so it answers for any brand id of the federation (ADR 0010). The jobs service asks it
 ``GET /api/v1/brands/{id}`` when an officer names a brand on a vacancy; it keeps no brand data of its own.
 """
 
