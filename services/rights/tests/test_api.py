@@ -397,3 +397,30 @@ async def test_a_re_referral_may_correct_the_work_place_within_the_new_province(
         "work_place": corrected,
         "previous_work_place": {"division_code": "510104", "site": "锦江某安置房项目"},
     }
+
+
+async def test_statistics_are_broadcast_again_without_a_change(settings: Settings) -> None:
+    """A partner that lost a snapshot (a broker that lost its log beyond the republish window) catches up: the
+    snapshot goes out again every LABORNET_RIGHTS_STATISTICS_INTERVAL_S, with a higher generation each time."""
+    spec = dataclasses.replace(
+        build_spec(RightsSettings(sweep_interval_s=0.05, statistics_interval_s=0.3)), consumers=lambda _runtime: ()
+    )
+
+    async def generations() -> list[int]:
+        engine = create_engine(settings.database_url)
+        try:
+            async with engine.connect() as connection:
+                rows = (await connection.execute(select(outbox).order_by(outbox.c.id))).all()
+        finally:
+            await engine.dispose()
+        envelopes = [Envelope.from_kafka(r.message_key, r.payload, decode_headers(r.headers)) for r in rows]
+        return [e.json()["generation"] for e in envelopes if e.type == "org.labornet.rights.statistics.published.v1"]
+
+    async with serving(create_service_app(spec, settings)):
+
+        async def three_more() -> bool:
+            return len(await generations()) >= 4  # the one at start-up and three again
+
+        await eventually(three_more, timeout_s=15)
+    published = await generations()
+    assert published == sorted(published) and len(set(published)) == len(published), published

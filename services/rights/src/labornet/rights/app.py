@@ -91,8 +91,22 @@ def build_spec(rights: RightsSettings | None = None, clock: Clock = utcnow) -> S
                 log.exception("rights gauges could not be refreshed; retrying at the next interval")
             await asyncio.sleep(config.sweep_interval_s)
 
+    async def rebroadcast(runtime: Runtime) -> None:
+        """The statistics are one latest-snapshot document per origin, which anti-entropy does not compare: sending
+        it again now and then is its repair (ADR 0008)."""
+        config: RightsSettings = runtime.extras["rights_settings"]
+        while True:
+            await asyncio.sleep(config.statistics_interval_s)
+            try:
+                async with runtime.sessions() as session, session.begin():
+                    await publish_statistics(session, runtime.outbox, runtime.settings.province, clock())
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("rights statistics could not be broadcast again; retrying at the next interval")
+
     def background(runtime: Runtime) -> list[Coroutine[Any, Any, None]]:
-        return [sweep(runtime)]
+        return [sweep(runtime), rebroadcast(runtime)]
 
     return ServiceSpec(
         name="rights",

@@ -24,6 +24,12 @@ class RightsSettings(BaseSettings):
     )
     extension_days: int = Field(30, ge=1, le=250, description="working days the one extension adds")
     sweep_interval_s: float = Field(15.0, gt=0, description="how often case gauges (overdue cases…) are refreshed")
+    statistics_interval_s: float = Field(
+        3600.0,
+        gt=0,
+        description="how often this province's anonymous statistics are broadcast again without a change, so that "
+        "a partner that lost a snapshot (a broker that lost its log beyond the republish window) catches up",
+    )
 
     def deadlines(self, calendars: Calendars) -> Deadlines:
         return Deadlines(
