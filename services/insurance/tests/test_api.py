@@ -200,7 +200,14 @@ async def test_filing_checks_the_request_before_any_letter_leaves(
         await client.post("/api/v1/transfers", headers=me, json=body | {"reason": "new-employment"}), 422
     )
     assert "new_employer_credit_code" in str(problem["errors"])
-    assert_problem(await client.post("/api/v1/transfers", headers=me, json=body | {"from_province": ZJ}), 409)
+    at_sender = assert_problem(
+        await client.post("/api/v1/transfers", headers=me, json=body | {"from_province": ZJ}), 409
+    )
+    assert "sending office" in str(at_sender["detail"]) and "moves to" in str(at_sender["detail"])
+    elsewhere = assert_problem(
+        await client.post("/api/v1/transfers", headers=me, json=body | {"to_province": "500000"}), 409
+    )
+    assert (elsewhere["file_at"], "insurance service of 500000" in str(elsewhere["detail"])) == ("500000", True)
 
     filed = await client.post("/api/v1/transfers", headers=me, json=body)
     assert filed.status_code == 201, filed.text
@@ -312,8 +319,15 @@ async def test_settlements_are_marked_paid_once(
         return REGISTRY.get_sample_value("labornet_insurance_settlements_pending_amount") == 42075.0
 
     await eventually(pending_gauge)
-    paid = await client.post(f"/api/v1/settlements/{settlement_id}/paid", headers=headers)
+    assert (await client.get("/api/v1/settlements", params={"direction": "incoming"}, headers=headers)).json() == {
+        "items": []
+    }
+    assert_problem(await client.get("/api/v1/settlements", params={"status": "owed"}, headers=headers), 422)
+    paid = await client.post(
+        f"/api/v1/settlements/{settlement_id}/paid", headers=headers, json={"payment_reference": "ZJ-2026-12-0042"}
+    )
     assert (paid.status_code, paid.json()["status"], paid.json()["paid_by"]) == (200, "paid", f"officer-{ZJ}")
+    assert (paid.json()["payment_reference"], paid.json()["direction"]) == ("ZJ-2026-12-0042", "outgoing")
     assert_problem(await client.post(f"/api/v1/settlements/{settlement_id}/paid", headers=headers), 409)
     assert_problem(await client.post(f"/api/v1/settlements/{ZJ}-S-NONE/paid", headers=headers), 404)
     assert_problem(await client.get("/api/v1/settlements", headers=worker(node_keys, person(40)["resident_id"])), 403)

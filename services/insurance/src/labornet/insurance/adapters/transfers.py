@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, func, insert, or_, select, update
@@ -172,6 +173,22 @@ async def listed(
     if after:
         query = query.where(transfer.c.id > after)
     return [transfer_of(row) for row in (await session.execute(query)).mappings()]
+
+
+async def fund_carried_in(session: AsyncSession, resident_id: str) -> bool:
+    """Whether the transfer that last brought the person here brought their fund too."""
+    query = (
+        select(transfer.c.sheet)
+        .where(
+            transfer.c.resident_id == resident_id,
+            transfer.c.side == Side.RECEIVING.value,
+            transfer.c.state == State.COMPLETED.value,
+        )
+        .order_by(transfer.c.closed_at.desc(), transfer.c.id.desc())
+        .limit(1)
+    )
+    sheet = (await session.execute(query)).scalar()
+    return sheet is not None and Decimal(str(sheet["fund_due"])) > 0
 
 
 async def counts(session: AsyncSession) -> dict[tuple[str, ...], float]:

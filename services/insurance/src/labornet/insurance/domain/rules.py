@@ -11,7 +11,8 @@ Rules (docs/insurance-rules.md has them with their sources and worked examples):
 * the money that moves (劳动保障部令第8号; the 2021 formula is unverified, hence configurable): for a person
   entitled to benefit, remaining months × the sending province's monthly standard × 1.5 (benefit plus medical and
   training subsidies at 50 %); for an employed mover, or when the person contributed under one year at the
-  sending place, nothing but the relationship moves.
+  sending place, nothing but the relationship moves — unless the claimant's fund came to the sending place with
+  the relationship: then it moves on with it, so that one province at a time holds the money of an entitlement.
 """
 
 from __future__ import annotations
@@ -159,14 +160,17 @@ def transfer_out_sheet(
     monthly_standard: Decimal,
     fund_multiplier: Decimal = Decimal("1.5"),
     earlier_unclaimed_months: int = 0,
+    fund_held: bool = False,
 ) -> TransferOutSheet:
+    """The sheet; ``fund_held``: the claimant's fund came here with the relationship (it moves on with it)."""
     cumulative = total_months(periods)
     available = max(cumulative - months_used, 0)
     entitled = combined_entitlement(available, earlier_unclaimed_months)
     claiming = status == PersonStatus.CLAIMING
     remaining = max(entitled - benefit_months_paid, 0) if claiming else 0
     contributed_here = total_months(periods, province=sending_province)
-    fund = money(remaining * monthly_standard * fund_multiplier) if claiming and contributed_here >= 12 else money(0)
+    moves_money = claiming and (contributed_here >= 12 or fund_held)
+    fund = money(remaining * monthly_standard * fund_multiplier) if moves_money else money(0)
     return TransferOutSheet(
         cumulative_months=cumulative,
         actual_months=total_months(periods, PeriodKind.ACTUAL),

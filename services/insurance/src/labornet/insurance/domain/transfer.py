@@ -548,8 +548,11 @@ def send_sheet(
     person: InsuredPerson,
     live_periods: Sequence[Period],
     standard: Standard,
+    fund_held: bool = False,
 ) -> Outcome:
-    """The officer (or the automatic answer) sends the information sheet; the record is frozen until the receipt."""
+    """The officer (or the automatic answer) sends the information sheet; the record is frozen until the receipt.
+
+    ``fund_held``: the claimant's fund came here with the relationship, so it moves on with it."""
     _held_by(transfer, province, Side.SENDING)
     if transfer.state != State.RECEIVED:
         raise TransferRuleError(f"transfer {transfer.id} is {transfer.state}; only a received request is answered")
@@ -564,6 +567,7 @@ def send_sheet(
             earlier_unclaimed_months=person.history.earlier_unclaimed_months,
             monthly_standard=standard.monthly_standard,
             fund_multiplier=standard.fund_multiplier,
+            fund_held=fund_held,
         )
     )
     sent = _move(transfer, State.SHEET_SENT, at=at, note="information sheet sent", sheet=sheet)

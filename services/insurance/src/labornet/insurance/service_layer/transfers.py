@@ -341,6 +341,7 @@ class TransferService:
             person=person,
             live_periods=await transfers.live_periods(session, case.resident_id),
             standard=config.standard_of(await config.load(session, self.province)),
+            fund_held=await transfers.fund_carried_in(session, case.resident_id),
         )
 
     async def _change(
