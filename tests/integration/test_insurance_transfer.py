@@ -432,3 +432,150 @@ async def test_two_provinces_ask_for_the_same_person_at_once(nodes: Federation) 
         )
     )
     assert sorted([first.status_code, second.status_code]) == [201, 409]
+
+
+async def sending_case_at(nodes: Federation, province: str, receiving_case: str, state: str) -> dict[str, Any]:
+    """The sending case at ``province`` answering ``receiving_case``, once it is in ``state``."""
+
+    async def find() -> dict[str, Any] | None:
+        listed = (
+            await nodes.clients[province].get(
+                "/api/v1/transfers", params={"side": "sending"}, headers=nodes.officer(province)
+            )
+        ).json()["items"]
+        return next((c for c in listed if c["peer_case"] == receiving_case and c["state"] == state), None)
+
+    async def found() -> bool:
+        return await find() is not None
+
+    await eventually(found, timeout_s=30)
+    case = await find()
+    assert case is not None
+    return case
+
+
+async def settlements_at(nodes: Federation, province: str) -> list[tuple[str, str, str, Decimal, str]]:
+    items = (await nodes.clients[province].get("/api/v1/settlements", headers=nodes.officer(province))).json()["items"]
+    return sorted((s["direction"], s["from_province"], s["to_province"], Decimal(s["amount"]), s["id"]) for s in items)
+
+
+async def test_a_worker_moves_sichuan_zhejiang_sichuan_chongqing_and_keeps_one_entitlement(nodes: Federation) -> None:
+    """One claimant, three transfers, counted by hand.
+
+    Sichuan's record: 2014-01…2022-12 contributions (108 months); an earlier claim used 72 of them and granted
+    18 months, of which 6 were drawn, so 12 months are unclaimed; 2 months drawn of the current entitlement.
+    Art. 17: the 36 new months (3 years) give 12 months; with the 12 unclaimed months (second paragraph) 24,
+    within the cap of 24; 2 drawn → **22 months remain**, at every step and at the end.
+
+    1. Sichuan → Zhejiang: 22 × 1,870.00 × 1.5 = **61,710.00** Sichuan pays Zhejiang; in Zhejiang the 22 months
+       are worth 22 × 2,090.00 = 45,980.00.
+    2. Zhejiang → Sichuan: nothing was contributed in Zhejiang, but the claimant's fund came with the relationship
+       and moves on with it: 22 × 2,090.00 × 1.5 = **68,970.00** Zhejiang pays Sichuan; 22 × 1,870.00 = 41,140.00.
+    3. Sichuan → Chongqing: 22 × 1,870.00 × 1.5 = **61,710.00** Sichuan pays Chongqing. Chongqing's record: the
+       108 months, 72 used, 12 unclaimed, 2 drawn; 22 months × 1,890.00 = **41,580.00** of benefit remain.
+
+    (The old arithmetic added Sichuan's stale 72 used and 2 drawn to the sheet's on the way back: 144 used, 4
+    drawn, nothing left.)
+    """
+    record = person(
+        71,
+        months_used=72,
+        earlier_unclaimed_months=12,
+        benefit_months_paid=2,
+        periods=[
+            {"start_month": "2014-01", "end_month": "2019-12", "kind": "actual"},
+            {"start_month": "2020-01", "end_month": "2022-12", "kind": "actual"},
+        ],
+    )
+    rid = record["resident_id"]
+    assert (
+        await nodes.clients[SC].post("/api/v1/insured-persons", headers=nodes.officer(SC), json=record)
+    ).status_code == 201
+    body = {"reason": "claimant-relocation", "name": record["name"]}
+    journey = [(SC, ZJ, "61710.00", "45980.00"), (ZJ, SC, "68970.00", "41140.00"), (SC, CQ, "61710.00", "41580.00")]
+    for sender, receiver, fund, worth in journey:
+        filed = await nodes.clients[receiver].post(
+            "/api/v1/transfers", headers=nodes.worker(receiver, rid), json=body | {"from_province": sender}
+        )
+        assert filed.status_code == 201, filed.text
+        case_id = filed.json()["id"]
+        sending = await sending_case_at(nodes, sender, case_id, "received")
+        answered = await nodes.clients[sender].post(
+            f"/api/v1/transfers/{sending['id']}/answer", headers=nodes.officer(sender), json={"decision": "send-sheet"}
+        )
+        assert answered.status_code == 200, answered.text
+        done = await nodes.wait_state(receiver, case_id, "completed")
+        assert (done["sheet"]["benefit_months_remaining"], done["sheet"]["fund_due"]) == (22, fund)
+        assert (done["entitlement"]["entitled_months"], done["entitlement"]["remaining_months"]) == (24, 22)
+        assert done["entitlement"]["remaining_amount"] == worth
+        await sending_case_at(nodes, sender, case_id, "completed")
+
+    final = (await nodes.clients[CQ].get(f"/api/v1/insured-persons/{rid}", headers=nodes.officer(CQ))).json()
+    assert (final["status"], final["months_used"], final["benefit_months_paid"], final["earlier_unclaimed_months"]) == (
+        "unemployed-claiming",
+        72,
+        2,
+        12,
+    )
+    live = [p for p in final["periods"] if p["carried_out_by"] is None]
+    assert (
+        sum(
+            int(p["end_month"][:4]) * 12
+            + int(p["end_month"][5:7])
+            - int(p["start_month"][:4]) * 12
+            - int(p["start_month"][5:7])
+            + 1
+            for p in live
+        )
+        == 108
+    )
+    for province in (SC, ZJ):
+        held = (
+            await nodes.clients[province].get(f"/api/v1/insured-persons/{rid}", headers=nodes.officer(province))
+        ).json()
+        assert held["status"] == "transferred-out"
+        assert all(p["carried_out_by"] is not None for p in held["periods"]), "no month stays live behind"
+
+    # both sides list every settlement: what each province pays and what it is owed
+    async def listed_on_both_sides() -> bool:
+        return (
+            len(await settlements_at(nodes, ZJ)) == 2
+            and len(await settlements_at(nodes, CQ)) == 1
+            and len(await settlements_at(nodes, SC)) == 3
+        )
+
+    await eventually(listed_on_both_sides, timeout_s=30)
+    at_sc, at_zj, at_cq = [await settlements_at(nodes, p) for p in (SC, ZJ, CQ)]
+    assert [row[:4] for row in at_sc] == [
+        ("incoming", ZJ, SC, Decimal("68970.00")),
+        ("outgoing", SC, ZJ, Decimal("61710.00")),
+        ("outgoing", SC, CQ, Decimal("61710.00")),
+    ]
+    assert [row[:4] for row in at_zj] == [
+        ("incoming", SC, ZJ, Decimal("61710.00")),
+        ("outgoing", ZJ, SC, Decimal("68970.00")),
+    ]
+    assert [row[:4] for row in at_cq] == [("incoming", SC, CQ, Decimal("61710.00"))]
+    owed_to_chongqing = at_cq[0][4]
+    assert owed_to_chongqing in {row[4] for row in at_sc}, "the same settlement on both sides"
+    incoming = await nodes.clients[ZJ].get(
+        "/api/v1/settlements", params={"direction": "incoming"}, headers=nodes.officer(ZJ)
+    )
+    assert [s["from_province"] for s in incoming.json()["items"]] == [SC]
+
+    # Sichuan pays Chongqing; Chongqing learns it, with the reference; only the payer may mark it paid
+    assert_problem(
+        await nodes.clients[CQ].post(f"/api/v1/settlements/{owed_to_chongqing}/paid", headers=nodes.officer(CQ)), 409
+    )
+    paid = await nodes.clients[SC].post(
+        f"/api/v1/settlements/{owed_to_chongqing}/paid",
+        headers=nodes.officer(SC),
+        json={"payment_reference": "SC-2026-12-0007"},
+    )
+    assert (paid.status_code, paid.json()["status"]) == (200, "paid"), paid.text
+
+    async def chongqing_knows() -> bool:
+        items = (await nodes.clients[CQ].get("/api/v1/settlements", headers=nodes.officer(CQ))).json()["items"]
+        return [(s["status"], s["payment_reference"]) for s in items] == [("paid", "SC-2026-12-0007")]
+
+    await eventually(chongqing_knows, timeout_s=30)
