@@ -310,18 +310,40 @@ async def test_settlements_are_marked_paid_once(
                 created_at=datetime.now(UTC),
             )
         )
+        await connection.execute(
+            insert(settlement).values(
+                id=f"{SC}-S-OWED",
+                transfer_id=f"{ZJ}-T-2",
+                peer_case=f"{SC}-C-2",
+                resident_id=person(41)["resident_id"],
+                from_province=SC,
+                to_province=ZJ,
+                direction="incoming",
+                amount=Decimal("61710.00"),
+                due_month=date(2026, 12, 1),
+                status="pending",
+                created_at=datetime.now(UTC),
+            )
+        )
     await engine.dispose()
     headers = officer(node_keys)
-    pending = (await client.get("/api/v1/settlements", params={"status": "pending"}, headers=headers)).json()
+    owed = (await client.get("/api/v1/settlements", params={"direction": "incoming"}, headers=headers)).json()
+    assert [(s["id"], s["from_province"]) for s in owed["items"]] == [(f"{SC}-S-OWED", SC)]
+    assert_problem(await client.post(f"/api/v1/settlements/{SC}-S-OWED/paid", headers=headers), 409, "paying province")
+
+    async def receivable_gauge() -> bool:
+        return REGISTRY.get_sample_value("labornet_insurance_settlements_receivable_amount") == 61710.0
+
+    await eventually(receivable_gauge)
+    pending = (
+        await client.get("/api/v1/settlements", params={"status": "pending", "direction": "outgoing"}, headers=headers)
+    ).json()
     assert [(s["id"], Decimal(str(s["amount"]))) for s in pending["items"]] == [(settlement_id, Decimal("42075.00"))]
 
     async def pending_gauge() -> bool:
         return REGISTRY.get_sample_value("labornet_insurance_settlements_pending_amount") == 42075.0
 
     await eventually(pending_gauge)
-    assert (await client.get("/api/v1/settlements", params={"direction": "incoming"}, headers=headers)).json() == {
-        "items": []
-    }
     assert_problem(await client.get("/api/v1/settlements", params={"status": "owed"}, headers=headers), 422)
     paid = await client.post(
         f"/api/v1/settlements/{settlement_id}/paid", headers=headers, json={"payment_reference": "ZJ-2026-12-0042"}
