@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -169,3 +170,17 @@ async def consuming(consumer: EventConsumer) -> AsyncIterator[EventConsumer]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+@pytest.fixture
+def three_provinces(tmp_path: Path) -> Path:
+    """A registry of Sichuan, Zhejiang and Chongqing only, so that every partner of a node is one the test runs."""
+    path = tmp_path / "provinces.json"
+    members = [
+        ("510000", "四川省", "四川", "Sichuan"),
+        ("500000", "重庆市", "重庆", "Chongqing"),
+        ("330000", "浙江省", "浙江", "Zhejiang"),
+    ]
+    document = {"version": 1, "provinces": [{"code": c, "zh": z, "short_zh": s, "en": e} for c, z, s, e in members]}
+    path.write_text(json.dumps(document, ensure_ascii=False))
+    return path

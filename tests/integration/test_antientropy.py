@@ -58,26 +58,6 @@ def draft(title: str) -> dict[str, Any]:
     }
 
 
-@pytest.fixture
-def three_provinces(tmp_path: Path) -> Path:
-    """A federation of Sichuan, Zhejiang and Chongqing only, so that every partner of a node is one we run."""
-    path = tmp_path / "provinces.json"
-    path.write_text(
-        json.dumps(
-            {
-                "version": 1,
-                "provinces": [
-                    {"code": SC, "zh": "四川省", "short_zh": "四川", "en": "Sichuan"},
-                    {"code": CQ, "zh": "重庆市", "short_zh": "重庆", "en": "Chongqing"},
-                    {"code": ZJ, "zh": "浙江省", "short_zh": "浙江", "en": "Zhejiang"},
-                ],
-            },
-            ensure_ascii=False,
-        )
-    )
-    return path
-
-
 @contextlib.asynccontextmanager
 async def nodes(
     provinces: tuple[str, ...], settings_for: Callable[[str, int], Settings], ports: dict[str, int]

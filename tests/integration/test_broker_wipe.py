@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import random
 import time
@@ -61,23 +60,6 @@ def draft(province: str, n: int) -> dict[str, Any]:
         "contact": "028-88000000",
         "closing_date": (today_in_china() + timedelta(days=30)).isoformat(),
     }
-
-
-@pytest.fixture
-def three_provinces(tmp_path: Path) -> Path:
-    path = tmp_path / "provinces.json"
-    members = [
-        (SC, "四川省", "四川", "Sichuan"),
-        (ZJ, "浙江省", "浙江", "Zhejiang"),
-        (CQ, "重庆市", "重庆", "Chongqing"),
-    ]
-    path.write_text(
-        json.dumps(
-            {"version": 1, "provinces": [{"code": c, "zh": z, "short_zh": s, "en": e} for c, z, s, e in members]},
-            ensure_ascii=False,
-        )
-    )
-    return path
 
 
 class Writers:

@@ -242,3 +242,30 @@ async def test_rebalance_between_two_replicas_applies_everything_once(federation
     rows = await federation.zhejiang.applied()
     assert len(rows) == 60
     assert sorted(event_id for event_id, _ in rows) == sorted(e.id for e in first_batch + second_batch)
+
+
+async def test_a_consumer_reads_a_new_log_from_its_beginning(federation: Federation) -> None:
+    """When the broker watch reports another cluster id, positions of the old log mean nothing: the consumer rewinds
+    every assigned partition. Here the log is the same, so the rewind shows as every record handled again (the
+    inbox rows are removed first so that the handler runs instead of the duplicate check)."""
+    for n in range(6):
+        await federation.sichuan.write(federation.topic, f"510000-V-{n}", title="焊工")
+    cluster = ["cluster-a"]
+    consumer = federation.make_consumer()
+    consumer._cluster = lambda: cluster[0]
+    async with consuming(consumer):
+
+        async def six_applied() -> bool:
+            return len(await federation.zhejiang.applied()) == 6
+
+        await eventually(six_applied)
+        calls = federation.handlers.calls
+        async with sessionmaker(federation.zhejiang.engine)() as session, session.begin():
+            await session.execute(inbox.delete().where(inbox.c.consumer == consumer.name))
+        cluster[0] = "cluster-b"
+
+        async def handled_again() -> bool:
+            return federation.handlers.calls >= calls + 6
+
+        await eventually(handled_again, timeout_s=15)
+    assert len(await federation.zhejiang.applied()) == 12

@@ -35,7 +35,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from labornet.shared.db import bus_state, utcnow
-from labornet.shared.kafka import create_topics
+from labornet.shared.kafka import create_topics, started
 
 log = logging.getLogger(__name__)
 
@@ -203,8 +203,7 @@ class BrokerWatch:
         self._offsets_checked = now
         # a client of its own per check: a client kept between checks would refresh its topics' metadata on its own
         # and so create them again, with the broker's partition count, as soon as a wiped broker is back
-        consumer = AIOKafkaConsumer(**self.client_config, enable_auto_commit=False)
-        await consumer.start()
+        consumer = await started(AIOKafkaConsumer(**self.client_config, enable_auto_commit=False))
         try:
             ends = await consumer.end_offsets(watched)
         finally:
@@ -217,14 +216,7 @@ class BrokerWatch:
 
     async def _admin_client(self) -> AIOKafkaAdminClient:
         if self._admin is None:
-            admin = AIOKafkaAdminClient(**self.client_config)
-            try:
-                await admin.start()
-            except Exception:
-                with contextlib.suppress(Exception):
-                    await admin.close()
-                raise
-            self._admin = admin
+            self._admin = await started(AIOKafkaAdminClient(**self.client_config))
         return self._admin
 
     async def _close(self) -> None:

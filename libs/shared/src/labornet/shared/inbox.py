@@ -31,6 +31,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import IllegalStateError
 from aiokafka.structs import OffsetAndMetadata
 from pydantic import ValidationError
 from sqlalchemy import func, select, text, update
@@ -40,6 +41,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from labornet.shared.db import inbox, quarantine, utcnow
 from labornet.shared.envelope import Envelope, MalformedEvent
+from labornet.shared.kafka import started
 from labornet.shared.observability import (
     CONSUMER_ASSIGNED_PARTITIONS,
     CONSUMER_LAG,
@@ -278,13 +280,7 @@ class EventConsumer:
                     # by pattern: the consumer's metadata requests then never create a topic (the broker would give
                     # it its own partition count), and recreated topics and new partitions are picked up
                     consumer.subscribe(pattern=topic_pattern(self.topics), listener=_Rebalance(self))
-                    try:
-                        await consumer.start()
-                    except Exception:
-                        with contextlib.suppress(Exception):
-                            await consumer.stop()
-                        raise
-                    self._consumer = consumer
+                    self._consumer = await started(consumer)
                 await self._poll_once(self._consumer)
                 if self._layout_changed(self._consumer):
                     await self._renew_consumer()
@@ -327,7 +323,7 @@ class EventConsumer:
             with contextlib.suppress(Exception):
                 await consumer.stop()
 
-    def _follow_cluster(self, consumer: AIOKafkaConsumer) -> None:
+    async def _follow_cluster(self, consumer: AIOKafkaConsumer) -> None:
         """A new cluster is a new log: read it from its beginning.
 
         Positions and committed offsets of the old log mean nothing in the new one (a consumer that kept its
@@ -342,11 +338,15 @@ class EventConsumer:
                 self.group_id,
                 current,
             )
-            consumer.seek_to_beginning(*consumer.assignment())
+            try:
+                await asyncio.wait_for(consumer.seek_to_beginning(*consumer.assignment()), 10)
+            except (TimeoutError, IllegalStateError) as exc:  # the assignment moved or the broker is slow
+                log.info("consumer %s: rewinding postponed to the next poll (%r)", self.group_id, exc)
+                return
         self._read_cluster = current
 
     async def _poll_once(self, consumer: AIOKafkaConsumer) -> None:
-        self._follow_cluster(consumer)
+        await self._follow_cluster(consumer)
         batches = await consumer.getmany(timeout_ms=500)
         async with self._processing:
             pending = list(batches.items())

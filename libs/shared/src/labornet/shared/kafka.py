@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -37,6 +38,21 @@ def client_config(settings: Settings) -> dict[str, Any]:
             keyfile=str(settings.kafka_ssl_keyfile) if settings.kafka_ssl_keyfile else None,
         )
     return config
+
+
+Client = TypeVar("Client", AIOKafkaProducer, AIOKafkaConsumer, AIOKafkaAdminClient)
+
+
+async def started(client: Client) -> Client:
+    """``client`` started; one that fails to start (no broker yet) is closed before the error is raised, so that
+    no half-open connection or background task is left behind."""
+    try:
+        await client.start()
+    except Exception:
+        with contextlib.suppress(Exception):
+            await (client.close() if isinstance(client, AIOKafkaAdminClient) else client.stop())
+        raise
+    return client
 
 
 def make_producer(settings: Settings) -> AIOKafkaProducer:

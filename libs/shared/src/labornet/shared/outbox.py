@@ -33,6 +33,7 @@ from sqlalchemy.orm import Session
 
 from labornet.shared.db import as_utc, outbox, outbox_stream, utcnow
 from labornet.shared.envelope import Envelope, encode_data, event_source, new_event_id
+from labornet.shared.kafka import started
 from labornet.shared.observability import (
     EVENTS_PUBLISHED,
     OUTBOX_BACKLOG,
@@ -299,14 +300,7 @@ class OutboxRelay:
 
     async def _ensure_producer(self) -> AIOKafkaProducer:
         if self.producer is None:
-            producer = self.producer_factory()
-            try:
-                await producer.start()
-            except Exception:
-                with contextlib.suppress(Exception):
-                    await producer.stop()
-                raise
-            self.producer = producer
+            self.producer = await started(self.producer_factory())
         return self.producer
 
     async def _close_producer(self) -> None:
