@@ -13,7 +13,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from labornet.shared.auth import AuthError, Role, TokenVerifier, issue_token
+from labornet.shared.auth import AuthError, ForeignIssuer, Role, TokenVerifier, issue_token
 
 ISSUER = "labornet:510000"
 
@@ -138,3 +138,20 @@ def test_a_workers_resident_id_comes_from_the_claim_or_the_sub() -> None:
     assert claimed.resident_id == rid
     assert Principal(sub="alice", province="510000", roles=frozenset({Role.WORKER})).resident_id is None
     assert Principal(sub=rid, province="510000", roles=frozenset({Role.OFFICER})).resident_id is None, "workers only"
+
+
+def test_a_partner_provinces_token_is_refused_as_foreign_naming_this_nodes_issuer() -> None:
+    partner_key = Ed25519PrivateKey.generate()
+    token = issue_token(partner_key, sub="li", province="330000", roles=["officer"], issuer="labornet:330000")
+    verifier = TokenVerifier(
+        issuer=ISSUER,
+        audience="labornet",
+        public_key=Ed25519PrivateKey.generate().public_key(),
+        partner_issuers=frozenset({"labornet:330000", ISSUER}),
+    )
+    with pytest.raises(ForeignIssuer, match=f"issued by labornet:330000.*accepts tokens issued by {ISSUER}"):
+        verifier.verify(token)
+    unknown = issue_token(partner_key, sub="li", province="330000", roles=["officer"], issuer="elsewhere")
+    with pytest.raises(AuthError, match=f"not valid.*{ISSUER}") as refused:
+        verifier.verify(unknown)
+    assert not isinstance(refused.value, ForeignIssuer)

@@ -31,6 +31,7 @@ from sqlalchemy.pool import NullPool
 from labornet.shared import migrations
 from labornet.shared.antientropy import AntiEntropy, ReplicaSpec
 from labornet.shared.auth import Principal, Role, TokenVerifier, current_principal, require_province_role
+from labornet.shared.bounds import Int64, NonNegativeInt64
 from labornet.shared.brokerwatch import BrokerWatch
 from labornet.shared.db import create_engine, outbox, quarantine, readonly_sessionmaker, sessionmaker
 from labornet.shared.inbox import EventConsumer, EventRejected, Handler
@@ -316,7 +317,7 @@ def _platform_router(spec: ServiceSpec) -> APIRouter:
         runtime: RuntimeDep,
         _admin: AdminDep,
         status: Annotated[str, Query(pattern="^(quarantined|replayed|discarded)$")] = "quarantined",
-        after: Annotated[int | None, Query(ge=0, description="cursor: the last id of the previous page")] = None,
+        after: Annotated[NonNegativeInt64 | None, Query(description="cursor: the last id of the previous page")] = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
     ) -> QuarantinePage:
         query = select(quarantine).where(quarantine.c.status == status).order_by(quarantine.c.id).limit(limit + 1)
@@ -338,7 +339,7 @@ def _platform_router(spec: ServiceSpec) -> APIRouter:
         return QuarantinePage(items=items, next_cursor=items[-1].id if len(rows) > limit else None)
 
     @router.post("/admin/v1/quarantine/{record_id}/replay", tags=["operations"])
-    async def replay(record_id: int, runtime: RuntimeDep, _admin: AdminDep) -> dict[str, Any]:
+    async def replay(record_id: Int64, runtime: RuntimeDep, _admin: AdminDep) -> dict[str, Any]:
         consumer = await _consumer_of(runtime, record_id)
         try:
             outcome = await consumer.replay(record_id)
@@ -347,7 +348,7 @@ def _platform_router(spec: ServiceSpec) -> APIRouter:
         return {"id": record_id, "outcome": outcome.status}
 
     @router.post("/admin/v1/quarantine/{record_id}/discard", tags=["operations"])
-    async def discard(record_id: int, runtime: RuntimeDep, _admin: AdminDep) -> dict[str, Any]:
+    async def discard(record_id: Int64, runtime: RuntimeDep, _admin: AdminDep) -> dict[str, Any]:
         consumer = await _consumer_of(runtime, record_id)
         try:
             await consumer.discard(record_id)
@@ -404,6 +405,10 @@ def create_service_app(spec: ServiceSpec, settings: Settings | None = None) -> F
             audience=settings.auth_audience,
             public_key_path=settings.auth_public_key_path,
             jwks_url=settings.auth_jwks_url,
+            partner_issuers=frozenset(
+                settings.auth_partner_issuers
+                or [f"labornet:{code}" for code in load_registry(settings.provinces_path).codes()]
+            ),
         )
         runtime = await start_runtime(spec, settings)
         app.state.runtime = runtime

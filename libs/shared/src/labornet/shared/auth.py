@@ -60,6 +60,10 @@ class AuthError(Exception):
     """Why a token was refused, in words a caller can act on."""
 
 
+class ForeignIssuer(AuthError):
+    """A token of another province's issuer: the caller is known in the federation, but not at this node (403)."""
+
+
 class TokenVerifier:
     """Verifies bearer tokens with a static public key (dev issuer) or a JWKS URL (production)."""
 
@@ -71,6 +75,7 @@ class TokenVerifier:
         public_key: Ed25519PublicKey | None = None,
         jwks_url: str | None = None,
         leeway_s: int = 30,
+        partner_issuers: frozenset[str] = frozenset(),
     ) -> None:
         if public_key is None and jwks_url is None:
             raise ValueError("token verification needs a public key or a JWKS URL")
@@ -79,13 +84,36 @@ class TokenVerifier:
         self.public_key = public_key
         self.jwks = jwt.PyJWKClient(jwks_url, cache_keys=True, lifespan=300) if jwks_url else None
         self.leeway_s = leeway_s
+        self.partner_issuers = partner_issuers - {issuer}
 
     @classmethod
-    def from_settings(cls, *, issuer: str, audience: str, public_key_path: Path | None, jwks_url: str | None) -> Self:
+    def from_settings(
+        cls,
+        *,
+        issuer: str,
+        audience: str,
+        public_key_path: Path | None,
+        jwks_url: str | None,
+        partner_issuers: frozenset[str] = frozenset(),
+    ) -> Self:
         key = load_public_key(public_key_path) if (public_key_path is not None and jwks_url is None) else None
-        return cls(issuer=issuer, audience=audience, public_key=key, jwks_url=jwks_url)
+        return cls(issuer=issuer, audience=audience, public_key=key, jwks_url=jwks_url, partner_issuers=partner_issuers)
+
+    def _refuse_partner_token(self, token: str) -> None:
+        """A token that names a partner province's issuer is refused as that (403), whatever else is wrong with it:
+        this node cannot check a partner's signature, and the caller's fix is the same: use this node's issuer."""
+        try:
+            issuer = jwt.decode(token, options={"verify_signature": False}).get("iss")
+        except jwt.PyJWTError:
+            return
+        if isinstance(issuer, str) and issuer in self.partner_issuers:
+            raise ForeignIssuer(
+                f"the token was issued by {issuer}, another province's issuer; this node accepts tokens issued by "
+                f"{self.issuer} only"
+            )
 
     def verify(self, token: str) -> Principal:
+        self._refuse_partner_token(token)
         try:
             key: Any = self.public_key
             if self.jwks is not None:
@@ -108,7 +136,9 @@ class TokenVerifier:
         except jwt.MissingRequiredClaimError as exc:
             raise AuthError(f"the token lacks the {exc.claim!r} claim") from exc
         except jwt.PyJWTError as exc:
-            raise AuthError("the token is not valid (bad signature or malformed)") from exc
+            raise AuthError(
+                f"the token is not valid (bad signature or malformed); this node accepts tokens issued by {self.issuer}"
+            ) from exc
         province = claims.get("province")
         if not isinstance(province, str) or len(province) != 6 or not province.isdigit():
             raise AuthError("the token lacks a valid 'province' claim (a 6-digit code)")
@@ -170,6 +200,8 @@ async def current_principal(
         if verifier.jwks is not None:  # may fetch the JWKS over HTTP: keep it off the event loop
             return await asyncio.to_thread(verifier.verify, credentials.credentials)
         return verifier.verify(credentials.credentials)
+    except ForeignIssuer as exc:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, detail=str(exc)) from exc
     except AuthError as exc:
         raise _unauthorized(str(exc)) from exc
 

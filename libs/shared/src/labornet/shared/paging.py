@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from labornet.shared.bounds import fits_int64
 from labornet.shared.db import as_utc
 
 
@@ -46,7 +47,7 @@ def decode_sort_cursor(
             raise TypeError("id is not a string")
         if made_for == sort == time_sort and isinstance(key, str):
             return as_utc(datetime.fromisoformat(key)), last_id
-        if made_for == sort != time_sort and isinstance(key, int) and not isinstance(key, bool):
+        if made_for == sort != time_sort and isinstance(key, int) and not isinstance(key, bool) and fits_int64(key):
             return key, last_id
     except (ValueError, KeyError, TypeError) as exc:  # binascii, Unicode and JSON errors are ValueErrors
         raise InvalidCursor(

@@ -121,6 +121,11 @@ class Settings(BaseSettings):
     auth_public_key_path: Path | None = Field(None, description="dev: public key (PEM) of the node's dev token issuer")
     auth_issuer: str | None = Field(None, description="expected iss claim; default labornet:<province>")
     auth_audience: str = Field("labornet", description="expected aud claim")
+    auth_partner_issuers: list[str] = Field(
+        default_factory=list,
+        description="iss claims of the partner provinces' issuers (JSON list): their tokens answer 403 naming this "
+        "node's issuer, not 401; default labornet:<code> of every federation member",
+    )
 
     outbox_batch_size: int = Field(200, ge=1, le=10_000)
     outbox_poll_interval_s: float = Field(0.05, gt=0, description="relay idle poll interval")

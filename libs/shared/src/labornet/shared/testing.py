@@ -278,8 +278,10 @@ async def check_platform_contract(
         assert (await client.get("/readyz")).json()["checks"]["database"] == "ok"
 
         assert_problem(await client.get("/api/v1/whoami"), 401, "bearer token")
-        assert_problem(await client.get("/api/v1/whoami", headers={"Authorization": "Bearer nonsense"}), 401)
-        assert_problem(await client.get("/api/v1/whoami", headers=bearer(other, "officer")), 401, "not valid")
+        issuer = f"labornet:{settings.province}"
+        assert_problem(await client.get("/api/v1/whoami", headers={"Authorization": "Bearer nonsense"}), 401, issuer)
+        partner = assert_problem(await client.get("/api/v1/whoami", headers=bearer(other, "officer")), 403, issuer)
+        assert f"labornet:{other.province}" in str(partner["detail"])
         me = await client.get("/api/v1/whoami", headers=bearer(own, "officer", sub="alice"))
         assert me.json() == {"sub": "alice", "province": settings.province, "roles": ["officer"]}
         assert "traceparent" in me.headers

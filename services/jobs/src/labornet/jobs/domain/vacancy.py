@@ -19,6 +19,7 @@ from typing import Annotated, Any, Self
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from labornet.shared.bounds import PositiveInt64
 from labornet.shared.clock import china_date, today_in_china
 from labornet.shared.identifiers import CreditCodeStr
 
@@ -172,7 +173,7 @@ class VacancyChanges(BaseModel):
     """A partial update; ``version`` (or the If-Match header) must name the version being changed."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-    version: int | None = Field(None, ge=1)
+    version: PositiveInt64 | None = None
     employer: Employer | None = None
     title: ShortText | None = None
     description: str | None = Field(None, max_length=5000)
@@ -192,7 +193,7 @@ class VacancyChanges(BaseModel):
 class CloseRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     reason: Status = Field(description="filled or withdrawn")
-    version: int | None = Field(None, ge=1)
+    version: PositiveInt64 | None = None
 
     @field_validator("reason")
     @classmethod
@@ -278,7 +279,7 @@ class VacancyRecord(BaseModel):
     posted_at: AwareDatetime
     closing_date: date
     status: Status
-    version: int = Field(ge=1)
+    version: PositiveInt64
     updated_at: AwareDatetime
 
     @model_validator(mode="after")

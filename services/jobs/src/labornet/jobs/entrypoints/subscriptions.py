@@ -45,6 +45,7 @@ from labornet.jobs.metrics import MATCH_DELIVERIES
 from labornet.jobs.service_layer.matching import match_open_vacancies
 from labornet.shared.app import Runtime, RuntimeDep
 from labornet.shared.auth import Principal, Role, require_role
+from labornet.shared.bounds import parse_non_negative_int64
 from labornet.shared.db import as_utc, utcnow
 from labornet.shared.problems import Conflict, NotFound, Unprocessable
 from labornet.shared.provinces import ProvinceRegistry
@@ -278,8 +279,9 @@ def _encode_cursor(match_id: int) -> str:
 def _decode_cursor(cursor: str) -> int:
     try:
         kind, _, value = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode().partition(":")
-        if kind == "before" and value.isdecimal():
-            return int(value)
+        match_id = parse_non_negative_int64(value) if kind == "before" else None
+        if match_id is not None:
+            return match_id
     except (binascii.Error, UnicodeDecodeError, ValueError):
         pass
     message = "not a cursor this API gave out; pass the next_cursor of the previous page unchanged"
@@ -380,13 +382,13 @@ async def stream_matches(
 ) -> StreamingResponse:
     """New matches as they happen; without Last-Event-ID the stream starts after the newest existing match."""
     if last_event_id is not None:
-        if not last_event_id.strip().isdecimal():
+        after = parse_non_negative_int64(last_event_id)
+        if after is None:
             message = "expected the id of the last match event received (a non-negative integer)"
             raise Unprocessable(
                 f"Last-Event-ID {last_event_id!r}: {message}",
                 errors=[{"field": "header.last-event-id", "message": message, "input": last_event_id}],
             )
-        after = int(last_event_id)
     else:
         async with runtime.read_sessions() as session:
             newest = await session.execute(select(func.max(match.c.id)).where(match.c.worker == worker.sub))

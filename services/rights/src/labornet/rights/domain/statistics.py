@@ -14,6 +14,7 @@ from decimal import Decimal
 from pydantic import BaseModel, ConfigDict, Field
 
 from labornet.rights.domain.case import Category, Sector, Status
+from labornet.shared.bounds import NonNegativeInt64, PositiveInt64
 
 STATISTICS_PUBLISHED = "org.labornet.rights.statistics.published.v1"
 
@@ -24,8 +25,8 @@ class Cell(BaseModel):
     category: Category
     sector: Sector
     status: Status
-    cases: int = Field(ge=1)
-    workers_affected: int = Field(ge=0)
+    cases: PositiveInt64
+    workers_affected: NonNegativeInt64
     amount_owed: Decimal = Field(ge=0, decimal_places=2)
     amount_recovered: Decimal = Field(ge=0, decimal_places=2)
 
@@ -33,6 +34,6 @@ class Cell(BaseModel):
 class StatisticsSnapshot(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     origin: str = Field(pattern=r"^\d{2}0000$", description="the home province whose cases are counted")
-    generation: int = Field(ge=1, description="a newer snapshot of the same origin has a higher generation")
+    generation: PositiveInt64 = Field(description="a newer snapshot of the same origin has a higher generation")
     as_of: datetime
     cells: list[Cell]
