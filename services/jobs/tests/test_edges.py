@@ -1,9 +1,12 @@
 """The API edge of a jobs node over real HTTP: integers beyond 64 bits are a 422, a partner province's token is a
-403 naming this node's issuer."""
+403 naming this node's issuer, bodies beyond the limit a 413 before they are read, rate limits a 429."""
 
-from collections.abc import Callable
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
 
 from labornet.jobs.app import create_app
+from labornet.shared.broker import free_port
 from labornet.shared.keys import NodeKeys
 from labornet.shared.settings import Settings
 from labornet.shared.testing import assert_problem, bearer, serving
@@ -44,3 +47,82 @@ async def test_a_partner_provinces_token_is_403_and_a_bad_one_401_both_naming_th
         forged = await client.get("/api/v1/whoami", headers={"Authorization": "Bearer a.b.c"})
         assert_problem(forged, 401, "labornet:510000")
         assert forged.headers["www-authenticate"] == "Bearer"
+
+
+async def raw_request(port: int, head: bytes, body: bytes = b"") -> tuple[bytes, float]:
+    """Send a request head (and part of a body) on a socket; the response's first bytes and the seconds it took."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    started = time.perf_counter()
+    writer.write(head + body)
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(4096), 5)
+    elapsed = time.perf_counter() - started
+    writer.close()
+    return answer, elapsed
+
+
+async def test_a_body_beyond_the_limit_is_refused_before_it_is_read(
+    make_settings: Callable[..., Settings], database_url: str, node_keys: dict[str, NodeKeys]
+) -> None:
+    port = free_port()
+    officer = bearer(node_keys["510000"], "officer")["Authorization"]
+    async with serving(create_app(make_settings("510000", "jobs", database_url)), port=port) as client:
+        for authorization in (b"", f"Authorization: {officer}\r\n".encode()):
+            head = (
+                b"POST /api/v1/vacancies HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                + authorization
+                + f"Content-Length: {40 * 1024 * 1024}\r\n\r\n".encode()
+            )
+            answer, elapsed = await raw_request(port, head, b'{"title": "')  # the rest is never sent
+            assert answer.startswith(b"HTTP/1.1 413"), answer
+            assert b"application/problem+json" in answer and b"1048576 bytes" in answer
+            assert elapsed < 0.1, elapsed
+
+        async def chunks() -> AsyncIterator[bytes]:
+            for _ in range(40):
+                yield b" " * 65536
+
+        streamed = await client.post("/api/v1/vacancies", content=chunks(), headers={"Authorization": officer})
+        assert_problem(streamed, 413, "larger than 1048576 bytes")
+        small = await client.post("/api/v1/vacancies", json={"title": "厨师"}, headers={"Authorization": officer})
+        assert_problem(small, 422)
+
+
+async def test_rate_limits_answer_429_with_retry_after(
+    make_settings: Callable[..., Settings], database_url: str, node_keys: dict[str, NodeKeys]
+) -> None:
+    settings = make_settings(
+        "510000",
+        "jobs",
+        database_url,
+        rate_limit_enabled=True,
+        rate_limit_per_address="400/minute",
+        rate_limit_auth_failures_per_address="20/minute",
+        rate_limit_per_principal="5/minute",
+    )
+    async with serving(create_app(settings)) as client:
+        statuses = []
+        for _ in range(300):
+            refused = await client.get("/api/v1/whoami", headers={"Authorization": "Bearer a.b.c"})
+            statuses.append(refused.status_code)
+        assert statuses == [401] * 20 + [429] * 280
+        body = assert_problem(refused, 429, "address 127.0.0.1")
+        assert 1 <= int(refused.headers["retry-after"]) <= 60, body
+        assert_problem(await client.get("/api/v1/whoami"), 429)  # no token: a failure of the same address
+
+        officer = bearer(node_keys["510000"], "officer")
+        other = make_settings(
+            "510000", "jobs", database_url, rate_limit_enabled=True, rate_limit_per_principal="5/minute"
+        )
+        async with serving(create_app(other)) as fresh:
+            answers = [(await fresh.get("/api/v1/whoami", headers=officer)).status_code for _ in range(7)]
+            assert answers == [200] * 5 + [429] * 2
+            assert (
+                await fresh.get("/api/v1/whoami", headers=bearer(node_keys["510000"], "officer", sub="li"))
+            ).is_success
+
+        while len(statuses) < 400:  # the address limit counts every request, public ones too
+            statuses.append((await client.get("/livez")).status_code)
+        answer = await client.get("/livez")
+        assert_problem(answer, 429, "limit 400 per 1 minute")
+        assert "retry-after" in answer.headers

@@ -34,6 +34,7 @@ from labornet.shared.auth import Principal, Role, TokenVerifier, current_princip
 from labornet.shared.bounds import Int64, NonNegativeInt64
 from labornet.shared.brokerwatch import BrokerWatch
 from labornet.shared.db import create_engine, outbox, quarantine, readonly_sessionmaker, sessionmaker
+from labornet.shared.edge import AddressRateLimit, BodyLimit, RateLimits
 from labornet.shared.inbox import EventConsumer, EventRejected, Handler
 from labornet.shared.kafka import client_config, ensure_topics, make_consumer, make_producer
 from labornet.shared.observability import configure_logging, http_metrics_middleware, init_bus_metrics
@@ -73,6 +74,8 @@ class ServiceSpec:
     replicas: Sequence[ReplicaSpec] = ()
     # a table of the service's own that /readyz reads besides the platform tables (e.g. "vacancy")
     readiness_table: str | None = None
+    # bulk imports, whose bodies may reach LABORNET_REQUEST_MAX_IMPORT_BYTES (e.g. "/api/v1/insured-persons/import")
+    import_paths: Sequence[str] = ()
     description: str = ""
 
 
@@ -425,7 +428,16 @@ def create_service_app(spec: ServiceSpec, settings: Settings | None = None) -> F
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.middleware("http")(http_metrics_middleware(spec.name))
+    app.state.rate_limits = RateLimits.from_settings(settings)
+    app.add_middleware(
+        BodyLimit,
+        max_bytes=settings.request_max_body_bytes,
+        import_max_bytes=settings.request_max_import_bytes,
+        import_paths=spec.import_paths,
+    )
+    if app.state.rate_limits is not None:
+        app.add_middleware(AddressRateLimit, limits=app.state.rate_limits)
+    app.middleware("http")(http_metrics_middleware(spec.name))  # outermost: times and traces the refusals too
     install_problem_handlers(app)
     app.include_router(_platform_router(spec))
     for router in spec.routers:

@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from labornet.shared.edge import RateLimits, client_address
 from labornet.shared.identifiers import InvalidIdentifier, validate_resident_id
 from labornet.shared.signing import load_public_key
 
@@ -192,18 +193,30 @@ def _unauthorized(detail: str) -> HTTPException:
 async def current_principal(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> Principal:
-    """The authenticated caller; 401 with a reason when the token is missing or invalid."""
-    if credentials is None:
-        raise _unauthorized("this endpoint needs a bearer token (Authorization: Bearer <token>)")
+    """The authenticated caller; 401 with a reason when the token is missing or invalid, 429 when the caller's
+    address failed too often (checked before any token work) or the caller sent too many requests."""
+    limits: RateLimits | None = getattr(request.app.state, "rate_limits", None)
+    address = client_address(request)
+    if limits is not None:
+        limits.check(limits.auth_failures_per_address, "auth-failures", address, f"address {address}")
     verifier: TokenVerifier = request.app.state.token_verifier
     try:
+        if credentials is None:
+            raise AuthError("this endpoint needs a bearer token (Authorization: Bearer <token>)")
         if verifier.jwks is not None:  # may fetch the JWKS over HTTP: keep it off the event loop
-            return await asyncio.to_thread(verifier.verify, credentials.credentials)
-        return verifier.verify(credentials.credentials)
+            principal = await asyncio.to_thread(verifier.verify, credentials.credentials)
+        else:
+            principal = verifier.verify(credentials.credentials)
     except ForeignIssuer as exc:
         raise HTTPException(status.HTTP_403_FORBIDDEN, detail=str(exc)) from exc
     except AuthError as exc:
+        if limits is not None:
+            limits.hit(limits.auth_failures_per_address, "auth-failures", address, f"address {address}")
         raise _unauthorized(str(exc)) from exc
+    if limits is not None:
+        caller = f"{principal.province}:{principal.sub}"
+        limits.hit(limits.per_principal, "principal", caller, caller)
+    return principal
 
 
 async def optional_principal(

@@ -127,6 +127,24 @@ class Settings(BaseSettings):
         "node's issuer, not 401; default labornet:<code> of every federation member",
     )
 
+    request_max_body_bytes: int = Field(
+        1024 * 1024, ge=1024, description="largest request body; a larger one is refused with 413 before it is read"
+    )
+    request_max_import_bytes: int = Field(
+        20 * 1024 * 1024, ge=1024, description="largest body of a bulk import (the insurance records' CSV import)"
+    )
+    rate_limit_enabled: bool = Field(True, description="answer 429 with Retry-After beyond the rate limits below")
+    rate_limit_per_address: str = Field(
+        "1200/minute", description="requests of one client address (limits notation: N/second|minute|hour|day)"
+    )
+    rate_limit_auth_failures_per_address: str = Field(
+        "60/minute", description="failed authentications (missing, bad or expired tokens) of one client address"
+    )
+    rate_limit_per_principal: str = Field("600/minute", description="requests of one authenticated caller")
+    rate_limit_storage: str = Field(
+        "memory://", description="where the counts are kept (limits storage URI); memory:// counts per process"
+    )
+
     outbox_batch_size: int = Field(200, ge=1, le=10_000)
     outbox_poll_interval_s: float = Field(0.05, gt=0, description="relay idle poll interval")
     outbox_max_backoff_s: float = Field(5.0, gt=0, description="relay backoff ceiling while the broker is down")
@@ -170,6 +188,14 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
     log_json: bool = True
+
+    @field_validator("rate_limit_per_address", "rate_limit_auth_failures_per_address", "rate_limit_per_principal")
+    @classmethod
+    def _rate_limit_is_readable(cls, value: str) -> str:
+        from limits import parse
+
+        parse(value)  # ValueError naming the text when it is not a rate limit
+        return value
 
     @field_validator("province")
     @classmethod

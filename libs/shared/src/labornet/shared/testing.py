@@ -32,11 +32,17 @@ from labornet.shared.envelope import Envelope
 from labornet.shared.keys import NodeKeys, ensure_node_keys
 from labornet.shared.migrations import alembic_config
 from labornet.shared.outbox import decode_headers
-from labornet.shared.settings import Settings
+from labornet.shared.settings import ENV_PREFIX, Settings
 from labornet.shared.signing import load_private_key
 
 POSTGRES_ENV = "LABORNET_TEST_POSTGRES_URL"
 TEST_PROVINCES = ("510000", "330000", "500000")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Rate limits are off in test runs, which send more from 127.0.0.1 than any client would; a test of the limits
+    turns them on in its settings."""
+    os.environ.setdefault(f"{ENV_PREFIX}RATE_LIMIT_ENABLED", "false")
 
 
 def postgres_base_url() -> str | None:

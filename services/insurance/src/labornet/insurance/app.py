@@ -100,6 +100,7 @@ SPEC = ServiceSpec(
     migrations="labornet.insurance:migrations",
     readiness_table="transfer",
     routers=[api.router],
+    import_paths=["/api/v1/insured-persons/import"],
     setup=setup,
     startup=startup,
     consumers=consumers,
