@@ -15,6 +15,7 @@ from datetime import UTC, date, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import httpx
 import pytest
 from fastapi import FastAPI
 from prometheus_client import REGISTRY
@@ -23,7 +24,13 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from labornet.jobs.adapters.tables import match, subscription, vacancy, webhook_delivery
-from labornet.jobs.adapters.webhooks import WebhookDispatcher, WebhookSettings
+from labornet.jobs.adapters.webhooks import (
+    UnsafeTarget,
+    WebhookDispatcher,
+    WebhookSettings,
+    check_webhook_url,
+    public_address,
+)
 from labornet.jobs.domain.subscriptions import SubscriptionCriteria, matches
 from labornet.jobs.domain.text import document
 from labornet.jobs.entrypoints.subscriptions import (
@@ -621,7 +628,45 @@ INVALID_BODIES: list[tuple[dict[str, Any], str, str]] = [
     ({"keywords": ["厨师"], "webhook_url": "http://[::1]/x"}, "webhook_url", "not a public address"),
     ({"keywords": ["厨师"], "webhook_url": "http://169.254.169.254/latest"}, "webhook_url", "not a public address"),
     ({"keywords": ["厨师"], "webhook_url": "https://localhost/x"}, "webhook_url", "this machine"),
+    *(
+        ({"keywords": ["厨师"], "webhook_url": f"http://[{address}]/x"}, "webhook_url", "embeds the IPv4 address")
+        for address in ("::127.0.0.1", "64:ff9b::7f00:1", "2002:7f00:1::1", "::ffff:127.0.0.1", "::ffff:0:a01:203")
+    ),
+    ({"keywords": ["厨师"], "webhook_url": "http://[2001:0:4136:e378:8000:63bf:f7f7:f7f7]/x"}, "webhook_url", "Teredo"),
+    ({"keywords": ["厨师"], "webhook_url": "http://[64:ff9b:1::808:808]/x"}, "webhook_url", "local-use NAT64"),
 ]
+
+# addresses written into a webhook URL: IPv6 forms that embed a public IPv4 address reach a public host
+EMBEDDED_TARGETS = {
+    "::127.0.0.1": False,
+    "64:ff9b::7f00:1": False,
+    "64:ff9b::a00:1": False,
+    "2002:7f00:1::1": False,
+    "2002:c0a8:101::1": False,
+    "::ffff:127.0.0.1": False,
+    "::ffff:0:7f00:1": False,
+    "2001:0:4136:e378:8000:63bf:f7f7:f7f7": False,
+    "::": False,
+    "64:ff9b::808:808": True,
+    "2002:808:808::1": True,
+    "::ffff:8.8.8.8": True,
+    "2606:4700:4700::1111": True,
+}
+
+
+@pytest.mark.parametrize(("address", "public"), EMBEDDED_TARGETS.items())
+async def test_ipv4_embedded_ipv6_targets_are_judged_by_their_ipv4_address(address: str, public: bool) -> None:
+    """At subscription (the URL check) and at delivery (the address the host resolves to), with the same rule."""
+    url = f"http://[{address}]:8080/hook"
+    settings = WebhookSettings()
+    if public:
+        check_webhook_url(url, settings)
+        assert await public_address(httpx.URL(url), settings) == address
+    else:
+        with pytest.raises(UnsafeTarget, match="not a public address"):
+            check_webhook_url(url, settings)
+        with pytest.raises(UnsafeTarget, match=f"resolves to {address}, which is not a public address"):
+            await public_address(httpx.URL(url), settings)
 
 
 async def test_invalid_subscriptions_are_422_problems_naming_the_field(

@@ -101,16 +101,38 @@ def check_webhook_url(url: str, settings: WebhookSettings) -> None:
     if host == "localhost" or host.endswith(".localhost"):
         raise UnsafeTarget(f"{host} is this machine; webhooks go to public addresses only")
     try:
-        public = _is_public(host)
+        why = _not_public(host)
     except ValueError:  # a host name, not an address
         return
-    if not public:
-        raise UnsafeTarget(f"{host} is not a public address; webhooks go to public addresses only")
+    if why is not None:
+        raise UnsafeTarget(f"{host} is not a public address ({why}); webhooks go to public addresses only")
 
 
-def _is_public(address: str) -> bool:
-    """Whether an IP address (an IPv6 zone, ``%eth0``, ignored) is public; ValueError for anything else."""
-    return ipaddress.ip_address(address.split("%", 1)[0]).is_global
+# IPv6 forms that carry an IPv4 address in their last 32 bits; what they reach is judged by that IPv4 address
+_IPV4_IN_LOW_BITS = (
+    ipaddress.IPv6Network("64:ff9b::/96"),  # NAT64, well-known prefix (RFC 6052)
+    ipaddress.IPv6Network("::ffff:0:0:0/96"),  # SIIT, IPv4-translated (RFC 2765)
+    ipaddress.IPv6Network("::/96"),  # IPv4-compatible, deprecated (RFC 4291); also :: and ::1
+)
+_NAT64_LOCAL = ipaddress.IPv6Network("64:ff9b:1::/48")  # NAT64 for local use (RFC 8215)
+
+
+def _not_public(address: str) -> str | None:
+    """Why an IP address (an IPv6 zone, ``%eth0``, ignored) is not public, None when it is; ValueError for anything
+    else. An IPv6 address that embeds an IPv4 address (mapped, NAT64, 6to4, IPv4-compatible) is public only when the
+    IPv4 address is: on a network with NAT64 or 6to4 it reaches that IPv4 host. Teredo tunnels are never called."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.teredo is not None:
+            return "a Teredo tunnel address"
+        if ip in _NAT64_LOCAL:
+            return "a local-use NAT64 address"
+        embedded = ip.ipv4_mapped or ip.sixtofour
+        if embedded is None and any(ip in network for network in _IPV4_IN_LOW_BITS):
+            embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+        if embedded is not None:
+            return None if embedded.is_global else f"it embeds the IPv4 address {embedded}, which is not public"
+    return None if ip.is_global else "loopback, private, link-local or reserved"
 
 
 async def public_address(url: httpx.URL, settings: WebhookSettings) -> str:
@@ -120,8 +142,9 @@ async def public_address(url: httpx.URL, settings: WebhookSettings) -> str:
     addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
     if not settings.private_targets:
         for address in addresses:
-            if not _is_public(address):
-                raise UnsafeTarget(f"{url.host} resolves to {address}, which is not a public address")
+            why = _not_public(address)
+            if why is not None:
+                raise UnsafeTarget(f"{url.host} resolves to {address}, which is not a public address ({why})")
     return addresses[0]
 
 
