@@ -34,7 +34,7 @@ from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from labornet.shared.db import bus_state, utcnow
+from labornet.shared.db import bus_state, readonly_sessionmaker, utcnow
 from labornet.shared.kafka import create_topics, started
 
 log = logging.getLogger(__name__)
@@ -151,7 +151,7 @@ class BrokerWatch:
     async def _check_cluster(self, cluster_id: str) -> None:
         previous = self.cluster_id
         if previous is None:
-            async with self.sessions() as session:
+            async with readonly_sessionmaker(self.sessions.kw["bind"])() as session:
                 previous = (
                     await session.execute(select(bus_state.c.value).where(bus_state.c.name == CLUSTER_KEY))
                 ).scalar()

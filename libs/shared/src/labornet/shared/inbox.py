@@ -39,7 +39,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from labornet.shared.db import inbox, quarantine, utcnow
+from labornet.shared.db import inbox, quarantine, readonly_sessionmaker, utcnow
 from labornet.shared.envelope import Envelope, MalformedEvent
 from labornet.shared.kafka import started
 from labornet.shared.observability import (
@@ -242,6 +242,8 @@ class EventConsumer:
             self.handlers.setdefault(RECEIPT, self._apply_receipt)
             init_receipt_metrics(service)
         self.sessions = sessions
+        # lookups take no write lock (on SQLite a write session begins with BEGIN IMMEDIATE)
+        self.read_sessions = readonly_sessionmaker(sessions.kw["bind"])
         self.outbox = outbox
         self.trust = trust
         self.group_id = f"labornet.{province}.{service}.{name}"
@@ -607,7 +609,7 @@ class EventConsumer:
     async def _database_answers(self) -> bool:
         """Whether the database answers at all: tells an unreachable database from a row it refused."""
         try:
-            async with self.sessions() as session:
+            async with self.read_sessions() as session:
                 await session.execute(text("SELECT 1"))
         except Exception:
             return False
@@ -621,7 +623,7 @@ class EventConsumer:
         Verification and idempotence apply as on first delivery. On success the row is marked ``replayed``;
         on failure it stays quarantined with the new error and :class:`EventRejected` is raised.
         """
-        async with self.sessions() as session:
+        async with self.read_sessions() as session:
             row = (
                 await session.execute(
                     select(quarantine).where(quarantine.c.id == quarantine_id, quarantine.c.consumer == self.name)
@@ -663,7 +665,7 @@ class EventConsumer:
 
     async def discard(self, quarantine_id: int) -> None:
         """Give up on a quarantined record (it stays listed with status ``discarded``)."""
-        async with self.sessions() as session:
+        async with self.read_sessions() as session:
             status = (
                 await session.execute(
                     select(quarantine.c.status).where(
@@ -730,7 +732,7 @@ class EventConsumer:
         if now - self._last_quarantine_count < 5.0:
             return
         self._last_quarantine_count = now
-        async with self.sessions() as session:
+        async with self.read_sessions() as session:
             pending = (
                 await session.execute(
                     select(func.count()).select_from(quarantine).where(quarantine.c.status == "quarantined")
