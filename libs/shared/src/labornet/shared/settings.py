@@ -135,12 +135,12 @@ class Settings(BaseSettings):
     )
     rate_limit_enabled: bool = Field(True, description="answer 429 with Retry-After beyond the rate limits below")
     rate_limit_per_address: str = Field(
-        "1200/minute", description="requests of one client address (limits notation: N/second|minute|hour|day)"
+        "60000/minute", description="requests of one client address (limits notation: N/second|minute|hour|day)"
     )
     rate_limit_auth_failures_per_address: str = Field(
         "60/minute", description="failed authentications (missing, bad or expired tokens) of one client address"
     )
-    rate_limit_per_principal: str = Field("600/minute", description="requests of one authenticated caller")
+    rate_limit_per_principal: str = Field("30000/minute", description="requests of one authenticated caller")
     rate_limit_storage: str = Field(
         "memory://", description="where the counts are kept (limits storage URI); memory:// counts per process"
     )
