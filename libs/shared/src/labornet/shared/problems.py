@@ -18,7 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
 
-from labornet.shared.bounds import parse_non_negative_int64
+from labornet.shared.bounds import INT32_MAX, parse_non_negative_int64
 from labornet.shared.observability import current_traceparent, trace_id_of
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ def if_match_version(value: str | None, noun: str) -> int | None:
     """The version an ``If-Match`` header names (``"3"`` or ``W/"3"``), None without one; 422 when unreadable."""
     if value is None:
         return None
-    version = parse_non_negative_int64(value.strip().removeprefix("W/").strip('"'))
+    version = parse_non_negative_int64(value.strip().removeprefix("W/").strip('"'), INT32_MAX)
     if version is None:
         raise Unprocessable(f'If-Match {value!r}: expected the {noun} version, e.g. "3"', slug="bad-if-match")
     return version

@@ -39,7 +39,7 @@ from pydantic import (
 )
 
 from labornet.brands.domain.text import has_cjk
-from labornet.shared.bounds import PositiveInt64
+from labornet.shared.bounds import PositiveInt32
 from labornet.shared.db import as_utc
 from labornet.shared.identifiers import (
     CreditCodeStr,
@@ -237,7 +237,7 @@ class BrandChanges(BaseModel):
     """A partial update; ``version`` (or the If-Match header) must name the version being changed."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-    version: PositiveInt64 | None = None
+    version: PositiveInt32 | None = None
     name_zh: NameZh | None = None
     name_en: NameEn | None = None
     division_code: DivisionCodeStr | None = None
@@ -274,13 +274,13 @@ _REQUIRED_IN_DRAFT = frozenset(name for name, field in BrandDraft.model_fields.i
 
 class RecogniseRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    version: PositiveInt64 | None = None
+    version: PositiveInt32 | None = None
 
 
 class RevokeRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
     reason: Reason = Field(description="why the brand is revoked (or the proposal withdrawn)")
-    version: PositiveInt64 | None = None
+    version: PositiveInt32 | None = None
 
 
 def flatten(request: BrandDraft | BrandChanges) -> dict[str, Any]:
@@ -392,7 +392,7 @@ class BrandRecord(BaseModel):
     revoked_at: UtcTime | None
     revocation_reason: Text1000 | None
     updated_at: UtcTime
-    version: PositiveInt64
+    version: PositiveInt32
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:

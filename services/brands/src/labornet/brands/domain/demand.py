@@ -21,7 +21,7 @@ from typing import Annotated, Any, Self
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from labornet.brands.domain.brand import UtcTime
-from labornet.shared.bounds import PositiveInt64
+from labornet.shared.bounds import PositiveInt32
 from labornet.shared.clock import today_in_china
 from labornet.shared.identifiers import DivisionCodeStr
 
@@ -159,7 +159,7 @@ class DemandRecord(BaseModel):
     answered_by: Text200 | None
     answered_at: UtcTime | None
     updated_at: UtcTime
-    version: PositiveInt64
+    version: PositiveInt32
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:

@@ -19,7 +19,7 @@ from typing import Annotated, Any, Self
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from labornet.shared.bounds import PositiveInt64
+from labornet.shared.bounds import PositiveInt32
 from labornet.shared.clock import china_date, today_in_china
 from labornet.shared.identifiers import CreditCodeStr
 
@@ -173,7 +173,7 @@ class VacancyChanges(BaseModel):
     """A partial update; ``version`` (or the If-Match header) must name the version being changed."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-    version: PositiveInt64 | None = None
+    version: PositiveInt32 | None = None
     employer: Employer | None = None
     title: ShortText | None = None
     description: str | None = Field(None, max_length=5000)
@@ -193,7 +193,7 @@ class VacancyChanges(BaseModel):
 class CloseRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     reason: Status = Field(description="filled or withdrawn")
-    version: PositiveInt64 | None = None
+    version: PositiveInt32 | None = None
 
     @field_validator("reason")
     @classmethod
@@ -279,7 +279,7 @@ class VacancyRecord(BaseModel):
     posted_at: AwareDatetime
     closing_date: date
     status: Status
-    version: PositiveInt64
+    version: PositiveInt32
     updated_at: AwareDatetime
 
     @model_validator(mode="after")

@@ -26,7 +26,7 @@ from labornet.jobs.domain.vacancy import (
 from labornet.jobs.service_layer.vacancies import VacancyService, to_event
 from labornet.shared.app import Runtime, RuntimeDep
 from labornet.shared.auth import Principal, Role, require_province_role
-from labornet.shared.bounds import NonNegativeInt64
+from labornet.shared.bounds import NonNegativeInt32
 from labornet.shared.observability import LATENCY_BUCKETS
 from labornet.shared.paging import InvalidCursor
 from labornet.shared.problems import Conflict, NotFound, Problem, Unprocessable, if_match_version
@@ -116,8 +116,8 @@ async def search(
     province: Annotated[str | None, Query(pattern=r"^\d{2}0000$")] = None,
     division_code: Annotated[str | None, Query(pattern=r"^\d{6}$")] = None,
     occupation_code: Annotated[str | None, Query(pattern=r"^\d{1,4}$")] = None,
-    salary_min: Annotated[NonNegativeInt64 | None, Query()] = None,
-    salary_max: Annotated[NonNegativeInt64 | None, Query()] = None,
+    salary_min: Annotated[NonNegativeInt32 | None, Query()] = None,
+    salary_max: Annotated[NonNegativeInt32 | None, Query()] = None,
     employment_type: EmploymentType | None = None,
     target_group: TargetGroup | None = None,
     posted_since: datetime | None = None,

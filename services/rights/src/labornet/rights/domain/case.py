@@ -42,7 +42,7 @@ from typing import Annotated, Any, Self
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from labornet.shared.bounds import PositiveInt64
+from labornet.shared.bounds import PositiveInt32
 from labornet.shared.clock import china_date, today_in_china
 from labornet.shared.identifiers import (
     CreditCodeStr,
@@ -247,7 +247,7 @@ class Entry(BaseModel):
     """One step of the timeline, written by the province that held the case."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    seq: PositiveInt64
+    seq: PositiveInt32
     at: datetime
     province: str = Field(pattern=r"^\d{2}0000$")
     actor: str = Field(max_length=220, description="complainant, or officer:<sub>")
@@ -262,7 +262,7 @@ class Case(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     id: str = Field(max_length=40)
-    version: PositiveInt64
+    version: PositiveInt32
     home_province: str = Field(pattern=r"^\d{2}0000$")
     handling_province: str | None = Field(pattern=r"^\d{2}0000$", description="null while returned")
     holder: str = Field(pattern=r"^\d{2}0000$", description="the one province that may change the case now")

@@ -14,7 +14,7 @@ from decimal import Decimal
 from pydantic import BaseModel, ConfigDict, Field
 
 from labornet.rights.domain.case import Category, Sector, Status
-from labornet.shared.bounds import NonNegativeInt64, PositiveInt64
+from labornet.shared.bounds import NonNegativeInt64, PositiveInt32, PositiveInt64
 
 STATISTICS_PUBLISHED = "org.labornet.rights.statistics.published.v1"
 
@@ -25,7 +25,7 @@ class Cell(BaseModel):
     category: Category
     sector: Sector
     status: Status
-    cases: PositiveInt64
+    cases: PositiveInt32
     workers_affected: NonNegativeInt64
     amount_owed: Decimal = Field(ge=0, decimal_places=2)
     amount_recovered: Decimal = Field(ge=0, decimal_places=2)

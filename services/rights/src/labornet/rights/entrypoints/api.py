@@ -48,7 +48,7 @@ from labornet.rights.service_layer.cases import CaseNotFound, CaseService
 from labornet.rights.service_layer.statistics import federation_statistics
 from labornet.shared.app import Runtime, RuntimeDep
 from labornet.shared.auth import Principal, Role, current_principal, require_province_role
-from labornet.shared.bounds import PositiveInt64
+from labornet.shared.bounds import PositiveInt32
 from labornet.shared.clock import today_in_china
 from labornet.shared.divisions import DivisionRegistry, InvalidDivision
 from labornet.shared.problems import Conflict, Forbidden, NotFound
@@ -255,7 +255,7 @@ class EscalateRequest(BaseModel):
 class ResolveRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     amount_recovered: Money = Field(description="CNY paid to the workers")
-    workers_paid: PositiveInt64 = Field(description="how many of the workers affected were paid")
+    workers_paid: PositiveInt32 = Field(description="how many of the workers affected were paid")
     note: Note | None = None
 
 

@@ -50,7 +50,7 @@ from labornet.rights.domain.case import (
     resolve,
 )
 from labornet.rights.service_layer.statistics import publish_statistics
-from labornet.shared.bounds import PositiveInt64
+from labornet.shared.bounds import PositiveInt32
 from labornet.shared.clock import Clock, utcnow
 from labornet.shared.envelope import Envelope
 from labornet.shared.identifiers import validate_resident_id
@@ -83,7 +83,7 @@ class WithdrawalRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     case_id: str = Field(max_length=40)
-    version: PositiveInt64 = Field(description="the case's version at the home province when the request was made")
+    version: PositiveInt32 = Field(description="the case's version at the home province when the request was made")
     requested_at: datetime
     note: str | None = Field(None, max_length=2000)
 
