@@ -71,7 +71,7 @@ class Province:
             replication=1,
             create=True,
             sessions=sessionmaker(self.engine),
-            confirmed=dict,
+            published=set,
             on_log_lost=lost,
         )
 

@@ -143,7 +143,7 @@ async def start_runtime(spec: ServiceSpec, settings: Settings) -> Runtime:
         replication=settings.kafka_topic_replication,
         create=settings.kafka_create_topics,
         sessions=sessions,
-        confirmed=lambda: relay.confirmed,
+        published=lambda: relay.published,
         on_log_lost=relay.republish,
         interval_s=settings.broker_check_interval_s,
         offsets_interval_s=settings.broker_offsets_check_interval_s,

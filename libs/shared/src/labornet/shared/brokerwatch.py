@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -35,7 +35,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from labornet.shared.db import bus_state, readonly_sessionmaker, utcnow
-from labornet.shared.kafka import create_topics, started
+from labornet.shared.kafka import closed, create_topics, started
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ class BrokerWatch:
         replication: int,
         create: bool,
         sessions: async_sessionmaker[AsyncSession],
-        confirmed: Callable[[], dict[TopicPartition, int]],
+        published: Callable[[], Collection[TopicPartition]],
         on_log_lost: Callable[[str], Awaitable[object]],
         interval_s: float = 5.0,
         offsets_interval_s: float = 30.0,
@@ -83,7 +83,7 @@ class BrokerWatch:
         self.replication = replication
         self.create = create
         self.sessions = sessions
-        self.confirmed = confirmed
+        self.published = published
         self.on_log_lost = on_log_lost
         self.interval_s = interval_s
         self.offsets_interval_s = offsets_interval_s
@@ -136,7 +136,7 @@ class BrokerWatch:
         await self._check_cluster(cluster_id)
         vanished = sorted(self._seen_topics - existing)
         self._seen_topics = existing & set(self.topics)
-        mine = {tp.topic for tp in self.confirmed()}
+        mine = {tp.topic for tp in self.published()}
         if vanished and set(vanished) & mine:
             LOG_LOSSES.labels(self.service, "topic").inc()
             await self.on_log_lost(f"topics {vanished} vanished from the broker")
@@ -197,7 +197,7 @@ class BrokerWatch:
         now = time.monotonic()
         if now - self._offsets_checked < self.offsets_interval_s:
             return
-        watched = sorted({tp for tp in (*self.confirmed(), *self._ends) if tp.topic in existing})
+        watched = sorted({tp for tp in (*self.published(), *self._ends) if tp.topic in existing})
         if not watched:
             return
         self._offsets_checked = now
@@ -221,6 +221,4 @@ class BrokerWatch:
 
     async def _close(self) -> None:
         admin, self._admin = self._admin, None
-        if admin is not None:
-            with contextlib.suppress(Exception):
-                await admin.close()
+        await closed(admin)

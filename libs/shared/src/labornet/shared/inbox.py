@@ -41,7 +41,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from labornet.shared.db import inbox, quarantine, readonly_sessionmaker, utcnow
 from labornet.shared.envelope import Envelope, MalformedEvent
-from labornet.shared.kafka import started
+from labornet.shared.kafka import closed, started
 from labornet.shared.observability import (
     CONSUMER_ASSIGNED_PARTITIONS,
     CONSUMER_LAG,
@@ -296,11 +296,13 @@ class EventConsumer:
 
     async def stop(self) -> None:
         self._stopping.set()
-        if self._consumer is not None:
-            async with self._processing:
-                consumer, self._consumer = self._consumer, None
-            with contextlib.suppress(Exception):
-                await consumer.stop()
+        await self._drop_consumer()
+
+    async def _drop_consumer(self) -> None:
+        """Stop the client once the batch in flight is applied and committed."""
+        async with self._processing:
+            consumer, self._consumer = self._consumer, None
+        await closed(consumer)
 
     def _layout_changed(self, consumer: AIOKafkaConsumer) -> bool:
         """Whether a subscribed topic now has another number of partitions than when this consumer got its first
@@ -318,12 +320,8 @@ class EventConsumer:
 
     async def _renew_consumer(self) -> None:
         log.warning("consumer %s: a topic's partitions changed; joining the group again as a new member", self.group_id)
-        async with self._processing:
-            consumer, self._consumer = self._consumer, None
+        await self._drop_consumer()
         self._layout = None
-        if consumer is not None:
-            with contextlib.suppress(Exception):
-                await consumer.stop()
 
     async def _follow_cluster(self, consumer: AIOKafkaConsumer) -> None:
         """A new cluster is a new log: read it from its beginning.

@@ -49,10 +49,16 @@ async def started(client: Client) -> Client:
     try:
         await client.start()
     except Exception:
-        with contextlib.suppress(Exception):
-            await (client.close() if isinstance(client, AIOKafkaAdminClient) else client.stop())
+        await closed(client)
         raise
     return client
+
+
+async def closed(client: Client | None) -> None:
+    """Stop ``client`` (if any), ignoring the errors of a connection that is already gone."""
+    if client is not None:
+        with contextlib.suppress(Exception):
+            await (client.close() if isinstance(client, AIOKafkaAdminClient) else client.stop())
 
 
 def make_producer(settings: Settings) -> AIOKafkaProducer:

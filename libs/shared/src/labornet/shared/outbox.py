@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session
 
 from labornet.shared.db import as_utc, outbox, outbox_stream, utcnow
 from labornet.shared.envelope import Envelope, encode_data, event_source, new_event_id
-from labornet.shared.kafka import started
+from labornet.shared.kafka import closed, started
 from labornet.shared.observability import (
     EVENTS_PUBLISHED,
     OUTBOX_BACKLOG,
@@ -260,9 +260,8 @@ class OutboxRelay:
         self.receipt_wait_s = receipt_wait_s
         self.receipt_wait_max_s = receipt_wait_max_s
         self.republish_window = republish_window
-        # per partition published to, the offset after the last record the broker confirmed (the broker watch
-        # follows the end offsets of these partitions)
-        self.confirmed: dict[TopicPartition, int] = {}
+        # the partitions published to since the log was last found lost (the broker watch follows their end offsets)
+        self.published: set[TopicPartition] = set()
         for gauge in (AWAITING_RECEIPT, OLDEST_UNACKNOWLEDGED_AGE, OUTBOX_BACKLOG, OUTBOX_OLDEST_AGE):
             gauge.labels(service).set(0)
         for counter in (RESENDS, REPUBLISHED, PUBLISH_FAILURES):
@@ -305,9 +304,7 @@ class OutboxRelay:
 
     async def _close_producer(self) -> None:
         producer, self.producer = self.producer, None
-        if producer is not None:
-            with contextlib.suppress(Exception):
-                await producer.stop()
+        await closed(producer)
 
     async def _check_topics(self, producer: AIOKafkaProducer, topics: set[str]) -> AIOKafkaProducer:
         """Make sure the broker knows every topic before sending to it.
@@ -323,7 +320,7 @@ class OutboxRelay:
         log.info("outbox relay: topics %s missing on the broker; recreating them", sorted(missing))
         if self.create_topics is not None:
             await self.create_topics(missing)
-        if any(tp.topic in missing for tp in self.confirmed):
+        if any(tp.topic in missing for tp in self.published):
             await self.republish(f"topics {sorted(missing)} vanished from the broker")
         await self._close_producer()
         return await self._ensure_producer()
@@ -370,9 +367,7 @@ class OutboxRelay:
             except Exception as exc:
                 await self._record_failure(ids, exc)
                 raise
-            for confirmation in confirmations:
-                tp = TopicPartition(confirmation.topic, confirmation.partition)
-                self.confirmed[tp] = max(self.confirmed.get(tp, 0), confirmation.offset + 1)
+            self.published.update(TopicPartition(c.topic, c.partition) for c in confirmations)
             sent_at = utcnow()
             waits: dict[int, list[int]] = {}
             for row in rows:
@@ -401,8 +396,9 @@ class OutboxRelay:
         now = loop.time()
         if now - self._last_stats >= 1.0:
             self._last_stats = now
-            await self.resend_unacknowledged()
-            await self._update_stats()
+            due = await self._update_stats()
+            if due is not None and due <= utcnow():  # a write only when a receipt is overdue
+                await self.resend_unacknowledged()
         if now - self._last_purge >= 60.0:
             self._last_purge = now
             async with self.sessions() as session, session.begin():
@@ -440,7 +436,7 @@ class OutboxRelay:
                 .values(sent_at=None, resend_at=None)
             )
         count = int(result.rowcount or 0)  # type: ignore[attr-defined]
-        self.confirmed.clear()
+        self.published.clear()
         # a producer of the old log would refresh its topics' metadata and so create them with the broker's own
         # partition count; the next batch starts a new one after the topics were checked
         await self._close_producer()
@@ -449,27 +445,26 @@ class OutboxRelay:
         self.outbox._wake.set()
         return count
 
-    async def _update_stats(self) -> None:
+    async def _update_stats(self) -> datetime | None:
+        """Set the backlog and receipt gauges; return when the first overdue directed message is due again."""
         async with self.read_sessions() as session:
             count, oldest = (
                 await session.execute(
                     select(func.count(), func.min(outbox.c.created_at)).where(outbox.c.sent_at.is_(None))
                 )
             ).one()
-        OUTBOX_BACKLOG.labels(self.service).set(count)
-        if oldest is not None and oldest.tzinfo is None:
-            oldest = oldest.replace(tzinfo=UTC)
-        OUTBOX_OLDEST_AGE.labels(self.service).set((utcnow() - oldest).total_seconds() if oldest else 0)
-        async with self.read_sessions() as session:
-            waiting, first = (
+            waiting, first, due = (
                 await session.execute(
-                    select(func.count(), func.min(outbox.c.created_at)).where(
-                        awaiting_receipt(), outbox.c.destination.is_not(None)
+                    select(func.count(), func.min(outbox.c.created_at), func.min(outbox.c.resend_at)).where(
+                        awaiting_receipt()
                     )
                 )
             ).one()
+        OUTBOX_BACKLOG.labels(self.service).set(count)
+        OUTBOX_OLDEST_AGE.labels(self.service).set((utcnow() - as_utc(oldest)).total_seconds() if oldest else 0)
         AWAITING_RECEIPT.labels(self.service).set(waiting)
         OLDEST_UNACKNOWLEDGED_AGE.labels(self.service).set((utcnow() - as_utc(first)).total_seconds() if first else 0)
+        return as_utc(due) if due is not None else None
 
     async def _idle(self, seconds: float) -> None:
         await self.outbox.wait_for_work(seconds)
