@@ -277,14 +277,16 @@ class EventConsumer:
         backoff = first_backoff
         while not self._stopping.is_set():
             try:
-                if self._consumer is None:
+                consumer = self._consumer
+                if consumer is None:
                     consumer = self._consumer_factory(self.group_id)
                     # by pattern: the consumer's metadata requests then never create a topic (the broker would give
                     # it its own partition count), and recreated topics and new partitions are picked up
                     consumer.subscribe(pattern=topic_pattern(self.topics), listener=_Rebalance(self))
-                    self._consumer = await started(consumer)
-                await self._poll_once(self._consumer)
-                if self._layout_changed(self._consumer):
+                    self._consumer = consumer = await started(consumer)
+                await self._poll_once(consumer)
+                # stop() may have dropped this consumer while the poll ran
+                if self._consumer is consumer and self._layout_changed(consumer):
                     await self._renew_consumer()
                 backoff = first_backoff
             except asyncio.CancelledError:
@@ -293,6 +295,7 @@ class EventConsumer:
                 log.warning("consumer %s: %s; retrying in %.1fs", self.group_id, exc, backoff)
                 await self._sleep(backoff)
                 backoff = min(backoff * 2, 10.0)
+        await self._drop_consumer()  # one started while stop() ran is not left open
 
     async def stop(self) -> None:
         self._stopping.set()
