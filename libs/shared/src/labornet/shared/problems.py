@@ -15,6 +15,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
 
@@ -25,6 +26,55 @@ log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
 TYPE_BASE = "https://labornet.example/problems/"
+
+
+class FieldError(BaseModel):
+    field: str = Field(description="where the bad value is, e.g. `salary.min` or `query.cursor`")
+    message: str
+    input: Any = None
+
+
+class ProblemDetails(BaseModel):
+    """An RFC 9457 problem: the body of every error response (``application/problem+json``)."""
+
+    model_config = ConfigDict(extra="allow")
+    type: str = Field(examples=[TYPE_BASE + "stale-version"])
+    title: str = Field(examples=["Conflict"])
+    status: int = Field(examples=[409])
+    detail: str = Field(examples=["vacancy 510000-V-… is at version 3, not 2"])
+    instance: str = Field(examples=["/api/v1/vacancies/510000-V-…"])
+    trace_id: str | None = Field(default=None, description="quote it to an operator")
+    errors: list[FieldError] | None = Field(default=None, description="422 only: one entry per bad field")
+
+
+_PROBLEM_MEANINGS: dict[int, str] = {
+    400: "the request cannot be read",
+    401: "no bearer token, or one that is not valid (the detail names the issuer expected)",
+    403: "the token is valid but its role or province may not do this",
+    404: "no such resource on this node",
+    409: "the resource's state or version does not allow this",
+    412: "If-Match names a version that is not the current one",
+    413: "the body is larger than this operation accepts",
+    415: "the body's media type is not accepted here",
+    422: "a value breaks a rule; `errors` names each field",
+    428: "this change needs the version you read (If-Match or `version`)",
+    429: "too many requests; retry after the seconds of the Retry-After header",
+    500: "an internal error; nothing was changed; quote the trace_id",
+    502: "a partner node or a dependency answered wrongly",
+    503: "the service is not ready (database or broker unavailable)",
+}
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses=`` for a route: each status documented with the problem+json body."""
+    return {
+        status: {
+            "description": _PROBLEM_MEANINGS.get(status, HTTPStatus(status).phrase),
+            "model": ProblemDetails,
+            "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/ProblemDetails"}}},
+        }
+        for status in statuses
+    }
 
 
 class Problem(Exception):
