@@ -31,6 +31,7 @@ from urllib.parse import urlencode
 
 import httpx
 from prometheus_client import Counter, Gauge
+from pydantic import BaseModel, Field
 from sqlalchemy import Column, Select, Table, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -277,6 +278,70 @@ class Comparison:
             "replaced": self.replaced,
             "deleted": self.deleted,
         }
+
+
+class ComparisonReport(BaseModel):
+    """One comparison of this node's copy of an origin's kind with the origin (``POST /admin/v1/replica/heal``)."""
+
+    origin: str = Field(description="the partner province compared with", examples=["330000"])
+    kind: str = Field(description="the replicated kind", examples=["vacancies"])
+    in_sync: bool = Field(description="no row differed")
+    compared_at: datetime
+    checkpoint_at: datetime = Field(description="when the origin computed the digest compared with")
+    checkpoint_age_s: float = Field(description="seconds between the origin's digest and the comparison")
+    origin_rows: int = Field(description="rows the origin holds", examples=[1200])
+    ranges: int = Field(description="digest ranges of the origin", examples=[3])
+    differing_ranges: int = Field(description="ranges whose row count or digest differed", examples=[1])
+    differing_rows: int = Field(description="rows that differed, were missing or were extra", examples=[2])
+    inserted: int = Field(description="rows inserted by the repair (0 when only compared)", examples=[1])
+    replaced: int = Field(description="rows replaced by the origin's copy", examples=[1])
+    deleted: int = Field(description="rows removed because the origin does not have them", examples=[0])
+
+
+class VerifiedReplica(ComparisonReport):
+    """A comparison without repair (``GET /admin/v1/sync/verify``)."""
+
+    error: None = Field(default=None, description="always null: the origin could be compared")
+
+
+class ReplicaNotCompared(BaseModel):
+    """An origin that could not be compared (unreachable, or its answer was refused)."""
+
+    origin: str = Field(examples=["330000"])
+    kind: str = Field(examples=["vacancies"])
+    in_sync: bool = Field(description="always false", examples=[False])
+    error: str = Field(examples=["origin 330000 did not answer /api/v1/federation/vacancies/digest: ..."])
+
+
+class VerifyReport(BaseModel):
+    """Every replica of this node compared with its origin now, nothing repaired."""
+
+    province: str = Field(description="this node's province", examples=["510000"])
+    in_sync: bool = Field(description="every replica equals its origin")
+    replicas: list[VerifiedReplica | ReplicaNotCompared]
+
+
+class RowsRepaired(BaseModel):
+    inserted: int = Field(examples=[3])
+    replaced: int = Field(examples=[1])
+    deleted: int = Field(examples=[0])
+
+
+class ReplicaSyncState(BaseModel):
+    """What anti-entropy last found for one origin and kind (``GET /admin/v1/sync``)."""
+
+    origin: str = Field(examples=["330000"])
+    kind: str = Field(examples=["vacancies"])
+    status: Status = Field(description="the outcome of the last round")
+    last_round_at: datetime | None
+    last_in_sync_at: datetime | None = Field(description="when the replica was last found or made equal")
+    checkpoint_at: datetime | None = Field(description="when the origin computed the digest of the last round")
+    checkpoint_age_s: float | None = Field(description="age of that digest now, in seconds")
+    differing_ranges: int
+    differing_rows: int
+    rows_repaired: RowsRepaired = Field(description="rows repaired since start-up, by action")
+    last_error: str | None
+    last_error_at: datetime | None
 
 
 @dataclass

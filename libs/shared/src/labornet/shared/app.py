@@ -22,14 +22,15 @@ from urllib.parse import quote
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy import func, literal, select, table, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import NullPool
 
 from labornet.shared import migrations
-from labornet.shared.antientropy import AntiEntropy, ReplicaSpec
+from labornet.shared.antientropy import AntiEntropy, ReplicaSpec, ReplicaSyncState, VerifyReport
+from labornet.shared.asyncapi import asyncapi_router
 from labornet.shared.auth import Principal, Role, TokenVerifier, current_principal, require_province_role
 from labornet.shared.bounds import Int64, NonNegativeInt64
 from labornet.shared.brokerwatch import BrokerWatch
@@ -39,7 +40,13 @@ from labornet.shared.inbox import EventConsumer, EventRejected, Handler
 from labornet.shared.kafka import client_config, ensure_topics, make_consumer, make_producer
 from labornet.shared.observability import configure_logging, http_metrics_middleware, init_bus_metrics
 from labornet.shared.outbox import Outbox, OutboxRelay, decode_headers
-from labornet.shared.problems import Conflict, NotFound, install_problem_handlers
+from labornet.shared.problems import (
+    Conflict,
+    NotFound,
+    document_edge_problems,
+    install_problem_handlers,
+    problem_responses,
+)
 from labornet.shared.provinces import ProvinceRegistry, load_registry
 from labornet.shared.settings import Settings
 from labornet.shared.signing import Signer, TrustListFile
@@ -227,19 +234,45 @@ RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 AdminDep = Annotated[Principal, Depends(require_province_role(Role.ADMIN))]
 
 
+class Readiness(BaseModel):
+    """Whether the service can do its work, and what each check found (200 when ready, 503 otherwise)."""
+
+    ready: bool = Field(description="every check is ok (consumers: assigned)")
+    checks: dict[str, str] = Field(
+        description="`database`, `broker` and `consumer:<name>`: `ok` / `assigned`, or what is wrong",
+        examples=[{"database": "ok", "broker": "ok", "consumer:vacancies": "assigned"}],
+    )
+
+
+class MetricsResponse(PlainTextResponse):
+    """The Prometheus text exposition format, as ``prometheus_client`` writes it."""
+
+    media_type = CONTENT_TYPE_LATEST
+
+
+class Identity(BaseModel):
+    """The caller as this node's token says."""
+
+    sub: str = Field(description="the subject: an officer's account, or a worker's resident id", examples=["alice"])
+    province: str = Field(description="the province whose issuer signed the token", examples=["510000"])
+    roles: list[Role] = Field(description="sorted", examples=[["officer"]])
+
+
 class QuarantinedRecord(BaseModel):
+    """A record a consumer could not apply, kept with its headers for an operator to replay or discard."""
+
     id: int
-    consumer: str
-    topic: str
+    consumer: str = Field(examples=["vacancies"])
+    topic: str = Field(examples=["labornet.330000.jobs.events"])
     partition: int
     offset: int
     event_id: str | None
-    event_type: str | None
-    origin_province: str | None
-    reason: str
+    event_type: str | None = Field(examples=["org.labornet.jobs.vacancy.published.v1"])
+    origin_province: str | None = Field(examples=["330000"])
+    reason: str = Field(examples=["handler-failed"])
     error: str
     attempts: int
-    status: str
+    status: str = Field(description="quarantined, replayed or discarded", examples=["quarantined"])
     quarantined_at: datetime
     resolved_at: datetime | None
     headers: dict[str, str]
@@ -247,13 +280,42 @@ class QuarantinedRecord(BaseModel):
 
 class QuarantinePage(BaseModel):
     items: list[QuarantinedRecord]
-    next_cursor: int | None
+    next_cursor: int | None = Field(description="pass as `after` for the next page; null on the last page")
+
+
+class ReplayResult(BaseModel):
+    id: int = Field(description="the quarantined record", examples=[7])
+    outcome: str = Field(description="applied, or duplicate when it had already been applied", examples=["applied"])
+
+
+class DiscardResult(BaseModel):
+    id: int = Field(description="the quarantined record", examples=[7])
+    status: str = Field(description="always discarded", examples=["discarded"])
+
+
+class OutboxBacklog(BaseModel):
+    pending: int = Field(description="events written but not yet published", examples=[0])
+    oldest_pending: datetime | None = Field(description="when the oldest of them was written")
+
+
+class ConsumerState(BaseModel):
+    ready: bool = Field(description="the consumer holds its partitions")
+
+
+class SyncStatus(BaseModel):
+    """The outbox backlog, the consumers, and per partner origin and replicated kind what anti-entropy found."""
+
+    outbox: OutboxBacklog
+    consumers: dict[str, ConsumerState] = Field(description="by consumer name")
+    replicas: list[ReplicaSyncState]
 
 
 def _platform_router(spec: ServiceSpec) -> APIRouter:
     router = APIRouter()
 
-    @router.get("/livez", tags=["operations"], response_class=PlainTextResponse)
+    @router.get(
+        "/livez", tags=["operations"], response_class=PlainTextResponse, response_description="`ok`: the process runs"
+    )
     async def livez() -> str:
         return "ok"
 
@@ -279,7 +341,14 @@ def _platform_router(spec: ServiceSpec) -> APIRouter:
             for statement in readiness_reads:
                 await connection.execute(statement)
 
-    @router.get("/readyz", tags=["operations"])
+    @router.get(
+        "/readyz",
+        tags=["operations"],
+        responses={
+            200: {"model": Readiness, "description": "ready"},
+            503: {"model": Readiness, "description": "not ready: the checks say what is wrong"},
+        },
+    )
     async def readyz(runtime: RuntimeDep) -> JSONResponse:
         """Ready when the database reads the service's tables, the broker answers and every consumer holds
         partitions. On SQLite the tables are read on a new connection: one the pool opened earlier keeps reading a
@@ -307,15 +376,25 @@ def _platform_router(spec: ServiceSpec) -> APIRouter:
         ready = all(value in ("ok", "assigned") for value in checks.values())
         return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 
-    @router.get("/metrics", tags=["operations"])
+    @router.get(
+        "/metrics",
+        tags=["operations"],
+        response_class=MetricsResponse,
+        response_description="the Prometheus text exposition format",
+    )
     async def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
-    @router.get("/api/v1/whoami", tags=["auth"])
-    async def whoami(principal: Annotated[Principal, Depends(current_principal)]) -> dict[str, Any]:
-        return {"sub": principal.sub, "province": principal.province, "roles": sorted(principal.roles)}
+    @router.get("/api/v1/whoami", tags=["auth"], responses=problem_responses(401, 403))
+    async def whoami(principal: Annotated[Principal, Depends(current_principal)]) -> Identity:
+        return Identity(sub=principal.sub, province=principal.province, roles=sorted(principal.roles))
 
-    @router.get("/admin/v1/quarantine", tags=["operations"], response_model=QuarantinePage)
+    @router.get(
+        "/admin/v1/quarantine",
+        tags=["operations"],
+        response_model=QuarantinePage,
+        responses=problem_responses(401, 403, 422),
+    )
     async def list_quarantine(
         runtime: RuntimeDep,
         _admin: AdminDep,
@@ -341,26 +420,34 @@ def _platform_router(spec: ServiceSpec) -> APIRouter:
         ]
         return QuarantinePage(items=items, next_cursor=items[-1].id if len(rows) > limit else None)
 
-    @router.post("/admin/v1/quarantine/{record_id}/replay", tags=["operations"])
-    async def replay(record_id: Int64, runtime: RuntimeDep, _admin: AdminDep) -> dict[str, Any]:
+    @router.post(
+        "/admin/v1/quarantine/{record_id}/replay",
+        tags=["operations"],
+        responses=problem_responses(401, 403, 404, 409, 422),
+    )
+    async def replay(record_id: Int64, runtime: RuntimeDep, _admin: AdminDep) -> ReplayResult:
         consumer = await _consumer_of(runtime, record_id)
         try:
             outcome = await consumer.replay(record_id)
         except EventRejected as exc:
             raise Conflict(f"record {record_id} was not applied: {exc}", slug="replay-failed") from exc
-        return {"id": record_id, "outcome": outcome.status}
+        return ReplayResult(id=record_id, outcome=outcome.status)
 
-    @router.post("/admin/v1/quarantine/{record_id}/discard", tags=["operations"])
-    async def discard(record_id: Int64, runtime: RuntimeDep, _admin: AdminDep) -> dict[str, Any]:
+    @router.post(
+        "/admin/v1/quarantine/{record_id}/discard",
+        tags=["operations"],
+        responses=problem_responses(401, 403, 404, 409, 422),
+    )
+    async def discard(record_id: Int64, runtime: RuntimeDep, _admin: AdminDep) -> DiscardResult:
         consumer = await _consumer_of(runtime, record_id)
         try:
             await consumer.discard(record_id)
         except EventRejected as exc:
             raise Conflict(str(exc), slug="not-quarantined") from exc
-        return {"id": record_id, "status": "discarded"}
+        return DiscardResult(id=record_id, status="discarded")
 
-    @router.get("/admin/v1/sync", tags=["operations"])
-    async def sync_status(runtime: RuntimeDep, _admin: AdminDep) -> dict[str, Any]:
+    @router.get("/admin/v1/sync", tags=["operations"], responses=problem_responses(401, 403))
+    async def sync_status(runtime: RuntimeDep, _admin: AdminDep) -> SyncStatus:
         """The outbox backlog and, per partner origin and replicated kind, what anti-entropy last found."""
         async with runtime.read_sessions() as session:
             backlog, oldest = (
@@ -368,17 +455,21 @@ def _platform_router(spec: ServiceSpec) -> APIRouter:
                     select(func.count(), func.min(outbox.c.created_at)).where(outbox.c.sent_at.is_(None))
                 )
             ).one()
-        return {
-            "outbox": {"pending": backlog, "oldest_pending": oldest},
-            "consumers": {c.name: {"ready": c.ready} for c in runtime.consumers},
-            "replicas": runtime.antientropy.state(),
-        }
+        return SyncStatus.model_validate(
+            {
+                "outbox": {"pending": backlog, "oldest_pending": oldest},
+                "consumers": {c.name: {"ready": c.ready} for c in runtime.consumers},
+                "replicas": runtime.antientropy.state(),
+            }
+        )
 
-    @router.get("/admin/v1/sync/verify", tags=["operations"])
-    async def sync_verify(runtime: RuntimeDep, _admin: AdminDep) -> dict[str, Any]:
+    @router.get("/admin/v1/sync/verify", tags=["operations"], responses=problem_responses(401, 403))
+    async def sync_verify(runtime: RuntimeDep, _admin: AdminDep) -> VerifyReport:
         """Compare every replica with its origin now, without repairing anything."""
         report = await runtime.antientropy.verify()
-        return {"province": runtime.settings.province, "in_sync": all(r["in_sync"] for r in report), "replicas": report}
+        return VerifyReport.model_validate(
+            {"province": runtime.settings.province, "in_sync": all(r["in_sync"] for r in report), "replicas": report}
+        )
 
     return router
 
@@ -440,6 +531,15 @@ def create_service_app(spec: ServiceSpec, settings: Settings | None = None) -> F
     app.middleware("http")(http_metrics_middleware(spec.name))  # outermost: times and traces the refusals too
     install_problem_handlers(app)
     app.include_router(_platform_router(spec))
+    app.include_router(asyncapi_router(spec.name, spec.version))
     for router in spec.routers:
         app.include_router(router)
+    build_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:  # built once, then served from the cache
+            app.openapi_schema = document_edge_problems(build_openapi())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app

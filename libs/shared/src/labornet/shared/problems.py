@@ -77,6 +77,50 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     }
 
 
+_REF = "#/components/schemas/"
+_PROBLEM_REF = _REF + "ProblemDetails"
+_RETRY_AFTER = {
+    "Retry-After": {"description": "seconds until the next request is allowed", "schema": {"type": "integer"}}
+}
+
+
+def document_edge_problems(openapi: dict[str, Any]) -> dict[str, Any]:
+    """Complete an app's OpenAPI document with what the edges answer on every operation, in place.
+
+    Every operation may meet 429 (rate limits, with ``Retry-After``) and 500; every operation with a body may meet
+    413 (the body limit). Every error response is described as ``application/problem+json`` with the
+    :class:`ProblemDetails` schema, the request validation errors FastAPI documents by itself included (they are
+    answered as problems too, see :func:`install_problem_handlers`).
+    """
+    schemas = openapi.setdefault("components", {}).setdefault("schemas", {})
+    for name, schema in ProblemDetails.model_json_schema(ref_template=_REF + "{model}").pop("$defs", {}).items():
+        schemas.setdefault(name, schema)
+    schemas.setdefault("ProblemDetails", ProblemDetails.model_json_schema(ref_template=_REF + "{model}"))
+    for item in openapi.get("paths", {}).values():
+        for method, operation in item.items():
+            if method not in ("get", "put", "post", "delete", "patch", "options", "head", "trace"):
+                continue
+            responses = operation.setdefault("responses", {})
+            edge = [429, 500] + ([413] if "requestBody" in operation else [])
+            for status in edge:
+                responses.setdefault(str(status), {"description": _PROBLEM_MEANINGS[status]})
+            responses["429"].setdefault("headers", {}).update(_RETRY_AFTER)
+            for status, response in responses.items():
+                if status[:1] not in ("4", "5"):
+                    continue
+                content = response.get("content", {})
+                schema_refs = {media.get("schema", {}).get("$ref") for media in content.values()}
+                if not content or schema_refs <= {_PROBLEM_REF, _REF + "HTTPValidationError"}:
+                    response["content"] = {PROBLEM_JSON: {"schema": {"$ref": _PROBLEM_REF}}}
+                    if response.get("description") in (None, "Validation Error"):
+                        response["description"] = _PROBLEM_MEANINGS.get(int(status), HTTPStatus(int(status)).phrase)
+    used = json.dumps(openapi.get("paths", {}))
+    for name in ("HTTPValidationError", "ValidationError"):
+        if f'"{_REF}{name}"' not in used and f'"{_REF}{name}"' not in json.dumps(schemas):
+            schemas.pop(name, None)
+    return openapi
+
+
 class Problem(Exception):
     """A domain error with an HTTP status; raise it from use cases and routes."""
 

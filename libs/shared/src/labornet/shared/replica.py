@@ -22,6 +22,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Table, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -31,6 +32,7 @@ from labornet.shared.antientropy import (
     PAGE_SIZE,
     REPAIR_PAGE_SIZE,
     SIGNATURE_HEADER,
+    ComparisonReport,
     OriginRefused,
     OriginUnavailable,
     ReplicaSpec,
@@ -38,7 +40,7 @@ from labornet.shared.antientropy import (
 )
 from labornet.shared.app import AdminDep, Runtime, RuntimeDep
 from labornet.shared.envelope import Envelope
-from labornet.shared.problems import Problem, Unprocessable
+from labornet.shared.problems import Problem, Unprocessable, problem_responses
 
 __all__ = ["KEY_HEADER", "SIGNATURE_HEADER", "ReplicaSpec", "check_owner", "replica_router", "upsert_newer"]
 
@@ -74,6 +76,50 @@ class HealRequest(BaseModel):
     base_url: str | None = Field(None, description="the origin's service; default from the settings or federation file")
 
 
+class ReplicaSnapshot(BaseModel):
+    """One page of the origin's own records of a kind, in id order (signed: see the response headers)."""
+
+    origin: str = Field(description="the province whose records these are", examples=["330000"])
+    items: list[dict[str, Any]] = Field(
+        description="the records as their events carry them (the kind's event data in the AsyncAPI document)"
+    )
+    next_after: str | None = Field(
+        description="the id to pass as `after` for the next page; null on the last page",
+        examples=["330000-V-20261126-000042"],
+    )
+
+
+class DigestRange(BaseModel):
+    """The origin's records with ids ``> after`` and ``<= until``."""
+
+    after: str = Field(description='the exclusive lower bound ("" for the first range)', examples=[""])
+    until: str | None = Field(description="the inclusive upper bound; null for the last range")
+    rows: int = Field(description="records in the range", examples=[500])
+    digest: str = Field(
+        description="SHA-256 (hex) over the SHA-256 of each record's canonical JSON, in id order",
+        examples=["e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"],
+    )
+
+
+class ReplicaDigest(BaseModel):
+    """The origin's records of a kind cut into ranges, each with its row count and digest (signed)."""
+
+    origin: str = Field(examples=["330000"])
+    kind: str = Field(examples=["vacancies"])
+    computed_at: datetime = Field(description="when the origin computed it (cached for a few seconds)")
+    rows: int = Field(description="all the origin's records of the kind", examples=[1200])
+    ranges: list[DigestRange] = Field(description="contiguous, from the first id, the last one open")
+
+
+_SIGNED_HEADERS = {
+    KEY_HEADER: {"description": "the id of the node key that signed the body", "schema": {"type": "string"}},
+    SIGNATURE_HEADER: {
+        "description": "Ed25519 signature over the province, the request path and query, and the body",
+        "schema": {"type": "string"},
+    },
+}
+
+
 def _signed(runtime: Runtime, request: Request, body: bytes) -> Response:
     province = runtime.settings.province
     signer = runtime.outbox.signer
@@ -88,7 +134,15 @@ def _signed(runtime: Runtime, request: Request, body: bytes) -> Response:
 def replica_router(spec: ReplicaSpec) -> APIRouter:
     router = APIRouter()
 
-    @router.get(spec.snapshot_path, tags=["federation"])
+    @router.get(
+        spec.snapshot_path,
+        tags=["federation"],
+        response_class=JSONResponse,
+        responses={
+            200: {"model": ReplicaSnapshot, "description": "one signed page", "headers": _SIGNED_HEADERS},
+            **problem_responses(422),
+        },
+    )
     async def snapshot(
         runtime: RuntimeDep,
         request: Request,
@@ -117,13 +171,23 @@ def replica_router(spec: ReplicaSpec) -> APIRouter:
         document = {"origin": runtime.settings.province, "items": items, "next_after": next_after}
         return _signed(runtime, request, canonical_json(document))
 
-    @router.get(spec.digest_path, tags=["federation"])
+    @router.get(
+        spec.digest_path,
+        tags=["federation"],
+        response_class=JSONResponse,
+        responses={200: {"model": ReplicaDigest, "description": "the signed digest", "headers": _SIGNED_HEADERS}},
+    )
     async def digest(runtime: RuntimeDep, request: Request) -> Response:
         """This province's records in id order cut into ranges: first id bound, row count and SHA-256 of each."""
         return _signed(runtime, request, await runtime.antientropy.digest_body(spec))
 
-    @router.post("/admin/v1/replica/heal", tags=["operations"])
-    async def heal(request: HealRequest, runtime: RuntimeDep, _admin: AdminDep) -> dict[str, Any]:
+    @router.post(
+        "/admin/v1/replica/heal",
+        tags=["operations"],
+        response_description="the comparison and what it repaired",
+        responses=problem_responses(401, 403, 422, 502),
+    )
+    async def heal(request: HealRequest, runtime: RuntimeDep, _admin: AdminDep) -> ComparisonReport:
         """Compare the replica with one origin now and make it equal to the origin (the origin is authoritative)."""
         if request.origin == runtime.settings.province or request.origin not in runtime.registry:
             raise Unprocessable(f"origin {request.origin} must be a partner province of this federation")
@@ -136,6 +200,6 @@ def replica_router(spec: ReplicaSpec) -> APIRouter:
             raise Problem(str(exc), status=502, slug="origin-unreachable") from exc
         except OriginRefused as exc:
             raise Problem(str(exc), status=502, slug="origin-refused") from exc
-        return result.to_json()
+        return ComparisonReport.model_validate(result.to_json())
 
     return router
