@@ -159,6 +159,17 @@ def topics_create(
 
 
 @app.command()
+def asyncapi(
+    out: Annotated[Path, typer.Option(help="folder to write <service>.json into")] = Path("docs/asyncapi"),
+) -> None:
+    """Write the AsyncAPI 3.0 document of every service's bus contract (what GET /asyncapi.json serves)."""
+    from labornet.shared.asyncapi import write_documents
+
+    for path in write_documents(out, SERVICE_NAMES):
+        typer.echo(str(path))
+
+
+@app.command()
 def migrate(service: Annotated[str, typer.Argument(help="jobs, insurance, brands or rights")]) -> None:
     """Apply a service's migrations to LABORNET_DATABASE_URL."""
     from labornet.shared import migrations
