@@ -8,7 +8,8 @@
    Grafana's variables replaced by sample values, as a recording rule to --rules-out, for `promtool check rules`
    to parse.
 3. Every `labornet_*` metric named by a dashboard or by deploy/prometheus/rules/*.yml is registered by the code
-   (Counter/Gauge/Histogram definitions under libs/ and services/, with the suffixes prometheus_client exposes).
+   (Counter/Gauge/Histogram definitions under libs/ and services/, with the suffixes prometheus_client exposes;
+   no `_created` series: labornet.shared.observability turns them off).
 """
 
 from __future__ import annotations
@@ -30,10 +31,10 @@ DASHBOARDS = DEPLOY / "grafana" / "dashboards"
 RULES = DEPLOY / "prometheus" / "rules"
 DEFINITION = re.compile(r"\b(Counter|Gauge|Histogram|Summary)\(\s*\"(labornet_[a-z0-9_]+)\"", re.MULTILINE)
 SUFFIXES = {
-    "Counter": ("", "_created"),
+    "Counter": ("_total",),
     "Gauge": ("",),
-    "Histogram": ("_bucket", "_count", "_sum", "_created"),
-    "Summary": ("", "_count", "_sum", "_created"),
+    "Histogram": ("_bucket", "_count", "_sum"),
+    "Summary": ("", "_count", "_sum"),
 }
 SAMPLE_VALUES = {
     "__rate_interval": "5m",
@@ -62,9 +63,7 @@ def registered_series() -> set[str]:
             for kind, name in DEFINITION.findall(path.read_text("utf-8")):
                 if kind == "Counter":
                     name = name.removesuffix("_total")
-                    names.update({f"{name}_total", f"{name}_created"})
-                else:
-                    names.update(name + suffix for suffix in SUFFIXES[kind])
+                names.update(name + suffix for suffix in SUFFIXES[kind])
     return names
 
 

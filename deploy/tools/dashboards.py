@@ -21,7 +21,7 @@ def error_ratio(selector: str, by: str = "") -> str:
     """5xx share of requests; 0 (not empty) for whatever answered without a server error."""
     grouping = f"sum by ({by}) " if by else "sum "
     total = f"{grouping}(rate(labornet_http_request_duration_seconds_count{{{selector}}}[{RATE}]))"
-    errors = f'{grouping}(rate(labornet_http_request_duration_seconds_count{{{selector}, status=~"5.."}}[{RATE}]))'
+    errors = f'{grouping}(rate(labornet_http_request_duration_seconds_count{{{selector}, code=~"5.."}}[{RATE}]))'
     return f"({errors} / {total}) or ({total} * 0)"
 
 
@@ -261,11 +261,11 @@ def node_dashboard() -> dict[str, Any]:
     board.row("HTTP")
     board.add(
         "timeseries",
-        "Requests per second by status",
+        "Requests per second by status code",
         [
             (
-                f"sum by (service, status) (rate(labornet_http_request_duration_seconds_count{{{f}}}[{RATE}]))",
-                "{{service}} {{status}}",
+                f"sum by (service, code) (rate(labornet_http_request_duration_seconds_count{{{f}}}[{RATE}]))",
+                "{{service}} {{code}}",
             )
         ],
         unit="reqps",
@@ -433,8 +433,8 @@ def node_dashboard() -> dict[str, Any]:
     board.row("Jobs")
     board.add(
         "timeseries",
-        "Vacancies held by owner province and status",
-        [(f"sum by (owner_province, status) (labornet_jobs_vacancies{{{p}}})", "{{owner_province}} {{status}}")],
+        "Vacancies held by owner province and state",
+        [(f"sum by (owner_province, state) (labornet_jobs_vacancies{{{p}}})", "{{owner_province}} {{state}}")],
         w=8,
     )
     board.add(
@@ -505,8 +505,11 @@ def node_dashboard() -> dict[str, Any]:
     )
     board.add(
         "stat",
-        "Settlements pending (CNY)",
-        [(f"sum(labornet_insurance_settlements_pending_amount{{{p}}})", "CNY")],
+        "Settlements unpaid (CNY)",
+        [
+            (f"sum(labornet_insurance_settlements_pending_yuan{{{p}}})", "owed to partners"),
+            (f"sum(labornet_insurance_settlements_receivable_yuan{{{p}}})", "owed by partners"),
+        ],
         unit="none",
         w=24,
         h=4,
@@ -515,8 +518,8 @@ def node_dashboard() -> dict[str, Any]:
     board.row("Rights cases")
     board.add(
         "timeseries",
-        "Cases by side and status",
-        [(f"sum by (side, status) (labornet_rights_cases{{{p}}})", "{{side}} {{status}}")],
+        "Cases by side and state",
+        [(f"sum by (side, state) (labornet_rights_cases{{{p}}})", "{{side}} {{state}}")],
         w=8,
         description="side: home (filed here), handling (referred here), former (declined here).",
     )
@@ -539,8 +542,8 @@ def node_dashboard() -> dict[str, Any]:
     board.row("Labour brands")
     board.add(
         "timeseries",
-        "Brands held by origin province and status",
-        [(f"sum by (origin_province, status) (labornet_brands_brands{{{p}}})", "{{origin_province}} {{status}}")],
+        "Brands held by origin province and state",
+        [(f"sum by (origin_province, state) (labornet_brands_brands{{{p}}})", "{{origin_province}} {{state}}")],
         w=8,
     )
     board.add(
@@ -732,7 +735,7 @@ def federation_dashboard() -> dict[str, Any]:
     board.add(
         "timeseries",
         "Open vacancies per owner (owner's count)",
-        [(f'max by (owner_province) (labornet_jobs_vacancies{{{f}, status="open"}})', "{{owner_province}}")],
+        [(f'max by (owner_province) (labornet_jobs_vacancies{{{f}, state="open"}})', "{{owner_province}}")],
         stack=True,
     )
     board.add(
@@ -740,8 +743,8 @@ def federation_dashboard() -> dict[str, Any]:
         "Vacancy replica divergence per owner (max − min across nodes)",
         [
             (
-                f'max by (owner_province) (labornet_jobs_vacancies{{{f}, status="open"}})'
-                f' - min by (owner_province) (labornet_jobs_vacancies{{{f}, status="open"}})',
+                f'max by (owner_province) (labornet_jobs_vacancies{{{f}, state="open"}})'
+                f' - min by (owner_province) (labornet_jobs_vacancies{{{f}, state="open"}})',
                 "{{owner_province}}",
             )
         ],
@@ -777,8 +780,8 @@ def federation_dashboard() -> dict[str, Any]:
     )
     board.add(
         "timeseries",
-        "Rights cases by status (counted once, at the home province)",
-        [(f'sum by (status) (labornet_rights_cases{{{f}, side="home"}})', "{{status}}")],
+        "Rights cases by state (counted once, at the home province)",
+        [(f'sum by (state) (labornet_rights_cases{{{f}, side="home"}})', "{{state}}")],
         w=8,
         stack=True,
     )
@@ -810,7 +813,7 @@ def federation_dashboard() -> dict[str, Any]:
         "Recognised labour brands per origin province",
         [
             (
-                f'max by (origin_province) (labornet_brands_brands{{{f}, status="recognised"}})',
+                f'max by (origin_province) (labornet_brands_brands{{{f}, state="recognised"}})',
                 "{{origin_province}}",
             )
         ],

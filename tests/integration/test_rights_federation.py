@@ -298,8 +298,8 @@ async def test_a_sichuan_workers_case_against_a_jiangsu_employer(nodes: Federati
 
     # the gauges count the case on both sides
     expected = [
-        'labornet_rights_cases{province="510000",side="home",status="resolved"} 1.0',
-        'labornet_rights_cases{province="320000",side="handling",status="resolved"} 1.0',
+        'labornet_rights_cases{province="510000",side="home",state="resolved"} 1.0',
+        'labornet_rights_cases{province="320000",side="handling",state="resolved"} 1.0',
         'labornet_rights_amount_recovered_yuan{province="320000",side="handling"} 48600.0',
     ]
 

@@ -343,7 +343,7 @@ async def test_the_gauge_counts_brands_by_origin_and_status_zeros_included(make_
         await refresh_gauges(session)
 
     def gauge(province: str, status: str) -> float | None:
-        labels = {"origin_province": province, "status": status}
+        labels = {"origin_province": province, "state": status}
         return REGISTRY.get_sample_value("labornet_brands_brands", labels)
 
     assert [gauge("510000", s) for s in ("proposed", "recognised", "revoked")] == [0, 1, 1]

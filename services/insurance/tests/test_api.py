@@ -332,7 +332,7 @@ async def test_settlements_are_marked_paid_once(
     assert_problem(await client.post(f"/api/v1/settlements/{SC}-S-OWED/paid", headers=headers), 409, "paying province")
 
     async def receivable_gauge() -> bool:
-        return REGISTRY.get_sample_value("labornet_insurance_settlements_receivable_amount") == 61710.0
+        return REGISTRY.get_sample_value("labornet_insurance_settlements_receivable_yuan") == 61710.0
 
     await eventually(receivable_gauge)
     pending = (
@@ -341,7 +341,7 @@ async def test_settlements_are_marked_paid_once(
     assert [(s["id"], Decimal(str(s["amount"]))) for s in pending["items"]] == [(settlement_id, Decimal("42075.00"))]
 
     async def pending_gauge() -> bool:
-        return REGISTRY.get_sample_value("labornet_insurance_settlements_pending_amount") == 42075.0
+        return REGISTRY.get_sample_value("labornet_insurance_settlements_pending_yuan") == 42075.0
 
     await eventually(pending_gauge)
     assert_problem(await client.get("/api/v1/settlements", params={"status": "owed"}, headers=headers), 422)

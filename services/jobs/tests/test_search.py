@@ -459,13 +459,13 @@ async def test_the_vacancy_gauge_reads_zero_once_a_status_empties(engine: AsyncE
     async with readonly_sessionmaker(engine)() as session:
         await refresh_gauges(session)
     province = make_vacancy(1, "电工")["owner_province"]
-    assert REGISTRY.get_sample_value("labornet_jobs_vacancies", {"owner_province": province, "status": "open"}) == 2
+    assert REGISTRY.get_sample_value("labornet_jobs_vacancies", {"owner_province": province, "state": "open"}) == 2
     async with engine.begin() as connection:
         await connection.execute(update(vacancy).values(status="filled"))
     async with readonly_sessionmaker(engine)() as session:
         await refresh_gauges(session)
-    assert REGISTRY.get_sample_value("labornet_jobs_vacancies", {"owner_province": province, "status": "open"}) == 0
-    assert REGISTRY.get_sample_value("labornet_jobs_vacancies", {"owner_province": province, "status": "filled"}) == 2
+    assert REGISTRY.get_sample_value("labornet_jobs_vacancies", {"owner_province": province, "state": "open"}) == 0
+    assert REGISTRY.get_sample_value("labornet_jobs_vacancies", {"owner_province": province, "state": "filled"}) == 2
 
 
 async def test_text_with_province_and_status_follows_changes_and_facets_never_match_user_text(

@@ -301,8 +301,8 @@ async def test_overdue_cases_are_listed_for_officers_and_counted_in_metrics(
     expected = [
         'labornet_rights_cases_overdue{deadline="acceptance",province="510000",side="home"} 1.0',
         'labornet_rights_cases_overdue{deadline="investigation",province="510000",side="home"} 1.0',
-        'labornet_rights_cases{province="510000",side="home",status="referred"} 2.0',
-        'labornet_rights_cases{province="510000",side="home",status="investigating"} 1.0',
+        'labornet_rights_cases{province="510000",side="home",state="referred"} 2.0',
+        'labornet_rights_cases{province="510000",side="home",state="investigating"} 1.0',
         'labornet_rights_amount_owed_yuan{province="510000",side="home"} 37500.0',
         'labornet_rights_amount_recovered_yuan{province="510000",side="home"} 0.0',
     ]

@@ -303,7 +303,7 @@ async def check_platform_contract(
 
         metrics = (await client.get("/metrics")).text
         assert (
-            f'labornet_http_request_duration_seconds_count{{method="GET",route="/api/v1/whoami",service="{settings.service}",status="200"}}'
+            f'labornet_http_request_duration_seconds_count{{code="200",method="GET",route="/api/v1/whoami",service="{settings.service}"}}'
             in metrics
         )
 

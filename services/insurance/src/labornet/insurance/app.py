@@ -35,10 +35,10 @@ TRANSFERS = Gauge(
 )
 OVERDUE = Gauge("labornet_insurance_transfers_overdue", "Open transfer cases past a time limit", ["side"])
 SETTLEMENTS_PENDING = Gauge(
-    "labornet_insurance_settlements_pending_amount", "CNY due to receiving provinces, not yet paid"
+    "labornet_insurance_settlements_pending_yuan", "CNY due to receiving provinces, not yet paid"
 )
 SETTLEMENTS_RECEIVABLE = Gauge(
-    "labornet_insurance_settlements_receivable_amount", "CNY sending provinces owe this province, not yet paid"
+    "labornet_insurance_settlements_receivable_yuan", "CNY sending provinces owe this province, not yet paid"
 )
 
 

@@ -55,7 +55,7 @@ from labornet.shared.provinces import ProvinceRegistry
 from labornet.shared.replica import check_owner, upsert_newer
 from labornet.shared.topics import events_topic
 
-BRANDS = Gauge("labornet_brands_brands", "Brands held by this node", ["origin_province", "status"])
+BRANDS = Gauge("labornet_brands_brands", "Brands held by this node, by state", ["origin_province", "state"])
 REPLICA_CHANGES = Counter(
     "labornet_brands_replica_changes_total", "Partner brand events applied to the replica, by result", ["result"]
 )

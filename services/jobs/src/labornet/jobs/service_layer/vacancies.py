@@ -51,7 +51,7 @@ from labornet.shared.topics import events_topic
 
 log = logging.getLogger(__name__)
 
-VACANCIES = Gauge("labornet_jobs_vacancies", "Vacancies held by this node", ["owner_province", "status"])
+VACANCIES = Gauge("labornet_jobs_vacancies", "Vacancies held by this node, by state", ["owner_province", "state"])
 REPLICA_CHANGES = Counter(
     "labornet_jobs_replica_changes_total", "Partner vacancy events applied to the replica, by result", ["result"]
 )

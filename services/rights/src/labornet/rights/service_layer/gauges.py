@@ -19,7 +19,7 @@ from labornet.rights.domain.case import Overdue, Status
 
 SIDES = ("home", "handling", "former")
 
-CASES = Gauge("labornet_rights_cases", "Rights cases held by this node, by status", ["province", "side", "status"])
+CASES = Gauge("labornet_rights_cases", "Rights cases held by this node, by state", ["province", "side", "state"])
 OVERDUE = Gauge(
     "labornet_rights_cases_overdue",
     "Open rights cases past a statutory time limit (acceptance or investigation)",
