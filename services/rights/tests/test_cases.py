@@ -9,6 +9,7 @@ harmless. (The real broker is exercised in tests/integration/test_rights_federat
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
@@ -19,15 +20,19 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from jsonschema import Draft202012Validator
 from sqlalchemy import Table, inspect, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from labornet.rights.adapters import cases
 from labornet.rights.adapters.cases import StoredCase
 from labornet.rights.adapters.tables import metadata, rights_case, statistics_cell, statistics_origin
+from labornet.rights.contracts import EVENTS
 from labornet.rights.domain.case import (
     ACCEPTED,
     COMPLAINANT,
+    REFERRED,
+    WITHDRAWAL_REQUESTED,
     CaseDraft,
     CaseRuleError,
     Deadlines,
@@ -537,3 +542,90 @@ async def test_statistics_count_the_home_cases_by_handling_province_and_status(
     ]
     assert [(r["category"], r["cases"]) for r in statistics["by_category"]] == [("wage-arrears", 2), ("work-injury", 1)]
     assert [(r["sector"], r["cases"]) for r in statistics["by_sector"]] == [("construction", 2), ("other", 1)]
+
+
+# The bus contract ---------------------------------------------------------------------------------------------
+
+
+async def test_every_event_the_nodes_write_matches_the_published_contract(nodes: dict[str, Node], bus: Bus) -> None:
+    """Walk cases through every step that sends something, then check each row of the three outboxes: its type is
+    listed in ``labornet.rights.contracts.EVENTS`` on the right kind of channel, and its data validates against the
+    JSON Schema of the listed model; every listed type was written at least once."""
+    sc, js, cq = nodes[SC], nodes[JS], nodes[CQ]
+    # referred, accepted, updated, extended, escalated, resolved (and the statistics of every change at home)
+    first = await file(nodes)
+    await bus.flush()
+    await js.service.accept(first, actor=officer("js"), note="受理")
+    await js.service.record_update(first, actor=officer("js"), note="约谈项目负责人")
+    extended = await js.service.extend(first, actor=officer("js"), reason="需调取银行流水")
+    due = extended.case.investigation_due
+    assert due is not None
+    js.clock.ahead = timedelta(days=(due - today_in_china()).days + 3)
+    await js.service.escalate(first, actor=officer("js"), reason="用人单位拒不配合")
+    await js.service.resolve(first, actor=officer("js"), amount_recovered=Decimal("48600"), workers_paid=12, note=None)
+    await bus.flush()
+    # declined, referred elsewhere with a corrected work place, a withdrawal asked of the holder, closed there
+    second = await file(nodes)
+    await bus.flush()
+    await js.service.decline(second, actor=officer("js"), reason="用工地实为重庆", suggested_province=CQ)
+    await bus.flush()
+    corrected = WorkPlace(division_code="500103", site="解放碑某项目")
+    await sc.service.refer(second, actor=officer("sc"), to=CQ, note=None, work_place=corrected, work_place_name="重庆")
+    await bus.flush()
+    await sc.service.withdraw(second, actor=COMPLAINANT, note="已和解")
+    await bus.flush()
+    assert (await sc.case(second)).case.closure_reason == "withdrawn"
+
+    contracts = {contract.type: contract for contract in EVENTS}
+    assert len(contracts) == len(EVENTS), "each type is listed once"
+    validators = {
+        event_type: Draft202012Validator(
+            contract.model.model_json_schema(), format_checker=Draft202012Validator.FORMAT_CHECKER
+        )
+        for event_type, contract in contracts.items()
+    }
+    seen: dict[str, int] = {}
+    for node in (sc, js, cq):
+        for row in await node.rows(outbox):
+            envelope = Envelope.from_kafka(row["message_key"], row["payload"], decode_headers(row["headers"]))
+            assert envelope.type in contracts, f"{envelope.type} is published but not in the contract"
+            contract = contracts[envelope.type]
+            if contract.channel == "inbox":
+                assert envelope.destprovince is not None
+                assert row["topic"] == f"labornet.{envelope.destprovince}.rights.inbox"
+            else:
+                assert envelope.destprovince is None
+                assert row["topic"] == f"labornet.{node.province}.rights.events"
+            data = json.loads(envelope.data)
+            errors = [
+                f"{'.'.join(map(str, e.absolute_path))}: {e.message}"
+                for e in validators[envelope.type].iter_errors(data)
+            ]
+            assert errors == [], f"{envelope.type} from {node.province}: {errors}"
+            contract.model.model_validate(data)
+            seen[envelope.type] = seen.get(envelope.type, 0) + 1
+    assert set(seen) == set(contracts), f"listed but never written: {set(contracts) - set(seen)}"
+
+    # the schemas are not empty promises: what the receivers would refuse, they refuse too
+    case_message = json.loads((await bus_rows(sc, REFERRED))[0])
+    for broken in (
+        {k: v for k, v in case_message.items() if k != "timeline"},
+        {**case_message, "status": "lost"},
+        {**case_message, "complainant": {"name": WORKER_NAME}},
+        {**case_message, "leaked": True},
+    ):
+        assert not validators[REFERRED].is_valid(broken), broken
+    snapshot = json.loads((await bus_rows(sc, STATISTICS_PUBLISHED))[-1])
+    assert snapshot["cells"], "the last snapshot counts the two cases"
+    assert not validators[STATISTICS_PUBLISHED].is_valid({**snapshot, "generation": 0})
+    assert not validators[STATISTICS_PUBLISHED].is_valid({**snapshot, "cells": [{**snapshot["cells"][0], "name": "x"}]})
+    assert not validators[WITHDRAWAL_REQUESTED].is_valid({"case_id": first, "requested_at": "2026-01-01T00:00:00Z"})
+
+
+async def bus_rows(node: Node, event_type: str) -> list[bytes]:
+    """The data of the events of ``event_type`` in ``node``'s outbox."""
+    envelopes = [
+        Envelope.from_kafka(row["message_key"], row["payload"], decode_headers(row["headers"]))
+        for row in await node.rows(outbox)
+    ]
+    return [envelope.data for envelope in envelopes if envelope.type == event_type]

@@ -44,6 +44,14 @@ from labornet.rights.domain.case import (
     officer,
     overdue,
 )
+from labornet.rights.entrypoints.schemas import (
+    CasePage,
+    CaseSummary,
+    CaseView,
+    FederationStatistics,
+    MaskedComplainant,
+    Side,
+)
 from labornet.rights.service_layer.cases import CaseNotFound, CaseService
 from labornet.rights.service_layer.statistics import federation_statistics
 from labornet.shared.app import Runtime, RuntimeDep
@@ -51,12 +59,14 @@ from labornet.shared.auth import Principal, Role, current_principal, require_pro
 from labornet.shared.bounds import PositiveInt32
 from labornet.shared.clock import today_in_china
 from labornet.shared.divisions import DivisionRegistry, InvalidDivision
-from labornet.shared.problems import Conflict, Forbidden, NotFound
+from labornet.shared.problems import Conflict, Forbidden, NotFound, problem_responses
 
 router = APIRouter(prefix="/api/v1", tags=["rights"])
 CallerDep = Annotated[Principal, Depends(current_principal)]
 OfficerDep = Annotated[Principal, Depends(require_province_role(Role.OFFICER))]
 FilerDep = Annotated[Principal, Depends(require_province_role(Role.WORKER, Role.OFFICER))]
+# a step of a case: the caller's token and role, the case, its rules, the body, the edge's limits
+STEP_PROBLEMS = problem_responses(401, 403, 404, 409, 413, 422, 429)
 
 
 def service(runtime: Runtime) -> CaseService:
@@ -90,23 +100,34 @@ def today(runtime: Runtime) -> date:
     return today_in_china(service(runtime).clock())
 
 
-def present(stored: StoredCase, principal: Principal, runtime: Runtime, *, timeline: bool = True) -> dict[str, Any]:
+def _view(stored: StoredCase, principal: Principal, runtime: Runtime) -> dict[str, Any]:
+    """The fields of a case's view: the case, the complainant masked unless the caller may see them, and what this
+    node says about the case."""
     province = runtime.settings.province
     case = stored.case
     part_of_case = province in (case.home_province, case.handling_province)
-    if not (is_complainant(stored, principal) or (is_officer_here(principal, runtime) and part_of_case)):
-        case = case.model_copy(update={"complainant": masked(case.complainant)})
-    view = case.model_dump(mode="json", exclude=None if timeline else {"timeline"})
+    shown = is_complainant(stored, principal) or (is_officer_here(principal, runtime) and part_of_case)
     late = overdue(case, today(runtime))
     reported = escalated(case)
-    view.update(
-        side="home" if case.home_province == province else "handling" if part_of_case else "former",
-        overdue=late.value if late else None,
-        escalated=reported.value if reported is not None and reported == late else None,
-        withdrawal_requested_at=stored.withdrawal_requested_at.isoformat() if stored.withdrawal_requested_at else None,
-        redacted=stored.redacted,
-    )
-    return view
+    return {
+        **dict(case),
+        "complainant": case.complainant if shown else MaskedComplainant.model_validate(dict(masked(case.complainant))),
+        "side": "home" if case.home_province == province else "handling" if part_of_case else "former",
+        "overdue": late,
+        "escalated": reported if reported is not None and reported == late else None,
+        "withdrawal_requested_at": stored.withdrawal_requested_at,
+        "redacted": stored.redacted,
+    }
+
+
+def present(stored: StoredCase, principal: Principal, runtime: Runtime) -> CaseView:
+    return CaseView.model_validate(_view(stored, principal, runtime))
+
+
+def summary(stored: StoredCase, principal: Principal, runtime: Runtime) -> CaseSummary:
+    view = _view(stored, principal, runtime)
+    del view["timeline"]
+    return CaseSummary.model_validate(view)
 
 
 async def visible_case(case_id: str, principal: Principal, runtime: Runtime) -> StoredCase:
@@ -129,7 +150,7 @@ def member(runtime: Runtime, code: str, field: tuple[str, ...]) -> str:
     return code
 
 
-async def run(runtime: Runtime, principal: Principal, change: Awaitable[StoredCase]) -> dict[str, Any]:
+async def run(runtime: Runtime, principal: Principal, change: Awaitable[StoredCase]) -> CaseView:
     """Carry out a step and present its result; the case's rules answer 404, 403 or 409."""
     try:
         stored = await change
@@ -145,8 +166,15 @@ async def run(runtime: Runtime, principal: Principal, change: Awaitable[StoredCa
 # Filing and reading ---------------------------------------------------------------------------------------------
 
 
-@router.post("/cases", status_code=status.HTTP_201_CREATED)
-async def file_case(body: CaseDraft, runtime: RuntimeDep, principal: FilerDep, response: Response) -> dict[str, Any]:
+@router.post(
+    "/cases",
+    status_code=status.HTTP_201_CREATED,
+    responses={
+        201: {"headers": {"Location": {"description": "the case's address", "schema": {"type": "string"}}}},
+        **problem_responses(401, 403, 413, 422, 429),
+    },
+)
+async def file_case(body: CaseDraft, runtime: RuntimeDep, principal: FilerDep, response: Response) -> CaseView:
     """File a case at the complainant's home province (this node); it is referred to the work place's province."""
     province = runtime.settings.province
     if principal.has(Role.OFFICER):
@@ -177,19 +205,19 @@ async def file_case(body: CaseDraft, runtime: RuntimeDep, principal: FilerDep, r
     return present(stored, principal, runtime)
 
 
-@router.get("/cases")
+@router.get("/cases", responses=problem_responses(401, 403, 422, 429))
 async def list_cases(
     runtime: RuntimeDep,
     principal: CallerDep,
     status_: Annotated[Status | None, Query(alias="status")] = None,
-    side: Literal["home", "handling", "former"] | None = None,
+    side: Side | None = None,
     category: Category | None = None,
     handling_province: Annotated[str | None, Query(pattern=r"^\d{2}0000$")] = None,
     overdue_: Annotated[bool, Query(alias="overdue", description="only cases past a time limit")] = False,
     deadline: Annotated[Overdue | None, Query(description="with overdue: which limit was passed")] = None,
     after: Annotated[str | None, Query(max_length=40, description="cursor: the last id of the previous page")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-) -> dict[str, Any]:
+) -> CasePage:
     """Officers: every case this node holds (filters); workers: their own cases. Without the timelines."""
     query = select(rights_case).order_by(rights_case.c.id).limit(limit + 1)
     if not is_officer_here(principal, runtime):
@@ -213,12 +241,12 @@ async def list_cases(
         found = (await session.execute(query)).mappings().all()
         rows, more = found[:limit], len(found) > limit
         timelines = await cases.timelines_of(session, [row["id"] for row in rows])
-    items = [present(cases.stored(row, timelines[row["id"]]), principal, runtime, timeline=False) for row in rows]
-    return {"items": items, "next_after": items[-1]["id"] if more else None}
+    items = [summary(cases.stored(row, timelines[row["id"]]), principal, runtime) for row in rows]
+    return CasePage(items=items, next_after=items[-1].id if more else None)
 
 
-@router.get("/cases/{case_id}")
-async def get_case(case_id: str, runtime: RuntimeDep, principal: CallerDep) -> dict[str, Any]:
+@router.get("/cases/{case_id}", responses=problem_responses(401, 403, 404, 429))
+async def get_case(case_id: str, runtime: RuntimeDep, principal: CallerDep) -> CaseView:
     """One case with its timeline (the same on the home and the handling node)."""
     return present(await visible_case(case_id, principal, runtime), principal, runtime)
 
@@ -281,16 +309,14 @@ class WithdrawRequest(BaseModel):
     note: Note | None = None
 
 
-@router.post("/cases/{case_id}/accept")
-async def accept_case(case_id: str, body: AcceptRequest, runtime: RuntimeDep, principal: OfficerDep) -> dict[str, Any]:
+@router.post("/cases/{case_id}/accept", responses=STEP_PROBLEMS)
+async def accept_case(case_id: str, body: AcceptRequest, runtime: RuntimeDep, principal: OfficerDep) -> CaseView:
     """The handling province takes the case; the investigation's time limit starts."""
     return await run(runtime, principal, service(runtime).accept(case_id, actor=officer(principal.sub), note=body.note))
 
 
-@router.post("/cases/{case_id}/decline")
-async def decline_case(
-    case_id: str, body: DeclineRequest, runtime: RuntimeDep, principal: OfficerDep
-) -> dict[str, Any]:
+@router.post("/cases/{case_id}/decline", responses=STEP_PROBLEMS)
+async def decline_case(case_id: str, body: DeclineRequest, runtime: RuntimeDep, principal: OfficerDep) -> CaseView:
     """Not this province's case: it returns to the home province, which may refer it elsewhere."""
     if body.suggested_province is not None:
         member(runtime, body.suggested_province, ("suggested_province",))
@@ -300,35 +326,29 @@ async def decline_case(
     return await run(runtime, principal, change)
 
 
-@router.post("/cases/{case_id}/updates")
-async def record_update(
-    case_id: str, body: UpdateRequest, runtime: RuntimeDep, principal: OfficerDep
-) -> dict[str, Any]:
+@router.post("/cases/{case_id}/updates", responses=STEP_PROBLEMS)
+async def record_update(case_id: str, body: UpdateRequest, runtime: RuntimeDep, principal: OfficerDep) -> CaseView:
     """An investigation step, added to the timeline both provinces see."""
     change = service(runtime).record_update(case_id, actor=officer(principal.sub), note=body.note)
     return await run(runtime, principal, change)
 
 
-@router.post("/cases/{case_id}/extend")
-async def extend_case(case_id: str, body: ExtendRequest, runtime: RuntimeDep, principal: OfficerDep) -> dict[str, Any]:
+@router.post("/cases/{case_id}/extend", responses=STEP_PROBLEMS)
+async def extend_case(case_id: str, body: ExtendRequest, runtime: RuntimeDep, principal: OfficerDep) -> CaseView:
     """Extend the investigation once (30 working days by default), before its limit has passed (409 after)."""
     change = service(runtime).extend(case_id, actor=officer(principal.sub), reason=body.reason)
     return await run(runtime, principal, change)
 
 
-@router.post("/cases/{case_id}/escalate")
-async def escalate_case(
-    case_id: str, body: EscalateRequest, runtime: RuntimeDep, principal: OfficerDep
-) -> dict[str, Any]:
+@router.post("/cases/{case_id}/escalate", responses=STEP_PROBLEMS)
+async def escalate_case(case_id: str, body: EscalateRequest, runtime: RuntimeDep, principal: OfficerDep) -> CaseView:
     """Escalate an overdue case to the supervising labour department, with the reason (409 unless overdue)."""
     change = service(runtime).escalate(case_id, actor=officer(principal.sub), reason=body.reason)
     return await run(runtime, principal, change)
 
 
-@router.post("/cases/{case_id}/resolve")
-async def resolve_case(
-    case_id: str, body: ResolveRequest, runtime: RuntimeDep, principal: OfficerDep
-) -> dict[str, Any]:
+@router.post("/cases/{case_id}/resolve", responses=STEP_PROBLEMS)
+async def resolve_case(case_id: str, body: ResolveRequest, runtime: RuntimeDep, principal: OfficerDep) -> CaseView:
     """The workers were paid: the amount recovered and for how many workers."""
     change = service(runtime).resolve(
         case_id,
@@ -340,8 +360,8 @@ async def resolve_case(
     return await run(runtime, principal, change)
 
 
-@router.post("/cases/{case_id}/close")
-async def close_case(case_id: str, body: CloseRequest, runtime: RuntimeDep, principal: OfficerDep) -> dict[str, Any]:
+@router.post("/cases/{case_id}/close", responses=STEP_PROBLEMS)
+async def close_case(case_id: str, body: CloseRequest, runtime: RuntimeDep, principal: OfficerDep) -> CaseView:
     """Close without recovery: referred to the police (suspected criminal refusal to pay) or unfounded."""
     change = service(runtime).close(case_id, actor=officer(principal.sub), reason=body.reason, note=body.note)
     return await run(runtime, principal, change)
@@ -350,8 +370,8 @@ async def close_case(case_id: str, body: CloseRequest, runtime: RuntimeDep, prin
 # Steps of the home province -----------------------------------------------------------------------------------
 
 
-@router.post("/cases/{case_id}/refer")
-async def refer_case(case_id: str, body: ReferRequest, runtime: RuntimeDep, principal: OfficerDep) -> dict[str, Any]:
+@router.post("/cases/{case_id}/refer", responses=STEP_PROBLEMS)
+async def refer_case(case_id: str, body: ReferRequest, runtime: RuntimeDep, principal: OfficerDep) -> CaseView:
     """Refer a returned case to another member province (or to this one, to handle it here).
 
     ``work_place`` corrects where the work was done; its division code must lie in the province referred to.
@@ -375,10 +395,18 @@ async def refer_case(case_id: str, body: ReferRequest, runtime: RuntimeDep, prin
     return await run(runtime, principal, change)
 
 
-@router.post("/cases/{case_id}/withdraw", status_code=status.HTTP_200_OK)
+@router.post(
+    "/cases/{case_id}/withdraw",
+    status_code=status.HTTP_200_OK,
+    responses={
+        200: {"description": "withdrawn: the case, closed"},
+        202: {"model": CaseView, "description": "asked of the province holding the case; the case, still open"},
+        **STEP_PROBLEMS,
+    },
+)
 async def withdraw_case(
     case_id: str, body: WithdrawRequest, runtime: RuntimeDep, principal: CallerDep, response: Response
-) -> dict[str, Any]:
+) -> CaseView:
     """The complainant (or an officer of the home province for them) withdraws the complaint.
 
     Answers 200 with the closed case when this province holds it; otherwise 202: the handling province is asked
@@ -389,7 +417,7 @@ async def withdraw_case(
         raise NotFound(f"no case {case_id}")
     actor = COMPLAINANT if is_complainant(stored, principal) else officer(principal.sub)
     view = await run(runtime, principal, service(runtime).withdraw(case_id, actor=actor, note=body.note))
-    if view["status"] != Status.CLOSED:
+    if view.status != Status.CLOSED:
         response.status_code = status.HTTP_202_ACCEPTED
     return view
 
@@ -397,10 +425,9 @@ async def withdraw_case(
 # Statistics -------------------------------------------------------------------------------------------------------
 
 
-@router.get("/statistics", tags=["statistics"])
-async def statistics(runtime: RuntimeDep) -> dict[str, Any]:
+@router.get("/statistics", tags=["statistics"], responses=problem_responses(429))
+async def statistics(runtime: RuntimeDep) -> FederationStatistics:
     """The federation's anonymous case statistics: every member's latest snapshot (public; no personal data)."""
     async with runtime.read_sessions() as session:
         result = await federation_statistics(session)
-    result["generated_at"] = datetime.now(UTC)
-    return result
+    return FederationStatistics.model_validate({**result, "generated_at": datetime.now(UTC)})
