@@ -213,6 +213,22 @@ def serve(
     )
 
 
+@app.command("serve-console")
+def serve_console(host: str = "127.0.0.1", port: int = 8000) -> None:
+    """Run the officer console of one node (configuration from LABORNET_CONSOLE_* variables)."""
+    import uvicorn
+
+    uvicorn.run(
+        "labornet.console.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,  # request lines would log the pages' query strings
+        timeout_graceful_shutdown=5,
+    )
+
+
 @app.command("serve-node")
 def serve_node(
     host: str = "127.0.0.1",
