@@ -23,10 +23,13 @@ help:
 
 install: $(STAMP)
 
-$(STAMP): $(PYPROJECTS) requirements-dev.txt constraints.txt
+$(STAMP): $(PYPROJECTS) requirements-dev.txt constraints.txt tests/contract/requirements-generator.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -c constraints.txt -r requirements-dev.txt $(foreach p,$(PACKAGES),-e ./$(p))
+	@# the OpenAPI client generator of tests/contract, in an environment of its own (see its requirements)
+	$(PYTHON) -m venv $(VENV)/generator
+	$(VENV)/generator/bin/pip install --quiet -r tests/contract/requirements-generator.txt
 	touch $(STAMP)
 
 up: install
