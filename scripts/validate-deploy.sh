@@ -4,7 +4,8 @@
 #   scripts/validate-deploy.sh
 #
 # Steps: generated files up to date; docker-compose.yml against the Compose Specification and its wiring;
-# Prometheus configuration, alert rules and their unit tests; every province overlay and the Strimzi bus built with
+# Prometheus configurations (compose, and the local one with the targets file `labornet up` writes), alert rules and
+# their unit tests; every province overlay and the Strimzi bus built with
 # kustomize, core resources validated strictly by kubernetes-validate, custom resources against
 # deploy/k8s/schemas/ and the ACL policy; the PrometheusRule and every dashboard query through promtool; the
 # services' Dockerfiles through hadolint. Every step runs; the script exits non-zero if any failed.
@@ -109,6 +110,24 @@ if [ -n "$PROMTOOL" ]; then
     "$PROMTOOL" check config "$work/prometheus/prometheus.yml"
   step "alert rules (promtool check rules)" "$PROMTOOL" check rules deploy/prometheus/rules/*.yml
   step "alert rule unit tests (promtool test rules)" "$PROMTOOL" test rules deploy/prometheus/tests/*.test.yml
+  # prometheus-local.yml reads ../../.labornet/prometheus-targets.json: lay out a copy of the repository's paths
+  local_root="$work/local"
+  mkdir -p "$local_root/deploy/prometheus/rules" "$local_root/.labornet"
+  cp deploy/prometheus/prometheus-local.yml "$local_root/deploy/prometheus/"
+  cp deploy/prometheus/rules/*.yml "$local_root/deploy/prometheus/rules/"
+  if [ -n "$PYTHON" ]; then
+    step "targets file of labornet up, nine provinces (labornet.shared.federation)" "$PYTHON" -c '
+import sys
+from pathlib import Path
+from rich.console import Console
+from labornet.shared.federation import PROMETHEUS_TARGETS, Federation, write_prometheus_targets
+data_dir = Path(sys.argv[1])
+federation = Federation(data_dir=data_dir, provinces=None, port_base=8000, broker_port=9092,
+                        bootstrap_servers="127.0.0.1:9092", database_url_template=None, console=Console())
+write_prometheus_targets(data_dir / PROMETHEUS_TARGETS, federation.processes())' "$local_root/.labornet"
+  fi
+  step "prometheus-local.yml with the targets of labornet up (promtool check config)" \
+    "$PROMTOOL" check config "$local_root/deploy/prometheus/prometheus-local.yml"
 else
   missing promtool "Prometheus configuration, alert rules and tests, PrometheusRule and dashboard queries"
 fi

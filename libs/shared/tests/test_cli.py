@@ -1,18 +1,21 @@
-"""The `labornet` command: keys, dev tokens, the embedded broker's binary."""
+"""The `labornet` command: keys, dev tokens, the embedded broker's binary, the Prometheus targets of `labornet up`."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 from typer.testing import CliRunner
 
 from labornet.shared.auth import TokenVerifier
 from labornet.shared.broker import EmbeddedBroker, tansu_binary
 from labornet.shared.cli import app
+from labornet.shared.federation import Federation, ServiceProcess, prometheus_targets, write_prometheus_targets
 from labornet.shared.signing import TrustList, load_public_key
 
 runner = CliRunner()
@@ -71,3 +74,57 @@ def test_embedded_broker_refuses_a_busy_port(kafka_broker: EmbeddedBroker) -> No
     second = EmbeddedBroker(port=kafka_broker.port)
     with pytest.raises(RuntimeError, match="already in use"):
         second.start()
+
+
+def local_federation(data_dir: Path, process_per: str) -> Federation:
+    return Federation(
+        data_dir=data_dir,
+        provinces=["510000", "330000"],
+        port_base=18000,
+        broker_port=19092,
+        bootstrap_servers="127.0.0.1:19092",
+        database_url_template=None,
+        console=Console(file=io.StringIO()),
+        process_per=process_per,
+    )
+
+
+def test_labornet_up_writes_a_prometheus_targets_file_of_its_services(tmp_path: Path) -> None:
+    federation = local_federation(tmp_path, "service")
+    federation._report(elapsed=1.0)  # what `labornet up` does once every service answers /readyz
+    targets = json.loads((tmp_path / "prometheus-targets.json").read_text("utf-8"))
+    # Sichuan is the registry's first member (ports 18000…18003), Zhejiang its eighth (18070…18073)
+    assert targets == [
+        {"targets": ["127.0.0.1:18000"], "labels": {"province": "510000", "service": "jobs"}},
+        {"targets": ["127.0.0.1:18001"], "labels": {"province": "510000", "service": "insurance"}},
+        {"targets": ["127.0.0.1:18002"], "labels": {"province": "510000", "service": "brands"}},
+        {"targets": ["127.0.0.1:18003"], "labels": {"province": "510000", "service": "rights"}},
+        {"targets": ["127.0.0.1:18070"], "labels": {"province": "330000", "service": "jobs"}},
+        {"targets": ["127.0.0.1:18071"], "labels": {"province": "330000", "service": "insurance"}},
+        {"targets": ["127.0.0.1:18072"], "labels": {"province": "330000", "service": "brands"}},
+        {"targets": ["127.0.0.1:18073"], "labels": {"province": "330000", "service": "rights"}},
+    ]
+    served = json.loads((tmp_path / "federation.json").read_text("utf-8"))["provinces"]
+    assert {(t["labels"]["province"], t["labels"]["service"], t["targets"][0]) for t in targets} == {
+        (code, service, url.removeprefix("http://"))
+        for code, node in served.items()
+        for service, url in node["services"].items()
+    }, "the targets are where federation.json says the services listen"
+
+
+def test_a_node_process_is_one_target(tmp_path: Path) -> None:
+    """In node mode the four services share one process and its metrics registry: one scrape of the process."""
+    assert prometheus_targets(local_federation(tmp_path, "node").processes()) == [
+        {"targets": ["127.0.0.1:18000"], "labels": {"province": "510000", "service": "node"}},
+        {"targets": ["127.0.0.1:18070"], "labels": {"province": "330000", "service": "node"}},
+    ]
+
+
+def test_the_targets_file_is_replaced_whole(tmp_path: Path) -> None:
+    path = tmp_path / "prometheus-targets.json"
+    path.write_text("[] stale and longer than the new file" * 100, "utf-8")
+    write_prometheus_targets(path, [ServiceProcess("510000", "jobs", 8000)])
+    assert json.loads(path.read_text("utf-8")) == [
+        {"targets": ["127.0.0.1:8000"], "labels": {"province": "510000", "service": "jobs"}}
+    ]
+    assert [p.name for p in tmp_path.iterdir()] == ["prometheus-targets.json"], "no partial file left behind"

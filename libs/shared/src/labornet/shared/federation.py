@@ -3,6 +3,10 @@
 Each service of each province is its own process (``uvicorn --factory labornet.<service>.app:create_app``) with
 its own SQLite database under the data directory, so what runs here is what deploys: one process, one database.
 Province *i* (in registry order) gets HTTP ports ``port_base + 10*i`` … ``+3`` for jobs, insurance, brands, rights.
+
+Once every service is ready it writes, into the data directory, ``federation.json`` (where each service listens) and
+``prometheus-targets.json``: a Prometheus file_sd targets file that deploy/prometheus/prometheus-local.yml reads, so
+that a local Prometheus scrapes the local federation.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +33,8 @@ from labornet.shared.keys import ensure_node_keys
 from labornet.shared.provinces import UnknownProvince, load_registry
 from labornet.shared.settings import SERVICE_NAMES, Settings
 from labornet.shared.topics import node_topics
+
+PROMETHEUS_TARGETS = "prometheus-targets.json"
 
 
 class FederationError(RuntimeError):
@@ -45,6 +51,24 @@ class ServiceProcess:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+
+def prometheus_targets(processes: Iterable[ServiceProcess]) -> list[dict[str, Any]]:
+    """Prometheus file_sd target groups: one per process, labelled with its ``province`` and ``service`` like the
+    compose and Kubernetes targets. A node process (``--process-per node``) is one target, ``service="node"``: its four
+    services share one metrics registry, and every one of their ports answers /metrics with all of it."""
+    return [
+        {"targets": [f"127.0.0.1:{p.port}"], "labels": {"province": p.province, "service": p.service}}
+        for p in processes
+    ]
+
+
+def write_prometheus_targets(path: Path, processes: Iterable[ServiceProcess]) -> None:
+    """Write the targets file by renaming a complete file over it: Prometheus watches the file and must never read
+    half of it."""
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(json.dumps(prometheus_targets(processes), indent=2) + "\n", "utf-8")
+    partial.replace(path)
 
 
 class Federation:
@@ -94,6 +118,10 @@ class Federation:
             units.append(unit)
             self._node_units[province.code] = unit
         return units
+
+    def processes(self) -> list[ServiceProcess]:
+        """What runs as its own process: the units started, or those ``run`` will start."""
+        return self._units or self._launch_units()
 
     def _process_of(self, proc: ServiceProcess) -> subprocess.Popen[bytes] | None:
         return self._node_units[proc.province].process if self.process_per == "node" else proc.process
@@ -231,11 +259,14 @@ class Federation:
             document["provinces"][province.code] = {"name": province.en, "name_zh": province.zh, "services": urls}
         document["bootstrap_servers"] = self.bootstrap_servers
         (self.data_dir / "federation.json").write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+        write_prometheus_targets(self.data_dir / PROMETHEUS_TARGETS, self.processes())
         self.console.print(table)
         first = self.provinces[0].code
         self.console.print(
             f"tokens: .venv/bin/labornet token --province {first} --role officer --sub alice "
-            f"--data-dir {self.data_dir}\nwritten: {self.data_dir / 'federation.json'}; Ctrl-C stops everything"
+            f"--data-dir {self.data_dir}\nwritten: {self.data_dir / 'federation.json'}, "
+            f"{self.data_dir / PROMETHEUS_TARGETS} (Prometheus targets: deploy/prometheus/prometheus-local.yml); "
+            "Ctrl-C stops everything"
         )
 
     def stop(self) -> None:
