@@ -23,7 +23,7 @@ DOCUMENT_PROVINCE = "510000"
 
 def service_openapi(service: ServiceName) -> dict[str, Any]:
     """The OpenAPI document of ``service`` (its app is built, never started)."""
-    settings = Settings(service=service, province=DOCUMENT_PROVINCE)  # type: ignore[call-arg]
+    settings = Settings(service=service, province=DOCUMENT_PROVINCE)
     app = importlib.import_module(f"labornet.{service}.app").create_app(settings)
     document: dict[str, Any] = app.openapi()
     return document
