@@ -144,50 +144,149 @@ ClosingDate = Annotated[date, AfterValidator(_closing_date_ahead)]
 Skill = Annotated[str, Field(min_length=1, max_length=50)]
 
 
-class VacancyDraft(BaseModel):
-    """What an officer sends to publish a vacancy."""
+Salary = Annotated[int, Field(ge=0, le=1_000_000, description="CNY per month")]
+
+_EMPLOYER_FORMS = "the employer as employer_name and employer_credit_code, or as the deprecated employer object"
+_SALARY_FORMS = "the salary as salary_min and salary_max, or as the deprecated salary object"
+_DEPRECATED_EMPLOYER = (
+    "Deprecated: send employer_name and employer_credit_code, the fields a vacancy is read with. Still accepted "
+    "(not together with them)."
+)
+_DEPRECATED_SALARY = (
+    "Deprecated: send salary_min and salary_max, the fields a vacancy is read with. Still accepted (not together "
+    "with them)."
+)
+
+
+def _ignored(description: str) -> Any:
+    return Field(None, description=f"read-only, ignored: {description}", json_schema_extra={"readOnly": True})
+
+
+class _AsRead(BaseModel):
+    """The fields a vacancy is read with that the node sets itself: accepted so that a client can send back what
+    it read, and ignored (:data:`READ_ONLY`)."""
+
+    id: str | None = _ignored("the node gives the id")
+    owner_province: str | None = _ignored("the province of the node that publishes")
+    occupation_name: str | None = _ignored("follows occupation_code")
+    posted_at: datetime | None = _ignored("set when the vacancy is published")
+    updated_at: datetime | None = _ignored("set by every change")
+
+
+READ_ONLY = frozenset(_AsRead.model_fields)
+_REQUIRED_READ_FORM = ("employer_name", "employer_credit_code", "salary_min", "salary_max")
+
+
+class VacancyDraft(_AsRead):
+    """What an officer sends to publish a vacancy: the fields a vacancy is read with (a vacancy read from the API
+    can be sent back as it is; what the node sets itself is ignored). The employer and the salary may still come
+    in the earlier nested form, ``employer {name, credit_code}`` and ``salary {min, max}`` (deprecated)."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-    employer: Employer
+    employer_name: ShortText | None = Field(None, description="required, unless the deprecated employer is sent")
+    employer_credit_code: CreditCodeStr | None = Field(
+        None, description="unified social credit code (GB 32100); required, unless the deprecated employer is sent"
+    )
+    employer: Employer | None = Field(None, description=_DEPRECATED_EMPLOYER, json_schema_extra={"deprecated": True})
     title: ShortText
     description: str = Field("", max_length=5000)
     occupation_code: OccupationCode
     division_code: str = Field(pattern=r"^\d{6}$", description="work location: prefecture or county code")
     city: str | None = Field(None, max_length=100, description="defaults to the prefecture's name")
     headcount: int = Field(ge=1, le=100_000)
-    salary: SalaryRange
+    salary_min: Salary | None = Field(None, description="required, unless the deprecated salary is sent")
+    salary_max: Salary | None = Field(None, description="at least salary_min; required, unless salary is sent")
+    salary: SalaryRange | None = Field(None, description=_DEPRECATED_SALARY, json_schema_extra={"deprecated": True})
     employment_type: EmploymentType
     target_groups: list[TargetGroup] = Field(default_factory=list, max_length=10)
     skills: list[Skill] = Field(default_factory=list, max_length=30)
     brand_id: BrandId | None = Field(None, description="a labour-service brand of the federation's brand register")
     contact: ShortText
     closing_date: ClosingDate
+    status: Status | None = _ignored("a vacancy is published open")
+    version: int | None = _ignored("a vacancy is published at version 1")
 
     @field_validator("target_groups", "skills")
     @classmethod
     def _distinct(cls, value: list[Any]) -> list[Any]:
         return list(dict.fromkeys(value))
 
+    @model_validator(mode="after")
+    def _one_form(self) -> Self:
+        _take_nested_forms(self)
+        missing = [name for name in _REQUIRED_READ_FORM if getattr(self, name) is None]
+        if missing:
+            raise ValueError(f"{', '.join(missing)} required: send {_EMPLOYER_FORMS}, and {_SALARY_FORMS}")
+        return self
 
-class VacancyChanges(BaseModel):
-    """A partial update; ``version`` (or the If-Match header) must name the version being changed."""
+
+# Fields a change may set to null: brand_id (the vacancy names no brand any more), version (If-Match says it) and
+# the ignored ones; any other null would empty a required field.
+_NULLABLE_CHANGES = frozenset({"brand_id", "version", *READ_ONLY, "status"})
+
+
+class VacancyChanges(_AsRead):
+    """A partial update; ``version`` (or the If-Match header) must name the version being changed.
+
+    The fields are those a vacancy is read with, so a client may send back the vacancy it read with its changes;
+    what the node sets itself is ignored, ``status`` changes only through ``POST …/close``. ``employer`` and
+    ``salary`` in the earlier nested form are still accepted (deprecated)."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
     version: PositiveInt32 | None = None
-    employer: Employer | None = None
+    employer_name: ShortText | None = None
+    employer_credit_code: CreditCodeStr | None = None
+    employer: Employer | None = Field(None, description=_DEPRECATED_EMPLOYER, json_schema_extra={"deprecated": True})
     title: ShortText | None = None
     description: str | None = Field(None, max_length=5000)
     occupation_code: OccupationCode | None = None
     division_code: str | None = Field(None, pattern=r"^\d{6}$")
     city: str | None = Field(None, max_length=100)
     headcount: int | None = Field(None, ge=1, le=100_000)
-    salary: SalaryRange | None = None
+    salary_min: Salary | None = None
+    salary_max: Salary | None = None
+    salary: SalaryRange | None = Field(None, description=_DEPRECATED_SALARY, json_schema_extra={"deprecated": True})
     employment_type: EmploymentType | None = None
     target_groups: list[TargetGroup] | None = Field(None, max_length=10)
     skills: list[Skill] | None = Field(None, max_length=30)
-    brand_id: BrandId | None = None
+    brand_id: BrandId | None = Field(None, description="null: the vacancy names no brand any more")
     contact: ShortText | None = None
     closing_date: ClosingDate | None = None
+    status: Status | None = Field(
+        None,
+        description="read-only: a vacancy that can be changed is open, and an open status is ignored; close it "
+        "with POST /api/v1/vacancies/{id}/close",
+        json_schema_extra={"readOnly": True},
+    )
+
+    @field_validator("status")
+    @classmethod
+    def _still_open(cls, value: Status | None) -> Status | None:
+        if value not in (None, Status.OPEN):
+            raise ValueError(f"status {value}: a change keeps a vacancy open; close it with POST …/close")
+        return value
+
+    @model_validator(mode="after")
+    def _one_form(self) -> Self:
+        nulls = sorted(name for name in self.model_fields_set - _NULLABLE_CHANGES if getattr(self, name) is None)
+        if nulls:
+            raise ValueError(f"{', '.join(nulls)} cannot be null; leave a field out to keep its value")
+        _take_nested_forms(self)
+        return self
+
+
+def _take_nested_forms(body: VacancyDraft | VacancyChanges) -> None:
+    """Move the deprecated nested employer and salary into the fields a vacancy is read with."""
+    if body.employer is not None:
+        if body.employer_name is not None or body.employer_credit_code is not None:
+            raise ValueError(f"send {_EMPLOYER_FORMS}, not both")
+        body.employer_name, body.employer_credit_code = body.employer.name, body.employer.credit_code
+    if body.salary is not None:
+        if body.salary_min is not None or body.salary_max is not None:
+            raise ValueError(f"send {_SALARY_FORMS}, not both")
+        body.salary_min, body.salary_max = body.salary.min, body.salary.max
+    if body.salary_min is not None and body.salary_max is not None and body.salary_min > body.salary_max:
+        raise ValueError(f"salary_min {body.salary_min} is greater than salary_max {body.salary_max}")
 
 
 class CloseRequest(BaseModel):
@@ -208,19 +307,11 @@ def new_vacancy_id(province: str) -> str:
 
 
 def flatten(draft: VacancyDraft | VacancyChanges) -> dict[str, Any]:
-    """Request fields as vacancy columns (only the fields that were given)."""
-    given = draft.model_dump(mode="json", exclude_unset=True, exclude={"version"})
-    columns: dict[str, Any] = {}
-    for name, value in given.items():
-        if name == "employer":
-            columns["employer_name"], columns["employer_credit_code"] = value["name"], value["credit_code"]
-        elif name == "salary":
-            columns["salary_min"], columns["salary_max"] = value["min"], value["max"]
-        elif name == "closing_date":
-            columns[name] = date.fromisoformat(value)
-        else:
-            columns[name] = value
-    return columns
+    """Request fields as vacancy columns (only the fields that were given; what the node sets itself left out)."""
+    given = draft.model_dump(
+        mode="json", exclude_unset=True, exclude={"version", "status", "employer", "salary", *READ_ONLY}
+    )
+    return {name: date.fromisoformat(value) if name == "closing_date" else value for name, value in given.items()}
 
 
 def check_change(current: dict[str, Any], expected_version: int | None) -> None:

@@ -23,16 +23,29 @@ from labornet.jobs.domain.vacancy import (
     VacancyRuleError,
     VersionRequired,
 )
+from labornet.jobs.entrypoints.schemas import Vacancy, VacancyPage
 from labornet.jobs.service_layer.vacancies import VacancyService, to_event
 from labornet.shared.app import Runtime, RuntimeDep
 from labornet.shared.auth import Principal, Role, require_province_role
 from labornet.shared.bounds import NonNegativeInt32
 from labornet.shared.observability import LATENCY_BUCKETS
 from labornet.shared.paging import InvalidCursor
-from labornet.shared.problems import Conflict, NotFound, Problem, Unprocessable, if_match_version
+from labornet.shared.problems import (
+    Conflict,
+    NotFound,
+    Problem,
+    Unprocessable,
+    if_match_version,
+    problem_responses,
+)
 
 router = APIRouter(prefix="/api/v1/vacancies", tags=["vacancies"])
 OfficerDep = Annotated[Principal, Depends(require_province_role(Role.OFFICER))]
+
+# a change of a vacancy: 404 unknown, 403 another province's, 409 stale or closed, 428 without a version
+_CLOSE_PROBLEMS = problem_responses(401, 403, 404, 409, 422, 428)
+_CHANGE_PROBLEMS = {**_CLOSE_PROBLEMS, **problem_responses(503)}  # 503: a named brand cannot be checked
+_ETAG = {"ETag": {"description": 'the version, e.g. "3": send it back as If-Match', "schema": {"type": "string"}}}
 
 SEARCH_LATENCY = Histogram(
     "labornet_jobs_search_duration_seconds", "Vacancy search latency (database part)", buckets=LATENCY_BUCKETS
@@ -61,15 +74,33 @@ async def _run(coroutine: Any) -> dict[str, Any]:
     return result
 
 
-@router.post("", status_code=status.HTTP_201_CREATED)
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=Vacancy,
+    responses={
+        201: {
+            "description": "published, at version 1",
+            "headers": {**_ETAG, "Location": {"description": "the new vacancy", "schema": {"type": "string"}}},
+        },
+        **problem_responses(401, 403, 422, 503),
+    },
+)
 async def publish(draft: VacancyDraft, runtime: RuntimeDep, _officer: OfficerDep, response: Response) -> dict[str, Any]:
-    """Publish a vacancy of this province (officers of this province only)."""
+    """Publish a vacancy of this province (officers of this province only).
+
+    A named brand must be in the federation's brand register and not revoked (422 naming brand_id); 503 when the
+    register cannot be asked, and nothing is written."""
     row = await _run(service(runtime).publish(draft))
     response.headers["Location"] = f"/api/v1/vacancies/{row['id']}"
     return _respond(row, response)
 
 
-@router.patch("/{vacancy_id}")
+@router.patch(
+    "/{vacancy_id}",
+    response_model=Vacancy,
+    responses={200: {"description": "the vacancy as changed", "headers": _ETAG}, **_CHANGE_PROBLEMS},
+)
 async def change(
     vacancy_id: str,
     changes: VacancyChanges,
@@ -78,12 +109,21 @@ async def change(
     response: Response,
     if_match: Annotated[str | None, Header()] = None,
 ) -> dict[str, Any]:
-    """Change an open vacancy; name the version you read (If-Match or `version`), a stale one is 409."""
+    """Change an open vacancy; name the version you read (If-Match or `version`), a stale one is 409.
+
+    The body may be the vacancy as read, with the changes: what the node sets itself is ignored."""
+    if changes.id is not None and changes.id != vacancy_id:
+        message = f"the body is vacancy {changes.id}, the path {vacancy_id}; send the body of the vacancy you change"
+        raise Unprocessable(message, errors=[{"field": "id", "message": message, "input": changes.id}])
     row = await _run(service(runtime).update(vacancy_id, changes, if_match_version(if_match, "vacancy")))
     return _respond(row, response)
 
 
-@router.post("/{vacancy_id}/close")
+@router.post(
+    "/{vacancy_id}/close",
+    response_model=Vacancy,
+    responses={200: {"description": "the vacancy, closed", "headers": _ETAG}, **_CLOSE_PROBLEMS},
+)
 async def close(
     vacancy_id: str,
     request: CloseRequest,
@@ -98,7 +138,11 @@ async def close(
     return _respond(row, response)
 
 
-@router.get("/{vacancy_id}")
+@router.get(
+    "/{vacancy_id}",
+    response_model=Vacancy,
+    responses={200: {"headers": _ETAG}, **problem_responses(404)},
+)
 async def get_one(vacancy_id: str, runtime: RuntimeDep, response: Response) -> dict[str, Any]:
     """One vacancy from this node's replica (public)."""
     async with runtime.read_sessions() as session:
@@ -108,7 +152,7 @@ async def get_one(vacancy_id: str, runtime: RuntimeDep, response: Response) -> d
     return _respond(dict(row), response)
 
 
-@router.get("")
+@router.get("", response_model=VacancyPage, responses=problem_responses(422))
 async def search(
     runtime: RuntimeDep,
     request: Request,

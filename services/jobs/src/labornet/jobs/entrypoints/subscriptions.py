@@ -22,16 +22,16 @@ import asyncio
 import base64
 import binascii
 import functools
+import json
 import logging
 import secrets
 import uuid
 from collections.abc import AsyncIterator, Coroutine, Sequence
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
-from pydantic import AfterValidator, AnyUrl, BaseModel, Field, UrlConstraints, ValidationError
+from pydantic import AnyUrl, Field, UrlConstraints, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import Select, func, select, update
 from sqlalchemy.exc import SQLAlchemyError
@@ -41,13 +41,22 @@ from starlette.responses import StreamingResponse
 from labornet.jobs.adapters.tables import match, subscription, vacancy
 from labornet.jobs.adapters.webhooks import UnsafeTarget, WebhookDispatcher, check_webhook_url
 from labornet.jobs.domain.subscriptions import SubscriptionCriteria
+from labornet.jobs.entrypoints.schemas import (
+    MATCH_EXAMPLE,
+    CreatedSubscription,
+    MatchPage,
+    SubscriptionList,
+    SubscriptionView,
+    VacancyMatch,
+    VacancySummary,
+)
 from labornet.jobs.metrics import MATCH_DELIVERIES
 from labornet.jobs.service_layer.matching import match_open_vacancies
 from labornet.shared.app import Runtime, RuntimeDep
 from labornet.shared.auth import Principal, Role, require_role
 from labornet.shared.bounds import parse_non_negative_int64
-from labornet.shared.db import as_utc, utcnow
-from labornet.shared.problems import Conflict, NotFound, Unprocessable
+from labornet.shared.db import utcnow
+from labornet.shared.problems import Conflict, NotFound, Unprocessable, problem_responses
 from labornet.shared.provinces import ProvinceRegistry
 
 log = logging.getLogger(__name__)
@@ -91,7 +100,6 @@ WorkerDep = Annotated[Principal, Depends(require_role(Role.WORKER))]
 SettingsDep = Annotated[SubscriptionSettings, Depends(subscription_settings)]
 
 
-UtcDatetime = Annotated[datetime, AfterValidator(as_utc)]
 WebhookUrl = Annotated[AnyUrl, UrlConstraints(max_length=500, allowed_schemes=["http", "https"])]
 
 
@@ -99,57 +107,6 @@ class NewSubscription(SubscriptionCriteria):
     webhook_url: WebhookUrl | None = Field(
         None, description="http(s) URL that receives a signed POST for every match (see the webhooks documentation)"
     )
-
-
-class SubscriptionView(BaseModel):
-    id: str
-    occupation_codes: list[str]
-    provinces: list[str]
-    division_codes: list[str]
-    min_salary: int | None
-    keywords: list[str]
-    target_group: str | None
-    webhook_url: str | None
-    active: bool
-    created_at: UtcDatetime
-
-
-class CreatedSubscription(SubscriptionView):
-    webhook_secret: str | None = Field(
-        description="HMAC-SHA256 key of X-LaborNet-Signature; shown only in this answer, keep it"
-    )
-    initial_matches: int = Field(description="open vacancies already in the replica that this subscription matched")
-
-
-class SubscriptionList(BaseModel):
-    items: list[SubscriptionView]
-
-
-class VacancySummary(BaseModel):
-    id: str
-    title: str
-    city: str
-    owner_province: str
-    salary_min: int
-    salary_max: int
-    status: str
-    version: int
-
-
-class VacancyMatch(BaseModel):
-    id: int
-    subscription_id: str
-    vacancy_id: str
-    vacancy_status: str = Field(description="the vacancy's status as last seen by this match (open, closed…)")
-    vacancy_version: int
-    matched_at: UtcDatetime
-    updated_at: UtcDatetime
-    vacancy: VacancySummary | None = Field(description="the vacancy now; null if it left the replica")
-
-
-class MatchPage(BaseModel):
-    items: list[VacancyMatch]
-    next_cursor: str | None = Field(description="pass as cursor for the next (older) page; null on the last page")
 
 
 # Subscriptions -------------------------------------------------------------------------------------------------
@@ -176,10 +133,19 @@ async def _own_subscription(session: AsyncSession, subscription_id: str, worker:
     return SubscriptionView.model_validate(row, from_attributes=True)
 
 
-@router.post("/subscriptions", status_code=201)
+@router.post(
+    "/subscriptions",
+    status_code=201,
+    responses={
+        201: {"headers": {"Location": {"description": "the new subscription", "schema": {"type": "string"}}}},
+        **problem_responses(401, 403, 409, 422),
+    },
+)
 async def create_subscription(
     body: NewSubscription, worker: WorkerDep, runtime: RuntimeDep, settings: SettingsDep, response: Response
 ) -> CreatedSubscription:
+    """Subscribe: the open vacancies already in the replica are matched at once (``initial_matches``); 409 when
+    the worker holds the most active subscriptions allowed."""
     criteria = _with_federation(body, runtime.registry)
     if body.webhook_url is not None:
         try:
@@ -218,7 +184,7 @@ async def create_subscription(
     return CreatedSubscription.model_validate({**values, "initial_matches": len(initial)})
 
 
-@router.get("/subscriptions")
+@router.get("/subscriptions", responses=problem_responses(401, 403))
 async def list_subscriptions(worker: WorkerDep, runtime: RuntimeDep) -> SubscriptionList:
     """The caller's active subscriptions, newest first."""
     query = (
@@ -231,13 +197,19 @@ async def list_subscriptions(worker: WorkerDep, runtime: RuntimeDep) -> Subscrip
     return SubscriptionList(items=[SubscriptionView.model_validate(row, from_attributes=True) for row in rows])
 
 
-@router.get("/subscriptions/{subscription_id}")
+@router.get("/subscriptions/{subscription_id}", responses=problem_responses(401, 403, 404))
 async def get_subscription(subscription_id: str, worker: WorkerDep, runtime: RuntimeDep) -> SubscriptionView:
+    """One of the caller's subscriptions, active or deleted (another worker's is a 404)."""
     async with runtime.read_sessions() as session:
         return await _own_subscription(session, subscription_id, worker)
 
 
-@router.delete("/subscriptions/{subscription_id}", status_code=204)
+@router.delete(
+    "/subscriptions/{subscription_id}",
+    status_code=204,
+    response_class=Response,
+    responses={204: {"description": "deactivated (again, if it already was)"}, **problem_responses(401, 403, 404)},
+)
 async def delete_subscription(subscription_id: str, worker: WorkerDep, runtime: RuntimeDep) -> Response:
     """Deactivate: no new matches or webhook deliveries; the matches found so far stay in the list."""
     async with runtime.sessions() as session, session.begin():
@@ -290,7 +262,7 @@ def _decode_cursor(cursor: str) -> int:
     )
 
 
-@router.get("/matches")
+@router.get("/matches", responses=problem_responses(401, 403, 422))
 async def list_matches(
     worker: WorkerDep,
     runtime: RuntimeDep,
@@ -366,10 +338,32 @@ async def _match_events(
             await asyncio.sleep(settings.stream_poll_interval_s)
 
 
+_STREAM_EXAMPLE = (
+    "retry: 1000\nid: 41\n\n"
+    "id: 42\nevent: match\ndata: "
+    + json.dumps(MATCH_EXAMPLE, ensure_ascii=False, separators=(",", ":"))
+    + "\n\n: keep-alive\n\n"
+)
+
+
 @router.get(
     "/matches/stream",
     response_class=StreamingResponse,
-    responses={200: {"content": {"text/event-stream": {}}, "description": "Server-Sent Events, one per match"}},
+    responses={
+        200: {
+            "description": "Server-Sent Events: first `retry` and the `id` to resume from, then an `event: match` "
+            "per new match whose `data` is a VacancyMatch (JSON, one line) and whose `id` is the match id, and "
+            "`: keep-alive` comments while nothing happens. The stream ends after "
+            "LABORNET_SUBSCRIPTIONS_STREAM_MAX_DURATION_S; reconnect with Last-Event-ID.",
+            "content": {
+                "text/event-stream": {
+                    "schema": {"type": "string", "description": "text/event-stream; each match's data: VacancyMatch"},
+                    "example": _STREAM_EXAMPLE,
+                }
+            },
+        },
+        **problem_responses(401, 403, 422),
+    },
 )
 async def stream_matches(
     request: Request,
