@@ -335,7 +335,7 @@ def wage_case_body(n: int) -> dict[str, Any]:
 
 
 async def file_wage_case(client: FederationClient, n: int) -> dict[str, Any]:
-    complainant = make_resident_id("511602", date(1979, 8, 15), 300 + n)
+    complainant = make_resident_id("511602", date(1979, 8, 15), (300 + n) % 1000)
     body = wage_case_body(n)
     case: dict[str, Any] = await client.call(
         "POST", SC, "rights", "/api/v1/cases", headers=client.token(SC, "worker", complainant), json=body
