@@ -66,6 +66,8 @@ class ReplicaSpec:
     replace_row: Callable[[AsyncSession, dict[str, Any]], Awaitable[Repair]] | None = None
     # anti-entropy: remove a row the origin does not have (default: delete the row)
     delete_row: Callable[[AsyncSession, str], Awaitable[None]] | None = None
+    # the model of the wire record (``to_event``'s output), for the snapshot's schema in the OpenAPI document
+    record: type[BaseModel] | None = None
 
     @property
     def snapshot_path(self) -> str:

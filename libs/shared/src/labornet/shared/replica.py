@@ -23,7 +23,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 from sqlalchemy import Table, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -131,6 +131,19 @@ def _signed(runtime: Runtime, request: Request, body: bytes) -> Response:
     )
 
 
+def _snapshot_model(spec: ReplicaSpec) -> type[ReplicaSnapshot]:
+    """The snapshot page of ``spec``'s kind, its items typed by the kind's record model when it has one."""
+    if spec.record is None:
+        return ReplicaSnapshot
+    items: Any = list[spec.record]  # type: ignore[name-defined]
+    return create_model(
+        f"{spec.noun.capitalize()}Snapshot",
+        __base__=ReplicaSnapshot,
+        __doc__=ReplicaSnapshot.__doc__,
+        items=(items, Field(description="the records as their events carry them")),
+    )
+
+
 def replica_router(spec: ReplicaSpec) -> APIRouter:
     router = APIRouter()
 
@@ -139,7 +152,7 @@ def replica_router(spec: ReplicaSpec) -> APIRouter:
         tags=["federation"],
         response_class=JSONResponse,
         responses={
-            200: {"model": ReplicaSnapshot, "description": "one signed page", "headers": _SIGNED_HEADERS},
+            200: {"model": _snapshot_model(spec), "description": "one signed page", "headers": _SIGNED_HEADERS},
             **problem_responses(422),
         },
     )

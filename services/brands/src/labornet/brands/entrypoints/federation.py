@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from labornet.brands.adapters.search import plain
 from labornet.brands.adapters.tables import brand
+from labornet.brands.domain.brand import BrandRecord
 from labornet.brands.service_layer.brands import apply_replica_row, from_event, to_event
 from labornet.shared.replica import ReplicaSpec, replica_router
 
@@ -18,6 +19,7 @@ SPEC = ReplicaSpec(
     from_event=from_event,
     apply_row=apply_replica_row,
     row=plain,
+    record=BrandRecord,
 )
 SNAPSHOT_PATH = SPEC.snapshot_path
 router = replica_router(SPEC)

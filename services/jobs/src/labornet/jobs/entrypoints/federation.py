@@ -4,6 +4,7 @@ the repair anti-entropy uses (``labornet.shared.replica``, ADR 0008; docs/operat
 from __future__ import annotations
 
 from labornet.jobs.adapters.tables import vacancy
+from labornet.jobs.domain.vacancy import VacancyRecord
 from labornet.jobs.service_layer.replica_repair import delete_vacancy, replace_vacancy
 from labornet.jobs.service_layer.vacancies import apply_replica_row, from_event, to_event
 from labornet.shared.replica import ReplicaSpec, replica_router
@@ -18,6 +19,7 @@ SPEC = ReplicaSpec(
     apply_row=apply_replica_row,
     replace_row=replace_vacancy,
     delete_row=delete_vacancy,
+    record=VacancyRecord,
 )
 SNAPSHOT_PATH = SPEC.snapshot_path
 router = replica_router(SPEC)
