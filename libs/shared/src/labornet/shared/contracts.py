@@ -7,6 +7,7 @@ that every event the service's code publishes validates against the JSON Schema 
 
 from __future__ import annotations
 
+import builtins
 from dataclasses import dataclass
 from typing import Literal
 
@@ -26,7 +27,7 @@ class EventContract:
     """
 
     type: str
-    model: type[BaseModel]
+    model: builtins.type[BaseModel]  # `type` is the event type's name here
     channel: Channel
     summary: str
     description: str = ""

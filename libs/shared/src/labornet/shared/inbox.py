@@ -41,7 +41,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from labornet.shared.db import inbox, quarantine, readonly_sessionmaker, utcnow
 from labornet.shared.envelope import Envelope, MalformedEvent
-from labornet.shared.kafka import closed, started
+from labornet.shared.kafka import PacedConsumer, closed, started
 from labornet.shared.observability import (
     CONSUMER_ASSIGNED_PARTITIONS,
     CONSUMER_LAG,
@@ -351,6 +351,8 @@ class EventConsumer:
     async def _poll_once(self, consumer: AIOKafkaConsumer) -> None:
         await self._follow_cluster(consumer)
         batches = await consumer.getmany(timeout_ms=500)
+        if isinstance(consumer, PacedConsumer):
+            consumer.pace(bool(batches))
         async with self._processing:
             pending = list(batches.items())
             try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Iterable
 from typing import Any, TypeVar
 
@@ -72,13 +73,51 @@ def make_producer(settings: Settings) -> AIOKafkaProducer:
     )
 
 
-def make_consumer(settings: Settings, group_id: str) -> AIOKafkaConsumer:
-    return AIOKafkaConsumer(
+class PacedConsumer(AIOKafkaConsumer):  # type: ignore[misc]  # aiokafka ships no type information
+    """A consumer whose fetch wait follows the traffic: short while records come, long once they stop.
+
+    A broker that does not answer a waiting fetch as soon as a record arrives (the embedded broker) delivers a new
+    record after about half the fetch wait, so a short wait is what keeps replication fast — but every consumer
+    then asks the broker a hundred times a second while nothing happens, and an idle federation of nine nodes
+    keeps both cores busy. :meth:`pace` is told after every poll whether records came: ``idle_after_s`` after the
+    last one the wait grows to ``idle_wait_ms``; the first record back brings the short wait back. Apache Kafka
+    answers a waiting fetch on arrival, so there the longer wait costs no latency at all.
+    """
+
+    def __init__(self, *, busy_wait_ms: int, idle_wait_ms: int, idle_after_s: float, **config: Any) -> None:
+        super().__init__(fetch_max_wait_ms=busy_wait_ms, **config)
+        self.busy_wait_ms = busy_wait_ms
+        self.idle_wait_ms = max(idle_wait_ms, busy_wait_ms)
+        self.idle_after_s = idle_after_s
+        self._last_records_at = time.monotonic()
+
+    @property
+    def fetch_wait_ms(self) -> int:
+        fetcher = getattr(self, "_fetcher", None)  # created by start()
+        return int(fetcher._fetch_max_wait_ms) if fetcher is not None else self.busy_wait_ms
+
+    def pace(self, had_records: bool) -> None:
+        """Choose the wait of the next fetch requests from whether the last poll returned records."""
+        fetcher = getattr(self, "_fetcher", None)
+        if fetcher is None:
+            return
+        now = time.monotonic()
+        if had_records:
+            self._last_records_at = now
+            fetcher._fetch_max_wait_ms = self.busy_wait_ms
+        elif now - self._last_records_at >= self.idle_after_s:
+            fetcher._fetch_max_wait_ms = self.idle_wait_ms
+
+
+def make_consumer(settings: Settings, group_id: str) -> PacedConsumer:
+    return PacedConsumer(
+        busy_wait_ms=settings.kafka_fetch_max_wait_ms,
+        idle_wait_ms=settings.kafka_fetch_idle_wait_ms,
+        idle_after_s=settings.kafka_fetch_idle_after_s,
         **client_config(settings),
         group_id=group_id,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
-        fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
         session_timeout_ms=settings.kafka_session_timeout_ms,
         heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
         max_poll_records=500,

@@ -48,7 +48,17 @@ class Settings(BaseSettings):
     kafka_ssl_cafile: Path | None = Field(None, description="CA bundle of the cluster (e.g. Strimzi's cluster CA)")
     kafka_ssl_certfile: Path | None = Field(None, description="client certificate for mTLS (Strimzi KafkaUser)")
     kafka_ssl_keyfile: Path | None = Field(None, description="client private key for mTLS")
-    kafka_fetch_max_wait_ms: int = Field(10, ge=1, description="consumer fetch wait; latency is about half of it")
+    kafka_fetch_max_wait_ms: int = Field(
+        10, ge=1, description="consumer fetch wait while records come; latency is about half of it"
+    )
+    kafka_fetch_idle_wait_ms: int = Field(
+        500,
+        ge=1,
+        description="consumer fetch wait once no record came for kafka_fetch_idle_after_s: the first record after a "
+        "quiet spell waits up to this on the embedded broker (Apache Kafka answers on arrival); an idle node then "
+        "asks the broker twice a second instead of 100 times",
+    )
+    kafka_fetch_idle_after_s: float = Field(2.0, ge=0, description="quiet time before the fetch wait grows")
     kafka_session_timeout_ms: int = Field(
         10_000, ge=1000, description="consumer group session timeout; the embedded broker's join takes a share of it"
     )
@@ -146,7 +156,11 @@ class Settings(BaseSettings):
     )
 
     outbox_batch_size: int = Field(200, ge=1, le=10_000)
-    outbox_poll_interval_s: float = Field(0.05, gt=0, description="relay idle poll interval")
+    outbox_poll_interval_s: float = Field(
+        1.0,
+        gt=0,
+        description="relay fallback poll; a commit that wrote outbox rows wakes the relay of its process at once",
+    )
     outbox_max_backoff_s: float = Field(5.0, gt=0, description="relay backoff ceiling while the broker is down")
     outbox_retention_hours: float = Field(168.0, gt=0, description="how long published outbox rows are kept")
     outbox_republish_window_s: float = Field(

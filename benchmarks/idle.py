@@ -1,0 +1,126 @@
+"""Idle benchmark: what a federation that does nothing costs, and how soon it is ready.
+
+Runs ``labornet up`` (no demo data) for the chosen provinces, waits until it says it is ready, lets it settle, then
+adds up the CPU time of every process of the run (the broker included, read from /proc) over a window. The anchor
+is the same federation with the pacing of earlier releases (fetch wait 10 ms always, relay poll every 50 ms),
+measured in the same run.
+
+    python -m benchmarks idle                          # nine provinces, one process per node
+    python -m benchmarks idle --process-per service    # 36 service processes as deployed
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+READY = re.compile(r"ready in ([0-9.]+)s")
+# the pacing of earlier releases, for the anchor row
+EAGER = {"LABORNET_KAFKA_FETCH_IDLE_WAIT_MS": "10", "LABORNET_OUTBOX_POLL_INTERVAL_S": "0.05"}
+
+
+def tree(root: int) -> list[int]:
+    """``root`` and every process below it."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
+    found, stack = [], [root]
+    while stack:
+        pid = stack.pop()
+        found.append(pid)
+        stack.extend(children.get(pid, ()))
+    return found
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime + stime
+    return total / CLOCK_TICKS
+
+
+def measure(process_per: str, provinces: str | None, settle_s: float, window_s: float, env: dict[str, str]) -> dict:
+    with tempfile.TemporaryDirectory(prefix="labornet-idle-") as data_dir:
+        command = [
+            sys.executable, "-m", "labornet.shared.cli", "up", "--no-demo", "--process-per", process_per,
+            "--data-dir", data_dir, "--port-base", "28000", "--broker-port", "29092",
+        ]  # fmt: skip
+        if provinces:
+            command += ["--provinces", provinces]
+        started = time.monotonic()
+        proc = subprocess.Popen(
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, **env, "COLUMNS": "200"},
+            start_new_session=True,
+        )
+        ready_in = None
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                found = READY.search(line)
+                if found:
+                    ready_in = float(found.group(1))
+                    break
+                if time.monotonic() - started > 300:
+                    raise SystemExit("the federation was not ready within 300 s")
+            if ready_in is None:
+                raise SystemExit(f"labornet up stopped before it was ready (exit {proc.wait()})")
+            time.sleep(settle_s)
+            pids = tree(proc.pid)
+            before, t0 = cpu_seconds(pids), time.monotonic()
+            time.sleep(window_s)
+            pids = sorted(set(pids) | set(tree(proc.pid)))
+            used, elapsed = cpu_seconds(pids) - before, time.monotonic() - t0
+        finally:
+            os.killpg(proc.pid, signal.SIGINT)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    cores = os.cpu_count() or 1
+    return {"ready_s": ready_in, "cores_busy": used / elapsed, "machine_pct": 100 * used / elapsed / cores}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--process-per", choices=["node", "service"], default="node")
+    parser.add_argument("--provinces", default=None, help="comma-separated subset (default: all nine)")
+    parser.add_argument("--settle", type=float, default=20.0, help="seconds after ready before measuring")
+    parser.add_argument("--window", type=float, default=30.0, help="seconds measured")
+    args = parser.parse_args()
+    load = os.getloadavg()[0]
+    print(f"idle federation ({args.process_per} mode, {args.provinces or 'nine provinces'}), load average {load:.2f}")
+    rows = [
+        ("earlier pacing (anchor)", measure(args.process_per, args.provinces, args.settle, args.window, EAGER)),
+        ("LaborNet defaults", measure(args.process_per, args.provinces, args.settle, args.window, {})),
+    ]
+    print(f"{'pacing':<26}{'ready (s)':>10}{'cores busy':>12}{'% of machine':>14}{'goal':>10}")
+    for name, row in rows:
+        print(f"{name:<26}{row['ready_s']:>10.1f}{row['cores_busy']:>12.3f}{row['machine_pct']:>13.1f}%{'≤ 5 %':>10}")
+    anchor, ours = rows[0][1], rows[1][1]
+    print(f"ratio LaborNet / earlier pacing: {ours['cores_busy'] / max(anchor['cores_busy'], 1e-9):.3f}")
+
+
+if __name__ == "__main__":
+    main()
