@@ -17,7 +17,7 @@ PYTEST_ARGS ?=
 help:
 	@echo "make up      install, then run the nine-province federation on the embedded broker"
 	@echo "make test    install, then run every test (real broker, SQLite and, if configured, PostgreSQL)"
-	@echo "make lint    ruff, mypy and the offline deployment validations (scripts/validate-deploy.sh)"
+	@echo "make lint    ruff, mypy, the offline deployment validations (scripts/validate-deploy.sh) and the AsyncAPI documents"
 	@echo "make bench   benchmarks"
 	@echo "make smoke   a three-province federation (node mode), the demo data, one story across nodes, then stop"
 
@@ -46,6 +46,16 @@ lint: install
 	$(BIN)/ruff format --check libs services tests benchmarks deploy/tools
 	$(BIN)/mypy
 	scripts/validate-deploy.sh
+	@# the AsyncAPI documents, by the AsyncAPI project's own parser (pinned in tools/asyncapi/package-lock.json)
+	@if command -v node >/dev/null && command -v npm >/dev/null; then \
+	  [ -d tools/asyncapi/node_modules ] || npm ci --prefix tools/asyncapi --ignore-scripts --no-audit --no-fund; \
+	  node tools/asyncapi/validate.mjs; \
+	elif [ "$${LABORNET_ALLOW_MISSING_VALIDATORS:-0}" = 1 ]; then \
+	  echo "SKIP  AsyncAPI documents: node not found (LABORNET_ALLOW_MISSING_VALIDATORS=1)"; \
+	else \
+	  echo "FAIL  AsyncAPI documents: node and npm not found (install them, or set LABORNET_ALLOW_MISSING_VALIDATORS=1 to skip)"; \
+	  exit 1; \
+	fi
 
 validate-deploy: install
 	scripts/validate-deploy.sh

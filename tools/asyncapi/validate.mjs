@@ -2,8 +2,8 @@
 //
 //   node tools/asyncapi/validate.mjs [file ...]      (default: every docs/asyncapi/*.json of the repository)
 //
-// Prints every diagnostic (errors, warnings, hints) with its path in the document and exits 1 when any has
-// severity error or a file cannot be read, 0 otherwise.
+// Prints every error and warning with its path in the document (information and hints are only counted) and
+// exits 1 when any diagnostic has severity error or a file cannot be read, 0 otherwise.
 import { readFile, readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -27,9 +27,14 @@ async function validate(parser, file) {
   const text = await readFile(file, 'utf8');
   const { document, diagnostics } = await parser.parse(text, { source: file });
   let errors = 0;
+  let notes = 0;
   for (const diagnostic of diagnostics) {
     const severity = SEVERITY[diagnostic.severity] ?? String(diagnostic.severity);
     if (diagnostic.severity === DiagnosticSeverity.Error) errors += 1;
+    if (diagnostic.severity > DiagnosticSeverity.Warning) {
+      notes += 1;
+      continue;
+    }
     const where = diagnostic.path && diagnostic.path.length ? diagnostic.path.join('.') : '(document)';
     console.log(`${file}: ${severity} ${diagnostic.code} at ${where}: ${diagnostic.message}`);
   }
@@ -41,7 +46,7 @@ async function validate(parser, file) {
     ? `AsyncAPI ${document.version()}, ${document.channels().length} channels, ` +
       `${document.operations().length} operations, ${document.messages().length} messages`
     : 'not parsed';
-  console.log(`${file}: ${errors === 0 ? 'valid' : `${errors} error(s)`} (${summary})`);
+  console.log(`${file}: ${errors === 0 ? 'valid' : `${errors} error(s)`} (${summary}; ${notes} hint(s))`);
   return errors;
 }
 

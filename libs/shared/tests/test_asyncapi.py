@@ -232,3 +232,21 @@ async def test_the_document_is_served_at_asyncapi_json() -> None:
     assert response.json() == service_document("jobs", "9.9.9")
     schema = openapi["paths"]["/asyncapi.json"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
     assert schema == {"$ref": "#/components/schemas/AsyncApiDocument"}
+
+
+def test_a_dead_letter_is_the_original_record_with_the_reasons(signer: Signer) -> None:
+    document = asyncapi_document("jobs", contracts(), version="1")
+    _, original = envelope(signer, PUBLISHED, VACANCY)
+    key, _, headers = original.to_kafka()
+    reasons = [
+        ("x-labornet-dlq-reason", b"bad-signature"),
+        ("x-labornet-dlq-error", b"event 1: signature does not match headers and body"),
+        ("x-labornet-dlq-consumer", b"labornet.510000.jobs.vacancies"),
+        ("x-labornet-dlq-origin", b"labornet.330000.jobs.events/0@12"),
+        ("x-labornet-dlq-record-sha256", b"0" * 64),
+        ("x-labornet-dlq-record-bytes", b"512"),
+    ]
+    topic = "labornet.510000.jobs.deadletter"
+    assert record_problems(document, topic, key, b"not json", [*headers, *reasons]) == []
+    missing = record_problems(document, topic, key, b"not json", [*headers, *reasons[1:]])
+    assert any("x-labornet-dlq-reason" in problem for problem in missing), missing

@@ -556,16 +556,18 @@ def record_problems(
     )
     if channel is None:
         return [f"topic {topic} is no channel of the document"]
-    if event_type not in document["channels"][channel]["messages"]:
+    name = DEAD_LETTER if channel == "deadletter" else event_type  # a dead letter keeps the original's type
+    if name not in document["channels"][channel]["messages"]:
         return [f"type {event_type!r} is not a message of channel {channel} ({topic})"]
-    pointer = f"/components/messages/{event_type}"
+    pointer = f"/components/messages/{name}"
     problems = [f"header {text}" for text in errors(pointer + "/headers", texts)]
-    try:
-        data = json.loads(value or b"")
-    except ValueError as exc:
-        problems.append(f"value is not JSON: {exc}")
-    else:
-        problems += [f"data {text}" for text in errors(pointer + "/payload", data)]
+    if name != DEAD_LETTER:  # whose value may be anything the consumer could not read
+        try:
+            data = json.loads(value or b"")
+        except ValueError as exc:
+            problems.append(f"value is not JSON: {exc}")
+        else:
+            problems += [f"data {text}" for text in errors(pointer + "/payload", data)]
     try:
         key_text = key.decode("utf-8") if key is not None else None
     except UnicodeDecodeError:
