@@ -543,13 +543,13 @@ def record_problems(
         return [f"{'/'.join(map(str, e.absolute_path)) or '(root)'}: {e.message}" for e in found]
 
     texts: dict[str, str] = {}
-    for name, raw in headers:
-        if name in texts:
-            return [f"header {name} appears twice"]
+    for header, raw in headers:
+        if header in texts:
+            return [f"header {header} appears twice"]
         try:
-            texts[name] = raw.decode("utf-8")
+            texts[header] = raw.decode("utf-8")
         except UnicodeDecodeError:
-            return [f"header {name} is not UTF-8"]
+            return [f"header {header} is not UTF-8"]
     event_type = texts.get(CE_PREFIX + "type")
     channel = next(
         (name for name, item in document["channels"].items() if _address_pattern(item["address"]).match(topic)), None
