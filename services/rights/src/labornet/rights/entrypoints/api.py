@@ -65,8 +65,9 @@ router = APIRouter(prefix="/api/v1", tags=["rights"])
 CallerDep = Annotated[Principal, Depends(current_principal)]
 OfficerDep = Annotated[Principal, Depends(require_province_role(Role.OFFICER))]
 FilerDep = Annotated[Principal, Depends(require_province_role(Role.WORKER, Role.OFFICER))]
-# a step of a case: the caller's token and role, the case, its rules, the body, the edge's limits
-STEP_PROBLEMS = problem_responses(401, 403, 404, 409, 413, 422, 429)
+# what a step of a case may answer: the token, the role and province, the case, its rules, the body (the edge's
+# 413, 429 and 500 are documented for every operation by the platform)
+STEP_PROBLEMS = problem_responses(401, 403, 404, 409, 422)
 
 
 def service(runtime: Runtime) -> CaseService:
@@ -171,7 +172,7 @@ async def run(runtime: Runtime, principal: Principal, change: Awaitable[StoredCa
     status_code=status.HTTP_201_CREATED,
     responses={
         201: {"headers": {"Location": {"description": "the case's address", "schema": {"type": "string"}}}},
-        **problem_responses(401, 403, 413, 422, 429),
+        **problem_responses(401, 403, 422),
     },
 )
 async def file_case(body: CaseDraft, runtime: RuntimeDep, principal: FilerDep, response: Response) -> CaseView:
@@ -205,7 +206,7 @@ async def file_case(body: CaseDraft, runtime: RuntimeDep, principal: FilerDep, r
     return present(stored, principal, runtime)
 
 
-@router.get("/cases", responses=problem_responses(401, 403, 422, 429))
+@router.get("/cases", responses=problem_responses(401, 403, 422))
 async def list_cases(
     runtime: RuntimeDep,
     principal: CallerDep,
@@ -245,7 +246,7 @@ async def list_cases(
     return CasePage(items=items, next_after=items[-1].id if more else None)
 
 
-@router.get("/cases/{case_id}", responses=problem_responses(401, 403, 404, 429))
+@router.get("/cases/{case_id}", responses=problem_responses(401, 403, 404))
 async def get_case(case_id: str, runtime: RuntimeDep, principal: CallerDep) -> CaseView:
     """One case with its timeline (the same on the home and the handling node)."""
     return present(await visible_case(case_id, principal, runtime), principal, runtime)
@@ -425,7 +426,7 @@ async def withdraw_case(
 # Statistics -------------------------------------------------------------------------------------------------------
 
 
-@router.get("/statistics", tags=["statistics"], responses=problem_responses(429))
+@router.get("/statistics", tags=["statistics"])
 async def statistics(runtime: RuntimeDep) -> FederationStatistics:
     """The federation's anonymous case statistics: every member's latest snapshot (public; no personal data)."""
     async with runtime.read_sessions() as session:
