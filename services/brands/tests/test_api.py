@@ -12,12 +12,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from jsonschema import Draft202012Validator, FormatChecker
 from prometheus_client import REGISTRY
 from sqlalchemy import insert
 
 from labornet.brands.adapters.tables import demand
 from labornet.brands.app import create_app
+from labornet.brands.domain.brand import BrandDraft
 from labornet.brands.entrypoints.federation import SNAPSHOT_PATH
 from labornet.brands.service_layer.brands import apply_replica_row, from_event
 from labornet.shared.broker import free_port
@@ -515,3 +518,261 @@ async def test_the_origin_serves_a_signed_snapshot_and_a_replica_heals_from_it(
         assert trust.verify_document("510000", key_id, signature, context, page.content).province == "510000"
         with pytest.raises(SignatureRejected):
             trust.verify_document("510000", key_id, signature, context, page.content.replace("蜀绣".encode(), b"x"))
+
+
+# --- the response contract --------------------------------------------------------------------------------
+
+# What each operation answered before its response was typed (the response model drops any key it does not
+# declare, so a key missing here would have vanished from the API).
+BRAND_KEYS = {
+    "id",
+    "origin_province",
+    "name_zh",
+    "name_en",
+    "division_code",
+    "division_name",
+    "category",
+    "category_name",
+    "level",
+    "cultivating_body_type",
+    "cultivating_body_name",
+    "cultivating_body_credit_code",
+    "description",
+    "skills",
+    "training_bases",
+    "destination_regions",
+    "people_trained",
+    "jobs_supported",
+    "annual_labour_income_cny",
+    "spokespersons",
+    "trademark_number",
+    "status",
+    "registered_at",
+    "recognised_at",
+    "revoked_at",
+    "revocation_reason",
+    "updated_at",
+    "version",
+    "display_name",
+    "display_name_en",
+    "name_conflict",
+    "name_conflict_with",
+}
+DEMAND_KEYS = {
+    "id",
+    "brand_id",
+    "brand_name_zh",
+    "origin_province",
+    "demanding_province",
+    "workers",
+    "division_code",
+    "city",
+    "period_start",
+    "period_end",
+    "conditions",
+    "contact",
+    "posted_by",
+    "posted_at",
+    "status",
+    "workers_offered",
+    "answer_note",
+    "answered_by",
+    "answered_at",
+    "updated_at",
+    "version",
+    "side",
+}
+SUM_KEYS = {"brands", "people_trained", "jobs_supported", "annual_labour_income_cny"}
+
+
+class Contract:
+    """The app's OpenAPI document: each response checked against the schema of its operation and status."""
+
+    def __init__(self, document: dict[str, Any]) -> None:
+        self.document = document
+
+    def check(self, response: httpx.Response, method: str, path: str) -> Any:
+        operation = self.document["paths"][path][method]
+        schema = operation["responses"][str(response.status_code)]["content"]["application/json"]["schema"]
+        validator = Draft202012Validator(
+            {**schema, "components": self.document["components"]}, format_checker=FormatChecker()
+        )
+        body = response.json()
+        errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(body)]
+        assert errors == [], (method, path, errors)
+        return body
+
+
+async def test_every_main_response_keeps_its_keys_and_matches_its_openapi_schema(
+    settings: Settings, node_keys: dict[str, NodeKeys], officer: dict[str, str]
+) -> None:
+    today = today_in_china()
+    await seed(settings.database_url, partner_brand(1, "巴渝大嫂", training_bases=[{"name": "渝中基地"}]))
+    app = create_app(settings)
+    contract = Contract(app.openapi())
+    async with serving(app) as client:
+        enterprise = draft(
+            "川厨匠",
+            cultivating_body={
+                "type": "enterprise",
+                "name": "川厨餐饮管理有限公司",
+                "credit_code": "91350100M000100Y43",
+            },
+            training_bases=[{"name": "成都川菜烹饪培训基地", "division_code": "510104"}],
+            spokespersons=["张师傅"],
+            trademark_number="第12345678号",
+        )
+        created = contract.check(
+            await client.post("/api/v1/brands", headers=officer, json=enterprise), "post", "/api/v1/brands"
+        )
+        assert created.keys() == BRAND_KEYS
+        assert (created["cultivating_body_credit_code"], created["trademark_number"]) == (
+            "91350100M000100Y43",
+            "12345678",
+        )
+        url, one = f"/api/v1/brands/{created['id']}", "/api/v1/brands/{brand_id}"
+        changed = await client.patch(url, headers=officer, json={"version": 1, "people_trained": 1})
+        assert contract.check(changed, "patch", one).keys() == BRAND_KEYS
+        recognised = await client.post(f"{url}/recognise", headers=officer, json={"version": 2})
+        assert contract.check(recognised, "post", one + "/recognise").keys() == BRAND_KEYS
+        shown = contract.check(await client.get(url), "get", one)
+        assert shown == recognised.json() and shown["recognised_at"].endswith("Z")
+        proposal = (await client.post("/api/v1/brands", headers=officer, json=draft())).json()
+        revoked = await client.post(
+            f"/api/v1/brands/{proposal['id']}/revoke", headers=officer, json={"version": 1, "reason": "撤回"}
+        )
+        assert contract.check(revoked, "post", one + "/revoke")["revoked_at"] is not None
+
+        page = await client.get("/api/v1/brands", params={"status": ["recognised", "revoked"], "limit": 2})
+        searched = contract.check(page, "get", "/api/v1/brands")
+        assert searched.keys() == {"items", "next_cursor", "total"} and searched["total"] == 3
+        assert all(item.keys() == BRAND_KEYS for item in searched["items"]) and searched["next_cursor"]
+        partner = contract.check(await client.get("/api/v1/brands/500000-B-000001"), "get", one)
+        # a seeded time keeps the form LaborNet writes (zero microseconds included), not a re-serialised one
+        assert partner["registered_at"] == format_time(T0) and partner["training_bases"] == [
+            {"name": "渝中基地", "division_code": None}
+        ]
+
+        stats = contract.check(await client.get("/api/v1/brands/stats"), "get", "/api/v1/brands/stats")
+        assert stats.keys() == {"statuses", "total", "provinces", "categories"}
+        assert stats["total"].keys() == SUM_KEYS | {"name_conflicts"}
+        assert all(
+            p.keys() == SUM_KEYS | {"province", "name", "name_conflicts", "levels", "categories"}
+            for p in stats["provinces"]
+        )
+        assert all(c.keys() == SUM_KEYS | {"category", "name", "provinces"} for c in stats["categories"])
+        assert stats["provinces"][0]["levels"].keys() == {"national", "provincial", "city-county"}
+        categories = contract.check(await client.get("/api/v1/categories"), "get", "/api/v1/categories")
+        assert categories.keys() == {"items"} and categories["items"][0].keys() == {"code", "zh", "en"}
+
+        period = {"start": (today + timedelta(days=7)).isoformat(), "end": (today + timedelta(days=90)).isoformat()}
+        body = {
+            "brand_id": "500000-B-000001",
+            "workers": 30,
+            "division_code": "510104",
+            "period": period,
+            "conditions": "月薪6000元，包住宿",
+            "contact": "成都市就业局 028-86000000",
+        }
+        posted = contract.check(
+            await client.post("/api/v1/demands", headers=officer, json=body), "post", "/api/v1/demands"
+        )
+        assert posted.keys() == DEMAND_KEYS and posted["period_start"] == period["start"]
+        demand_url = "/api/v1/demands/{demand_id}"
+        fetched = contract.check(
+            await client.get(f"/api/v1/demands/{posted['id']}", headers=officer), "get", demand_url
+        )
+        assert fetched == posted
+    await seed(settings.database_url, demands=(received_demand(created["id"]),))
+    async with serving(create_app(settings)) as client:
+        answer = {"decision": "accepted", "workers_offered": 20, "note": "4月到岗"}
+        answered = await client.post("/api/v1/demands/330000-D-000001/answer", headers=officer, json=answer)
+        assert contract.check(answered, "post", demand_url + "/answer").keys() == DEMAND_KEYS
+        assert (answered.json()["side"], answered.json()["answered_at"].endswith("Z")) == ("received", True)
+        listed = contract.check(
+            await client.get("/api/v1/demands", headers=officer, params={"limit": 1}), "get", "/api/v1/demands"
+        )
+        assert listed.keys() == {"items", "next_cursor"} and listed["next_cursor"]
+        assert listed["items"][0].keys() == DEMAND_KEYS
+
+
+async def test_a_client_sends_back_the_shape_it_read_and_the_deprecated_forms_still_work(
+    settings: Settings, officer: dict[str, str]
+) -> None:
+    today = today_in_china()
+    start, end = (today + timedelta(days=7)).isoformat(), (today + timedelta(days=90)).isoformat()
+    await seed(settings.database_url, partner_brand(1, "巴渝大嫂"))
+    async with serving(create_app(settings)) as client:
+        nested = (await client.post("/api/v1/brands", headers=officer, json=draft())).json()
+        # a brand as read, with a new name, registers another brand: every field it shows under a draft's name
+        read = (await client.get(f"/api/v1/brands/{nested['id']}")).json()
+        as_read = {name: read[name] for name in BrandDraft.model_fields if name in read} | {"name_zh": "川菜厨娘"}
+        assert {"cultivating_body_type", "cultivating_body_name", "cultivating_body_credit_code"} <= as_read.keys()
+        flat = await client.post("/api/v1/brands", headers=officer, json=as_read)
+        assert flat.status_code == 201, flat.text
+        shown = {k: v for k, v in flat.json().items() if k not in ("id", "name_zh", "display_name")}
+        assert shown | {"registered_at": None, "updated_at": None} == {
+            k: v for k, v in read.items() if k not in ("id", "name_zh", "display_name")
+        } | {"registered_at": None, "updated_at": None}
+
+        url = f"/api/v1/brands/{flat.json()['id']}"
+        body = {"cultivating_body_type": "enterprise", "cultivating_body_name": "川厨餐饮管理有限公司"}
+        problem = assert_problem(await client.patch(url, headers=officer, json={"version": 1, **body}), 422)
+        assert fields_of(problem) == ["cultivating_body_credit_code"]
+        body["cultivating_body_credit_code"] = "91350100M000100Y43"
+        changed = await client.patch(url, headers=officer, json={"version": 1, **body})
+        assert changed.status_code == 200, changed.text
+        assert {k: changed.json()[k] for k in body} == body
+        for wrong, detail in [
+            ({"cultivating_body_name": "川厨"}, "cultivating_body_type missing"),
+            ({"cultivating_body_type": None}, "cannot be removed"),
+            ({"cultivating_body": None}, "cannot be removed"),
+            ({**body, "cultivating_body": {"type": "regional-public", "name": "x"}}, "not both"),
+        ]:
+            assert_problem(await client.patch(url, headers=officer, json={"version": 2, **wrong}), 422, detail)
+        back = {"type": "regional-public", "name": "四川省人力资源和社会保障厅"}
+        deprecated = await client.patch(url, headers=officer, json={"version": 2, "cultivating_body": back})
+        assert [deprecated.json()[k] for k in body] == ["regional-public", "四川省人力资源和社会保障厅", None]
+        assert_problem(
+            await client.post(
+                "/api/v1/brands",
+                headers=officer,
+                json=as_read | {"name_zh": "川菜娘子", **body} | {"cultivating_body_credit_code": None},
+            ),
+            422,
+        )
+
+        demand = {
+            "brand_id": "500000-B-000001",
+            "workers": 30,
+            "division_code": "510104",
+            "conditions": "月薪6000元，包住宿",
+            "contact": "成都市就业局 028-86000000",
+        }
+        by_fields = await client.post(
+            "/api/v1/demands", headers=officer, json=demand | {"period_start": start, "period_end": end}
+        )
+        by_object = await client.post(
+            "/api/v1/demands", headers=officer, json=demand | {"period": {"start": start, "end": end}}
+        )
+        assert (by_fields.status_code, by_object.status_code) == (201, 201), (by_fields.text, by_object.text)
+        for posted in (by_fields.json(), by_object.json()):
+            assert (posted["period_start"], posted["period_end"]) == (start, end)
+        for wrong, field in [
+            ({"period_start": "2020-01-01", "period_end": end}, "period_start"),
+            ({"period_start": start, "period_end": "2020-01-01"}, "period_end"),
+            ({"period_start": start}, "body"),
+            ({}, "body"),
+            ({"period_start": start, "period_end": end, "period": {"start": start, "end": end}}, "body"),
+        ]:
+            problem = assert_problem(await client.post("/api/v1/demands", headers=officer, json=demand | wrong), 422)
+            assert fields_of(problem) == [field], (wrong, problem)
+
+    schema = create_app(settings).openapi()["components"]["schemas"]
+    for model, deprecated in [
+        ("BrandDraft", "cultivating_body"),
+        ("BrandChanges", "cultivating_body"),
+        ("DemandRequest", "period"),
+    ]:
+        field = schema[model]["properties"][deprecated]
+        assert field["deprecated"] is True and field["description"].startswith("Deprecated"), (model, field)

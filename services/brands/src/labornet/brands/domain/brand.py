@@ -175,7 +175,10 @@ Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, m
 
 
 class CultivatingBody(BaseModel):
-    """The body that cultivates the brand; an enterprise must give its unified social credit code."""
+    """The body that cultivates the brand; an enterprise must give its unified social credit code.
+
+    Deprecated request form: a brand shows its body as ``cultivating_body_type``, ``cultivating_body_name`` and
+    ``cultivating_body_credit_code``, and requests take that form too (:func:`given_body`)."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
     type: BodyType
@@ -188,6 +191,49 @@ class CultivatingBody(BaseModel):
         if value is None and info.data.get("type") == BodyType.ENTERPRISE:
             raise ValueError("an enterprise brand needs the enterprise's unified social credit code")
         return value
+
+
+BODY_FIELDS = ("cultivating_body_type", "cultivating_body_name", "cultivating_body_credit_code")
+_BODY_FORMS = (
+    "give the cultivating body either as cultivating_body_type, cultivating_body_name and "
+    "cultivating_body_credit_code (as the brand shows it) or as the deprecated cultivating_body object, not both"
+)
+BODY_TYPE_DESCRIPTION = "who cultivates the brand, as the brand shows it; required unless `cultivating_body` is sent"
+BODY_NAME_DESCRIPTION = "the cultivating body's name, e.g. 四川省人力资源和社会保障厅; sent with cultivating_body_type"
+BODY_CREDIT_CODE_DESCRIPTION = (
+    "the enterprise's unified social credit code (GB 32100), required for an enterprise; null or absent otherwise"
+)
+DEPRECATED_BODY_DESCRIPTION = (
+    "Deprecated: the cultivating body as one object {type, name, credit_code}. Send cultivating_body_type, "
+    "cultivating_body_name and cultivating_body_credit_code instead, the form in which a brand is shown."
+)
+
+
+def _enterprise_credit_code(value: str | None, info: ValidationInfo) -> str | None:
+    if value is None and info.data.get("cultivating_body_type") == BodyType.ENTERPRISE:
+        raise ValueError("an enterprise brand needs the enterprise's unified social credit code")
+    return value
+
+
+def given_body(request: BrandDraft | BrandChanges) -> CultivatingBody | None:
+    """The cultivating body a request gives, in either form; None when it gives none.
+
+    The flat form is the brand's own (``cultivating_body_*``); it replaces the body whole, like the deprecated
+    ``cultivating_body`` object, so type and name come together and an absent credit code is none."""
+    flat = request.model_fields_set & set(BODY_FIELDS)
+    if "cultivating_body" in request.model_fields_set:
+        if flat:
+            raise ValueError(_BODY_FORMS)
+        return request.cultivating_body
+    if not flat:
+        return None
+    body_type, name = request.cultivating_body_type, request.cultivating_body_name
+    if body_type is None or name is None:
+        missing = " and ".join(
+            n for n, v in (("cultivating_body_type", body_type), ("cultivating_body_name", name)) if v is None
+        )
+        raise ValueError(f"{missing} missing: the cultivating body changes whole (type, name and credit code)")
+    return CultivatingBody.model_construct(type=body_type, name=name, credit_code=request.cultivating_body_credit_code)
 
 
 class TrainingBase(BaseModel):
@@ -214,7 +260,14 @@ class BrandDraft(BaseModel):
     division_code: DivisionCodeStr = Field(description="the brand's home: a prefecture or county of the province")
     category: CategoryCode
     level: Level
-    cultivating_body: CultivatingBody
+    cultivating_body_type: BodyType | None = Field(None, description=BODY_TYPE_DESCRIPTION)
+    cultivating_body_name: ShortText | None = Field(None, description=BODY_NAME_DESCRIPTION)
+    cultivating_body_credit_code: CreditCodeStr | None = Field(
+        None, validate_default=True, description=BODY_CREDIT_CODE_DESCRIPTION
+    )
+    cultivating_body: CultivatingBody | None = Field(
+        None, description=DEPRECATED_BODY_DESCRIPTION, json_schema_extra={"deprecated": True}
+    )
     description: str = Field("", max_length=5000)
     skills: list[Skill] = Field(default_factory=list, max_length=30)
     training_bases: list[TrainingBase] = Field(default_factory=list, max_length=50)
@@ -232,6 +285,17 @@ class BrandDraft(BaseModel):
     def _distinct(cls, values: list[str] | None) -> list[str] | None:
         return distinct(values)
 
+    _enterprise_credit_code = field_validator("cultivating_body_credit_code")(_enterprise_credit_code)
+
+    @model_validator(mode="after")
+    def _has_body(self) -> Self:
+        body = given_body(self)
+        if body is None:
+            raise ValueError("the cultivating body is missing: send cultivating_body_type and cultivating_body_name")
+        if self.cultivating_body is None:
+            self.cultivating_body = body
+        return self
+
 
 class BrandChanges(BaseModel):
     """A partial update; ``version`` (or the If-Match header) must name the version being changed."""
@@ -243,7 +307,14 @@ class BrandChanges(BaseModel):
     division_code: DivisionCodeStr | None = None
     category: CategoryCode | None = None
     level: Level | None = None
-    cultivating_body: CultivatingBody | None = None
+    cultivating_body_type: BodyType | None = Field(None, description=BODY_TYPE_DESCRIPTION)
+    cultivating_body_name: ShortText | None = Field(None, description=BODY_NAME_DESCRIPTION)
+    cultivating_body_credit_code: CreditCodeStr | None = Field(
+        None, validate_default=True, description=BODY_CREDIT_CODE_DESCRIPTION
+    )
+    cultivating_body: CultivatingBody | None = Field(
+        None, description=DEPRECATED_BODY_DESCRIPTION, json_schema_extra={"deprecated": True}
+    )
     description: str | None = Field(None, max_length=5000)
     skills: list[Skill] | None = Field(None, max_length=30)
     training_bases: list[TrainingBase] | None = Field(None, max_length=50)
@@ -259,6 +330,8 @@ class BrandChanges(BaseModel):
     def _distinct(cls, values: list[str] | None) -> list[str] | None:
         return distinct(values)
 
+    _enterprise_credit_code = field_validator("cultivating_body_credit_code")(_enterprise_credit_code)
+
     @model_validator(mode="after")
     def _changes_something(self) -> Self:
         if not self.model_fields_set - {"version"}:
@@ -266,10 +339,16 @@ class BrandChanges(BaseModel):
         for name in sorted(self.model_fields_set & _REQUIRED_IN_DRAFT):
             if getattr(self, name) is None:
                 raise ValueError(f"{name} cannot be removed, only changed")
+        body = given_body(self)
+        if body is not None and self.cultivating_body is None:
+            self.cultivating_body = body
         return self
 
 
-_REQUIRED_IN_DRAFT = frozenset(name for name, field in BrandDraft.model_fields.items() if field.is_required())
+_REQUIRED_IN_DRAFT = frozenset(
+    {name for name, field in BrandDraft.model_fields.items() if field.is_required()}
+    | {"cultivating_body", "cultivating_body_type", "cultivating_body_name"}
+)
 
 
 class RecogniseRequest(BaseModel):
@@ -284,16 +363,18 @@ class RevokeRequest(BaseModel):
 
 
 def flatten(request: BrandDraft | BrandChanges) -> dict[str, Any]:
-    """Request fields as brand columns: every field of a draft, the fields given in changes."""
-    given = request.model_dump(mode="json", exclude_unset=isinstance(request, BrandChanges), exclude={"version"})
-    columns: dict[str, Any] = {}
-    for name, value in given.items():
-        if name == "cultivating_body":
-            columns["cultivating_body_type"] = value["type"]
-            columns["cultivating_body_name"] = value["name"]
-            columns["cultivating_body_credit_code"] = value.get("credit_code")
-        else:
-            columns[name] = value
+    """Request fields as brand columns: every field of a draft, the fields given in changes (the cultivating body
+    whole, in whichever form it was given)."""
+    columns = request.model_dump(
+        mode="json",
+        exclude_unset=isinstance(request, BrandChanges),
+        exclude={"version", "cultivating_body", *BODY_FIELDS},
+    )
+    body = request.cultivating_body
+    if body is not None:
+        columns["cultivating_body_type"] = body.type.value
+        columns["cultivating_body_name"] = body.name
+        columns["cultivating_body_credit_code"] = body.credit_code
     return columns
 
 

@@ -18,7 +18,7 @@ from datetime import date, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationInfo, field_validator, model_validator
 
 from labornet.brands.domain.brand import UtcTime
 from labornet.shared.bounds import PositiveInt32
@@ -63,8 +63,28 @@ Workers = Annotated[int, Field(ge=1, le=MAX_WORKERS)]
 Note = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
 
 
+def check_start(start: date) -> date:
+    today = today_in_china()
+    if start < today:
+        raise ValueError(f"period start {start} is in the past (today is {today} in China)")
+    if start > today + timedelta(days=MAX_LEAD_DAYS):
+        raise ValueError(f"period start {start} is more than {MAX_LEAD_DAYS} days ahead")
+    return start
+
+
+def check_end(start: date, end: date) -> date:
+    if end < start:
+        raise ValueError(f"period end {end} is before its start {start}")
+    if (end - start).days > MAX_PERIOD_DAYS:
+        raise ValueError(f"period is longer than {MAX_PERIOD_DAYS} days")
+    return end
+
+
 class Period(BaseModel):
-    """The working period the workers are wanted for (dates in China)."""
+    """The working period the workers are wanted for (dates in China).
+
+    Deprecated request form: a demand shows its period as ``period_start`` and ``period_end``, and
+    :class:`DemandRequest` takes that form too."""
 
     model_config = ConfigDict(extra="forbid")
     start: date
@@ -72,31 +92,65 @@ class Period(BaseModel):
 
     @model_validator(mode="after")
     def _sensible(self) -> Self:
-        today = today_in_china()
-        if self.start < today:
-            raise ValueError(f"period start {self.start} is in the past (today is {today} in China)")
-        if self.start > today + timedelta(days=MAX_LEAD_DAYS):
-            raise ValueError(f"period start {self.start} is more than {MAX_LEAD_DAYS} days ahead")
-        if self.end < self.start:
-            raise ValueError(f"period end {self.end} is before its start {self.start}")
-        if (self.end - self.start).days > MAX_PERIOD_DAYS:
-            raise ValueError(f"period is longer than {MAX_PERIOD_DAYS} days")
+        check_start(self.start)
+        check_end(self.start, self.end)
         return self
 
 
 class DemandRequest(BaseModel):
-    """What an officer of the demanding province posts."""
+    """What an officer of the demanding province posts; the period as a demand shows it (``period_start``,
+    ``period_end``) or, deprecated, as one ``period`` object."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
     brand_id: BrandId = Field(description="a recognised brand of a partner province")
     workers: Workers = Field(description="how many workers are wanted")
     division_code: DivisionCodeStr = Field(description="where they will work: a prefecture or county of this province")
     city: str | None = Field(None, max_length=100, description="defaults to the prefecture's name")
-    period: Period
+    period_start: date | None = Field(
+        None,
+        description="first day of work (in China), from today to a year ahead; required unless `period` is sent",
+    )
+    period_end: date | None = Field(
+        None, description="last day of work, at most three years after the start; sent with period_start"
+    )
+    period: Period | None = Field(
+        None,
+        description="Deprecated: the period as one object {start, end}. Send period_start and period_end instead, "
+        "the form in which a demand is shown.",
+        json_schema_extra={"deprecated": True},
+    )
     conditions: Note = Field(description="wages, housing, transport, training…")
     contact: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)] = Field(
         description="whom the origin province contacts"
     )
+
+    @field_validator("period_start")
+    @classmethod
+    def _start(cls, value: date | None) -> date | None:
+        return None if value is None else check_start(value)
+
+    @field_validator("period_end")
+    @classmethod
+    def _end(cls, value: date | None, info: ValidationInfo) -> date | None:
+        start = info.data.get("period_start")
+        return value if value is None or start is None else check_end(start, value)
+
+    @model_validator(mode="after")
+    def _one_period(self) -> Self:
+        if "period" in self.model_fields_set:
+            if self.model_fields_set & {"period_start", "period_end"}:
+                raise ValueError(
+                    "give the period either as period_start and period_end (as the demand shows it) or as the "
+                    "deprecated period object, not both"
+                )
+            if self.period is None:
+                raise ValueError("period cannot be null: send period_start and period_end")
+            self.period_start, self.period_end = self.period.start, self.period.end
+            return self
+        missing = [name for name in ("period_start", "period_end") if getattr(self, name) is None]
+        if missing:
+            raise ValueError(f"{' and '.join(missing)} missing: send the period as period_start and period_end")
+        return self
 
 
 class DemandAnswer(BaseModel):

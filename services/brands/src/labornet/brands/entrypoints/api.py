@@ -37,17 +37,36 @@ from labornet.brands.domain.brand import (
     categories,
 )
 from labornet.brands.domain.names import resolve_names
+from labornet.brands.entrypoints.schemas import Brand, BrandPage, BrandStatistics, CategoryList
 from labornet.brands.service_layer.brands import BrandService, present
 from labornet.shared.app import Runtime, RuntimeDep
 from labornet.shared.auth import Principal, Role, require_province_role
 from labornet.shared.observability import LATENCY_BUCKETS
 from labornet.shared.paging import InvalidCursor
-from labornet.shared.problems import Conflict, NotFound, Problem, Unprocessable, if_match_version
+from labornet.shared.problems import (
+    Conflict,
+    NotFound,
+    Problem,
+    Unprocessable,
+    if_match_version,
+    problem_responses,
+)
 
 router = APIRouter(prefix="/api/v1", tags=["brands"])
 OfficerDep = Annotated[Principal, Depends(require_province_role(Role.OFFICER))]
 ProvinceQuery = Annotated[str | None, Query(pattern=r"^\d{2}0000$", description="origin province, e.g. 510000")]
 StatusQuery = Annotated[list[Status] | None, Query(alias="status", description="default: recognised")]
+
+ETAG = {
+    "ETag": {"description": 'the brand\'s version, e.g. "3": send it back as If-Match', "schema": {"type": "string"}}
+}
+LOCATION = {"Location": {"description": "the new brand, /api/v1/brands/{id}", "schema": {"type": "string"}}}
+# A change of a brand: 401/403 who may write, 404 no such brand, 409 stale version or a rule, 422 bad body or
+# If-Match, 428 no version (the app adds 413, 429 and 500, which its edges answer on every operation).
+CHANGE_RESPONSES = {
+    200: {"description": "the brand as changed", "headers": ETAG},
+    **problem_responses(401, 403, 404, 409, 422, 428),
+}
 
 SEARCH_LATENCY = Histogram(
     "labornet_brands_search_duration_seconds", "Brand search latency (database part)", buckets=LATENCY_BUCKETS
@@ -81,13 +100,21 @@ async def _shown(runtime: Runtime, row: dict[str, Any], response: Response) -> d
     return shown
 
 
-@router.get("/categories", tags=["brands"])
+@router.get("/categories", tags=["brands"], response_model=CategoryList)
 async def list_categories() -> dict[str, Any]:
     """The industry / skill categories a brand is registered under (public)."""
     return {"items": [{"code": c.code, "zh": c.zh, "en": c.en} for c in categories().values()]}
 
 
-@router.post("/brands", status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/brands",
+    status_code=status.HTTP_201_CREATED,
+    response_model=Brand,
+    responses={
+        201: {"description": "the brand, proposed, version 1", "headers": {**ETAG, **LOCATION}},
+        **problem_responses(401, 403, 409, 422),
+    },
+)
 async def register(draft: BrandDraft, runtime: RuntimeDep, _officer: OfficerDep, response: Response) -> dict[str, Any]:
     """Register a brand of this province; it starts as proposed (officers of this province only)."""
     row = await _run(service(runtime).register(draft))
@@ -95,7 +122,7 @@ async def register(draft: BrandDraft, runtime: RuntimeDep, _officer: OfficerDep,
     return await _shown(runtime, row, response)
 
 
-@router.patch("/brands/{brand_id}")
+@router.patch("/brands/{brand_id}", response_model=Brand, responses=CHANGE_RESPONSES)
 async def change(
     brand_id: str,
     changes: BrandChanges,
@@ -111,7 +138,7 @@ async def change(
     return await _shown(runtime, row, response)
 
 
-@router.post("/brands/{brand_id}/recognise")
+@router.post("/brands/{brand_id}/recognise", response_model=Brand, responses=CHANGE_RESPONSES)
 async def recognise(
     brand_id: str,
     request: RecogniseRequest,
@@ -126,7 +153,7 @@ async def recognise(
     return await _shown(runtime, row, response)
 
 
-@router.post("/brands/{brand_id}/revoke")
+@router.post("/brands/{brand_id}/revoke", response_model=Brand, responses=CHANGE_RESPONSES)
 async def revoke(
     brand_id: str,
     request: RevokeRequest,
@@ -141,7 +168,7 @@ async def revoke(
     return await _shown(runtime, row, response)
 
 
-@router.get("/brands")
+@router.get("/brands", response_model=BrandPage, responses=problem_responses(422))
 async def search(
     runtime: RuntimeDep,
     q: Annotated[str | None, Query(max_length=100, description="free text, Chinese or English")] = None,
@@ -210,7 +237,7 @@ class _Tally:
         return sums
 
 
-@router.get("/brands/stats")
+@router.get("/brands/stats", response_model=BrandStatistics, responses=problem_responses(422))
 async def stats(runtime: RuntimeDep, province: ProvinceQuery = None, status_: StatusQuery = None) -> dict[str, Any]:
     """Brands per origin province and per category, with people trained, jobs supported and labour income (public).
 
@@ -266,7 +293,11 @@ async def stats(runtime: RuntimeDep, province: ProvinceQuery = None, status_: St
     }
 
 
-@router.get("/brands/{brand_id}")
+@router.get(
+    "/brands/{brand_id}",
+    response_model=Brand,
+    responses={200: {"description": "the brand", "headers": ETAG}, **problem_responses(404)},
+)
 async def get_one(brand_id: str, runtime: RuntimeDep, response: Response) -> dict[str, Any]:
     """One brand from this node's replica, any status (public)."""
     async with runtime.read_sessions() as session:

@@ -21,12 +21,13 @@ from labornet.brands.domain.demand import (
     DemandStatus,
     OfferTooLarge,
 )
+from labornet.brands.entrypoints.schemas import Demand, DemandPage
 from labornet.brands.service_layer.demands import DemandService, plain, to_record
 from labornet.shared.app import Runtime, RuntimeDep
 from labornet.shared.auth import Principal, Role, require_province_role
 from labornet.shared.db import as_utc
 from labornet.shared.paging import decode_cursor, encode_cursor
-from labornet.shared.problems import Conflict, NotFound, Unprocessable
+from labornet.shared.problems import Conflict, NotFound, Unprocessable, problem_responses
 
 router = APIRouter(prefix="/api/v1/demands", tags=["demands"])
 OfficerDep = Annotated[Principal, Depends(require_province_role(Role.OFFICER))]
@@ -50,7 +51,18 @@ async def _run(coroutine: Coroutine[Any, Any, dict[str, Any]]) -> dict[str, Any]
         raise Conflict(str(exc), slug="demand-state") from exc
 
 
-@router.post("", status_code=status.HTTP_201_CREATED)
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=Demand,
+    responses={
+        201: {
+            "description": "the demand, open, on its way to the brand's province",
+            "headers": {"Location": {"description": "/api/v1/demands/{id}", "schema": {"type": "string"}}},
+        },
+        **problem_responses(401, 403, 409, 422),
+    },
+)
 async def post(request: DemandRequest, runtime: RuntimeDep, officer: OfficerDep, response: Response) -> dict[str, Any]:
     """Ask a partner province for workers of one of its recognised brands (officers of this province)."""
     row = await _run(service(runtime).post(request, officer.sub))
@@ -58,14 +70,18 @@ async def post(request: DemandRequest, runtime: RuntimeDep, officer: OfficerDep,
     return view(row, runtime.settings.province)
 
 
-@router.post("/{demand_id}/answer")
+@router.post(
+    "/{demand_id}/answer",
+    response_model=Demand,
+    responses={200: {"description": "the demand as answered"}, **problem_responses(401, 403, 404, 409, 422)},
+)
 async def answer(demand_id: str, request: DemandAnswer, runtime: RuntimeDep, officer: OfficerDep) -> dict[str, Any]:
     """Answer a partner's demand for this province's brand, once: accepted with workers_offered, or declined."""
     row = await _run(service(runtime).answer(demand_id, request, officer.sub))
     return view(row, runtime.settings.province)
 
 
-@router.get("/{demand_id}")
+@router.get("/{demand_id}", response_model=Demand, responses=problem_responses(401, 403, 404))
 async def get_one(demand_id: str, runtime: RuntimeDep, _officer: OfficerDep) -> dict[str, Any]:
     """One demand this province posted or received."""
     async with runtime.read_sessions() as session:
@@ -75,7 +91,7 @@ async def get_one(demand_id: str, runtime: RuntimeDep, _officer: OfficerDep) -> 
     return view(plain(found), runtime.settings.province)
 
 
-@router.get("")
+@router.get("", response_model=DemandPage, responses=problem_responses(401, 403, 422))
 async def list_demands(
     runtime: RuntimeDep,
     _officer: OfficerDep,
