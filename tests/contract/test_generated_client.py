@@ -28,7 +28,7 @@ import pytest
 from labornet.insurance.app import create_app as create_insurance_app
 from labornet.jobs.app import create_app as create_jobs_app
 from labornet.shared.broker import EmbeddedBroker
-from labornet.shared.demo import VACANCIES, insured_person, vacancy_body
+from labornet.shared.demo import credit_code, insured_person
 from labornet.shared.identifiers import make_resident_id
 from labornet.shared.keys import NodeKeys
 from labornet.shared.settings import Settings
@@ -145,13 +145,25 @@ async def test_a_generated_client_walks_the_smoke_story(
         marker = uuid.uuid4().hex[:8]
 
         # a Zhejiang officer posts a vacancy; a Sichuan worker finds it by search
-        draft = jobs_models.VacancyDraft.from_dict(
-            vacancy_body(VACANCIES[0], 77) | {"title": f"川菜厨师 smoke {marker}"}
+        draft = jobs_models.VacancyDraft(
+            employer_name="杭州川味轩餐饮有限公司",
+            employer_credit_code=credit_code("330100", 77),
+            title=f"川菜厨师 smoke {marker}",
+            occupation_code="5120",
+            division_code="330100",
+            headcount=5,
+            salary_min=7000,
+            salary_max=11000,
+            employment_type=jobs_models.EmploymentType.FULL_TIME,
+            target_groups=[jobs_models.TargetGroup.MIGRANT_WORKERS],
+            skills=["川菜", "刀工"],
+            contact="0571-88000077",
+            closing_date=date.today() + timedelta(days=60),
         )
         zj_officer = as_role(jobs, ZJ, "jobs", "officer", "zj-officer")
         vacancy = await publish.asyncio(client=zj_officer, body=draft)
         assert isinstance(vacancy, jobs_models.Vacancy), vacancy
-        assert vacancy.owner_province == ZJ and vacancy.title == draft.title
+        assert vacancy.owner_province == ZJ and vacancy.title == draft.title and vacancy.salary_max == 11000
 
         sc_worker = as_role(jobs, SC, "jobs", "worker", "sc-worker")
 
