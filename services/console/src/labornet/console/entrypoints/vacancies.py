@@ -48,17 +48,9 @@ def draft(form: dict[str, str], names: tuple[str, ...] = FIELDS) -> dict[str, An
 
 
 def form_values(vacancy: dict[str, Any]) -> dict[str, str]:
-    employer, salary = vacancy.get("employer") or {}, vacancy.get("salary") or {}
-    values = {name: str(vacancy.get(name) or "") for name in FIELDS if "." not in name}
-    values.update(
-        {
-            "employer.name": str(employer.get("name", "")),
-            "employer.credit_code": str(employer.get("credit_code", "")),
-            "salary.min": str(salary.get("min", "")),
-            "salary.max": str(salary.get("max", "")),
-            "skills": ", ".join(vacancy.get("skills") or []),
-        }
-    )
+    """A vacancy as the service shows it (flat: ``salary_min``) in the form's fields (nested: ``salary.min``)."""
+    values = {name: str(vacancy.get(name.replace(".", "_")) or "") for name in FIELDS}
+    values["skills"] = ", ".join(vacancy.get("skills") or [])
     return values
 
 
