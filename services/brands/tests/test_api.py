@@ -776,3 +776,18 @@ async def test_a_client_sends_back_the_shape_it_read_and_the_deprecated_forms_st
     ]:
         field = schema[model]["properties"][deprecated]
         assert field["deprecated"] is True and field["description"].startswith("Deprecated"), (model, field)
+
+
+def test_the_documented_examples_are_answers_the_schemas_accept(settings: Settings) -> None:
+    document = create_app(settings).openapi()
+    checked = 0
+    for name in ("Brand", "BrandPage", "BrandStatistics", "CategoryList", "Demand", "DemandPage"):
+        schema = document["components"]["schemas"][name]
+        validator = Draft202012Validator(
+            {**schema, "components": document["components"]}, format_checker=FormatChecker()
+        )
+        for example in schema["examples"]:
+            assert list(validator.iter_errors(example)) == [], name
+            checked += 1
+    brand = document["components"]["schemas"]["Brand"]["examples"][0]
+    assert brand.keys() == BRAND_KEYS and checked == 6

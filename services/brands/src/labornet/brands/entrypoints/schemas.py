@@ -55,6 +55,8 @@ class CategoryList(BaseModel):
     items: list[Category]
 
 
+# The examples hold no null: FastAPI leaves null values out of the examples of its OpenAPI document, so an example
+# with one would lack a required key there. A revoked enterprise brand and an accepted demand fill every field.
 BRAND_EXAMPLE: dict[str, JsonValue] = {
     "id": "510000-B-3F2A9C41D07B5E6A8C21",
     "origin_province": "510000",
@@ -65,9 +67,9 @@ BRAND_EXAMPLE: dict[str, JsonValue] = {
     "category": "catering",
     "category_name": "餐饮烹饪",
     "level": "provincial",
-    "cultivating_body_type": "regional-public",
-    "cultivating_body_name": "四川省人力资源和社会保障厅",
-    "cultivating_body_credit_code": None,
+    "cultivating_body_type": "enterprise",
+    "cultivating_body_name": "川厨餐饮管理有限公司",
+    "cultivating_body_credit_code": "91350100M000100Y43",
     "description": "川菜烹饪技能品牌",
     "skills": ["川菜", "面点"],
     "training_bases": [{"name": "成都川菜烹饪培训基地", "division_code": "510104"}],
@@ -77,13 +79,13 @@ BRAND_EXAMPLE: dict[str, JsonValue] = {
     "annual_labour_income_cny": 1800000000,
     "spokespersons": ["张师傅"],
     "trademark_number": "12345678",
-    "status": "recognised",
+    "status": "revoked",
     "registered_at": "2026-01-05T02:00:00.000000Z",
     "recognised_at": "2026-01-20T08:30:12.345678Z",
-    "revoked_at": None,
-    "revocation_reason": None,
-    "updated_at": "2026-01-20T08:30:12.345678Z",
-    "version": 2,
+    "revoked_at": "2026-06-30T09:00:00.000001Z",
+    "revocation_reason": "培训基地停办",
+    "updated_at": "2026-06-30T09:00:00.000001Z",
+    "version": 3,
     "display_name": "川菜师傅",
     "display_name_en": "Sichuan Chefs",
     "name_conflict": False,
@@ -142,7 +144,9 @@ class BrandPage(BaseModel):
     """One page of a search; follow `next_cursor` (same filters) for the next."""
 
     model_config = ConfigDict(
-        json_schema_extra={"examples": [{"items": [BRAND_EXAMPLE], "next_cursor": None, "total": 1}]}
+        json_schema_extra={
+            "examples": [{"items": [BRAND_EXAMPLE], "next_cursor": "eyJpZCI6IjUxMDAwMC1CLTNGMkEifQ", "total": 21}]
+        }
     )
     items: list[Brand]
     next_cursor: str | None = Field(description="pass as `cursor` for the next page; null on the last page")
@@ -305,6 +309,8 @@ class Demand(BaseModel):
 class DemandPage(BaseModel):
     """One page of demands, newest first; follow `next_cursor` (same filters) for the next."""
 
-    model_config = ConfigDict(json_schema_extra={"examples": [{"items": [DEMAND_EXAMPLE], "next_cursor": None}]})
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"items": [DEMAND_EXAMPLE], "next_cursor": "eyJpZCI6IjMzMDAwMC1ELTlCMUMifQ"}]}
+    )
     items: list[Demand]
     next_cursor: str | None = Field(description="pass as `cursor` for the next page; null on the last page")
