@@ -172,6 +172,32 @@ def test_every_operation_documents_a_typed_answer_and_its_problems(app: FastAPI)
     assert "deprecated" not in draft["salary_min"] and draft["id"]["readOnly"] is True
 
 
+JOBS_SCHEMAS = [
+    "Vacancy",
+    "VacancyPage",
+    "VacancyDraft",
+    "VacancyChanges",
+    "NewSubscription",
+    "SubscriptionView",
+    "CreatedSubscription",
+    "VacancyMatch",
+    "MatchPage",
+]
+
+
+def test_the_examples_are_what_the_schemas_describe(app: FastAPI) -> None:
+    spec = app.openapi()
+    for name in JOBS_SCHEMAS:
+        examples = spec["components"]["schemas"][name]["examples"]
+        assert examples, name
+        validator = Draft202012Validator(
+            {"$ref": f"#/components/schemas/{name}", "components": spec["components"]}, format_checker=FormatChecker()
+        )
+        for example in examples:
+            errors = [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(example)]
+            assert not errors, (name, errors)
+
+
 class Conformance:
     """Checks real answers against the app's OpenAPI document: status documented, body valid for its schema."""
 

@@ -182,7 +182,30 @@ class VacancyDraft(_AsRead):
     can be sent back as it is; what the node sets itself is ignored). The employer and the salary may still come
     in the earlier nested form, ``employer {name, credit_code}`` and ``salary {min, max}`` (deprecated)."""
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    model_config = ConfigDict(
+        extra="forbid",
+        str_strip_whitespace=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "employer_name": "成都川味餐饮有限公司",
+                    "employer_credit_code": "91350100M000100Y43",
+                    "title": "川菜厨师 Sichuan chef",
+                    "description": "负责川菜热菜制作，提供住宿。",
+                    "occupation_code": "5120",
+                    "division_code": "510104",
+                    "headcount": 3,
+                    "salary_min": 6000,
+                    "salary_max": 9000,
+                    "employment_type": "full-time",
+                    "target_groups": ["migrant-workers"],
+                    "skills": ["川菜", "刀工"],
+                    "contact": "028-86000000",
+                    "closing_date": "2026-04-30",
+                }
+            ]
+        },
+    )
     employer_name: ShortText | None = Field(None, description="required, unless the deprecated employer is sent")
     employer_credit_code: CreditCodeStr | None = Field(
         None, description="unified social credit code (GB 32100); required, unless the deprecated employer is sent"
@@ -232,7 +255,11 @@ class VacancyChanges(_AsRead):
     what the node sets itself is ignored, ``status`` changes only through ``POST …/close``. ``employer`` and
     ``salary`` in the earlier nested form are still accepted (deprecated)."""
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    model_config = ConfigDict(
+        extra="forbid",
+        str_strip_whitespace=True,
+        json_schema_extra={"examples": [{"version": 2, "title": "川菜主厨", "salary_max": 9500}]},
+    )
     version: PositiveInt32 | None = None
     employer_name: ShortText | None = None
     employer_credit_code: CreditCodeStr | None = None

@@ -31,7 +31,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
-from pydantic import AnyUrl, Field, UrlConstraints, ValidationError
+from pydantic import AnyUrl, ConfigDict, Field, UrlConstraints, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import Select, func, select, update
 from sqlalchemy.exc import SQLAlchemyError
@@ -104,6 +104,15 @@ WebhookUrl = Annotated[AnyUrl, UrlConstraints(max_length=500, allowed_schemes=["
 
 
 class NewSubscription(SubscriptionCriteria):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"occupation_codes": ["51"], "provinces": ["330000"], "min_salary": 6000, "keywords": ["厨师"]},
+                {"keywords": ["电工"], "webhook_url": "https://example.org/hooks/wang"},
+            ]
+        }
+    )
+
     webhook_url: WebhookUrl | None = Field(
         None, description="http(s) URL that receives a signed POST for every match (see the webhooks documentation)"
     )
