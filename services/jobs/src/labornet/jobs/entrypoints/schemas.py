@@ -202,6 +202,8 @@ class VacancyMatch(BaseModel):
 
 
 class MatchPage(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{"items": [MATCH_EXAMPLE], "next_cursor": "YmVmb3JlOjQy"}]})
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"items": [MATCH_EXAMPLE], "next_cursor": "YmVmb3JlOjQy"}]}
+    )
     items: list[VacancyMatch] = Field(description="newest first")
     next_cursor: str | None = Field(description="pass as cursor for the next (older) page; null on the last page")
