@@ -8,7 +8,7 @@ CloudEvents Kafka binary-mode headers exactly as :meth:`Envelope.to_kafka` write
 
 Every service serves its document at ``GET /asyncapi.json`` (:func:`asyncapi_router`); ``labornet asyncapi --out
 docs/asyncapi`` writes the four of them to the repository, where the AsyncAPI project's parser validates them
-(``tools/asyncapi``, part of ``make lint``). See docs/adr/0012-the-bus-contract-asyncapi.md.
+(``tools/asyncapi``, part of ``make lint``). See docs/adr/0014-the-bus-contract-asyncapi.md.
 """
 
 from __future__ import annotations
