@@ -4,15 +4,17 @@ committed files)."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import shutil
 import subprocess
 from pathlib import Path
 
+import httpx
 import pytest
 
 from labornet.shared.asyncapi import render, service_document, write_documents
-from labornet.shared.settings import SERVICE_NAMES
+from labornet.shared.settings import SERVICE_NAMES, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs" / "asyncapi"
@@ -73,3 +75,15 @@ def test_the_validator_fails_on_a_document_with_an_error(tmp_path: Path) -> None
     result = subprocess.run([*command, str(broken)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 1, result.stdout
     assert "error asyncapi3-operation-messages-from-referred-channel" in result.stdout, result.stdout
+
+
+@pytest.mark.parametrize("service", SERVICE_NAMES)
+async def test_every_service_serves_its_document(service: str, tmp_path: Path) -> None:
+    create_app = importlib.import_module(f"labornet.{service}.app").create_app
+    app = create_app(Settings(service=service, data_dir=tmp_path))  # type: ignore[call-arg]
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://node") as client:
+        response = await client.get("/asyncapi.json")
+        openapi = (await client.get("/openapi.json")).json()
+    assert response.status_code == 200, response.text
+    assert response.json() == service_document(service)
+    assert "/asyncapi.json" in openapi["paths"]
