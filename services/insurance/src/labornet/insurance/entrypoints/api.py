@@ -19,10 +19,22 @@ from labornet.insurance.domain.settlement import Direction, Settlement, Settleme
 from labornet.insurance.domain.transfer import (
     Reason,
     SheetAlreadySent,
+    State,
     Transfer,
     TransferRefused,
     WrongNode,
     is_overdue,
+)
+from labornet.insurance.entrypoints.schemas import (
+    BenefitConfigView,
+    ImportSummary,
+    InsuredPersonView,
+    PersonCreated,
+    SettlementList,
+    SettlementView,
+    TransferDetail,
+    TransferPage,
+    TransferView,
 )
 from labornet.insurance.service_layer.records import (
     BenefitConfigIn,
@@ -40,7 +52,7 @@ from labornet.shared.identifiers import (
     ResidentIdStr,
     mask_resident_id,
 )
-from labornet.shared.problems import Conflict, Forbidden, NotFound, Unprocessable
+from labornet.shared.problems import Conflict, Forbidden, NotFound, Unprocessable, problem_responses
 
 router = APIRouter(prefix="/api/v1", tags=["insurance"])
 OfficerDep = Annotated[Principal, Depends(require_province_role(Role.OFFICER))]
@@ -76,7 +88,8 @@ def shown(resident_id: str, principal: Principal, runtime: Runtime) -> str:
 
 
 def present(case: Transfer, principal: Principal, runtime: Runtime) -> dict[str, Any]:
-    """A case as the caller may see it, flagged when past a time limit or when the names differ."""
+    """A case as the caller may see it (:class:`TransferView`), flagged when past a time limit or when the names
+    differ."""
     data = jsonable_transfer(case)
     data["resident_id"] = shown(case.resident_id, principal, runtime)
     data["overdue"] = is_overdue(
@@ -102,7 +115,16 @@ class TransferRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
     from_province: str = Field(pattern=r"^\d{2}0000$", description="the last place of insurance")
     reason: Reason
-    name: str = Field(min_length=1, max_length=100, description="the person's name as registered")
+    person_name: str | None = Field(
+        None, min_length=1, max_length=100, description="the person's name as registered (as transfers show it)"
+    )
+    name: str | None = Field(
+        None,
+        min_length=1,
+        max_length=100,
+        description="deprecated: the same as person_name, which transfers show; still accepted",
+        json_schema_extra={"deprecated": True},
+    )
     new_employer_credit_code: CreditCodeStr | None = None
     resident_id: ResidentIdStr | None = Field(None, description="officers only: whom the request is for")
     to_province: str | None = Field(
@@ -115,11 +137,32 @@ class TransferRequest(BaseModel):
             raise ValueError("new_employer_credit_code is required when the reason is new-employment")
         return self
 
+    @model_validator(mode="after")
+    def _one_name(self) -> TransferRequest:
+        if self.person_name is None and self.name is None:
+            raise ValueError("person_name is required: the person's name as registered")
+        if self.person_name is not None and self.name is not None and self.person_name != self.name:
+            raise ValueError("person_name and name (its deprecated form) differ: send person_name alone")
+        return self
 
-@router.post("/transfers", status_code=status.HTTP_201_CREATED)
+    @property
+    def registered_name(self) -> str:
+        name = self.person_name or self.name
+        assert name is not None  # checked by _one_name
+        return name
+
+
+@router.post(
+    "/transfers",
+    status_code=status.HTTP_201_CREATED,
+    responses={
+        201: {"headers": {"Location": {"description": "the case's address", "schema": {"type": "string"}}}},
+        **problem_responses(401, 403, 409, 413, 422),
+    },
+)
 async def file_transfer(
     body: TransferRequest, runtime: RuntimeDep, principal: CallerDep, response: Response
-) -> dict[str, Any]:
+) -> TransferView:
     """File a transfer of the unemployment-insurance relationship *to* this province."""
     if body.from_province not in runtime.registry:
         raise Unprocessable(
@@ -142,7 +185,7 @@ async def file_transfer(
     try:
         case = await transfers(runtime).file(
             resident_id=resident_id,
-            name=body.name,
+            name=body.registered_name,
             from_province=body.from_province,
             reason=body.reason,
             new_employer=body.new_employer_credit_code,
@@ -154,19 +197,21 @@ async def file_transfer(
     except TransferRefused as exc:
         raise Conflict(str(exc), slug="transfer-refused") from exc
     response.headers["Location"] = f"/api/v1/transfers/{case.id}"
-    return present(case, principal, runtime)
+    return TransferView.model_validate(present(case, principal, runtime))
 
 
-@router.get("/transfers")
+@router.get("/transfers", responses=problem_responses(401, 403, 422))
 async def list_transfers(
     runtime: RuntimeDep,
     principal: CallerDep,
-    state: str | None = None,
+    state: Annotated[
+        str | None, Query(description=f"one of {', '.join(s.value for s in State)}; another value finds nothing")
+    ] = None,
     side: Literal["receiving", "sending"] | None = None,
     overdue: bool = False,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     after: Annotated[str | None, Query(max_length=60)] = None,
-) -> dict[str, Any]:
+) -> TransferPage:
     """Officers: every case of this node (filters); workers: their own requests."""
     resident_id = None
     if not is_officer_here(principal, runtime):
@@ -182,20 +227,22 @@ async def list_transfers(
         after=after,
     )
     items = [present(c, principal, runtime) for c in cases[:limit]]
-    return {"items": items, "next_after": items[-1]["id"] if len(cases) > limit else None}
+    return TransferPage.model_validate({"items": items, "next_after": items[-1]["id"] if len(cases) > limit else None})
 
 
-@router.get("/transfers/{case_id}")
-async def get_transfer(case_id: str, runtime: RuntimeDep, principal: CallerDep) -> dict[str, Any]:
+@router.get("/transfers/{case_id}", responses=problem_responses(401, 404))
+async def get_transfer(case_id: str, runtime: RuntimeDep, principal: CallerDep) -> TransferDetail:
     """One case with its timeline."""
     case = await transfers(runtime).get(case_id)
     if case is None or not allowed_to_see(case, principal, runtime):
         raise NotFound(f"no transfer {case_id}")
-    return present(case, principal, runtime) | {"timeline": [asdict(step) for step in case.timeline]}
+    return TransferDetail.model_validate(
+        present(case, principal, runtime) | {"timeline": [asdict(step) for step in case.timeline]}
+    )
 
 
-@router.post("/transfers/{case_id}/cancel")
-async def cancel_transfer(case_id: str, runtime: RuntimeDep, principal: CallerDep) -> dict[str, Any]:
+@router.post("/transfers/{case_id}/cancel", responses=problem_responses(401, 404, 409))
+async def cancel_transfer(case_id: str, runtime: RuntimeDep, principal: CallerDep) -> TransferView:
     """The worker withdraws the request while the sending office has not answered. Once the information sheet
     has arrived the answer is 409 ``sheet-already-sent``; a cancellation that crosses the sheet is noted in both
     timelines and the transfer completes."""
@@ -203,7 +250,8 @@ async def cancel_transfer(case_id: str, runtime: RuntimeDep, principal: CallerDe
     if case is None or not allowed_to_see(case, principal, runtime):
         raise NotFound(f"no transfer {case_id}")
     try:
-        return present(await transfers(runtime).cancel(case_id), principal, runtime)
+        cancelled = await transfers(runtime).cancel(case_id)
+        return TransferView.model_validate(present(cancelled, principal, runtime))
     except SheetAlreadySent as exc:
         raise Conflict(str(exc), slug="sheet-already-sent") from exc
     except TransferRefused as exc:
@@ -216,38 +264,40 @@ class Answer(BaseModel):
     reason: str | None = Field(None, max_length=500)
 
 
-@router.post("/transfers/{case_id}/answer")
-async def answer_transfer(case_id: str, body: Answer, runtime: RuntimeDep, principal: OfficerDep) -> dict[str, Any]:
+@router.post("/transfers/{case_id}/answer", responses=problem_responses(401, 403, 404, 409, 413, 422))
+async def answer_transfer(case_id: str, body: Answer, runtime: RuntimeDep, principal: OfficerDep) -> TransferView:
     """The sending office answers a contact letter: the information sheet, or a refusal with a reason. A case
     whose request names the person otherwise than the record (``name_mismatch``) is the officer's call."""
     if body.decision == "refuse" and not body.reason:
         raise Unprocessable("a refusal needs a reason", errors=[{"field": "body.reason", "message": "required"}])
     try:
-        return present(
-            await transfers(runtime).answer(case_id, send_sheet=body.decision == "send-sheet", reason=body.reason),
-            principal,
-            runtime,
+        answered = await transfers(runtime).answer(
+            case_id, send_sheet=body.decision == "send-sheet", reason=body.reason
         )
     except LookupError as exc:
         raise NotFound(str(exc)) from exc
     except TransferRefused as exc:
         raise Conflict(str(exc), slug="not-answerable") from exc
+    return TransferView.model_validate(present(answered, principal, runtime))
 
 
 # Records ---------------------------------------------------------------------------------------------
 
 
-@router.post("/insured-persons", status_code=status.HTTP_201_CREATED)
-async def create_person(body: PersonIn, runtime: RuntimeDep, _officer: OfficerDep) -> dict[str, Any]:
+@router.post(
+    "/insured-persons", status_code=status.HTTP_201_CREATED, responses=problem_responses(401, 403, 409, 413, 422)
+)
+async def create_person(body: PersonIn, runtime: RuntimeDep, _officer: OfficerDep) -> PersonCreated:
+    """Record a person with their contribution periods (officers of this province)."""
     try:
         await records(runtime).add(body)
     except RecordConflict as exc:
         raise Conflict(str(exc)) from exc
-    return {"resident_id": body.resident_id, "periods": len(body.periods)}
+    return PersonCreated(resident_id=body.resident_id, periods=len(body.periods))
 
 
-@router.get("/insured-persons/{resident_id}")
-async def get_person(resident_id: str, runtime: RuntimeDep, principal: CallerDep) -> dict[str, Any]:
+@router.get("/insured-persons/{resident_id}", responses=problem_responses(401, 403, 404))
+async def get_person(resident_id: str, runtime: RuntimeDep, principal: CallerDep) -> InsuredPersonView:
     """A record with its contribution periods (officers; a worker sees their own only)."""
     if not is_officer_here(principal, runtime) and not (
         principal.has(Role.WORKER) and own_resident_id(principal) == resident_id
@@ -256,11 +306,28 @@ async def get_person(resident_id: str, runtime: RuntimeDep, principal: CallerDep
     record = await records(runtime).record(resident_id)
     if record is None:
         raise NotFound(f"no record {mask_resident_id(resident_id)}")
-    return record | {"resident_id": shown(resident_id, principal, runtime)}
+    return InsuredPersonView.model_validate(record | {"resident_id": shown(resident_id, principal, runtime)})
 
 
-@router.post("/insured-persons/import")
-async def import_persons(request: Request, runtime: RuntimeDep, _officer: OfficerDep) -> dict[str, Any]:
+CSV_BODY = {
+    "required": True,
+    "content": {
+        "text/csv": {
+            "schema": {"type": "string"},
+            "example": "resident_id,name,hukou_division,status,employer_credit_code,months_used,benefit_months_paid,"
+            "start_month,end_month,kind,period_employer_credit_code\n"
+            "330106199005170018,李娜,330106,insured-employed,,0,0,2019-01,2021-06,actual,\n",
+        }
+    },
+}
+
+
+@router.post(
+    "/insured-persons/import",
+    responses=problem_responses(401, 403, 413, 422),
+    openapi_extra={"requestBody": CSV_BODY},
+)
+async def import_persons(request: Request, runtime: RuntimeDep, _officer: OfficerDep) -> ImportSummary:
     """Bulk import of existing records from CSV (UTF-8, one contribution period per row): all or nothing. The file
     may reach LABORNET_REQUEST_MAX_IMPORT_BYTES (20 MiB by default); a larger one is refused with 413 unread."""
     raw = await request.body()
@@ -275,17 +342,17 @@ async def import_persons(request: Request, runtime: RuntimeDep, _officer: Office
         raise Unprocessable(
             f"{len(errors)} row(s) are not valid; nothing was imported", slug="import-rejected", errors=errors
         )
-    return {"imported_persons": len(persons), "imported_periods": sum(len(p.periods) for p in persons)}
+    return ImportSummary(imported_persons=len(persons), imported_periods=sum(len(p.periods) for p in persons))
 
 
 # Settlements and configuration -----------------------------------------------------------------------
 
 
-def settlement_view(item: Settlement) -> dict[str, Any]:
-    return asdict(item)
+def settlement_view(item: Settlement) -> SettlementView:
+    return SettlementView.model_validate(asdict(item))
 
 
-@router.get("/settlements")
+@router.get("/settlements", responses=problem_responses(401, 403, 422))
 async def list_settlements(
     runtime: RuntimeDep,
     _officer: OfficerDep,
@@ -293,10 +360,10 @@ async def list_settlements(
     direction: Annotated[
         Direction | None, Query(description="outgoing: this province pays; incoming: it is owed")
     ] = None,
-) -> dict[str, Any]:
+) -> SettlementList:
     """Settlements this province pays (outgoing) and is owed (incoming), by due month."""
     items = await transfers(runtime).settlements(direction=direction, status=status_)
-    return {"items": [settlement_view(item) for item in items]}
+    return SettlementList(items=[settlement_view(item) for item in items])
 
 
 class Payment(BaseModel):
@@ -306,10 +373,10 @@ class Payment(BaseModel):
     )
 
 
-@router.post("/settlements/{settlement_id}/paid")
+@router.post("/settlements/{settlement_id}/paid", responses=problem_responses(401, 403, 404, 409, 413, 422))
 async def mark_paid(
     settlement_id: str, runtime: RuntimeDep, officer: OfficerDep, body: Payment | None = None
-) -> dict[str, Any]:
+) -> SettlementView:
     """The paying province records the payment; the receiving province is told (with the reference)."""
     try:
         paid = await transfers(runtime).mark_paid(
@@ -323,11 +390,18 @@ async def mark_paid(
 
 
 @router.get("/benefit-config")
-async def get_config(runtime: RuntimeDep) -> dict[str, Any]:
+async def get_config(runtime: RuntimeDep) -> BenefitConfigView:
     """This province's benefit standard and time limits (public)."""
-    return await records(runtime).config()
+    return BenefitConfigView.model_validate(await records(runtime).config())
 
 
-@router.put("/benefit-config")
-async def put_config(body: BenefitConfigIn, runtime: RuntimeDep, _officer: OfficerDep) -> dict[str, Any]:
-    return await records(runtime).set_config(body)
+@router.put("/benefit-config", responses=problem_responses(401, 403, 413, 422))
+async def put_config(body: BenefitConfigIn, runtime: RuntimeDep, _officer: OfficerDep) -> BenefitConfigView:
+    """Set the benefit standard and time limits (officers of this province). What GET answered may be sent back
+    as it is: ``province`` must then be this node's, ``updated_at`` is ignored."""
+    if body.province is not None and body.province != runtime.settings.province:
+        raise Unprocessable(
+            f"this is the benefit configuration of {runtime.settings.province}, not of {body.province}",
+            errors=[{"field": "body.province", "message": f"expected {runtime.settings.province}"}],
+        )
+    return BenefitConfigView.model_validate(await records(runtime).set_config(body))

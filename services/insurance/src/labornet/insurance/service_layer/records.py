@@ -24,7 +24,10 @@ from labornet.insurance.domain.rules import Period, PeriodKind, PersonStatus, ov
 from labornet.shared.clock import Clock, utcnow
 from labornet.shared.identifiers import CreditCodeStr, DivisionCodeStr, ResidentIdStr, mask_resident_id
 
-MONTH = r"^\d{4}-(0[1-9]|1[0-2])$"
+MONTH = r"^\d{4}-(0[1-9]|1[0-2])(-01)?$"
+MONTH_FORMS = (
+    "YYYY-MM-01, the month's first day as records show it; YYYY-MM (the month alone) is still accepted but deprecated"
+)
 
 
 def month(value: str) -> date:
@@ -32,11 +35,21 @@ def month(value: str) -> date:
 
 
 class PeriodIn(BaseModel):
+    """A contribution period; its months in the form records show them (``2019-01-01``) or as ``2019-01``."""
+
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-    start_month: str = Field(pattern=MONTH, description="YYYY-MM")
-    end_month: str = Field(pattern=MONTH, description="YYYY-MM, inclusive")
+    start_month: str = Field(pattern=MONTH, description=f"the first month: {MONTH_FORMS}", examples=["2019-01-01"])
+    end_month: str = Field(
+        pattern=MONTH, description=f"the last month, inclusive: {MONTH_FORMS}", examples=["2021-06-01"]
+    )
     kind: PeriodKind = PeriodKind.ACTUAL
     employer_credit_code: CreditCodeStr | None = None
+
+    @field_validator("start_month", "end_month")
+    @classmethod
+    def _the_month(cls, value: str) -> str:
+        """One form inside: ``YYYY-MM``."""
+        return value[:7]
 
     @model_validator(mode="after")
     def _ordered(self) -> PeriodIn:
@@ -213,7 +226,13 @@ async def ensure_config(session: AsyncSession, province: str) -> None:
 
 
 class BenefitConfigIn(BaseModel):
+    """The configuration to set; what ``GET /api/v1/benefit-config`` answered may be sent back as it is."""
+
     model_config = ConfigDict(extra="forbid")
+    province: str | None = Field(
+        None, description="optional, as read: it must be this node's province (the configuration is per province)"
+    )
+    updated_at: datetime | None = Field(None, description="optional, as read; ignored (read-only)")
     monthly_standard: Decimal = Field(gt=0, max_digits=10, decimal_places=2)
     minimum_wage: Decimal = Field(gt=0, max_digits=10, decimal_places=2)
     subsistence_line: Decimal = Field(gt=0, max_digits=10, decimal_places=2)
@@ -229,6 +248,9 @@ class BenefitConfigIn(BaseModel):
                 f"({self.subsistence_line} < {self.monthly_standard} < {self.minimum_wage} does not hold)"
             )
         return self
+
+
+READ_ONLY_CONFIG = {"province", "updated_at"}
 
 
 class RecordService:
@@ -281,5 +303,5 @@ class RecordService:
 
     async def set_config(self, body: BenefitConfigIn) -> dict[str, Any]:
         async with self.sessions() as session, session.begin():
-            await config.store(session, self.province, body.model_dump(), self.clock())
+            await config.store(session, self.province, body.model_dump(exclude=READ_ONLY_CONFIG), self.clock())
         return await self.config()
