@@ -2,7 +2,8 @@
 
 Each service of each province is its own process (``uvicorn --factory labornet.<service>.app:create_app``) with
 its own SQLite database under the data directory, so what runs here is what deploys: one process, one database.
-Province *i* (in registry order) gets HTTP ports ``port_base + 10*i`` … ``+3`` for jobs, insurance, brands, rights.
+Province *i* (in registry order) gets HTTP ports ``port_base + 10*i`` … ``+3`` for jobs, insurance, brands, rights,
+and ``+4`` for its officer console (``labornet serve-console``, dev sign-in with the node's dev issuer key).
 
 Once every service is ready it writes, into the data directory, ``federation.json`` (where each service listens) and
 ``prometheus-targets.json``: a Prometheus file_sd targets file that deploy/prometheus/prometheus-local.yml reads, so
@@ -14,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -35,6 +37,7 @@ from labornet.shared.settings import SERVICE_NAMES, Settings
 from labornet.shared.topics import node_topics
 
 PROMETHEUS_TARGETS = "prometheus-targets.json"
+CONSOLE_OFFSET = 4  # a province's console listens at its jobs port + 4
 
 
 class FederationError(RuntimeError):
@@ -99,13 +102,16 @@ class Federation:
         self.bootstrap_servers = bootstrap_servers or f"127.0.0.1:{broker_port}"
         self.database_url_template = database_url_template
         self.console = console
+        self._session_secret = secrets.token_urlsafe(48)
         self.services: list[ServiceProcess] = []
+        self.consoles: list[ServiceProcess] = []
         self._node_units: dict[str, ServiceProcess] = {}
         self._units: list[ServiceProcess] = []
         for province in self.provinces:
             index = self.registry.codes().index(province.code)
             for offset, service in enumerate(SERVICE_NAMES):
                 self.services.append(ServiceProcess(province.code, service, port_base + 10 * index + offset))
+            self.consoles.append(ServiceProcess(province.code, "console", port_base + 10 * index + CONSOLE_OFFSET))
 
     def _launch_units(self) -> list[ServiceProcess]:
         """What gets a process: every service, or (node mode) the first service of each province for all four."""
@@ -124,7 +130,9 @@ class Federation:
         return self._units or self._launch_units()
 
     def _process_of(self, proc: ServiceProcess) -> subprocess.Popen[bytes] | None:
-        return self._node_units[proc.province].process if self.process_per == "node" else proc.process
+        if self.process_per == "node" and proc.service != "console":
+            return self._node_units[proc.province].process
+        return proc.process
 
     def _env(self, proc: ServiceProcess) -> dict[str, str]:
         env = dict(os.environ)
@@ -134,16 +142,31 @@ class Federation:
             LABORNET_DATA_DIR=str(self.data_dir),
             LABORNET_KAFKA_BOOTSTRAP_SERVERS=self.bootstrap_servers,
         )
+        if proc.service == "console":
+            return env | self._console_env(proc)
         if self.database_url_template:
             service = "{service}" if proc.service == "node" else proc.service
             env["LABORNET_DATABASE_URL"] = self.database_url_template.format(province=proc.province, service=service)
         return env
 
+    def _console_env(self, proc: ServiceProcess) -> dict[str, str]:
+        """The console of ``proc.province``: its node's four services, dev sign-in with the node's issuer key, plain
+        HTTP cookies (127.0.0.1), and a session key of this run (sessions end when the federation stops)."""
+        settings = Settings(province=proc.province, data_dir=self.data_dir)
+        assert settings.keys_dir is not None
+        env = {f"LABORNET_CONSOLE_{p.service.upper()}_URL": p.url for p in self.services if p.province == proc.province}
+        return env | {
+            "LABORNET_CONSOLE_PROVINCE": proc.province,
+            "LABORNET_CONSOLE_DEV_ISSUER_KEY_PATH": str(settings.keys_dir / "token.key"),
+            "LABORNET_CONSOLE_COOKIE_SECURE": "false",
+            "LABORNET_CONSOLE_SESSION_SECRET": self._session_secret,
+        }
+
     def run(self, exit_when_ready: bool = False, on_ready: Callable[[], None] | None = None) -> None:
         started = time.monotonic()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         (self.data_dir / "logs").mkdir(exist_ok=True)
-        busy = [p.port for p in self.services if port_open("127.0.0.1", p.port)]
+        busy = [p.port for p in [*self.services, *self.consoles] if port_open("127.0.0.1", p.port)]
         if busy:
             raise FederationError(f"ports already in use: {busy}; stop the other run or pass --port-base")
         try:
@@ -163,7 +186,7 @@ class Federation:
                 return
             signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
             while True:
-                for proc in self._units:
+                for proc in [*self._units, *self.consoles]:
                     if proc.process is not None and proc.process.poll() is not None:
                         raise FederationError(
                             f"{proc.service} of {proc.province} exited with code {proc.process.returncode}; "
@@ -189,11 +212,13 @@ class Federation:
         task = progress.add_task("topics", total=1)
         asyncio.run(self._create_topics())
         progress.advance(task)
-        task = progress.add_task("services starting", total=len(self.services))
+        task = progress.add_task("services starting", total=len(self.services) + len(self.consoles))
         self._units = self._launch_units()
-        for proc in self._units:
+        for proc in [*self._units, *self.consoles]:
             log = open(self.data_dir / "logs" / f"{proc.province}-{proc.service}.log", "ab")  # noqa: SIM115
-            if self.process_per == "node":
+            if proc.service == "console":
+                command = ["serve-console", "--port", str(proc.port)]
+            elif self.process_per == "node":
                 command = ["serve-node", "--port-base", str(proc.port)]
             else:
                 command = ["serve", proc.service, "--port", str(proc.port)]
@@ -216,7 +241,7 @@ class Federation:
         await ensure_topics(settings, names)
 
     async def _wait_ready(self, progress: Progress, task: object, timeout_s: float = 120.0) -> None:
-        pending = list(self.services)
+        pending = [*self.services, *self.consoles]  # a console is ready once its node's services are
         deadline = time.monotonic() + timeout_s
         async with httpx.AsyncClient(timeout=2.0) as client:
             while pending:
@@ -251,16 +276,25 @@ class Federation:
         table.add_column("province")
         for service in SERVICE_NAMES:
             table.add_column(service)
+        table.add_column("console")
         document: dict[str, Any] = {"provinces": {}}
         for province in self.provinces:
             urls = {p.service: p.url for p in self.services if p.province == province.code}
             ports = [urls[s].rsplit(":", 1)[1] for s in SERVICE_NAMES]
-            table.add_row(f"{province.code} {province.short_zh} {province.en}", *ports)
-            document["provinces"][province.code] = {"name": province.en, "name_zh": province.zh, "services": urls}
+            console = next(c.url for c in self.consoles if c.province == province.code)
+            table.add_row(f"{province.code} {province.short_zh} {province.en}", *ports, console.rsplit(":", 1)[1])
+            document["provinces"][province.code] = {
+                "name": province.en,
+                "name_zh": province.zh,
+                "services": urls,
+                "console": console,
+            }
         document["bootstrap_servers"] = self.bootstrap_servers
         (self.data_dir / "federation.json").write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
         write_prometheus_targets(self.data_dir / PROMETHEUS_TARGETS, self.processes())
         self.console.print(table)
+        consoles = ", ".join(f"{c.url} ({c.province})" for c in self.consoles)
+        self.console.print(f"officer consoles (dev sign-in): {consoles}")
         first = self.provinces[0].code
         self.console.print(
             f"tokens: .venv/bin/labornet token --province {first} --role officer --sub alice "
@@ -270,11 +304,11 @@ class Federation:
         )
 
     def stop(self) -> None:
-        for proc in self._units:
+        for proc in [*self.consoles, *self._units]:
             if proc.process is not None and proc.process.poll() is None:
                 proc.process.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + 15
-        for proc in self._units:
+        for proc in [*self.consoles, *self._units]:
             if proc.process is None:
                 continue
             try:

@@ -10,6 +10,7 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 
 from labornet.console.adapters.services import SERVICES, ApiError
+from labornet.console.config import ConsoleService
 from labornet.console.domain.worklist import (
     WorkItem,
     case_items,
@@ -23,6 +24,7 @@ from labornet.console.entrypoints.web import NotSignedIn, OfficerPage, Page
 from labornet.shared.clock import today_in_china
 
 router = APIRouter()
+WAITING_TRANSFERS = (("sending", "received"), ("receiving", "awaiting-answer"), ("sending", "sheet-sent"))
 
 
 async def _items_of_pages(page: Page, service: Any, path: str, params: dict[str, Any], pages: int = 5) -> list[Any]:
@@ -47,26 +49,26 @@ async def collect(page: Page) -> tuple[list[WorkItem], list[str]]:
     near = console.settings.near_limit_workdays
 
     async def transfers() -> list[WorkItem]:
-        found = []
-        for side, state in (("sending", "received"), ("receiving", "awaiting-answer"), ("sending", "sheet-sent")):
-            cases = await _items_of_pages(
-                page, "insurance", "/api/v1/transfers", {"side": side, "state": state, "limit": 200}
+        lists = await asyncio.gather(
+            *(
+                _items_of_pages(page, "insurance", "/api/v1/transfers", {"side": side, "state": state, "limit": 200})
+                for side, state in WAITING_TRANSFERS
             )
-            found.extend(transfer_items(cases, calendar, today))
-        return found
+        )
+        return transfer_items([case for listed in lists for case in listed], calendar, today)
 
     async def settlements() -> list[WorkItem]:
         answer = await page.call("insurance", "GET", "/api/v1/settlements", params={"status": "pending"})
         return settlement_items(answer["items"], calendar, today)
 
     async def cases() -> list[WorkItem]:
-        found = []
-        for status, side in (("referred", "handling"), ("investigating", "handling"), ("returned", "home")):
-            listed = await _items_of_pages(
-                page, "rights", "/api/v1/cases", {"status": status, "side": side, "limit": 200}
+        lists = await asyncio.gather(
+            *(
+                _items_of_pages(page, "rights", "/api/v1/cases", {"status": status, "side": side, "limit": 200})
+                for status, side in (("referred", "handling"), ("investigating", "handling"), ("returned", "home"))
             )
-            found.extend(case_items(listed, province, calendar, today, near))
-        return found
+        )
+        return case_items([case for listed in lists for case in listed], province, calendar, today, near)
 
     async def demands() -> list[WorkItem]:
         answer = await page.call(
@@ -75,12 +77,16 @@ async def collect(page: Page) -> tuple[list[WorkItem], list[str]]:
         return demand_items(answer["items"], calendar, today)
 
     async def operations() -> list[WorkItem]:
-        quarantined: dict[str, int] = {}
-        replicas: dict[str, list[dict[str, Any]]] = {}
-        for service in SERVICES:
-            listed = await page.call(service, "GET", "/admin/v1/quarantine", params={"limit": 500})
-            quarantined[service] = len(listed["items"])
-            replicas[service] = (await page.call(service, "GET", "/admin/v1/sync"))["replicas"]
+        async def of(service: ConsoleService) -> tuple[int, list[dict[str, Any]]]:
+            listed, sync = await asyncio.gather(
+                page.call(service, "GET", "/admin/v1/quarantine", params={"limit": 500}),
+                page.call(service, "GET", "/admin/v1/sync"),
+            )
+            return len(listed["items"]), sync["replicas"]
+
+        answers = await asyncio.gather(*(of(service) for service in SERVICES))
+        quarantined = {service: count for service, (count, _) in zip(SERVICES, answers, strict=True)}
+        replicas = {service: states for service, (_, states) in zip(SERVICES, answers, strict=True)}
         return operations_items(quarantined, replicas)
 
     sources: list[tuple[str, Callable[[], Awaitable[list[WorkItem]]]]] = [
