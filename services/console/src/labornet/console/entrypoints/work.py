@@ -85,8 +85,10 @@ async def collect(page: Page) -> tuple[list[WorkItem], list[str]]:
             return len(listed["items"]), sync["replicas"]
 
         answers = await asyncio.gather(*(of(service) for service in SERVICES))
-        quarantined = {service: count for service, (count, _) in zip(SERVICES, answers, strict=True)}
-        replicas = {service: states for service, (_, states) in zip(SERVICES, answers, strict=True)}
+        quarantined: dict[str, int] = {service: count for service, (count, _) in zip(SERVICES, answers, strict=True)}
+        replicas: dict[str, list[dict[str, Any]]] = {
+            service: states for service, (_, states) in zip(SERVICES, answers, strict=True)
+        }
         return operations_items(quarantined, replicas)
 
     sources: list[tuple[str, Callable[[], Awaitable[list[WorkItem]]]]] = [
