@@ -269,3 +269,45 @@ async def test_a_consumer_reads_a_new_log_from_its_beginning(federation: Federat
 
         await eventually(handled_again, timeout_s=15)
     assert len(await federation.zhejiang.applied()) == 12
+
+
+async def test_a_backlog_is_applied_in_runs_and_one_bad_record_is_found_and_quarantined_alone(
+    federation: Federation,
+) -> None:
+    """Records of a partition are applied many to a transaction; a run holding one record that fails is rolled
+    back whole and applied one by one: every good record once, in partition order, the bad one quarantined."""
+    topic = federation.topic
+    key = "510000-V-7"  # one key: one partition, one order
+    written = [await federation.sichuan.write(topic, key, title=f"焊工 {n}") for n in range(30)]
+    poison = await federation.sichuan.write(topic, key, poison=True)
+    written += [await federation.sichuan.write(topic, key, title=f"焊工 {n}") for n in range(30, 60)]
+    runs_before = metric("labornet_inbox_run_records_count", service="jobs")
+    in_runs_before = metric("labornet_inbox_run_records_sum", service="jobs")
+    split_before = metric("labornet_inbox_runs_split_total", service="jobs")
+    consumer = federation.make_consumer(max_attempts=1)
+    consumer.batch_size = 25
+    async with consuming(consumer):
+
+        async def all_good_applied() -> bool:
+            return len(await federation.zhejiang.applied()) == len(written)
+
+        await eventually(all_good_applied, timeout_s=40)
+    runs = metric("labornet_inbox_run_records_count", service="jobs") - runs_before
+    in_runs = metric("labornet_inbox_run_records_sum", service="jobs") - in_runs_before
+    assert 0 < runs < len(written), "records were applied together, not one transaction each"
+    assert in_runs >= len(written) - 25, "only the run that held the bad record was applied one by one"
+    assert metric("labornet_inbox_runs_split_total", service="jobs") - split_before >= 1
+
+    # the whole topic once more, in runs again: every record is a duplicate and nothing applies twice
+    again = federation.make_consumer(group=f"replay-{uuid.uuid4().hex[:8]}", max_attempts=1)
+    again.batch_size = 25
+    async with consuming(again):
+
+        async def all_seen_again() -> bool:
+            return metric("labornet_events_consumed_total", service="jobs", topic=topic, outcome="duplicate") >= 60
+
+        await eventually(all_seen_again, timeout_s=40)
+    assert [e for e, _ in await federation.zhejiang.applied()] == [e.id for e in written]
+    async with sessionmaker(federation.zhejiang.engine)() as session:
+        rows = (await session.execute(select(quarantine.c.event_id, quarantine.c.reason))).all()
+    assert [(r.event_id, r.reason) for r in rows] == [(poison.id, "handler-failed")]

@@ -294,17 +294,19 @@ async def test_sending_node_down_then_duplicates_change_nothing(
     )
     producer = AIOKafkaProducer(bootstrap_servers=private_broker.bootstrap_servers)
     await producer.start()
-    sent, messages = 0, 0
+    sent, messages, receipts = 0, set(), set()
     try:
         for topic in topics:
             for record_ in await consume_all(private_broker.bootstrap_servers, topic, 2):
                 await producer.send_and_wait(topic, record_.value, key=record_.key, headers=list(record_.headers))
                 sent += 1
-                messages += dict(record_.headers)["ce_type"] != RECEIPT.encode()
+                headers = dict(record_.headers)
+                (receipts if headers["ce_type"] == RECEIPT.encode() else messages).add(headers["ce_id"])
     finally:
         await producer.stop()
-    assert messages == 3, "the contact letter, the information sheet and the insurance receipt"
-    assert sent == 6, "and the platform's receipt for each of them"
+    # a message resent while Sichuan was down is on the log twice under one id, and has a receipt per delivery
+    assert len(messages) == 3, "the contact letter, the information sheet and the insurance receipt"
+    assert len(receipts) >= 3, "and the platform's receipt for each of them"
 
     async def absorbed() -> bool:
         seen = sum(

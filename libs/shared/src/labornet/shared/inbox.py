@@ -33,6 +33,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import IllegalStateError
 from aiokafka.structs import OffsetAndMetadata
+from prometheus_client import Counter, Histogram
 from pydantic import ValidationError
 from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -69,6 +70,18 @@ def topic_pattern(topics: Sequence[str]) -> str:
 
 
 Handler = Callable[[AsyncSession, Envelope], Awaitable[None]]
+
+INBOX_RUN_SIZE = Histogram(
+    "labornet_inbox_run_records",
+    "Records of one partition applied together in one transaction",
+    ["service"],
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500),
+)
+INBOX_RUNS_SPLIT = Counter(
+    "labornet_inbox_runs_split_total",
+    "Runs of records rolled back because one failed, then applied one by one",
+    ["service"],
+)
 
 # Namespace of the ids of dead-letter copies (UUID 5 of the consumer group and the record's SHA-256).
 _DEAD_LETTER_IDS = uuid.UUID("6f1c3f0e-3b9a-5d4c-9a57-2d4c1b0e7a11")
@@ -215,6 +228,8 @@ class EventConsumer:
 
     # How much of a quarantined record is stored and dead-lettered (LABORNET_QUARANTINE_MAX_RECORD_BYTES).
     quarantine_max_record_bytes: int = Settings.model_fields["quarantine_max_record_bytes"].default
+    # How many records of one partition are applied in one transaction (LABORNET_INBOX_BATCH_SIZE; 1: one each).
+    batch_size: int = Settings.model_fields["inbox_batch_size"].default
 
     def __init__(
         self,
@@ -251,6 +266,7 @@ class EventConsumer:
         self.deadletter_topic = deadletter_topic
         self.max_attempts = max_attempts
         self.retry_backoff_s = retry_backoff_s
+        INBOX_RUNS_SPLIT.labels(service)
         self._consumer: AIOKafkaConsumer | None = None
         self._processing = asyncio.Lock()
         self._assigned = asyncio.Event()
@@ -370,11 +386,35 @@ class EventConsumer:
     async def _process_partition(
         self, consumer: AIOKafkaConsumer, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]
     ) -> None:
+        """Apply the records of one partition in order: runs of verified records in one transaction each (at most
+        ``batch_size``); a record refused by the checks, and every record of a run whose transaction failed, go
+        through :meth:`handle` one by one (retries, rule violations and quarantine as for a single record)."""
         next_offset: int | None = None
+        run: list[tuple[ConsumerRecord[bytes, bytes], Envelope]] = []
+
+        async def flush() -> None:
+            nonlocal next_offset
+            if not run:
+                return
+            if len(run) == 1 or not await self._apply_run(run):
+                for record, _ in run:
+                    await self.handle(record)
+                    next_offset = record.offset + 1
+            next_offset = run[-1][0].offset + 1
+            run.clear()
+
         try:
             for record in records:
-                await self.handle(record)
-                next_offset = record.offset + 1
+                envelope = self._verified(record) if self.batch_size > 1 else None
+                if envelope is None:  # refused by the checks (or no batching): the single path handles it
+                    await flush()
+                    await self.handle(record)
+                    next_offset = record.offset + 1
+                    continue
+                run.append((record, envelope))
+                if len(run) >= self.batch_size:
+                    await flush()
+            await flush()
         except Exception:
             # The infrastructure (not the event) failed: nothing after the last handled record may be committed.
             consumer.seek(tp, next_offset if next_offset is not None else records[0].offset)
@@ -445,6 +485,50 @@ class EventConsumer:
         finally:
             current_traceparent.reset(token)
 
+    def _verified(self, record: ConsumerRecord[bytes, bytes]) -> Envelope | None:
+        """The record's envelope when it passes every check a handler relies on; None when it does not."""
+        try:
+            envelope = Envelope.from_kafka(record.key, record.value, list(record.headers or ()))
+            self._check(envelope)
+        except Exception:
+            return None
+        return envelope
+
+    async def _apply_run(self, run: Sequence[tuple[ConsumerRecord[bytes, bytes], Envelope]]) -> bool:
+        """Apply verified records of one partition in one transaction; False (and nothing applied) when any fails.
+
+        A failing run is rolled back whole and its records are then handled one by one, which finds the bad one
+        and quarantines it alone. The database's failures are raised as they are: the caller rewinds."""
+        outcomes: list[Outcome] = []
+        try:
+            async with self.sessions() as session, session.begin():
+                for record, envelope in run:
+                    token = current_traceparent.set(envelope.traceparent)
+                    try:
+                        outcomes.append(await self._apply_in(session, record, envelope))
+                    finally:
+                        current_traceparent.reset(token)
+        except INFRASTRUCTURE_ERRORS:
+            raise
+        except Exception as exc:
+            INBOX_RUNS_SPLIT.labels(self.service).inc()
+            log.info(
+                "consumer %s: a run of %d records failed (%s); applying them one by one",
+                self.group_id,
+                len(run),
+                describe(exc, 300),
+            )
+            return False
+        INBOX_RUN_SIZE.labels(self.service).observe(len(run))
+        now = datetime.now(UTC)
+        for (record, envelope), outcome in zip(run, outcomes, strict=True):
+            EVENTS_CONSUMED.labels(self.service, record.topic, outcome.status).inc()
+            if outcome.status == "applied":
+                EVENT_AGE.labels(self.service, record.topic, envelope.originprovince).observe(
+                    max((now - envelope.time).total_seconds(), 0.0)
+                )
+        return True
+
     def _check(self, envelope: Envelope) -> None:
         try:
             self.trust.verify(envelope)
@@ -459,42 +543,48 @@ class EventConsumer:
 
     async def _apply(self, record: ConsumerRecord[bytes, bytes], envelope: Envelope) -> Outcome:
         async with self.sessions() as session, session.begin():
-            insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-            result = await session.execute(
-                insert(inbox)
-                .values(
-                    consumer=self.name,
-                    event_id=envelope.id,
-                    event_type=envelope.type,
-                    origin_province=envelope.originprovince,
-                    stream=envelope.stream,
-                    seq=envelope.streamseq,
-                    topic=record.topic,
-                    partition=record.partition,
-                    offset=record.offset,
-                    event_time=envelope.time,
-                    applied_at=utcnow(),
-                )
-                .on_conflict_do_nothing(index_elements=[inbox.c.consumer, inbox.c.event_id])
+            return await self._apply_in(session, record, envelope)
+
+    async def _apply_in(
+        self, session: AsyncSession, record: ConsumerRecord[bytes, bytes], envelope: Envelope
+    ) -> Outcome:
+        """Record ``envelope`` in the inbox and apply it, in the transaction ``session`` is in."""
+        insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+        result = await session.execute(
+            insert(inbox)
+            .values(
+                consumer=self.name,
+                event_id=envelope.id,
+                event_type=envelope.type,
+                origin_province=envelope.originprovince,
+                stream=envelope.stream,
+                seq=envelope.streamseq,
+                topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+                event_time=envelope.time,
+                applied_at=utcnow(),
             )
-            directed = envelope.destprovince is not None and envelope.type != RECEIPT
-            if result.rowcount == 0:  # type: ignore[attr-defined]
-                if directed:  # the sender did not get our receipt: answer again
-                    await send_receipt(session, self.outbox, envelope, ReceiptOutcome.DUPLICATE)
-                return Outcome("duplicate")
-            await self.handlers[envelope.type](session, envelope)
-            if directed:
-                await send_receipt(session, self.outbox, envelope, ReceiptOutcome.APPLIED)
-                # a resent message that failed before (e.g. it came ahead of its predecessor) is settled now
-                await session.execute(
-                    update(quarantine)
-                    .where(
-                        quarantine.c.consumer == self.name,
-                        quarantine.c.event_id == envelope.id,
-                        quarantine.c.status == "quarantined",
-                    )
-                    .values(status="replayed", resolved_at=utcnow())
+            .on_conflict_do_nothing(index_elements=[inbox.c.consumer, inbox.c.event_id])
+        )
+        directed = envelope.destprovince is not None and envelope.type != RECEIPT
+        if result.rowcount == 0:  # type: ignore[attr-defined]
+            if directed:  # the sender did not get our receipt: answer again
+                await send_receipt(session, self.outbox, envelope, ReceiptOutcome.DUPLICATE)
+            return Outcome("duplicate")
+        await self.handlers[envelope.type](session, envelope)
+        if directed:
+            await send_receipt(session, self.outbox, envelope, ReceiptOutcome.APPLIED)
+            # a resent message that failed before (e.g. it came ahead of its predecessor) is settled now
+            await session.execute(
+                update(quarantine)
+                .where(
+                    quarantine.c.consumer == self.name,
+                    quarantine.c.event_id == envelope.id,
+                    quarantine.c.status == "quarantined",
                 )
+                .values(status="replayed", resolved_at=utcnow())
+            )
         return Outcome("applied")
 
     async def _apply_receipt(self, session: AsyncSession, envelope: Envelope) -> None:
