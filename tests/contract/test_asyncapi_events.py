@@ -39,10 +39,11 @@ def _free(port: int) -> bool:
 
 
 def _port_base() -> int:
-    """A first HTTP port whose province ports (ten per province in registry order) and the broker's are free."""
+    """A first HTTP port whose province ports (ten per province in registry order: the services, the console…) and
+    the broker's are free."""
     count = len(load_registry().codes())
     for base in range(24000, 60000, 10 * count + 10):
-        ports = [base + 10 * i + offset for i in range(count) for offset in range(len(SERVICE_NAMES))]
+        ports = [base + 10 * i + offset for i in range(count) for offset in range(10)]
         if all(_free(port) for port in [*ports, base + 10 * count]):
             return base
     raise RuntimeError("no free block of ports for a federation")
