@@ -143,8 +143,12 @@ fi
 if [ ${#KUSTOMIZE[@]} -gt 0 ]; then
   built=()
   build_failed=0
-  for target in kafka "${codes[@]}"; do
-    if [ "$target" = kafka ]; then dir=deploy/k8s/kafka; else dir=deploy/k8s/overlays/$target; fi
+  for target in kafka console "${codes[@]}"; do
+    case "$target" in
+      kafka) dir=deploy/k8s/kafka ;;
+      console) dir=deploy/k8s/base/console ;;  # the officer console's base (not generated)
+      *) dir=deploy/k8s/overlays/$target ;;
+    esac
     if "${KUSTOMIZE[@]}" "$dir" > "$work/k8s-$target.yaml" 2> "$work/k8s-$target.err"; then
       built+=("$target")
     else
@@ -154,7 +158,7 @@ if [ ${#KUSTOMIZE[@]} -gt 0 ]; then
       build_failed=1
     fi
   done
-  [ "$build_failed" = 0 ] && echo "ok    kustomize build deploy/k8s/kafka and ${#codes[@]} overlays" && passed=$((passed + 1))
+  [ "$build_failed" = 0 ] && echo "ok    kustomize build deploy/k8s/kafka, deploy/k8s/base/console and ${#codes[@]} overlays" && passed=$((passed + 1))
 
   if [ -n "$KUBERNETES_VALIDATE" ]; then
     versions=()

@@ -296,6 +296,7 @@ class FakeIdP:
         query = {k: v[0] for k, v in parse_qs(urlparse(url).query).items()}
         assert query["response_type"] == "code"
         assert query["code_challenge_method"] == "S256"
+        assert query["redirect_uri"] == "http://console.test/auth/callback"  # derived from the request
         code = f"code-{len(self.codes)}"
         self.codes[code] = query
         return f"/auth/callback?code={code}&state={query['state']}"
@@ -317,7 +318,7 @@ class FakeIdP:
         if request.url.path == "/realms/zj/token":
             form = {k: v[0] for k, v in parse_qs(request.content.decode()).items()}
             asked = self.codes.pop(form["code"], None)
-            if asked is None or form["client_secret"] != "shh":
+            if asked is None or form["client_secret"] != "shh" or form["redirect_uri"] != asked["redirect_uri"]:
                 return httpx.Response(400, json={"error": "invalid_grant"})
             challenge = base64.urlsafe_b64encode(hashlib.sha256(form["code_verifier"].encode()).digest()).rstrip(b"=")
             if challenge.decode() != asked["code_challenge"]:
@@ -356,7 +357,6 @@ def test_openid_connect_sign_in_with_pkce(keys: Path) -> None:
         oidc_discovery_url=f"{idp.issuer}/.well-known/openid-configuration",
         oidc_client_id="console",
         oidc_client_secret="shh",
-        oidc_redirect_url="http://console.test/auth/callback",
     )
     app = create_app(oidc, transport=httpx.MockTransport(route))
     with TestClient(app, base_url="http://console.test", follow_redirects=False) as client:

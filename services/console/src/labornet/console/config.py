@@ -51,7 +51,10 @@ class ConsoleSettings(BaseSettings):
     oidc_client_id: str | None = None
     oidc_client_secret: SecretStr | None = None
     oidc_redirect_url: str | None = Field(
-        None, description="this console's callback as registered at the IdP, e.g. https://console.example/auth/callback"
+        None,
+        description="this console's callback as registered at the IdP, e.g. https://console.example/auth/callback; "
+        "default: /auth/callback on the host and scheme the request came to (behind a proxy: its X-Forwarded-* "
+        "headers, trusted from FORWARDED_ALLOW_IPS)",
     )
     oidc_scopes: str = Field("openid profile", description="scopes asked for (space-separated)")
 
@@ -86,8 +89,8 @@ class ConsoleSettings(BaseSettings):
         if not self.session_secret.get_secret_value():
             log.warning("LABORNET_CONSOLE_SESSION_SECRET is not set: a random key is used, sessions end at restart")
             self.session_secret = SecretStr(secrets.token_urlsafe(48))
-        if self.oidc_discovery_url and not (self.oidc_client_id and self.oidc_redirect_url):
-            raise ValueError("OpenID Connect sign-in needs oidc_client_id and oidc_redirect_url too")
+        if self.oidc_discovery_url and not self.oidc_client_id:
+            raise ValueError("OpenID Connect sign-in needs oidc_client_id too")
         return self
 
     @property

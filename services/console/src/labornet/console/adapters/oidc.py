@@ -43,7 +43,7 @@ def pkce_challenge(verifier: str) -> str:
 
 class OidcClient:
     def __init__(self, settings: ConsoleSettings, http: httpx.AsyncClient) -> None:
-        assert settings.oidc_discovery_url and settings.oidc_client_id and settings.oidc_redirect_url
+        assert settings.oidc_discovery_url and settings.oidc_client_id
         self.discovery_url = settings.oidc_discovery_url
         self.client_id = settings.oidc_client_id
         self.client_secret = settings.oidc_client_secret.get_secret_value() if settings.oidc_client_secret else None
@@ -67,19 +67,22 @@ class OidcClient:
             self._metadata = found
         return self._metadata
 
-    async def begin(self) -> tuple[str, dict[str, str]]:
-        """The authorization URL to send the browser to, and what the callback must find in the session."""
+    async def begin(self, callback_url: str) -> tuple[str, dict[str, str]]:
+        """The authorization URL to send the browser to, and what the callback must find in the session.
+
+        ``callback_url`` is where the IdP sends the browser back when no redirect URL is configured."""
         metadata = await self.metadata()
         flow = {
             "state": secrets.token_urlsafe(24),
             "nonce": secrets.token_urlsafe(24),
             "verifier": secrets.token_urlsafe(48),
+            "redirect_uri": self.redirect_url or callback_url,
         }
         query = urlencode(
             {
                 "response_type": "code",
                 "client_id": self.client_id,
-                "redirect_uri": self.redirect_url,
+                "redirect_uri": flow["redirect_uri"],
                 "scope": self.scopes,
                 "state": flow["state"],
                 "nonce": flow["nonce"],
@@ -113,7 +116,7 @@ class OidcClient:
         form = {
             "grant_type": "authorization_code",
             "code": code,
-            "redirect_uri": self.redirect_url,
+            "redirect_uri": flow["redirect_uri"],
             "client_id": self.client_id,
             "code_verifier": flow["verifier"],
         }

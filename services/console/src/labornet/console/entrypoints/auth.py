@@ -30,7 +30,7 @@ async def signin_form(page: PageDep) -> Response:
 async def signin(page: PageDep, form: FormDep) -> Response:
     console = page.console
     if console.oidc is not None:
-        url, flow = await console.oidc.begin()
+        url, flow = await console.oidc.begin(str(page.request.url_for("oidc_callback")))
         page.session.oidc = flow
         page.session.changed = True
         return page.redirect(url)
