@@ -14,11 +14,19 @@ from typing import Any
 import httpx
 import pytest
 from jsonschema import Draft202012Validator, FormatChecker
+from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from labornet.insurance.app import create_app
 from labornet.insurance.contracts import EVENTS
 from labornet.insurance.domain.transfer import Reason
+from labornet.insurance.entrypoints.schemas import (
+    BenefitConfigView,
+    InsuredPersonView,
+    SettlementView,
+    TransferDetail,
+    TransferView,
+)
 from labornet.insurance.service_layer.records import PersonIn, add_person, ensure_config
 from labornet.insurance.service_layer.transfers import TransferService
 from labornet.shared.db import create_engine, sessionmaker
@@ -480,3 +488,11 @@ async def test_a_client_sends_back_the_shape_it_read(federation: Federation) -> 
     assert updated.json()["updated_at"] != config["updated_at"]
     elsewhere = await client.put("/api/v1/benefit-config", headers=federation.officer(), json=raised | {"province": SC})
     assert elsewhere.status_code == 422 and "body.province" in elsewhere.text, elsewhere.text
+
+
+@pytest.mark.parametrize("view", [TransferView, TransferDetail, InsuredPersonView, SettlementView, BenefitConfigView])
+def test_the_documented_examples_are_answers_the_service_could_give(view: type[BaseModel]) -> None:
+    examples = view.model_json_schema(mode="serialization")["examples"]
+    assert examples
+    for example in examples:
+        assert view.model_validate(example).model_dump(mode="json") == example
