@@ -368,7 +368,7 @@ async def test_a_transfer_handled_end_to_end_through_the_sichuan_and_zhejiang_co
     await sc.get_by_label("支付凭证号").fill("SC-PAY-2026-0001")
     await sc.get_by_role("button", name="已支付").click()
     assert "清算已标记为已支付" in await flash(sc)
-    assert "paid" in await settlement.inner_text()
+    assert await settlement.get_attribute("data-value") == "paid"
     owed = zj.get_by_test_id("settlement-status")
     await reload_until(zj, "the payment reference at Zhejiang", lambda: _has(owed, "SC-PAY-2026-0001"))
     await zj.goto(federation.consoles[ZJ] + "/transfers")
@@ -379,8 +379,12 @@ async def _visible(locator: Any) -> bool:
     return bool(await locator.count() > 0)
 
 
-async def _has(locator: Any, text: str) -> bool:
-    return await locator.count() > 0 and text in await locator.first.inner_text()
+async def _has(locator: Any, value: str) -> bool:
+    """The element shows ``value`` (a state as the service answers it, kept in data-value, or text it shows)."""
+    if await locator.count() == 0:
+        return False
+    shown = f"{await locator.first.get_attribute('data-value')} {await locator.first.inner_text()}"
+    return value in shown
 
 
 async def test_a_rights_case_referred_accepted_and_resolved(federation: Federation) -> None:
@@ -397,7 +401,8 @@ async def test_a_rights_case_referred_accepted_and_resolved(federation: Federati
     await sc.wait_for_url(re.compile(r"/cases/"))
     assert "案件已登记并转办" in await flash(sc)
     case_id = sc.url.rsplit("/", 1)[1]
-    assert await sc.get_by_test_id("status").inner_text() == "referred"
+    assert await sc.get_by_test_id("status").get_attribute("data-value") == "referred"
+    assert await sc.get_by_test_id("status").inner_text() == "已转办待受理"
 
     zj = await officer_session(federation, ZJ, "zhou-min")
     waiting = zj.locator('tr[data-kind="case-awaiting-acceptance"]', has_text=case_id)
@@ -420,7 +425,7 @@ async def test_a_rights_case_referred_accepted_and_resolved(federation: Federati
     await zj.get_by_label("已支付人数").fill("6")
     await zj.get_by_role("button", name="办结（已追回）").click()
     assert "案件已办结" in await flash(zj)
-    assert await zj.get_by_test_id("status").inner_text() == "resolved"
+    assert await zj.get_by_test_id("status").get_attribute("data-value") == "resolved"
     await shot(zj, "case")
 
     status = sc.get_by_test_id("status")
@@ -464,6 +469,50 @@ async def test_an_overdue_referral_comes_first_once_the_clock_has_moved(federati
         await shot(zj, "today-overdue")
     finally:
         federation.clock.offset = timedelta()
+
+
+async def test_a_brand_recognised_in_sichuan_answers_a_demand_from_zhejiang(federation: Federation) -> None:
+    name = f"川建工{uuid.uuid4().hex[:4]}"
+    sc = await officer_session(federation, SC, "chen-gang")
+    await sc.goto(federation.consoles[SC] + "/brands")
+    await sc.get_by_label("品牌名称（中文）").fill(name)
+    await sc.get_by_label("所在地区划代码").fill("510100")
+    await sc.get_by_label("类别").select_option("construction")
+    await sc.get_by_label("培育主体名称").fill("四川省人力资源和社会保障厅")
+    await sc.get_by_role("button", name="登记品牌").click()
+    assert "品牌已登记" in await flash(sc)
+    await sc.get_by_role("button", name=f"认定 {name}").click()
+    assert "品牌已认定" in await flash(sc)
+
+    zj = await officer_session(federation, ZJ, "zhou-min")
+    await zj.goto(federation.consoles[ZJ] + "/demands")
+    option = zj.locator("#brand_id option", has_text=name)
+    await reload_until(zj, "the Sichuan brand at Zhejiang", lambda: _visible(option))
+    await zj.get_by_label("品牌", exact=True).select_option(label=await option.inner_text())
+    start = date.today() + timedelta(days=30)
+    await zj.get_by_label("需求人数").fill("25")
+    await zj.get_by_label("用工地区划代码").fill("330100")
+    await zj.get_by_label("用工开始日期").fill(start.isoformat())
+    await zj.get_by_label("用工结束日期").fill((start + timedelta(days=180)).isoformat())
+    await zj.get_by_label("待遇与条件").fill("包吃住，月薪 8000 元")
+    await zj.get_by_label("联系方式").fill("0571-87000000")
+    await zj.get_by_role("button", name="向伙伴省份品牌提出劳务需求").click()
+    message = await flash(zj)
+    assert "劳务需求已发出" in message
+    demand_id = message.rsplit(": ", 1)[1].strip()
+
+    await sc.goto(federation.consoles[SC] + "/demands")
+    answer = sc.get_by_role("button", name=f"答复 {demand_id}")
+    await reload_until(sc, "Zhejiang's demand at Sichuan", lambda: _visible(answer))
+    row = sc.locator("tr", has=answer)
+    await row.get_by_label("答复", exact=True).select_option("accepted")
+    await row.get_by_label("可输送人数").fill("20")
+    await answer.click()
+    assert "需求已答复" in await flash(sc)
+    await audit(federation, sc, "demands-answered")
+
+    posted = zj.locator("li", has_text=demand_id)
+    await reload_until(zj, "Sichuan's answer at Zhejiang", lambda: _has(posted, "已接受"))
 
 
 async def test_every_other_page_passes_axe(federation: Federation) -> None:

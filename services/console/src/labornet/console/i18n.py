@@ -239,6 +239,13 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "demand.decline": ("婉拒", "decline"),
     "demand.offered": ("可输送人数", "Workers offered"),
     "demand.answered": ("需求已答复", "Demand answered"),
+    "demand.post": ("向伙伴省份品牌提出劳务需求", "Ask a partner's brand for workers"),
+    "demand.posted": ("劳务需求已发出", "Demand sent"),
+    "demand.brand": ("品牌", "Brand"),
+    "demand.division": ("用工地区划代码", "Work place division code"),
+    "demand.start": ("用工开始日期", "From"),
+    "demand.end": ("用工结束日期", "To"),
+    "demand.conditions": ("待遇与条件", "Wages and conditions"),
     # federation
     "federation.title": ("联邦状态", "Federation status"),
     "federation.services": ("本节点服务", "This node's services"),
@@ -261,6 +268,57 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "federation.service": ("服务", "Service"),
     "federation.event_type": ("事件类型", "Event type"),
     "federation.error": ("错误", "Error"),
+    # values the services answer, shown by page.label(group, value); a value without an entry shows as it is
+    "transfer-state.awaiting-answer": ("待对方答复", "awaiting answer"),
+    "transfer-state.cancel-requested": ("已申请撤销", "cancellation requested"),
+    "transfer-state.received": ("待答复联系函", "letter received"),
+    "transfer-state.sheet-sent": ("信息表已寄", "sheet sent"),
+    "transfer-state.completed": ("已办结", "completed"),
+    "transfer-state.refused": ("已拒绝", "refused"),
+    "transfer-state.cancelled": ("已撤销", "cancelled"),
+    "reason.new-employment": ("跨省就业", "new employment"),
+    "reason.claimant-relocation": ("领取期间迁移", "claimant relocation"),
+    "reason.return-to-hukou": ("返回户籍地", "return to hukou"),
+    "reason.unemployed-not-claiming": ("失业未领取", "unemployed, not claiming"),
+    "reason.migrant-worker": ("农民工缴费合并", "migrant worker"),
+    "case-status.referred": ("已转办待受理", "referred"),
+    "case-status.investigating": ("调查中", "investigating"),
+    "case-status.returned": ("已退回", "returned"),
+    "case-status.resolved": ("已办结", "resolved"),
+    "case-status.closed": ("已结案", "closed"),
+    "entry.filed": ("登记", "filed"),
+    "entry.referred": ("转办", "referred"),
+    "entry.accepted": ("受理", "accepted"),
+    "entry.declined": ("退回", "declined"),
+    "entry.updated": ("调查进展", "updated"),
+    "entry.extended": ("延期", "extended"),
+    "entry.escalated": ("上报", "escalated"),
+    "entry.resolved": ("办结", "resolved"),
+    "entry.closed": ("结案", "closed"),
+    "entry.withdrawn": ("撤回", "withdrawn"),
+    "category.wage-arrears": ("拖欠工资", "wage arrears"),
+    "category.unpaid-social-insurance": ("未缴社保", "unpaid social insurance"),
+    "category.work-injury": ("工伤", "work injury"),
+    "category.contract-dispute": ("劳动合同纠纷", "contract dispute"),
+    "employment.full-time": ("全职", "full-time"),
+    "employment.part-time": ("兼职", "part-time"),
+    "employment.seasonal": ("季节性", "seasonal"),
+    "employment.internship": ("实习", "internship"),
+    "vacancy-status.open": ("招聘中", "open"),
+    "vacancy-status.filled": ("已招满", "filled"),
+    "vacancy-status.withdrawn": ("已撤回", "withdrawn"),
+    "vacancy-status.expired": ("已过期", "expired"),
+    "brand-status.proposed": ("申报中", "proposed"),
+    "brand-status.recognised": ("已认定", "recognised"),
+    "brand-status.revoked": ("已撤销", "revoked"),
+    "level.national": ("国家级", "national"),
+    "level.provincial": ("省级", "provincial"),
+    "level.city-county": ("市县级", "city or county"),
+    "demand-status.open": ("待答复", "open"),
+    "demand-status.accepted": ("已接受", "accepted"),
+    "demand-status.declined": ("已婉拒", "declined"),
+    "settlement-status.pending": ("待支付", "pending"),
+    "settlement-status.paid": ("已支付", "paid"),
 }
 
 
@@ -268,6 +326,16 @@ def translate(key: str, language: Language) -> str:
     found = CATALOGUE.get(key)
     if found is None:
         return key
+    return found[0] if language == "zh-CN" else found[1]
+
+
+def label(group: str, value: str | None, language: Language) -> str:
+    """A value a service answered (a state, a category…) in the page's language; unknown values as they are."""
+    if value is None:
+        return ""
+    found = CATALOGUE.get(f"{group}.{value}")
+    if found is None:
+        return value
     return found[0] if language == "zh-CN" else found[1]
 
 

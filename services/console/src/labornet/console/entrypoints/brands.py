@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import APIRouter
@@ -78,11 +79,40 @@ async def change(brand_id: str, step: str, page: OfficerPage, form: FormDep) -> 
     return page.redirect("/brands", page.t("brand.recognised" if step == "recognise" else "brand.revoked"))
 
 
+DEMAND_FIELDS = ("brand_id", "workers", "division_code", "city", "period.start", "period.end", "conditions", "contact")
+
+
+async def _demands_page(page: Page, status_code: int = 200, **context: Any) -> Response:
+    province = page.console.settings.province
+    received, posted, brands = await asyncio.gather(
+        page.call("brands", "GET", "/api/v1/demands", params={"side": "received", "limit": 100}),
+        page.call("brands", "GET", "/api/v1/demands", params={"side": "posted", "limit": 100}),
+        page.call("brands", "GET", "/api/v1/brands", params={"limit": 100}),
+    )
+    context.setdefault("values", {})
+    context.setdefault("errors", {})
+    return page.render(
+        "demands.html",
+        status_code,
+        received=received["items"],
+        posted=posted["items"],
+        partner_brands=[b for b in brands["items"] if b.get("origin_province") != province],
+        **context,
+    )
+
+
 @router.get("/demands")
 async def demands(page: OfficerPage) -> Response:
-    received = await page.call("brands", "GET", "/api/v1/demands", params={"side": "received", "limit": 100})
-    posted = await page.call("brands", "GET", "/api/v1/demands", params={"side": "posted", "limit": 100})
-    return page.render("demands.html", received=received["items"], posted=posted["items"])
+    return await _demands_page(page)
+
+
+@router.post("/demands")
+async def post_demand(page: OfficerPage, form: FormDep) -> Response:
+    try:
+        created = await page.call("brands", "POST", "/api/v1/demands", json=nested(form, *DEMAND_FIELDS))
+    except ApiError as exc:
+        return await _demands_page(page, 422 if exc.status == 422 else 409, values=form, errors=exc.errors, problem=exc)
+    return page.redirect("/demands", f"{page.t('demand.posted')}: {created['id']}")
 
 
 @router.post("/demands/{demand_id}/answer")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from importlib.resources import files
 from typing import Annotated, Any
 
@@ -16,9 +17,9 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from labornet.console.adapters.oidc import OidcClient
 from labornet.console.adapters.services import ApiError, Services
 from labornet.console.config import ConsoleService, ConsoleSettings
-from labornet.console.i18n import Language, choose, translate
+from labornet.console.i18n import Language, choose, label, translate
 from labornet.console.session import CSRF_FIELD, CSRF_HEADER, Session, SessionCodec
-from labornet.shared.clock import Clock, today_in_china
+from labornet.shared.clock import CHINA, Clock, today_in_china
 from labornet.shared.provinces import ProvinceRegistry
 from labornet.shared.workdays import WorkCalendar
 
@@ -40,6 +41,19 @@ class Console:
     oidc: OidcClient | None = None
 
 
+def china_time(value: str | None) -> str:
+    """A UTC timestamp the services answer, as China's wall clock (YYYY-MM-DD HH:MM)."""
+    if not value:
+        return ""
+    try:
+        moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return str(value)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(CHINA).strftime("%Y-%m-%d %H:%M")
+
+
 def make_templates() -> Jinja2Templates:
     environment = Environment(
         loader=FileSystemLoader(str(files("labornet.console").joinpath("templates"))),
@@ -47,6 +61,7 @@ def make_templates() -> Jinja2Templates:
         trim_blocks=True,
         lstrip_blocks=True,
     )
+    environment.filters["china_time"] = china_time
     return Jinja2Templates(env=environment)
 
 
@@ -77,6 +92,9 @@ class Page:
 
     def t(self, key: str) -> str:
         return translate(key, self.language)
+
+    def label(self, group: str, value: str | None) -> str:
+        return label(group, value, self.language)
 
     def province_name(self, code: str | None) -> str:
         if not code:
