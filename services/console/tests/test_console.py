@@ -379,3 +379,65 @@ def test_openid_connect_sign_in_with_pkce(keys: Path) -> None:
         assert "赵敏" in home.text
         token = seen[-1].headers["Authorization"].removeprefix("Bearer ")
         assert jwt.decode(token, options={"verify_signature": False})["sub"] == "zj-officer-7"
+
+
+def test_admins_replay_a_quarantined_event_from_the_federation_page(client: TestClient, node: FakeNode) -> None:
+    record = {
+        "id": 7,
+        "consumer": "cases",
+        "topic": "labornet.330000.rights.inbox",
+        "partition": 0,
+        "offset": 12,
+        "event_id": "e-7",
+        "event_type": "org.labornet.rights.case.referred.v1",
+        "origin_province": "510000",
+        "reason": "handler",
+        "error": "case 510000-R-1: unknown division",
+        "attempts": 3,
+        "status": "quarantined",
+    }
+    node.routes[("GET", "rights:4/admin/v1/quarantine")] = lambda request: httpx.Response(
+        200, json={"items": [record], "next_cursor": None}
+    )
+    replayed: list[str] = []
+
+    def replay(request: httpx.Request) -> httpx.Response:
+        assert "admin" in node.claims(request)["roles"]
+        replayed.append(request.url.path)
+        return httpx.Response(200, json={"id": 7, "outcome": "applied"})
+
+    node.routes[("POST", "rights:4/admin/v1/quarantine/7/replay")] = replay
+    for service, host in (
+        ("jobs", "jobs:1"),
+        ("insurance", "insurance:2"),
+        ("brands", "brands:3"),
+        ("rights", "rights:4"),
+    ):
+        node.routes[("GET", f"{host}/admin/v1/sync")] = lambda request: httpx.Response(
+            200, json={"outbox": {"pending": 0}, "consumers": {}, "replicas": []}
+        )
+        if service != "rights":
+            node.routes[("GET", f"{host}/admin/v1/quarantine")] = lambda request: httpx.Response(
+                200, json={"items": [], "next_cursor": None}
+            )
+    sign_in(client, "admin")
+    home = client.get("/").text
+    assert "隔离的事件" in home  # today's work names the service holding quarantined events
+    page = client.get("/federation").text
+    assert "unknown division" in page
+    response = client.post("/federation/quarantine/rights/7/replay", data={"csrf_token": csrf_of(page)})
+    assert response.status_code == 303
+    assert replayed == ["/admin/v1/quarantine/7/replay"]
+    assert "事件已重放: rights #7" in client.get("/federation").text
+
+
+def test_an_expired_token_ends_the_session(client: TestClient, node: FakeNode) -> None:
+    node.routes[("GET", "rights:4/api/v1/cases")] = lambda request: httpx.Response(
+        401, json={"type": "x/unauthorized", "title": "Unauthorized", "status": 401, "detail": "the token has expired"}
+    )
+    sign_in(client)
+    response = client.get("/cases")
+    assert response.status_code == 303
+    assert response.headers["location"] == "/signin"
+    assert "登录已过期" in client.get("/signin").text
+    assert client.get("/").headers["location"] == "/signin"

@@ -139,6 +139,7 @@ class Page:
         except ApiError as exc:
             if exc.status == 401:
                 self.session = Session(changed=True)
+                self.session.notify(self.t("signin.expired"), "error")
                 raise NotSignedIn from exc
             raise
 
