@@ -30,12 +30,17 @@ class Kind(StrEnum):
     PARTNER_OUT_OF_SYNC = "partner-out-of-sync"
 
 
+Detail = tuple[str, str]
+"""One fact of an item's summary, as (what it is, value): ``province``, ``reason``, ``category``, ``money`` (CNY) or
+``text``; the page shows each in its language (a province by its name, a reason by its words)."""
+
+
 @dataclass(frozen=True)
 class WorkItem:
     kind: Kind
     reference: str  # the case, settlement or demand id; a service name for the operations items
     href: str
-    summary: str
+    details: tuple[Detail, ...]
     due: date | None
     workdays_left: int | None
     overdue: bool
@@ -53,11 +58,21 @@ def workdays_left(calendar: WorkCalendar, today: date, due: date) -> int:
 
 
 def item(
-    kind: Kind, reference: str, href: str, summary: str, due: date | None, calendar: WorkCalendar, today: date
+    kind: Kind,
+    reference: str,
+    href: str,
+    details: tuple[Detail, ...],
+    due: date | None,
+    calendar: WorkCalendar,
+    today: date,
 ) -> WorkItem:
     if due is None:
-        return WorkItem(kind, reference, href, summary, None, None, False)
-    return WorkItem(kind, reference, href, summary, due, workdays_left(calendar, today, due), today > due)
+        return WorkItem(kind, reference, href, details, None, None, False)
+    return WorkItem(kind, reference, href, details, due, workdays_left(calendar, today, due), today > due)
+
+
+def _text(value: Any) -> str:
+    return "" if value is None else str(value)
 
 
 def _day(value: Any) -> date | None:
@@ -77,8 +92,12 @@ def transfer_items(transfers: Iterable[Mapping[str, Any]], calendar: WorkCalenda
             kind, due = Kind.TRANSFER_AWAITING_RECEIPT, _day(case.get("complete_due"))
         else:
             continue
-        summary = f"{case.get('from_province')} → {case.get('to_province')} · {case.get('reason', '')}"
-        found.append(item(kind, ref, href, summary, due, calendar, today))
+        details = (
+            ("province", _text(case.get("from_province"))),
+            ("province", _text(case.get("to_province"))),
+            ("reason", _text(case.get("reason"))),
+        )
+        found.append(item(kind, ref, href, details, due, calendar, today))
     return found
 
 
@@ -96,11 +115,13 @@ def settlement_items(settlements: Iterable[Mapping[str, Any]], calendar: WorkCal
         month = _day(settlement.get("due_month"))
         due = last_day_of_month(month) if month else None
         kind = Kind.SETTLEMENT_PAYABLE if settlement.get("direction") == "outgoing" else Kind.SETTLEMENT_OWED
-        summary = (
-            f"{settlement.get('amount')} CNY · {settlement.get('from_province')} → {settlement.get('to_province')}"
+        details = (
+            ("money", _text(settlement.get("amount"))),
+            ("province", _text(settlement.get("from_province"))),
+            ("province", _text(settlement.get("to_province"))),
         )
         href = f"/transfers/{settlement.get('transfer_id')}"
-        found.append(item(kind, str(settlement["id"]), href, summary, due, calendar, today))
+        found.append(item(kind, str(settlement["id"]), href, details, due, calendar, today))
     return found
 
 
@@ -111,7 +132,11 @@ def case_items(
     for case in cases:
         ref, status = str(case["id"]), case.get("status")
         href = f"/cases/{ref}"
-        summary = f"{case.get('category', '')} · {case.get('work_place_name', '')} · {case.get('amount_owed', '')} CNY"
+        summary = (
+            ("category", _text(case.get("category"))),
+            ("text", _text(case.get("work_place_name"))),
+            ("money", _text(case.get("amount_owed"))),
+        )
         if status == "referred" and case.get("handling_province") == province:
             found.append(
                 item(
@@ -134,7 +159,12 @@ def demand_items(demands: Iterable[Mapping[str, Any]], calendar: WorkCalendar, t
             Kind.DEMAND_AWAITING_ANSWER,
             str(demand["id"]),
             "/demands",
-            f"{demand.get('brand_name_zh', '')} · {demand.get('workers', '')} · {demand.get('city', '')}",
+            (
+                ("text", _text(demand.get("brand_name_zh"))),
+                ("province", _text(demand.get("demanding_province"))),
+                ("text", _text(demand.get("workers"))),
+                ("text", _text(demand.get("city"))),
+            ),
             _day(demand.get("period_start")),
             calendar,
             today,
@@ -152,7 +182,7 @@ def operations_items(
 ) -> list[WorkItem]:
     """Admins: services holding quarantined events, and partner replicas that anti-entropy found differing."""
     found = [
-        WorkItem(Kind.QUARANTINED_EVENTS, service, "/federation", str(count), None, None, False)
+        WorkItem(Kind.QUARANTINED_EVENTS, service, "/federation", (("text", str(count)),), None, None, False)
         for service, count in sorted(quarantined.items())
         if count
     ]
@@ -160,7 +190,7 @@ def operations_items(
         for state in states:
             if state.get("status") in OUT_OF_SYNC:
                 origin = str(state.get("origin", ""))
-                summary = f"{service} · {origin} · {state.get('kind', '')}"
+                summary = (("text", service), ("province", origin), ("text", _text(state.get("kind"))))
                 found.append(
                     WorkItem(Kind.PARTNER_OUT_OF_SYNC, f"{service}:{origin}", "/federation", summary, None, None, False)
                 )

@@ -96,6 +96,16 @@ class Page:
     def label(self, group: str, value: str | None) -> str:
         return label(group, value, self.language)
 
+    def detail(self, what: str, value: str) -> str:
+        """One fact of a today's-work item in the page's language (see labornet.console.domain.worklist.Detail)."""
+        if what == "province":
+            return self.province_name(value)
+        if what == "money":
+            return f"{value} {'元' if self.language == 'zh-CN' else 'CNY'}"
+        if what in ("reason", "category"):
+            return self.label(what, value)
+        return value
+
     def province_name(self, code: str | None) -> str:
         if not code:
             return ""
