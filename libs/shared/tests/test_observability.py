@@ -99,3 +99,42 @@ def test_set_counts_zeroes_a_label_set_that_is_no_longer_counted() -> None:
         assert REGISTRY.get_sample_value("labornet_test_things", {"state": "closed"}) == 3
     finally:
         REGISTRY.unregister(gauge)
+
+
+async def test_an_unexpected_error_answers_500_with_the_trace_id_it_logged() -> None:
+    import httpx
+    from fastapi import FastAPI
+
+    from labornet.shared.observability import http_metrics_middleware
+    from labornet.shared.problems import install_problem_handlers
+
+    app = FastAPI()
+    install_problem_handlers(app)
+    app.middleware("http")(http_metrics_middleware("test"))
+
+    @app.get("/boom")
+    async def boom() -> None:
+        raise RuntimeError("boom")
+
+    lines: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(self.format(record))
+
+    handler = Collect()
+    handler.setFormatter(JsonFormatter("test"))
+    logger = logging.getLogger("labornet.shared.problems")
+    logger.addHandler(handler)
+    parent = new_traceparent()
+    try:
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://node") as client:
+            response = await client.get("/boom", headers={"traceparent": parent})
+    finally:
+        logger.removeHandler(handler)
+    assert response.status_code == 500
+    assert response.json()["detail"].endswith("Quote the trace_id to an operator.")
+    assert response.json()["trace_id"] == trace_id_of(parent), "the 500 names the trace its caller can quote"
+    (logged,) = [json.loads(line) for line in lines if "unhandled error on GET /boom" in line]
+    assert logged["trace_id"] == trace_id_of(parent) and "RuntimeError: boom" in logged["exc"]

@@ -243,7 +243,11 @@ def configure_logging(level: str = "INFO", json_logs: bool = True, service: str 
 def http_metrics_middleware(
     service: str,
 ) -> Callable[[Request, Callable[[Request], Awaitable[Response]]], Awaitable[Response]]:
-    """Times every request by route template and joins or starts a W3C trace."""
+    """Times every request by route template and joins or starts a W3C trace.
+
+    When the app raises, the trace stays current: the 500 problem is written by the outermost error handler, after
+    this middleware, and must carry the trace id that its log line (with the stack trace) carries. Under uvicorn each
+    request runs in a task of its own, which ends with that answer, so the trace goes no further."""
 
     async def middleware(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         traceparent = child_traceparent(request.headers.get("traceparent"))
@@ -254,6 +258,7 @@ def http_metrics_middleware(
             response = await call_next(request)
             code = response.status_code
             response.headers["traceparent"] = traceparent
+            current_traceparent.reset(token)
             return response
         finally:
             route = request.scope.get("route")
@@ -261,6 +266,5 @@ def http_metrics_middleware(
             HTTP_REQUEST_DURATION.labels(service, request.method, template, str(code)).observe(
                 time.perf_counter() - started
             )
-            current_traceparent.reset(token)
 
     return middleware
