@@ -531,6 +531,22 @@ async def test_every_other_page_passes_axe(federation: Federation) -> None:
     await anonymous.goto(federation.consoles[ZJ] + "/signin")
     await audit(federation, anonymous, "signin")
     await shot(anonymous, "signin")
+
+    # the keyboard alone: the skip link first, then the language switch, the name, the role, the button
+    keyboard = await (await federation.browser.new_context(bypass_csp=True)).new_page()
+    await keyboard.goto(federation.consoles[ZJ] + "/signin")
+    await keyboard.keyboard.press("Tab")
+    assert await keyboard.evaluate("document.activeElement.className") == "skip"
+    await keyboard.keyboard.press("Tab")
+    await keyboard.keyboard.press("Tab")
+    assert await keyboard.evaluate("document.activeElement.id") == "name"
+    await keyboard.keyboard.type("keyboard-officer")
+    await keyboard.keyboard.press("Tab")
+    assert await keyboard.evaluate("document.activeElement.id") == "role"
+    await keyboard.keyboard.press("Tab")
+    await keyboard.keyboard.press("Enter")
+    await keyboard.wait_for_url(federation.consoles[ZJ] + "/")
+    assert "keyboard-officer" in await keyboard.content()
     refused = await anonymous.request.post(federation.consoles[ZJ] + "/signin", form={"name": "x", "role": "officer"})
     assert refused.status == 403
     await anonymous.set_content(await refused.text())
