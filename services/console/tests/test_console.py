@@ -441,3 +441,19 @@ def test_an_expired_token_ends_the_session(client: TestClient, node: FakeNode) -
     assert response.headers["location"] == "/signin"
     assert "登录已过期" in client.get("/signin").text
     assert client.get("/").headers["location"] == "/signin"
+
+
+def test_an_identity_provider_that_does_not_answer_is_said_so(keys: Path) -> None:
+    def down(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(503) if request.url.host == "idp.test" else httpx.Response(200, json={})
+
+    oidc = settings(
+        keys,
+        dev_issuer_key_path=None,
+        oidc_discovery_url="https://idp.test/.well-known/openid-configuration",
+        oidc_client_id="console",
+    )
+    with TestClient(create_app(oidc, transport=httpx.MockTransport(down)), follow_redirects=False) as client:
+        response = client.post("/signin", data={"csrf_token": csrf_of(client.get("/signin").text)})
+        assert response.headers["location"] == "/signin"
+        assert "discovery document could not be read" in client.get("/signin").text

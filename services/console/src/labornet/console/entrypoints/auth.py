@@ -30,7 +30,11 @@ async def signin_form(page: PageDep) -> Response:
 async def signin(page: PageDep, form: FormDep) -> Response:
     console = page.console
     if console.oidc is not None:
-        url, flow = await console.oidc.begin(str(page.request.url_for("oidc_callback")))
+        try:
+            url, flow = await console.oidc.begin(str(page.request.url_for("oidc_callback")))
+        except OidcError as exc:
+            log.warning("OpenID Connect sign-in could not start: %s", exc)
+            return page.redirect("/signin", f"{page.t('signin.failed')}: {exc}", "error")
         page.session.oidc = flow
         page.session.changed = True
         return page.redirect(url)
