@@ -307,6 +307,18 @@ async def test_real_answers_match_the_document_and_keep_their_fields(
     assert_problem(stale, 409, "filled")
     check(stale, "post", f"{one}/close")
     check(await client.get(VACANCIES, params={"cursor": "bm9uc2Vuc2U"}), "get", VACANCIES)
+    reversed_range = await client.get(VACANCIES, params={"salary_min": 9000, "salary_max": 275})
+    assert_problem(reversed_range, 422, "salary_min 9000 is greater than salary_max 275")
+    check(reversed_range, "get", VACANCIES)
+    for path, template, token, send in [
+        (VACANCIES, VACANCIES, officer, client.post),
+        (f"{VACANCIES}/{vacancy_id}", one, officer, client.patch),
+        (f"{VACANCIES}/{vacancy_id}/close", f"{one}/close", officer, client.post),
+        (SUBSCRIPTIONS, SUBSCRIPTIONS, worker, client.post),
+    ]:
+        unreadable = await send(path, content=b"\xff{", headers={**token, "Content-Type": "application/json"})
+        assert_problem(unreadable, 400)
+        check(unreadable, "post" if send == client.post else "patch", template)
     check(await client.get(own.format(subscription_id="nope"), headers=worker), "get", own)
     check(await client.get(MATCHES, params={"cursor": "bm9uc2Vuc2U"}, headers=worker), "get", MATCHES)
     check(await client.get(f"{MATCHES}/stream", headers={**worker, "Last-Event-ID": "x"}), "get", f"{MATCHES}/stream")

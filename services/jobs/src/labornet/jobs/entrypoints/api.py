@@ -42,8 +42,9 @@ from labornet.shared.problems import (
 router = APIRouter(prefix="/api/v1/vacancies", tags=["vacancies"])
 OfficerDep = Annotated[Principal, Depends(require_province_role(Role.OFFICER))]
 
-# a change of a vacancy: 404 unknown, 403 another province's, 409 stale or closed, 428 without a version
-_CLOSE_PROBLEMS = problem_responses(401, 403, 404, 409, 422, 428)
+# a change of a vacancy: 400 a body that is not JSON, 404 unknown, 403 another province's, 409 stale or closed,
+# 428 without a version
+_CLOSE_PROBLEMS = problem_responses(400, 401, 403, 404, 409, 422, 428)
 _CHANGE_PROBLEMS = {**_CLOSE_PROBLEMS, **problem_responses(503)}  # 503: a named brand cannot be checked
 _ETAG = {"ETag": {"description": 'the version, e.g. "3": send it back as If-Match', "schema": {"type": "string"}}}
 
@@ -83,7 +84,7 @@ async def _run(coroutine: Any) -> dict[str, Any]:
             "description": "published, at version 1",
             "headers": {**_ETAG, "Location": {"description": "the new vacancy", "schema": {"type": "string"}}},
         },
-        **problem_responses(401, 403, 422, 503),
+        **problem_responses(400, 401, 403, 422, 503),
     },
 )
 async def publish(draft: VacancyDraft, runtime: RuntimeDep, _officer: OfficerDep, response: Response) -> dict[str, Any]:
@@ -171,21 +172,24 @@ async def search(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> dict[str, Any]:
     """Search every province's vacancies on this node's replica (public; open vacancies unless `status` says)."""
-    params = SearchParams(
-        q=q or None,
-        province=province,
-        division_code=division_code,
-        occupation_code=occupation_code,
-        salary_min=salary_min,
-        salary_max=salary_max,
-        employment_type=employment_type.value if employment_type else None,
-        target_group=target_group.value if target_group else None,
-        posted_since=posted_since,
-        statuses=tuple(s.value for s in status_) if status_ else ("open",),
-        sort=sort,
-        cursor=cursor,
-        limit=limit,
-    )
+    try:
+        params = SearchParams(
+            q=q or None,
+            province=province,
+            division_code=division_code,
+            occupation_code=occupation_code,
+            salary_min=salary_min,
+            salary_max=salary_max,
+            employment_type=employment_type.value if employment_type else None,
+            target_group=target_group.value if target_group else None,
+            posted_since=posted_since,
+            statuses=tuple(s.value for s in status_) if status_ else ("open",),
+            sort=sort,
+            cursor=cursor,
+            limit=limit,
+        )
+    except ValueError as exc:  # what the query's types cannot say: a salary range whose min is above its max
+        raise Unprocessable(str(exc), errors=[{"field": "query", "message": str(exc)}]) from exc
     started = time.perf_counter()
     try:
         async with runtime.read_sessions() as session:

@@ -147,7 +147,7 @@ async def _own_subscription(session: AsyncSession, subscription_id: str, worker:
     status_code=201,
     responses={
         201: {"headers": {"Location": {"description": "the new subscription", "schema": {"type": "string"}}}},
-        **problem_responses(401, 403, 409, 422),
+        **problem_responses(400, 401, 403, 409, 422),
     },
 )
 async def create_subscription(
