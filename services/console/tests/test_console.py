@@ -407,14 +407,18 @@ def test_admins_replay_a_quarantined_event_from_the_federation_page(client: Test
         return httpx.Response(200, json={"id": 7, "outcome": "applied"})
 
     node.routes[("POST", "rights:4/admin/v1/quarantine/7/replay")] = replay
+    replicas = {
+        "jobs": [{"origin": "510000", "kind": "vacancies", "status": "in-sync"}],
+        "brands": [{"origin": "500000", "kind": "brands", "status": "unreachable", "last_error": "refused"}],
+    }
     for service, host in (
         ("jobs", "jobs:1"),
         ("insurance", "insurance:2"),
         ("brands", "brands:3"),
         ("rights", "rights:4"),
     ):
-        node.routes[("GET", f"{host}/admin/v1/sync")] = lambda request: httpx.Response(
-            200, json={"outbox": {"pending": 0}, "consumers": {}, "replicas": []}
+        node.routes[("GET", f"{host}/admin/v1/sync")] = lambda request, found=replicas.get(service, []): httpx.Response(
+            200, json={"outbox": {"pending": 0}, "consumers": {}, "replicas": found}
         )
         if service != "rights":
             node.routes[("GET", f"{host}/admin/v1/quarantine")] = lambda request: httpx.Response(
@@ -423,6 +427,8 @@ def test_admins_replay_a_quarantined_event_from_the_federation_page(client: Test
     sign_in(client, "admin")
     home = client.get("/").text
     assert "隔离的事件" in home  # today's work names the service holding quarantined events
+    assert "伙伴副本不同步" in home and "重庆 (500000)" in home  # and the partner whose replica is out of sync
+    assert "四川 (510000)" not in home
     page = client.get("/federation").text
     assert "unknown division" in page
     response = client.post("/federation/quarantine/rights/7/replay", data={"csrf_token": csrf_of(page)})
@@ -457,3 +463,54 @@ def test_an_identity_provider_that_does_not_answer_is_said_so(keys: Path) -> Non
         response = client.post("/signin", data={"csrf_token": csrf_of(client.get("/signin").text)})
         assert response.headers["location"] == "/signin"
         assert "discovery document could not be read" in client.get("/signin").text
+
+
+def test_an_edit_names_the_version_read_and_a_stale_one_says_so(client: TestClient, node: FakeNode) -> None:
+    vacancy = {
+        "id": "330000-V-1",
+        "owner_province": ZJ,
+        "title": "电工",
+        "employer_name": "杭州某公司",
+        "employer_credit_code": "91330100MA0000002X",
+        "occupation_code": "7411",
+        "division_code": "330100",
+        "city": "杭州市",
+        "headcount": 2,
+        "salary_min": 8000,
+        "salary_max": 12000,
+        "employment_type": "full-time",
+        "skills": ["低压电工证"],
+        "contact": "0571-1",
+        "closing_date": "2026-04-30",
+        "status": "open",
+        "version": 3,
+    }
+    sent: list[httpx.Request] = []
+
+    def patch(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(
+            409,
+            json={
+                "type": "https://labornet.example/problems/stale-version",
+                "title": "Conflict",
+                "status": 409,
+                "detail": "vacancy 330000-V-1 is at version 4, not 3",
+            },
+        )
+
+    node.routes[("GET", "jobs:1/api/v1/vacancies/330000-V-1")] = lambda request: httpx.Response(200, json=vacancy)
+    node.routes[("PATCH", "jobs:1/api/v1/vacancies/330000-V-1")] = patch
+    sign_in(client)
+    page = client.get("/vacancies/330000-V-1").text
+    assert 'value="8000"' in page and 'value="低压电工证"' in page  # the form holds what the service answered
+    fields = re.findall(r'<input id="[^"]*" name="([^"]+)" type="[^"]*" value="([^"]*)"', page)
+    form = dict(fields) | {"csrf_token": csrf_of(page), "version": "3", "headcount": "5"}
+    response = client.post("/vacancies/330000-V-1", data=form)
+    assert response.status_code == 409
+    assert "is at version 4, not 3" in response.text
+    assert sent[0].headers["If-Match"] == '"3"'
+    body = json.loads(sent[0].content)
+    assert body["headcount"] == "5"
+    assert body["salary"] == {"min": "8000", "max": "12000"}
+    assert "employer" not in body  # fixed once posted
