@@ -514,3 +514,20 @@ def test_an_edit_names_the_version_read_and_a_stale_one_says_so(client: TestClie
     assert body["headcount"] == "5"
     assert body["salary"] == {"min": "8000", "max": "12000"}
     assert "employer" not in body  # fixed once posted
+
+
+def test_the_vacancy_search_answers_htmx_with_the_results_alone(client: TestClient, node: FakeNode) -> None:
+    found = {"items": [], "total": 0, "total_exact": True, "next_cursor": None}
+    asked: list[httpx.Request] = []
+
+    def search(request: httpx.Request) -> httpx.Response:
+        asked.append(request)
+        return httpx.Response(200, json=found)
+
+    node.routes[("GET", "jobs:1/api/v1/vacancies")] = search
+    sign_in(client)
+    fragment = client.get("/vacancies?q=厨师&province=510000", headers={"HX-Request": "true"}).text
+    assert fragment.lstrip().startswith('<section id="results"')
+    assert "<html" not in fragment
+    assert asked[-1].url.params["q"] == "厨师" and asked[-1].url.params["province"] == "510000"
+    assert "已登录" in client.get("/vacancies").text  # the sign-in message waited for a whole page

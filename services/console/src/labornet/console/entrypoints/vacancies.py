@@ -76,9 +76,10 @@ async def search(
         result = await page.call("jobs", "GET", "/api/v1/vacancies", params={**filters, "cursor": cursor, "limit": 20})
     except ApiError as exc:
         result, error = {"items": [], "total": 0, "next_cursor": None}, exc
-    template = "vacancy_results.html" if page.request.headers.get("HX-Request") else "vacancies.html"
+    partial = bool(page.request.headers.get("HX-Request"))
     return page.render(
-        template,
+        "vacancy_results.html" if partial else "vacancies.html",
+        partial=partial,
         result=result,
         filters={k: v or "" for k, v in filters.items()},
         error=error,

@@ -124,12 +124,13 @@ class Page:
             )
         return response
 
-    def render(self, template: str, status_code: int = 200, **context: Any) -> Response:
+    def render(self, template: str, status_code: int = 200, *, partial: bool = False, **context: Any) -> Response:
+        """A page (or, ``partial``, a fragment htmx swaps in, which leaves pending messages for the next page)."""
         body = self.console.templates.get_template(template).render(
             page=self,
             t=self.t,
             session=self.session,
-            flash=self.session.take_flash(),
+            flash=[] if partial else self.session.take_flash(),
             csrf_field=CSRF_FIELD,
             province=self.console.settings.province,
             today=today_in_china(self.console.clock()),
