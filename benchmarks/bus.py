@@ -25,7 +25,7 @@ from sqlalchemy import Column, Float, Integer, MetaData, String, Table, func, se
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from labornet.shared.broker import EmbeddedBroker
-from labornet.shared.db import readonly_sessionmaker, sessionmaker
+from labornet.shared.db import inbox, readonly_sessionmaker, sessionmaker
 from labornet.shared.envelope import Envelope
 from labornet.shared.inbox import EventConsumer
 from labornet.shared.kafka import ensure_topics, make_consumer, make_producer
@@ -42,7 +42,7 @@ applied = Table(
     "bench_applied",
     replica,
     Column("n", Integer, primary_key=True, autoincrement=True),
-    Column("event_id", String(64), nullable=False),
+    Column("event_id", String(64), nullable=False, index=True),  # the handler updates the row it inserted
     Column("latency_s", Float, nullable=False),
 )
 
@@ -61,6 +61,12 @@ def percentile(values: list[float], q: float) -> float:
 async def count(engine: AsyncEngine) -> int:
     async with sessionmaker(engine)() as session:
         return int((await session.execute(select(func.count()).select_from(applied))).scalar_one())
+
+
+async def inbox_count(engine: AsyncEngine, consumer: str) -> int:
+    async with sessionmaker(engine)() as session:
+        query = select(func.count()).select_from(inbox).where(inbox.c.consumer == consumer)
+        return int((await session.execute(query)).scalar_one())
 
 
 async def run(rate: int, events: int, burst: int, backend: str) -> dict[str, object]:
@@ -146,6 +152,37 @@ async def run(rate: int, events: int, burst: int, backend: str) -> dict[str, obj
     await wait_for(events + burst)
     drained_s = time.monotonic() - burst_started
 
+    # 3. backlog: a consumer that joins late reads the whole topic; one transaction per record, then per run
+    backlog: dict[str, float] = {}
+    total = events + burst
+    for batch_size in (1, EventConsumer.batch_size):
+        name = f"backlog-{batch_size}"
+        late = EventConsumer(
+            name=name,
+            province="330000",
+            service="jobs",
+            topics=[topic],
+            handlers={EVENT_TYPE: apply},
+            sessions=sessionmaker(engines["330000"]),
+            outbox=consumer.outbox,
+            trust=TrustListFile(data_dir / "trust-list.json"),
+            consumer_factory=lambda group: make_consumer(zj, group),
+            deadletter_topic=deadletter_topic("330000", "jobs"),
+        )
+        late.batch_size = batch_size
+        late_started = time.monotonic()
+        task = asyncio.create_task(late.run())
+        deadline = late_started + 600
+        while await inbox_count(engines["330000"], name) < total:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"backlog consumer {name} did not finish")
+            await asyncio.sleep(0.05)
+        backlog[f"batch_{batch_size}_per_s"] = round(total / (time.monotonic() - late_started), 1)
+        await late.stop()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
     await consumer.stop()
     await relay.stop()
     for task in tasks:
@@ -178,6 +215,7 @@ async def run(rate: int, events: int, burst: int, backend: str) -> dict[str, obj
             "all_applied_s": round(drained_s, 2),
             "applied_per_s": round(burst / drained_s, 1),
         },
+        "backlog": {"events": total, **backlog},
         "load_avg": os.getloadavg(),
     }
 

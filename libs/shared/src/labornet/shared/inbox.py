@@ -502,10 +502,15 @@ class EventConsumer:
         outcomes: list[Outcome] = []
         try:
             async with self.sessions() as session, session.begin():
-                for record, envelope in run:
+                fresh = await self._enter_inbox(session, run)
+                for _, envelope in run:
                     token = current_traceparent.set(envelope.traceparent)
                     try:
-                        outcomes.append(await self._apply_in(session, record, envelope))
+                        if envelope.id in fresh:
+                            fresh.discard(envelope.id)  # a second copy in the same run is a duplicate
+                            outcomes.append(await self._apply_fresh(session, envelope))
+                        else:
+                            outcomes.append(await self._answer_duplicate(session, envelope))
                     finally:
                         current_traceparent.reset(token)
         except INFRASTRUCTURE_ERRORS:
@@ -549,29 +554,50 @@ class EventConsumer:
         self, session: AsyncSession, record: ConsumerRecord[bytes, bytes], envelope: Envelope
     ) -> Outcome:
         """Record ``envelope`` in the inbox and apply it, in the transaction ``session`` is in."""
+        if await self._enter_inbox(session, [(record, envelope)]):
+            return await self._apply_fresh(session, envelope)
+        return await self._answer_duplicate(session, envelope)
+
+    async def _enter_inbox(
+        self, session: AsyncSession, run: Sequence[tuple[ConsumerRecord[bytes, bytes], Envelope]]
+    ) -> set[str]:
+        """Insert the inbox rows of ``run`` in one statement; return the ids not seen before (the rest are
+        duplicates)."""
         insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+        now = utcnow()
+        rows = [
+            {
+                "consumer": self.name,
+                "event_id": envelope.id,
+                "event_type": envelope.type,
+                "origin_province": envelope.originprovince,
+                "stream": envelope.stream,
+                "seq": envelope.streamseq,
+                "topic": record.topic,
+                "partition": record.partition,
+                "offset": record.offset,
+                "event_time": envelope.time,
+                "applied_at": now,
+            }
+            for record, envelope in run
+        ]
         result = await session.execute(
             insert(inbox)
-            .values(
-                consumer=self.name,
-                event_id=envelope.id,
-                event_type=envelope.type,
-                origin_province=envelope.originprovince,
-                stream=envelope.stream,
-                seq=envelope.streamseq,
-                topic=record.topic,
-                partition=record.partition,
-                offset=record.offset,
-                event_time=envelope.time,
-                applied_at=utcnow(),
-            )
+            .values(rows)
             .on_conflict_do_nothing(index_elements=[inbox.c.consumer, inbox.c.event_id])
+            .returning(inbox.c.event_id)
         )
+        return set(result.scalars())
+
+    async def _answer_duplicate(self, session: AsyncSession, envelope: Envelope) -> Outcome:
+        if envelope.destprovince is not None and envelope.type != RECEIPT:
+            # the sender did not get our receipt: answer again
+            await send_receipt(session, self.outbox, envelope, ReceiptOutcome.DUPLICATE)
+        return Outcome("duplicate")
+
+    async def _apply_fresh(self, session: AsyncSession, envelope: Envelope) -> Outcome:
+        """Apply an event just entered in the inbox, and acknowledge it when it is a directed message."""
         directed = envelope.destprovince is not None and envelope.type != RECEIPT
-        if result.rowcount == 0:  # type: ignore[attr-defined]
-            if directed:  # the sender did not get our receipt: answer again
-                await send_receipt(session, self.outbox, envelope, ReceiptOutcome.DUPLICATE)
-            return Outcome("duplicate")
         await self.handlers[envelope.type](session, envelope)
         if directed:
             await send_receipt(session, self.outbox, envelope, ReceiptOutcome.APPLIED)
