@@ -26,7 +26,6 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "skip": ("跳到主要内容", "Skip to main content"),
     "signed_in_as": ("当前用户", "Signed in as"),
     "signout": ("退出", "Sign out"),
-    "messages": ("操作结果", "Messages"),
     "province": ("省份", "Province"),
     "role.officer": ("经办人员", "Officer"),
     "role.admin": ("管理员", "Administrator"),
@@ -80,7 +79,6 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "kind.quarantined-events": ("隔离的事件", "Quarantined events"),
     "kind.partner-out-of-sync": ("伙伴副本不同步", "Partner out of sync"),
     # common
-    "open": ("打开", "Open"),
     "save": ("保存", "Save"),
     "search": ("搜索", "Search"),
     "next_page": ("下一页", "Next page"),
@@ -94,8 +92,6 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "none": ("无", "none"),
     "total": ("共", "Total"),
     "all": ("全部", "All"),
-    "at": ("时间", "Time"),
-    "by": ("操作方", "By"),
     # vacancies
     "vacancies.title": ("岗位", "Vacancies"),
     "vacancies.search": ("全联邦岗位搜索", "Search the federation's vacancies"),
