@@ -93,7 +93,7 @@ def test_labornet_up_writes_a_prometheus_targets_file_of_its_services(tmp_path: 
     federation = local_federation(tmp_path, "service")
     federation._report(elapsed=1.0)  # what `labornet up` does once every service answers /readyz
     targets = json.loads((tmp_path / "prometheus-targets.json").read_text("utf-8"))
-    # Sichuan is the registry's first member (ports 18000…18003), Zhejiang its eighth (18070…18073)
+    # Sichuan is the registry's first member (ports 18000…18004), Zhejiang its eighth (18070…18074)
     assert targets == [
         {"targets": ["127.0.0.1:18000"], "labels": {"province": "510000", "service": "jobs"}},
         {"targets": ["127.0.0.1:18001"], "labels": {"province": "510000", "service": "insurance"}},
@@ -103,20 +103,25 @@ def test_labornet_up_writes_a_prometheus_targets_file_of_its_services(tmp_path: 
         {"targets": ["127.0.0.1:18071"], "labels": {"province": "330000", "service": "insurance"}},
         {"targets": ["127.0.0.1:18072"], "labels": {"province": "330000", "service": "brands"}},
         {"targets": ["127.0.0.1:18073"], "labels": {"province": "330000", "service": "rights"}},
+        {"targets": ["127.0.0.1:18004"], "labels": {"province": "510000", "service": "console"}},
+        {"targets": ["127.0.0.1:18074"], "labels": {"province": "330000", "service": "console"}},
     ]
     served = json.loads((tmp_path / "federation.json").read_text("utf-8"))["provinces"]
     assert {(t["labels"]["province"], t["labels"]["service"], t["targets"][0]) for t in targets} == {
         (code, service, url.removeprefix("http://"))
         for code, node in served.items()
-        for service, url in node["services"].items()
-    }, "the targets are where federation.json says the services listen"
+        for service, url in [*node["services"].items(), ("console", node["console"])]
+    }, "the targets are where federation.json says the services and consoles listen"
 
 
 def test_a_node_process_is_one_target(tmp_path: Path) -> None:
-    """In node mode the four services share one process and its metrics registry: one scrape of the process."""
+    """In node mode the four services share one process and its metrics registry: one scrape of the process (the
+    console stays a process of its own)."""
     assert prometheus_targets(local_federation(tmp_path, "node").processes()) == [
         {"targets": ["127.0.0.1:18000"], "labels": {"province": "510000", "service": "node"}},
         {"targets": ["127.0.0.1:18070"], "labels": {"province": "330000", "service": "node"}},
+        {"targets": ["127.0.0.1:18004"], "labels": {"province": "510000", "service": "console"}},
+        {"targets": ["127.0.0.1:18074"], "labels": {"province": "330000", "service": "console"}},
     ]
 
 

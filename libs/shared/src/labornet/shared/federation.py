@@ -126,8 +126,9 @@ class Federation:
         return units
 
     def processes(self) -> list[ServiceProcess]:
-        """What runs as its own process: the units started, or those ``run`` will start."""
-        return self._units or self._launch_units()
+        """What runs as its own process: the services' units started (or those ``run`` will start), then the
+        consoles."""
+        return [*(self._units or self._launch_units()), *self.consoles]
 
     def _process_of(self, proc: ServiceProcess) -> subprocess.Popen[bytes] | None:
         if self.process_per == "node" and proc.service != "console":
