@@ -1,0 +1,185 @@
+"""Reads benchmark: the jobs service's public reads under load, beside bare FastAPI answering the same bodies.
+
+A jobs node (SQLite or PostgreSQL, migrated to head, bulk-loaded with synthetic vacancies of the nine provinces)
+is served by uvicorn in its own process exactly as ``labornet serve jobs`` runs it; the anchor is a bare FastAPI
+app in the same kind of process returning, from memory, bodies of the same size. Both are loaded by wrk (one
+thread, 32 connections) one after the other, for a vacancy by id and for a text search (20 results).
+
+    python -m benchmarks reads --vacancies 10000
+    LABORNET_BENCH_POSTGRES_URL=postgresql+asyncpg://postgres@127.0.0.1:5432/test python -m benchmarks reads
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from benchmarks.search import load_postgresql, load_sqlite, synthetic_vacancies
+from labornet.shared.db import create_engine
+from labornet.shared.keys import ensure_node_keys
+from labornet.shared.migrations import upgrade
+from labornet.shared.testing import create_postgres_database, drop_postgres_database
+
+BARE_APP = textwrap.dedent(
+    """
+    import json, sys
+    from fastapi import FastAPI
+    from fastapi.responses import Response
+
+    bodies = json.load(open(sys.argv[1]))
+    one, page = json.dumps(bodies["one"]).encode(), json.dumps(bodies["page"]).encode()
+    app = FastAPI()
+
+    @app.get("/api/v1/vacancies/{vacancy_id}")
+    async def get_one(vacancy_id: str) -> dict:
+        return json.loads(one)
+
+    @app.get("/api/v1/vacancies")
+    async def search(q: str = "") -> dict:
+        return json.loads(page)
+
+    if __name__ == "__main__":
+        import uvicorn
+        uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_config=None, access_log=False)
+    """
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def serving(command: list[str], port: int, env: dict[str, str]) -> Any:
+    proc = subprocess.Popen(command, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/api/v1/vacancies/none", timeout=1)
+                break
+            except httpx.HTTPError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit(f"{command} did not serve: {proc.stderr.read().decode()[-2000:]}") from None
+                time.sleep(0.2)
+        yield proc
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def wrk(url: str, seconds: int, connections: int) -> dict[str, float]:
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", url], capture_output=True, text=True
+    ).stdout
+    rate = float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1))  # type: ignore[union-attr]
+    result = {"req_per_s": rate}
+    for label, key in (("50%", "p50_ms"), ("99%", "p99_ms")):
+        found = re.search(rf"{label}\s+([0-9.]+)(us|ms|s)", out)
+        if found:
+            value, unit = float(found.group(1)), found.group(2)
+            result[key] = value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if errors:
+        raise SystemExit(f"{url}: {errors.group(1)} error responses under load")
+    return result
+
+
+async def prepare(backend: str, size: int, directory: Path, base_url: str | None) -> tuple[str, str | None]:
+    if backend == "postgresql":
+        assert base_url is not None
+        url, name = await create_postgres_database(base_url)
+    else:
+        url, name = f"sqlite+aiosqlite:///{directory / 'jobs.sqlite3'}", None
+    engine = create_engine(url)
+    try:
+        await upgrade(engine, "labornet.jobs:migrations")
+        rows = synthetic_vacancies(size, seed=size, now=datetime.now(UTC).replace(microsecond=0))
+        if backend == "postgresql":
+            await load_postgresql(url, rows)
+        else:
+            await load_sqlite(engine, rows)
+    finally:
+        await engine.dispose()
+    return url, name
+
+
+def run(backend: str, size: int, seconds: int, connections: int, base_url: str | None) -> dict[str, Any]:
+    directory = Path(tempfile.mkdtemp(prefix="labornet-reads-bench-"))
+    url, name = asyncio.run(prepare(backend, size, directory, base_url))
+    ensure_node_keys("510000", directory / "keys" / "510000", directory / "trust-list.json")
+    port = free_port()
+    env = {
+        "LABORNET_PROVINCE": "510000",
+        "LABORNET_SERVICE": "jobs",
+        "LABORNET_DATA_DIR": str(directory),
+        "LABORNET_DATABASE_URL": url,
+        "LABORNET_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",  # reads need no broker
+        "LABORNET_RATE_LIMIT_ENABLED": "false",  # one load generator from one address is not a flood
+    }
+    command = [sys.executable, "-m", "labornet.shared.cli", "serve", "jobs", "--port", str(port)]
+    paths = {"by_id": "", "search": "/api/v1/vacancies?q=%E5%8E%A8%E5%B8%88&limit=20"}
+    results: dict[str, dict[str, Any]] = {}
+    try:
+        with serving(command, port, env):
+            base = f"http://127.0.0.1:{port}"
+            page = httpx.get(base + paths["search"]).json()
+            one_id = page["items"][0]["id"]
+            paths["by_id"] = f"/api/v1/vacancies/{one_id}"
+            bodies = {"one": httpx.get(base + paths["by_id"]).json(), "page": page}
+            wrk(base + paths["by_id"], 2, connections)  # warm-up
+            for kind, path in paths.items():
+                results[kind] = {"labornet": wrk(base + path, seconds, connections)}
+        body_file = directory / "bodies.json"
+        body_file.write_text(json.dumps(bodies, ensure_ascii=False))
+        app_file = directory / "bare.py"
+        app_file.write_text(BARE_APP)
+        bare_port = free_port()
+        with serving([sys.executable, str(app_file), str(body_file), str(bare_port)], bare_port, {}):
+            base = f"http://127.0.0.1:{bare_port}"
+            wrk(base + paths["by_id"], 2, connections)
+            for kind, path in paths.items():
+                results[kind]["bare_fastapi"] = wrk(base + path, seconds, connections)
+    finally:
+        if name is not None and base_url is not None:
+            asyncio.run(drop_postgres_database(base_url, name))
+        shutil.rmtree(directory, ignore_errors=True)
+    for row in results.values():
+        row["ratio"] = round(row["labornet"]["req_per_s"] / row["bare_fastapi"]["req_per_s"], 3)
+    return {"backend": backend, "vacancies": size, "reads": results, "load_avg": [round(v, 2) for v in os.getloadavg()]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--vacancies", type=int, default=10_000)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=32)
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("the reads benchmark needs wrk (Debian package wrk)")
+    base = os.environ.get("LABORNET_BENCH_POSTGRES_URL")
+    backends = ["sqlite"] + (["postgresql"] if base else [])
+    results = [run(b, args.vacancies, args.seconds, args.connections, base) for b in backends]
+    print(json.dumps(results, indent=2, ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    main()
