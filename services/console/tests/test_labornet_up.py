@@ -1,4 +1,5 @@
-"""`labornet up` starts a console per province: its port, its settings, the table and federation.json."""
+"""`labornet up` starts a console per province: its port, its settings, the table, federation.json and the
+Prometheus targets."""
 
 from __future__ import annotations
 
@@ -39,7 +40,8 @@ def test_each_province_gets_a_console_beside_its_services(tmp_path: Path) -> Non
         printed = out.getvalue()
         assert "http://127.0.0.1:18004 (510000)" in printed and "http://127.0.0.1:18074 (330000)" in printed
         targets = json.loads((tmp_path / "prometheus-targets.json").read_text("utf-8"))
-        assert all(group["labels"]["service"] != "console" for group in targets)
+        consoles = [group for group in targets if group["labels"]["service"] == "console"]
+        assert [group["targets"] for group in consoles] == [["127.0.0.1:18004"], ["127.0.0.1:18074"]]
 
 
 def test_the_console_is_configured_for_its_own_node(tmp_path: Path) -> None:

@@ -28,7 +28,7 @@ from labornet.console.entrypoints import auth, brands, cases, federation, transf
 from labornet.console.entrypoints.web import Console, CsrfRefused, NotSignedIn, Page, current_page, make_templates
 from labornet.console.session import SessionCodec
 from labornet.shared.clock import Clock, utcnow
-from labornet.shared.observability import configure_logging, http_metrics_middleware
+from labornet.shared.observability import HttpMetrics, configure_logging
 from labornet.shared.provinces import load_registry
 from labornet.shared.signing import load_private_key
 from labornet.shared.workdays import Calendars
@@ -130,7 +130,7 @@ def create_app(
             response.headers.setdefault("Cache-Control", "no-store")  # pages carry personal data
         return response
 
-    app.middleware("http")(http_metrics_middleware("console"))  # outermost: times every page by its route
+    app.add_middleware(HttpMetrics, service="console")  # outermost: times every page by its route
 
     @app.get("/livez", response_class=PlainTextResponse, include_in_schema=False)
     async def livez() -> str:

@@ -327,6 +327,8 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "level.national": ("国家级", "national"),
     "level.provincial": ("省级", "provincial"),
     "level.city-county": ("市县级", "city or county"),
+    "body.regional-public": ("区域公共品牌（政府或协会）", "regional public brand (government or association)"),
+    "body.enterprise": ("企业品牌", "enterprise brand"),
     "demand-status.open": ("待答复", "open"),
     "demand-status.accepted": ("已接受", "accepted"),
     "demand-status.declined": ("已婉拒", "declined"),
