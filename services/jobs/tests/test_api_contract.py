@@ -293,7 +293,13 @@ async def test_real_answers_match_the_document_and_keep_their_fields(
     own = f"{SUBSCRIPTIONS}/{{subscription_id}}"
     location = f"{SUBSCRIPTIONS}/{subscribed['id']}"
     assert check(await client.get(location, headers=worker), "get", own).keys() == SUBSCRIPTION_KEYS
+    read = check(await client.get(location, headers=worker), "get", own)
     check(await client.delete(location, headers=worker), "delete", own)
+    again = check(await client.post(SUBSCRIPTIONS, json=read, headers=worker), "post", SUBSCRIPTIONS)
+    assert again["id"] != read["id"] and again["active"] is True, "what the node sets is its own, not the body's"
+    assert {k: again[k] for k in SUBSCRIPTION_KEYS - {"id", "active", "created_at"}} == {
+        k: read[k] for k in SUBSCRIPTION_KEYS - {"id", "active", "created_at"}
+    }
 
     # the problems are documented too
     check(await client.get(f"{VACANCIES}/510000-V-NOPE"), "get", one)

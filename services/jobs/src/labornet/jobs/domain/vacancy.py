@@ -158,7 +158,8 @@ _DEPRECATED_SALARY = (
 )
 
 
-def _ignored(description: str) -> Any:
+def ignored(description: str) -> Any:
+    """A field a body may carry as it was read, which the node sets itself: documented read-only, and ignored."""
     return Field(None, description=f"read-only, ignored: {description}", json_schema_extra={"readOnly": True})
 
 
@@ -166,11 +167,11 @@ class _AsRead(BaseModel):
     """The fields a vacancy is read with that the node sets itself: accepted so that a client can send back what
     it read, and ignored (:data:`READ_ONLY`)."""
 
-    id: str | None = _ignored("the node gives the id")
-    owner_province: str | None = _ignored("the province of the node that publishes")
-    occupation_name: str | None = _ignored("follows occupation_code")
-    posted_at: datetime | None = _ignored("set when the vacancy is published")
-    updated_at: datetime | None = _ignored("set by every change")
+    id: str | None = ignored("the node gives the id")
+    owner_province: str | None = ignored("the province of the node that publishes")
+    occupation_name: str | None = ignored("follows occupation_code")
+    posted_at: datetime | None = ignored("set when the vacancy is published")
+    updated_at: datetime | None = ignored("set by every change")
 
 
 READ_ONLY = frozenset(_AsRead.model_fields)
@@ -226,8 +227,8 @@ class VacancyDraft(_AsRead):
     brand_id: BrandId | None = Field(None, description="a labour-service brand of the federation's brand register")
     contact: ShortText
     closing_date: ClosingDate
-    status: Status | None = _ignored("a vacancy is published open")
-    version: int | None = _ignored("a vacancy is published at version 1")
+    status: Status | None = ignored("a vacancy is published open")
+    version: int | None = ignored("a vacancy is published at version 1")
 
     @field_validator("target_groups", "skills")
     @classmethod

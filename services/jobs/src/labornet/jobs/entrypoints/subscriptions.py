@@ -27,6 +27,7 @@ import logging
 import secrets
 import uuid
 from collections.abc import AsyncIterator, Coroutine, Sequence
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
@@ -41,6 +42,7 @@ from starlette.responses import StreamingResponse
 from labornet.jobs.adapters.tables import match, subscription, vacancy
 from labornet.jobs.adapters.webhooks import UnsafeTarget, WebhookDispatcher, check_webhook_url
 from labornet.jobs.domain.subscriptions import SubscriptionCriteria
+from labornet.jobs.domain.vacancy import ignored
 from labornet.jobs.entrypoints.schemas import (
     MATCH_EXAMPLE,
     CreatedSubscription,
@@ -104,6 +106,9 @@ WebhookUrl = Annotated[AnyUrl, UrlConstraints(max_length=500, allowed_schemes=["
 
 
 class NewSubscription(SubscriptionCriteria):
+    """A subscription's criteria and webhook. A subscription read from the API can be sent back as it is (to
+    subscribe again to what a deleted one asked for): what the node sets itself is ignored."""
+
     model_config = ConfigDict(
         json_schema_extra={
             "examples": [
@@ -116,6 +121,9 @@ class NewSubscription(SubscriptionCriteria):
     webhook_url: WebhookUrl | None = Field(
         None, description="http(s) URL that receives a signed POST for every match (see the webhooks documentation)"
     )
+    id: str | None = ignored("the node gives the id")
+    active: bool | None = ignored("a new subscription is active")
+    created_at: datetime | None = ignored("set when the subscription is made")
 
 
 # Subscriptions -------------------------------------------------------------------------------------------------
