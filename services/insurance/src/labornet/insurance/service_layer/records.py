@@ -156,14 +156,18 @@ CSV_COLUMNS = (
 def parse_csv(text: str) -> tuple[list[PersonIn], list[dict[str, Any]]]:
     """Persons from a CSV of one contribution period per row; errors name the line and the field.
 
-    An ``earlier_unclaimed_months`` column is optional (0 when absent)."""
-    reader = csv.DictReader(io.StringIO(text))
-    missing = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or [])]
-    if missing:
-        return [], [{"line": 1, "field": ",".join(missing), "message": f"missing columns: {', '.join(missing)}"}]
+    An ``earlier_unclaimed_months`` column is optional (0 when absent). A line ends at CR, LF or CRLF; a file the
+    csv module cannot read (a field beyond its size limit) is one error naming the line, not a server error."""
+    reader = csv.DictReader(io.StringIO(text, newline=""))
     grouped: dict[str, list[tuple[int, dict[str, str]]]] = defaultdict(list)
-    for line, row in enumerate(reader, start=2):
-        grouped[(row.get("resident_id") or "").strip().upper()].append((line, row))
+    try:
+        missing = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            return [], [{"line": 1, "field": ",".join(missing), "message": f"missing columns: {', '.join(missing)}"}]
+        for line, row in enumerate(reader, start=2):
+            grouped[(row.get("resident_id") or "").strip().upper()].append((line, row))
+    except csv.Error as exc:
+        return [], [{"line": reader.reader.line_num, "field": "row", "message": f"not readable as CSV: {exc}"}]
     persons, errors = [], []
     for rows in grouped.values():
         line, first = rows[0]
