@@ -105,12 +105,12 @@ async def test_an_unexpected_error_answers_500_with_the_trace_id_it_logged() -> 
     import httpx
     from fastapi import FastAPI
 
-    from labornet.shared.observability import http_metrics_middleware
+    from labornet.shared.observability import HttpMetrics
     from labornet.shared.problems import install_problem_handlers
 
     app = FastAPI()
     install_problem_handlers(app)
-    app.middleware("http")(http_metrics_middleware("test"))
+    app.add_middleware(HttpMetrics, service="test")
 
     @app.get("/boom")
     async def boom() -> None:

@@ -38,7 +38,7 @@ from labornet.shared.db import create_engine, outbox, quarantine, readonly_sessi
 from labornet.shared.edge import AddressRateLimit, BodyLimit, RateLimits
 from labornet.shared.inbox import EventConsumer, EventRejected, Handler
 from labornet.shared.kafka import client_config, ensure_topics, make_consumer, make_producer
-from labornet.shared.observability import configure_logging, http_metrics_middleware, init_bus_metrics
+from labornet.shared.observability import HttpMetrics, configure_logging, init_bus_metrics
 from labornet.shared.outbox import Outbox, OutboxRelay, decode_headers
 from labornet.shared.problems import (
     Conflict,
@@ -529,7 +529,7 @@ def create_service_app(spec: ServiceSpec, settings: Settings | None = None) -> F
     )
     if app.state.rate_limits is not None:
         app.add_middleware(AddressRateLimit, limits=app.state.rate_limits)
-    app.middleware("http")(http_metrics_middleware(spec.name))  # outermost: times and traces the refusals too
+    app.add_middleware(HttpMetrics, service=spec.name)  # outermost: times and traces the refusals too
     install_problem_handlers(app)
     app.include_router(_platform_router(spec))
     app.include_router(asyncapi_router(spec.name, spec.version))

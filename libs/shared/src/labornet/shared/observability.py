@@ -17,13 +17,12 @@ import re
 import secrets
 import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
-from starlette.requests import Request
-from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from labornet.shared.topics import deadletter_topic, events_topic, inbox_topic, is_inbox_topic
 
@@ -240,31 +239,44 @@ def configure_logging(level: str = "INFO", json_logs: bool = True, service: str 
 # HTTP middleware -------------------------------------------------------------------------------------
 
 
-def http_metrics_middleware(
-    service: str,
-) -> Callable[[Request, Callable[[Request], Awaitable[Response]]], Awaitable[Response]]:
-    """Times every request by route template and joins or starts a W3C trace.
+class HttpMetrics:
+    """ASGI middleware: times every request by route template and joins or starts a W3C trace.
+
+    A plain ASGI middleware rather than Starlette's ``BaseHTTPMiddleware``, which runs the app in a task of its
+    own and copies every response through a memory stream (a third of the cost of a read by id).
 
     When the app raises, the trace stays current: the 500 problem is written by the outermost error handler, after
     this middleware, and must carry the trace id that its log line (with the stack trace) carries. Under uvicorn each
     request runs in a task of its own, which ends with that answer, so the trace goes no further."""
 
-    async def middleware(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        traceparent = child_traceparent(request.headers.get("traceparent"))
+    def __init__(self, app: ASGIApp, service: str) -> None:
+        self.app = app
+        self.service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = next((value for name, value in scope["headers"] if name == b"traceparent"), None)
+        traceparent = child_traceparent(incoming.decode("latin-1") if incoming is not None else None)
+        header = (b"traceparent", traceparent.encode())
         token = current_traceparent.set(traceparent)
         started = time.perf_counter()
         code = 500
+
+        async def send_traced(message: Message) -> None:
+            nonlocal code
+            if message["type"] == "http.response.start":
+                code = message["status"]
+                message = {**message, "headers": [*message.get("headers", ()), header]}
+            await send(message)
+
         try:
-            response = await call_next(request)
-            code = response.status_code
-            response.headers["traceparent"] = traceparent
+            await self.app(scope, receive, send_traced)
             current_traceparent.reset(token)
-            return response
         finally:
-            route = request.scope.get("route")
+            route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
-            HTTP_REQUEST_DURATION.labels(service, request.method, template, str(code)).observe(
+            HTTP_REQUEST_DURATION.labels(self.service, scope["method"], template, str(code)).observe(
                 time.perf_counter() - started
             )
-
-    return middleware
