@@ -226,7 +226,7 @@ async def stop_runtime(runtime: Runtime) -> None:
 # Platform routes -----------------------------------------------------------------------------------------
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:  # async: a sync dependency would cost a thread hop per request
     runtime: Runtime = request.app.state.runtime
     return runtime
 
