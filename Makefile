@@ -9,7 +9,7 @@ CONSOLE := services/console
 PACKAGES := libs/shared $(addprefix services/,$(SERVICES)) $(CONSOLE)
 PYPROJECTS := $(addsuffix /pyproject.toml,$(PACKAGES))
 PROVINCES ?=
-PROCESS_PER ?= service
+PROCESS_PER ?= node
 PYTEST_ARGS ?=
 
 .PHONY: install up test lint validate-deploy bench smoke broker clean help
