@@ -1,15 +1,20 @@
 """Transfer saga benchmark: latency and throughput of insurance transfers between two real nodes.
 
-Sichuan's and Zhejiang's insurance services run under uvicorn against the embedded broker, each with its own
-SQLite database. Sichuan holds the records and answers contact letters itself (``insurance_auto_answer``, as a
-province that automates step 2), so what is measured is the machinery, not an officer: Zhejiang files N transfers
-through its HTTP API at a steady rate; each goes contact letter → information sheet → receipt across the bus.
+Sichuan's and Zhejiang's insurance services run as two processes (uvicorn, like ``labornet up --process-per
+node``) against the embedded broker, each with its own database: a SQLite file, or with
+``LABORNET_BENCH_POSTGRES_URL`` set also a PostgreSQL database per node (created for the run, dropped after).
+Sichuan holds the records and answers contact letters itself (``insurance_auto_answer``, as a province that
+automates step 2), so what is measured is the machinery, not an officer: Zhejiang files N transfers through its
+HTTP API at a steady rate; each goes contact letter → information sheet → receipt across the bus.
 
 Latency is read from the databases: from the request's ``filed_at`` to the timeline step that completed it on
 the receiving side (relationship opened) and on the sending side (receipt applied, settlement created).
-Throughput is completed transfers per second from the first filing to the last completion.
+Throughput is completed transfers per second from the first filing to the last completion. One line per
+backend and offered rate, with the load average (the machine's other work counts: note it beside the figures).
 
-    python -m benchmarks saga --transfers 150 --rates 5,20
+    python -m benchmarks saga --transfers 300 --rates 20,50,100
+    LABORNET_BENCH_POSTGRES_URL=postgresql+asyncpg://postgres@127.0.0.1:5432/test python -m benchmarks saga
+    python -m benchmarks saga --backends postgresql --rates 100 --keep   # nodes stay up to be profiled (py-spy)
 """
 
 from __future__ import annotations
@@ -18,8 +23,12 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
+import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -29,13 +38,11 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from labornet.insurance.adapters.tables import transfer, transfer_step
-from labornet.insurance.app import create_app
-from labornet.shared.broker import EmbeddedBroker
+from labornet.shared.broker import EmbeddedBroker, free_port
 from labornet.shared.db import as_utc, create_engine, readonly_sessionmaker
 from labornet.shared.identifiers import make_resident_id
 from labornet.shared.keys import ensure_node_keys
-from labornet.shared.settings import Settings
-from labornet.shared.testing import bearer, eventually, serving
+from labornet.shared.testing import bearer, create_postgres_database, drop_postgres_database
 
 SC, ZJ = "510000", "330000"
 
@@ -45,7 +52,9 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def summary(values: list[float]) -> dict[str, float]:
+def summary(values: list[float]) -> dict[str, float | None]:
+    if not values:
+        return {"p50_ms": None, "p95_ms": None, "p99_ms": None, "max_ms": None}
     return {
         "p50_ms": round(percentile(values, 0.50) * 1000, 1),
         "p95_ms": round(percentile(values, 0.95) * 1000, 1),
@@ -68,99 +77,225 @@ async def completions(engine: AsyncEngine, side: str) -> dict[str, tuple[float, 
         }
 
 
-async def run(transfers: int, rate: float) -> dict[str, Any]:
+@contextlib.contextmanager
+def node(province: str, env: dict[str, str], log_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """One province's insurance service in a process of its own; yields it and its base URL once it is ready."""
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--factory",
+        "labornet.insurance.app:create_app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--no-access-log",
+        "--log-level",
+        "warning",
+    ]
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(command, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 90
+            while True:
+                with contextlib.suppress(httpx.HTTPError):
+                    if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                        break
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit(f"{province} did not get ready:\n{log_path.read_text()[-3000:]}")
+                time.sleep(0.2)
+            yield proc, base
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+async def register(client: httpx.AsyncClient, officer: dict[str, str], movers: list[str]) -> None:
+    """Sichuan's records of the people who move, 16 requests at a time."""
+
+    async def one(resident_id: str) -> None:
+        response = await client.post(
+            "/api/v1/insured-persons",
+            headers=officer,
+            json={
+                "resident_id": resident_id,
+                "name": "测试",  # the name the transfer gives: a mismatch would wait for an officer
+                "hukou_division": "511602",
+                "status": "unemployed-claiming",
+                "benefit_months_paid": 1,
+                "periods": [{"start_month": "2015-01", "end_month": "2022-12", "kind": "actual"}],
+            },
+        )
+        response.raise_for_status()
+
+    for start in range(0, len(movers), 16):
+        await asyncio.gather(*(one(r) for r in movers[start : start + 16]))
+
+
+async def measure(
+    clients: dict[str, httpx.AsyncClient], engines: dict[str, AsyncEngine], headers: list[dict[str, str]], rate: float
+) -> dict[str, Any]:
+    """File one transfer per header at ``rate`` a second; wait for them to complete; read the latencies."""
+    transfers = len(headers)
+    refused: list[str] = []
+    request_s: list[float] = []
+
+    async def file(header: dict[str, str]) -> None:
+        sent = time.monotonic()
+        try:
+            response = await clients[ZJ].post(
+                "/api/v1/transfers",
+                headers=header,
+                json={"from_province": SC, "reason": "claimant-relocation", "name": "测试"},
+            )
+        except httpx.HTTPError as exc:
+            refused.append(type(exc).__name__)
+            return
+        request_s.append(time.monotonic() - sent)
+        if response.status_code != 201:
+            refused.append(str(response.status_code))
+
+    started = time.monotonic()
+    filings = []
+    for n, header in enumerate(headers):
+        filings.append(asyncio.create_task(file(header)))
+        await asyncio.sleep(max(0.0, started + (n + 1) / rate - time.monotonic()))
+    await asyncio.gather(*filings)
+    filed_s = time.monotonic() - started
+    expected = transfers - len(refused)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if len(await completions(engines[SC], "sending")) >= expected:
+            break
+        await asyncio.sleep(0.2)
+    receiving = await completions(engines[ZJ], "receiving")
+    sending = await completions(engines[SC], "sending")
+    done = [c for c in receiving if c in sending]
+    first_filed = min((filed for filed, _ in receiving.values()), default=0.0)
+    last_done = max((sending[c][1] for c in done), default=first_filed)
+    return {
+        "transfers": transfers,
+        "offered_rate_per_s": rate,
+        "achieved_offer_per_s": round(transfers / filed_s, 1),
+        "refused": len(refused),
+        "refusals": sorted(set(refused)),
+        "completed": len(done),
+        "filing_request": summary(request_s),
+        "relationship_opened_at_receiving": summary([done_at - filed for filed, done_at in receiving.values()]),
+        "closed_at_sending_with_settlement": summary([sending[c][1] - receiving[c][0] for c in done]),
+        "throughput_per_s": round(len(done) / (last_done - first_filed), 1) if last_done > first_filed else 0.0,
+    }
+
+
+async def run(backend: str, transfers: int, rate: float, keep: bool = False) -> dict[str, Any]:
     data_dir = Path(tempfile.mkdtemp(prefix="labornet-saga-bench-"))
     broker = EmbeddedBroker(log_path=data_dir / "tansu.log")
     broker.start()
     keys = {p: ensure_node_keys(p, data_dir / "keys" / p, data_dir / "trust-list.json") for p in (SC, ZJ)}
-    urls = {p: f"sqlite+aiosqlite:///{data_dir / f'{p}.sqlite3'}" for p in (SC, ZJ)}
-
-    def settings(province: str) -> Settings:
-        return Settings(  # type: ignore[call-arg]
-            province=province,
-            service="insurance",
-            data_dir=data_dir,
-            database_url=urls[province],
-            kafka_bootstrap_servers=broker.bootstrap_servers,
-            insurance_auto_answer=province == SC,
-            log_json=False,
-            log_level="WARNING",
-        )
-
+    base = os.environ.get("LABORNET_BENCH_POSTGRES_URL")
+    databases: list[str] = []
+    urls: dict[str, str] = {}
     try:
-        async with contextlib.AsyncExitStack() as stack:
-            clients = {p: await stack.enter_async_context(serving(create_app(settings(p)))) for p in (SC, ZJ)}
-            for client in clients.values():
+        for p in (SC, ZJ):
+            if backend == "postgresql":
+                assert base, "LABORNET_BENCH_POSTGRES_URL is needed for the PostgreSQL runs"
+                urls[p], name = await create_postgres_database(base)
+                databases.append(name)
+            else:
+                urls[p] = f"sqlite+aiosqlite:///{data_dir / f'{p}.sqlite3'}"
 
-                async def ready(client: httpx.AsyncClient = client) -> bool:
-                    return (await client.get("/readyz")).status_code == 200
+        def env(province: str) -> dict[str, str]:
+            return {
+                "LABORNET_PROVINCE": province,
+                "LABORNET_SERVICE": "insurance",
+                "LABORNET_DATA_DIR": str(data_dir),
+                "LABORNET_DATABASE_URL": urls[province],
+                "LABORNET_KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
+                "LABORNET_INSURANCE_AUTO_ANSWER": "true" if province == SC else "false",
+                "LABORNET_LOG_JSON": "false",
+                "LABORNET_LOG_LEVEL": "WARNING",
+            }
 
-                await eventually(ready, timeout_s=60)
-            officer = bearer(keys[SC], "officer", sub="officer-510000")
-            movers = [
-                make_resident_id("511602", date(1980, 1, 1).replace(year=1980 + n % 30), n % 1000)
-                for n in range(transfers)
-            ]
-            for n, resident_id in enumerate(movers):
-                response = await clients[SC].post(
-                    "/api/v1/insured-persons",
-                    headers=officer,
-                    json={
-                        "resident_id": resident_id,
-                        "name": f"测试{n}",
-                        "hukou_division": "511602",
-                        "status": "unemployed-claiming",
-                        "benefit_months_paid": 1,
-                        "periods": [{"start_month": "2015-01", "end_month": "2022-12", "kind": "actual"}],
-                    },
-                )
-                response.raise_for_status()
-
-            async def file(resident_id: str) -> None:
-                response = await clients[ZJ].post(
-                    "/api/v1/transfers",
-                    headers=bearer(keys[ZJ], "worker", sub=resident_id),
-                    json={"from_province": SC, "reason": "claimant-relocation", "name": "测试"},
-                )
-                response.raise_for_status()
-
-            engines = {p: create_engine(urls[p]) for p in (SC, ZJ)}
-            started = time.monotonic()
-            filings = []
-            for n, resident_id in enumerate(movers):
-                filings.append(asyncio.create_task(file(resident_id)))
-                await asyncio.sleep(max(0.0, started + (n + 1) / rate - time.monotonic()))
-            await asyncio.gather(*filings)
-            deadline = time.monotonic() + 120
-            while len(await completions(engines[SC], "sending")) < transfers:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("transfers did not complete within 120 s of the last filing")
-                await asyncio.sleep(0.2)
-            receiving = await completions(engines[ZJ], "receiving")
-            sending = await completions(engines[SC], "sending")
-            for engine in engines.values():
-                await engine.dispose()
+        with contextlib.ExitStack() as stack:
+            nodes = {p: stack.enter_context(node(p, env(p), data_dir / f"{p}.log")) for p in (SC, ZJ)}
+            if keep:
+                print(f"{backend} {rate:g}/s: pids SC {nodes[SC][0].pid}, ZJ {nodes[ZJ][0].pid}", flush=True)
+            limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
+            async with contextlib.AsyncExitStack() as astack:
+                clients = {
+                    p: await astack.enter_async_context(
+                        httpx.AsyncClient(base_url=nodes[p][1], timeout=30, limits=limits)
+                    )
+                    for p in (SC, ZJ)
+                }
+                movers = [
+                    make_resident_id("511602", date(1980, 1, 1).replace(year=1980 + n % 30), n % 1000)
+                    for n in range(transfers)
+                ]
+                await register(clients[SC], bearer(keys[SC], "officer", sub="officer-510000"), movers)
+                headers = [bearer(keys[ZJ], "worker", sub=resident_id) for resident_id in movers]  # signed up front
+                engines = {p: create_engine(urls[p]) for p in (SC, ZJ)}
+                try:
+                    result = await measure(clients, engines, headers, rate)
+                finally:
+                    for engine in engines.values():
+                        await engine.dispose()
+            errors = sum((data_dir / f"{p}.log").read_text().count("database is locked") for p in (SC, ZJ))
     finally:
         broker.stop()
+        for name in databases:
+            assert base is not None
+            await drop_postgres_database(base, name)
+    return {"backend": backend, **result, "database_is_locked_logged": errors, "load_avg": os.getloadavg()}
 
-    first_filed = min(filed for filed, _ in receiving.values())
-    last_done = max(done for _, done in sending.values())
-    return {
-        "transfers": transfers,
-        "offered_rate_per_s": rate,
-        "relationship_opened_at_receiving": summary([done - filed for filed, done in receiving.values()]),
-        "closed_at_sending_with_settlement": summary([sending[c][1] - receiving[c][0] for c in receiving]),
-        "throughput_per_s": round(transfers / (last_done - first_filed), 1),
-    }
+
+def line(result: dict[str, Any]) -> str:
+    closed = result["closed_at_sending_with_settlement"]
+    load = " ".join(f"{v:.2f}" for v in result["load_avg"])
+    incomplete = result["transfers"] - result["completed"]
+    return (
+        f"saga {result['backend']:<10} offered {result['offered_rate_per_s']:>5g}/s  "
+        f"achieved {result['throughput_per_s']:>5.1f}/s  "
+        f"p50 {closed['p50_ms']} ms  p95 {closed['p95_ms']} ms  p99 {closed['p99_ms']} ms  "
+        f"filing p95 {result['filing_request']['p95_ms']} ms  "
+        f"refused {result['refused']}  incomplete {incomplete}  locked {result['database_is_locked_logged']}  "
+        f"load {load}"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--transfers", type=int, default=150, help="transfers per rate")
-    parser.add_argument("--rates", default="5,20", help="comma-separated: transfers filed per second")
+    parser.add_argument("--transfers", type=int, default=300, help="transfers per rate")
+    parser.add_argument("--rates", default="20,50,100", help="comma-separated: transfers filed per second")
+    parser.add_argument(
+        "--backends",
+        default=None,
+        help="comma-separated sqlite,postgresql (default: sqlite, and postgresql when LABORNET_BENCH_POSTGRES_URL "
+        "is set)",
+    )
+    parser.add_argument("--json", action="store_true", help="also print every figure as JSON")
+    parser.add_argument("--keep", action="store_true", help="print the nodes' process ids (to attach a profiler)")
     args = parser.parse_args()
-    results = [asyncio.run(run(args.transfers, float(rate))) for rate in args.rates.split(",")]
-    print(json.dumps(results, indent=2))
+    backends = (
+        args.backends.split(",")
+        if args.backends
+        else ["sqlite"] + (["postgresql"] if os.environ.get("LABORNET_BENCH_POSTGRES_URL") else [])
+    )
+    results = []
+    for backend in backends:
+        for rate in args.rates.split(","):
+            result = asyncio.run(run(backend, args.transfers, float(rate), args.keep))
+            print(line(result), flush=True)
+            results.append(result)
+    if args.json:
+        print(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":
