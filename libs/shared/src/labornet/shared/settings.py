@@ -141,7 +141,7 @@ class Settings(BaseSettings):
         1024 * 1024, ge=1024, description="largest request body; a larger one is refused with 413 before it is read"
     )
     request_max_import_bytes: int = Field(
-        20 * 1024 * 1024, ge=1024, description="largest body of a bulk import (the insurance records' CSV import)"
+        20 * 1024 * 1024, ge=1024, description="largest body of a bulk import (records' CSV, vacancy import)"
     )
     rate_limit_enabled: bool = Field(True, description="answer 429 with Retry-After beyond the rate limits below")
     rate_limit_per_address: str = Field(

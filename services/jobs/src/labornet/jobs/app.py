@@ -18,7 +18,7 @@ from labornet.jobs import __doc__ as description
 from labornet.jobs import __version__
 from labornet.jobs.adapters.brands import BRAND_CHECK_RESULTS, BRAND_CHECKS, HttpBrandRegister
 from labornet.jobs.domain.vacancy import EVENT_TYPES
-from labornet.jobs.entrypoints import api, federation, subscriptions
+from labornet.jobs.entrypoints import api, federation, imports, subscriptions
 from labornet.jobs.metrics import MATCHES
 from labornet.jobs.service_layer.vacancies import REPLICA_CHANGES, VacancyService, refresh_gauges
 from labornet.shared.app import ConsumerSpec, Runtime, ServiceSpec, create_service_app
@@ -49,6 +49,7 @@ def setup(runtime: Runtime) -> None:
         brands=brand_register(runtime.settings),
         max_version_jump=runtime.settings.replica_max_version_jump,
     )
+    imports.setup(runtime)
 
 
 def init_metrics(members: Sequence[str]) -> None:
@@ -90,7 +91,7 @@ async def sweep(runtime: Runtime) -> None:
 
 
 def background(runtime: Runtime) -> list[Coroutine[Any, Any, None]]:
-    return [sweep(runtime), *subscriptions.webhook_background(runtime)]
+    return [sweep(runtime), *subscriptions.webhook_background(runtime), *imports.background(runtime)]
 
 
 SPEC = ServiceSpec(
@@ -98,7 +99,8 @@ SPEC = ServiceSpec(
     version=__version__,
     migrations="labornet.jobs:migrations",
     readiness_table="vacancy",
-    routers=[api.router, subscriptions.router, federation.router],
+    routers=[api.router, subscriptions.router, federation.router, imports.router],
+    import_paths=[imports.IMPORTS_PATH],
     replicas=[federation.SPEC],
     setup=setup,
     consumers=consumers,

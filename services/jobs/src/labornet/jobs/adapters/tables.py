@@ -113,3 +113,27 @@ Index(
     webhook_delivery.c.failed_at,
     webhook_delivery.c.next_attempt_at,
 )
+
+# A bulk import of vacancies (entrypoints/imports.py): its progress, committed with every batch it publishes
+vacancy_import = Table(
+    "vacancy_import",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("officer", String(200), nullable=False),  # the token's sub
+    Column("format", String(10), nullable=False),  # csv or ndjson
+    Column("mode", String(20), nullable=False),  # valid-rows or all-or-nothing
+    Column("state", String(12), nullable=False),  # queued, running, completed, failed
+    Column("bytes", Id, nullable=False),
+    Column("rows_read", Integer, nullable=False),
+    Column("rows_valid", Integer, nullable=False),
+    Column("rows_rejected", Integer, nullable=False),
+    Column("rows_published", Integer, nullable=False),
+    Column("published_through_line", Integer, nullable=False),  # every valid row up to this line is published
+    Column("errors", JSON, nullable=False),  # the first errors, by line
+    Column("message", Text, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=True),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True), nullable=True),
+)
+Index("ix_vacancy_import_state", vacancy_import.c.state)

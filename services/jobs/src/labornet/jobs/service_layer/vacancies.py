@@ -9,7 +9,7 @@ same rules first.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -144,6 +144,13 @@ class VacancyService:
 
     async def publish(self, draft: VacancyDraft) -> dict[str, Any]:
         await self._check_brand(draft.brand_id)
+        row = self.new_vacancy(draft)
+        async with self.sessions() as session, session.begin():
+            await self.insert_published(session, [row])
+        return row
+
+    def new_vacancy(self, draft: VacancyDraft) -> dict[str, Any]:
+        """The row a draft is published as (the division resolved; 422 naming it otherwise), not yet written."""
         row = flatten(draft)
         row["division_code"], row["city"] = self._place(draft.division_code, draft.city)
         moment = now()
@@ -161,10 +168,13 @@ class VacancyService:
             skills=row.get("skills", []),
         )
         row["search_tokens"] = search_tokens(row)
-        async with self.sessions() as session, session.begin():
-            await session.execute(insert(vacancy).values(**row))
-            await self._emit(session, PUBLISHED, row)
         return row
+
+    async def insert_published(self, session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Write new vacancies and their published events in the caller's transaction (the bulk import's batches)."""
+        await session.execute(insert(vacancy), rows)
+        for row in rows:
+            await self._emit(session, PUBLISHED, row)
 
     async def update(self, vacancy_id: str, changes: VacancyChanges, if_match: int | None) -> dict[str, Any]:
         await self._check_brand(changes.brand_id)
