@@ -335,3 +335,23 @@ async def test_a_brand_register_that_cannot_answer_rejects_the_rows_naming_a_bra
     assert {e["field"] for e in done["errors"]} == {"brand_id"}
     assert "cannot be checked now" in done["errors"][0]["message"]
     assert calls == 1  # asked once per import, not once per row
+
+
+async def test_imported_vacancies_are_matched_to_subscriptions_as_single_ones_are(
+    settings: Settings, node_keys: dict[str, NodeKeys]
+) -> None:
+    officer = bearer(node_keys[SC], "officer")
+    worker = bearer(node_keys[SC], "worker", sub="wang")
+    async with jobs_node(settings, batch_rows=4) as (client, _runtime):
+        for criteria in ({"occupation_codes": ["5120"], "keywords": ["夜班"]}, {"division_codes": ["510700"]}):
+            assert (await client.post("/api/v1/me/subscriptions", headers=worker, json=criteria)).status_code == 201
+        rows = [
+            vacancy(n, title=f"川菜厨师 夜班 chef{n:06d}" if n % 3 == 0 else f"川菜厨师 chef{n:06d}") for n in range(9)
+        ] + [vacancy(9, division_code="510703", occupation_code="7411")]
+        answer = await client.post(IMPORTS, headers={**officer, **NDJSON}, content=as_ndjson(rows))
+        assert (await finished(client, answer.headers["Location"], officer))["rows_published"] == 10
+        matches = (await client.get("/api/v1/me/matches", headers=worker)).json()["items"]
+        found = (await client.get("/api/v1/vacancies", params={"limit": 100})).json()["items"]
+        titles = {item["id"]: item["title"] for item in found}
+        matched = sorted(titles[m["vacancy_id"]] for m in matches)
+        assert matched == sorted([f"川菜厨师 夜班 chef{n:06d}" for n in (0, 3, 6)] + ["川菜厨师 chef000009"])

@@ -18,8 +18,9 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from labornet.jobs.adapters.brands import BrandRegister, BrandRegisterUnavailable
-from labornet.jobs.adapters.tables import vacancy
+from labornet.jobs.adapters.tables import subscription, vacancy
 from labornet.jobs.domain import text
+from labornet.jobs.domain.subscriptions import vacancy_matcher
 from labornet.jobs.domain.vacancy import (
     CLOSED,
     PUBLISHED,
@@ -38,7 +39,7 @@ from labornet.jobs.domain.vacancy import (
     now,
     occupations,
 )
-from labornet.jobs.service_layer.matching import match_vacancy
+from labornet.jobs.service_layer.matching import criteria_of, match_vacancy
 from labornet.shared.clock import today_in_china
 from labornet.shared.divisions import DivisionRegistry, InvalidDivision
 from labornet.shared.envelope import Envelope, format_time
@@ -146,7 +147,8 @@ class VacancyService:
         await self._check_brand(draft.brand_id)
         row = self.new_vacancy(draft)
         async with self.sessions() as session, session.begin():
-            await self.insert_published(session, [row])
+            await session.execute(insert(vacancy).values(**row))
+            await self._emit(session, PUBLISHED, row)
         return row
 
     def new_vacancy(self, draft: VacancyDraft) -> dict[str, Any]:
@@ -171,10 +173,20 @@ class VacancyService:
         return row
 
     async def insert_published(self, session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
-        """Write new vacancies and their published events in the caller's transaction (the bulk import's batches)."""
+        """Write new vacancies and their published events in the caller's transaction (the bulk import's batches).
+
+        The rows go in with one statement, and the active subscriptions are read once for all of them: a vacancy
+        that none of them accepts has nothing to match (it is new, so no match of it exists to refresh), and only
+        the others go through :func:`match_vacancy`, as a single publish does."""
         await session.execute(insert(vacancy), rows)
+        subscribed = [
+            criteria_of(found) for found in await session.execute(select(subscription).where(subscription.c.active))
+        ]
         for row in rows:
-            await self._emit(session, PUBLISHED, row)
+            await self._write_event(session, PUBLISHED, row)
+            accepts = vacancy_matcher(row)
+            if any(accepts(criteria) for criteria in subscribed):
+                await match_vacancy(session, row)
 
     async def update(self, vacancy_id: str, changes: VacancyChanges, if_match: int | None) -> dict[str, Any]:
         await self._check_brand(changes.brand_id)
@@ -253,10 +265,13 @@ class VacancyService:
             raise VacancyRuleError(f"vacancy {current['id']} changed concurrently; reload and retry")
 
     async def _emit(self, session: AsyncSession, event_type: str, row: Mapping[str, Any]) -> None:
+        await self._write_event(session, event_type, row)
+        await match_vacancy(session, row)
+
+    async def _write_event(self, session: AsyncSession, event_type: str, row: Mapping[str, Any]) -> None:
         await self.outbox.add(
             session, topic=self.topic, event_type=event_type, key=row["id"], subject=row["id"], data=to_event(row)
         )
-        await match_vacancy(session, row)
 
     async def apply_event(self, session: AsyncSession, envelope: Envelope) -> None:
         """Apply a partner's vacancy event to the replica: newer versions win, older or equal ones change nothing.
