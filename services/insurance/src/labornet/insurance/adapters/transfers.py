@@ -109,12 +109,17 @@ async def load_sending(session: AsyncSession, receiving_case: str, *, for_update
 
 
 async def _append(session: AsyncSession, case_id: str, steps: Sequence[Step]) -> None:
-    for step in steps:
-        await session.execute(
-            insert(transfer_step).values(
-                transfer_id=case_id, at=step.at, state=step.state.value, province=step.province, note=step.note
-            )
+    """The new steps in one statement (ids in timeline order: a multi-row VALUES inserts in the order given)."""
+    if not steps:
+        return
+    await session.execute(
+        insert(transfer_step).values(
+            [
+                {"transfer_id": case_id, "at": s.at, "state": s.state.value, "province": s.province, "note": s.note}
+                for s in steps
+            ]
         )
+    )
 
 
 async def add(session: AsyncSession, case: Transfer) -> None:

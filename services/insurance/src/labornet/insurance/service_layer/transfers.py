@@ -124,8 +124,8 @@ class TransferService:
                 to_province=to_province,
             )
             try:
-                async with session.begin_nested():
-                    await transfers.add(session, outcome.transfer)
+                # no savepoint (two round trips on every filing): the refusal rolls the whole transaction back
+                await transfers.add(session, outcome.transfer)
             except IntegrityError as exc:
                 raise TransferRefused("another transfer for this person is already in progress") from exc
             await self._apply(session, outcome, None, at)
@@ -194,7 +194,7 @@ class TransferService:
             await self._commit(
                 session,
                 outcome.transfer,
-                await self._sheet(session, outcome.transfer, outcome.person, at),
+                await self._sheet(session, outcome.transfer, outcome.person, at, settings),
                 outcome.person,
                 at,
             )
@@ -333,14 +333,22 @@ class TransferService:
             raise TransferNotFound(f"no transfer {case_id} on this node")
         return case
 
-    async def _sheet(self, session: AsyncSession, case: Transfer, person: rules.InsuredPerson, at: datetime) -> Outcome:
+    async def _sheet(
+        self,
+        session: AsyncSession,
+        case: Transfer,
+        person: rules.InsuredPerson,
+        at: datetime,
+        settings: dict[str, Any] | None = None,
+    ) -> Outcome:
+        """The information sheet; ``settings`` is the benefit configuration when the step has read it already."""
         return rules.send_sheet(
             case,
             province=self.province,
             at=at,
             person=person,
             live_periods=await transfers.live_periods(session, case.resident_id),
-            standard=config.standard_of(await config.load(session, self.province)),
+            standard=config.standard_of(settings or await config.load(session, self.province)),
             fund_held=await transfers.fund_carried_in(session, case.resident_id),
         )
 

@@ -1,0 +1,145 @@
+"""What each saga step costs the database: every statement is a round trip under the step's write transaction
+(on SQLite the write lock, on PostgreSQL a connection and row locks), so a step reads nothing twice, inserts its
+timeline in one statement and takes no savepoint it does not need. The transfer saga benchmark
+(``python -m benchmarks saga``) measures what these round trips add up to at 100 transfers/s."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import event, func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from labornet.insurance.adapters.tables import transfer, transfer_step
+from labornet.insurance.domain.transfer import Reason, TimeLimits, TransferRefused
+from labornet.insurance.service_layer.records import PersonIn, add_person, ensure_config
+from labornet.insurance.service_layer.transfers import TransferService
+from labornet.shared.db import create_engine, outbox, readonly_sessionmaker, sessionmaker
+from labornet.shared.envelope import Envelope
+from labornet.shared.keys import NodeKeys
+from labornet.shared.migrations import upgrade
+from labornet.shared.outbox import Outbox, decode_headers
+from labornet.shared.signing import Signer
+from labornet.shared.workdays import WorkCalendar
+
+SC, ZJ = "510000", "330000"
+RID = "11010519491231002X"
+
+
+@contextmanager
+def statements(engine: AsyncEngine) -> Iterator[list[str]]:
+    """The SQL sent through ``engine`` while the block runs (one entry per execution: executemany counts once)."""
+    sent: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        sent.append(" ".join(statement.split()))
+
+    event.listen(engine.sync_engine, "before_cursor_execute", record)
+    try:
+        yield sent
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", record)
+
+
+def touching(sent: list[str], verb: str, table: str) -> list[str]:
+    return [s for s in sent if s.upper().startswith(verb) and f" {table} " in f" {s.replace('(', ' ')} "]
+
+
+@pytest.fixture
+async def nodes(
+    new_database_url: Callable[[], Awaitable[str]], node_keys: dict[str, NodeKeys], tmp_path: Path
+) -> AsyncIterator[dict[str, tuple[AsyncEngine, TransferService]]]:
+    made = {}
+    for province in (SC, ZJ):
+        engine = create_engine(await new_database_url())
+        await upgrade(engine, "labornet.insurance:migrations")
+        async with sessionmaker(engine)() as session, session.begin():
+            await ensure_config(session, province)
+        service = TransferService(
+            province=province,
+            sessions=sessionmaker(engine),
+            outbox=Outbox(province, "insurance", Signer.from_file(node_keys[province].signing_key, province)),
+            calendar=WorkCalendar(),
+            members=[SC, ZJ],
+            auto_answer=province == SC,
+        )
+        made[province] = (engine, service)
+    async with sessionmaker(made[SC][0])() as session, session.begin():
+        await add_person(
+            session,
+            SC,
+            PersonIn.model_validate(
+                {
+                    "resident_id": RID,
+                    "name": "王晓明",
+                    "hukou_division": "511602",
+                    "status": "unemployed-claiming",
+                    "benefit_months_paid": 3,
+                    "periods": [{"start_month": "2017-01", "end_month": "2022-12", "kind": "actual"}],
+                }
+            ),
+        )
+    yield made
+    for engine, _ in made.values():
+        await engine.dispose()
+
+
+async def last_message(engine: AsyncEngine) -> Envelope:
+    async with readonly_sessionmaker(engine)() as session:
+        row = (await session.execute(select(outbox).order_by(outbox.c.id.desc()).limit(1))).mappings().one()
+    return Envelope.from_kafka(row["message_key"], row["payload"], decode_headers(row["headers"]))
+
+
+async def deliver(engine: AsyncEngine, service: TransferService, envelope: Envelope) -> None:
+    async with sessionmaker(engine)() as session, session.begin():
+        await service.handlers()[envelope.type](session, envelope)
+
+
+async def test_filing_takes_no_savepoint_and_a_refusal_still_leaves_nothing(
+    nodes: dict[str, tuple[AsyncEngine, TransferService]],
+) -> None:
+    engine, service = nodes[ZJ]
+    filing = {"resident_id": RID, "name": "王晓明", "from_province": SC, "reason": Reason.CLAIMANT_RELOCATION}
+    with statements(engine) as sent:
+        await service.file(**filing, new_employer=None, filed_by=RID)
+    assert not [s for s in sent if "SAVEPOINT" in s.upper()], sent
+    assert len(touching(sent, "INSERT", "transfer_step")) == 1
+    assert len(touching(sent, "SELECT", "benefit_config")) == 1
+
+    # the second request for the same person is refused by the unique index; its transaction leaves no trace
+    with pytest.raises(TransferRefused, match="already in progress"):
+        await service.file(**filing, new_employer=None, filed_by=RID)
+    async with readonly_sessionmaker(engine)() as session:
+        assert (await session.execute(select(func.count()).select_from(transfer))).scalar_one() == 1
+        assert (await session.execute(select(func.count()).select_from(transfer_step))).scalar_one() == 1
+        assert (await session.execute(select(func.count()).select_from(outbox))).scalar_one() == 1
+    # and the node goes on filing: the refused transaction did not leave the connection in a failed state
+    await service.file(**(filing | {"resident_id": "110105194912310029"}), new_employer=None, filed_by=RID)
+
+
+async def test_an_auto_answered_contact_letter_reads_the_configuration_once(
+    nodes: dict[str, tuple[AsyncEngine, TransferService]],
+) -> None:
+    (zj_engine, zj), (sc_engine, sc) = nodes[ZJ], nodes[SC]
+    filing = {"resident_id": RID, "name": "王晓明", "from_province": SC, "reason": Reason.CLAIMANT_RELOCATION}
+    await zj.file(**filing, new_employer=None, filed_by=RID)
+    with statements(sc_engine) as sent:
+        await deliver(sc_engine, sc, await last_message(zj_engine))
+    assert len(touching(sent, "SELECT", "benefit_config")) == 1, sent
+    async with readonly_sessionmaker(sc_engine)() as session:
+        steps = (await session.execute(select(transfer_step.c.state).order_by(transfer_step.c.id))).scalars().all()
+    assert steps == ["received", "sheet-sent"]
+
+
+@pytest.mark.parametrize("days", [1, 5, 20])
+def test_due_dates_are_the_working_day_count_of_their_own_calendar(days: int) -> None:
+    plain, festive = WorkCalendar(), WorkCalendar.of(holidays=[date(2026, 10, d) for d in range(1, 9)])
+    for hour in range(0, 24 * 40, 7):
+        at = datetime(2026, 9, 20, tzinfo=UTC) + timedelta(hours=hour)
+        for calendar in (plain, festive, plain):  # answers computed for one calendar are not the other's
+            assert TimeLimits(calendar).due(at, days) == calendar.add_workdays(at, days)
