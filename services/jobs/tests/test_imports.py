@@ -19,7 +19,7 @@ from labornet.jobs.adapters.brands import BrandRegisterUnavailable, FixedBrandRe
 from labornet.jobs.adapters.tables import vacancy as vacancy_table
 from labornet.jobs.adapters.tables import vacancy_import
 from labornet.jobs.app import create_app
-from labornet.jobs.domain.imports import CSV_COLUMNS
+from labornet.jobs.domain.imports import CSV_COLUMNS, csv_rows
 from labornet.jobs.domain.vacancy import PUBLISHED, BrandRef
 from labornet.jobs.service_layer.imports import ImportService
 from labornet.shared.clock import today_in_china
@@ -240,6 +240,7 @@ async def test_files_that_cannot_be_imported_are_refused_at_once(
             (as_csv([], CSV_COLUMNS) + b"\r\n", CSV, "no row follows the header"),
             (b"title,colour\r\nx,red\r\n", CSV, "missing columns: employer_name"),
             (b"title,colour\r\n", CSV, "unknown columns: colour"),
+            (b"title," + b"c" * 70_000, CSV, "the first line is longer than 65536 characters; it is no header"),
             (as_ndjson([vacancy(1)])[:-3] + b"\xff\xfe\n", NDJSON, "line 1 holds a byte that is not UTF-8"),
         ]:
             problem = assert_problem(await client.post(IMPORTS, headers={**officer, **headers}, content=body), 422)
@@ -355,3 +356,13 @@ async def test_imported_vacancies_are_matched_to_subscriptions_as_single_ones_ar
         titles = {item["id"]: item["title"] for item in found}
         matched = sorted(titles[m["vacancy_id"]] for m in matches)
         assert matched == sorted([f"川菜厨师 夜班 chef{n:06d}" for n in (0, 3, 6)] + ["川菜厨师 chef000009"])
+
+
+def test_csv_rows_name_the_line_where_each_row_starts_and_read_on_after_a_broken_one() -> None:
+    text = as_csv([vacancy(1), vacancy(2, description="两行\n描述"), vacancy(3), vacancy(4)]).decode()
+    lines = text.splitlines(keepends=True)
+    lines[4] = lines[4].replace("chef000003", "chef" + "3" * 200_000)  # beyond the csv module's field limit, line 5
+    parsed = list(csv_rows(lines))
+    assert [(row.line, row.draft is not None) for row in parsed] == [(2, True), (3, True), (5, False), (6, True)]
+    assert parsed[2].errors[0].field == "row" and "not readable as CSV" in parsed[2].errors[0].message
+    assert parsed[1].draft is not None and parsed[1].draft.description == "两行\n描述"

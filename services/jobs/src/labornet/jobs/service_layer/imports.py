@@ -87,7 +87,10 @@ class Upload:
                 if len(self._head) > HEADER_MAX_CHARS:
                     raise FileRefused(f"the first line is longer than {HEADER_MAX_CHARS} characters; it is no header")
                 return  # the rest of the header is still to come (or the file is empty)
-            self.header = check_header(next(csv.reader([first.lstrip("\ufeff")]), []))
+            try:
+                self.header = check_header(next(csv.reader([first.lstrip("\ufeff")]), []))
+            except csv.Error as exc:
+                raise FileRefused(f"the header (line 1) is not readable as CSV: {exc}") from exc
             text, self._head = rest, ""
         self._rows_follow = self._rows_follow or bool(text.strip())
 
