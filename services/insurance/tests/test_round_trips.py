@@ -122,7 +122,7 @@ async def test_filing_takes_no_savepoint_and_a_refusal_still_leaves_nothing(
     await service.file(**(filing | {"resident_id": "110105194912310029"}), new_employer=None, filed_by=RID)
 
 
-async def test_an_auto_answered_contact_letter_reads_the_configuration_once(
+async def test_an_auto_answered_letter_is_stored_once_and_a_message_reads_its_case_in_one_query(
     nodes: dict[str, tuple[AsyncEngine, TransferService]],
 ) -> None:
     (zj_engine, zj), (sc_engine, sc) = nodes[ZJ], nodes[SC]
@@ -131,9 +131,27 @@ async def test_an_auto_answered_contact_letter_reads_the_configuration_once(
     with statements(sc_engine) as sent:
         await deliver(sc_engine, sc, await last_message(zj_engine))
     assert len(touching(sent, "SELECT", "benefit_config")) == 1, sent
+    # the case goes in once with both steps, and the record is written once
+    assert len(touching(sent, "INSERT", "transfer")) == 1, sent
+    assert not touching(sent, "UPDATE", "transfer"), sent
+    assert len(touching(sent, "INSERT", "transfer_step")) == 1, sent
+    assert len(touching(sent, "UPDATE", "insured_person")) == 1, sent
     async with readonly_sessionmaker(sc_engine)() as session:
         steps = (await session.execute(select(transfer_step.c.state).order_by(transfer_step.c.id))).scalars().all()
+        version = (await session.execute(select(transfer.c.version))).scalar_one()
     assert steps == ["received", "sheet-sent"]
+    assert version == 2  # as if stored step by step
+
+    # the sheet's case is read with its timeline in one query, locked (on PostgreSQL) until the step commits
+    with statements(zj_engine) as sent:
+        await deliver(zj_engine, zj, await last_message(sc_engine))
+    reads = [s for s in sent if s.upper().startswith("SELECT") and ("FROM transfer" in s or "transfer_step" in s)]
+    assert len(reads) == 1, reads
+    if zj_engine.dialect.name == "postgresql":
+        assert reads[0].endswith("FOR UPDATE OF transfer"), reads
+    async with readonly_sessionmaker(zj_engine)() as session:
+        steps = (await session.execute(select(transfer_step.c.state).order_by(transfer_step.c.id))).scalars().all()
+    assert steps == ["awaiting-answer", "completed"]
 
 
 @pytest.mark.parametrize("days", [1, 5, 20])

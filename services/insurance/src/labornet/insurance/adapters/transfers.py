@@ -9,6 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, func, insert, or_, select, update
+from sqlalchemy.exc import MultipleResultsFound
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from labornet.insurance.adapters.tables import contribution_period, insured_person, transfer, transfer_step
@@ -81,21 +82,36 @@ def transfer_of(row: Mapping[Any, Any], steps: Sequence[Mapping[Any, Any]] = ())
     )
 
 
-async def _steps(session: AsyncSession, case_id: str) -> list[Mapping[Any, Any]]:
-    rows = await session.execute(
-        select(transfer_step).where(transfer_step.c.transfer_id == case_id).order_by(transfer_step.c.id)
-    )
-    return list(rows.mappings().all())
+_STEP_COLUMNS = [
+    transfer_step.c.id.label("step_id"),
+    transfer_step.c.at.label("step_at"),
+    transfer_step.c.state.label("step_state"),
+    transfer_step.c.province.label("step_province"),
+    transfer_step.c.note.label("step_note"),
+]
 
 
 async def _load_where(session: AsyncSession, condition: ColumnElement[bool], for_update: bool) -> Transfer | None:
-    query = select(transfer).where(condition)
+    """The case and its timeline in one query (one row per step; a case has a handful)."""
+    query = (
+        select(transfer, *_STEP_COLUMNS)
+        .select_from(transfer.outerjoin(transfer_step, transfer_step.c.transfer_id == transfer.c.id))
+        .where(condition)
+        .order_by(transfer_step.c.id)
+    )
     if for_update:
-        query = query.with_for_update()
-    row = (await session.execute(query)).mappings().one_or_none()
-    if row is None:
+        query = query.with_for_update(of=transfer)
+    rows = (await session.execute(query)).mappings().all()
+    if not rows:
         return None
-    return transfer_of(row, await _steps(session, row["id"]))
+    if len({row["id"] for row in rows}) > 1:
+        raise MultipleResultsFound("more than one transfer matches")
+    steps = [
+        {"at": r["step_at"], "state": r["step_state"], "province": r["step_province"], "note": r["step_note"]}
+        for r in rows
+        if r["step_id"] is not None
+    ]
+    return transfer_of(rows[0], steps)
 
 
 async def load(session: AsyncSession, case_id: str, *, for_update: bool = False) -> Transfer | None:

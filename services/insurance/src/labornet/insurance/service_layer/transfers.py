@@ -188,16 +188,21 @@ class TransferService:
             person=person,
             limits=config.limits_of(settings, self.calendar),
         )
+        if self.auto_answer and outcome.person is not None and not outcome.transfer.name_mismatch:
+            # both steps decided first, then stored once: the case goes in with its two steps and the record is
+            # updated once, instead of inserted, updated and the record written twice under the write lock
+            self._observe(outcome.transfer)
+            sheet = await self._sheet(session, outcome.transfer, outcome.person, at, settings)
+            outcome = Outcome(
+                sheet.transfer,
+                events=outcome.events + sheet.events,
+                person=sheet.person or outcome.person,
+                carried_in=outcome.carried_in + sheet.carried_in,
+                carried_out=outcome.carried_out or sheet.carried_out,
+                settlement=sheet.settlement or outcome.settlement,
+            )
         await transfers.add(session, outcome.transfer)
         await self._apply(session, outcome, person, at)
-        if self.auto_answer and outcome.person is not None and not outcome.transfer.name_mismatch:
-            await self._commit(
-                session,
-                outcome.transfer,
-                await self._sheet(session, outcome.transfer, outcome.person, at, settings),
-                outcome.person,
-                at,
-            )
 
     async def on_information_sheet(self, session: AsyncSession, envelope: Envelope) -> None:
         message = envelope.json()
@@ -392,6 +397,10 @@ class TransferService:
             await settlements.add(session, outcome.settlement)
         for message in outcome.events:
             await self._send(session, message)
+        self._observe(case)
+
+    @staticmethod
+    def _observe(case: Transfer) -> None:
         if case.timeline:
             STEP_DURATION.labels(case.side.value, case.state.value).observe(
                 max((case.timeline[-1].at - case.filed_at).total_seconds(), 0.0)
