@@ -366,3 +366,34 @@ def test_csv_rows_name_the_line_where_each_row_starts_and_read_on_after_a_broken
     assert [(row.line, row.draft is not None) for row in parsed] == [(2, True), (3, True), (5, False), (6, True)]
     assert parsed[2].errors[0].field == "row" and "not readable as CSV" in parsed[2].errors[0].message
     assert parsed[1].draft is not None and parsed[1].draft.description == "两行\n描述"
+
+
+async def test_an_import_that_fails_midway_says_through_which_line_rows_are_published(
+    settings: Settings, node_keys: dict[str, NodeKeys]
+) -> None:
+    officer = bearer(node_keys[SC], "officer")
+    async with jobs_node(settings, batch_rows=3) as (client, runtime):
+        service = runtime.extras["vacancies"]
+        insert_published = service.insert_published
+        batches = 0
+
+        async def failing_second_batch(session: Any, rows: Any) -> None:
+            nonlocal batches
+            batches += 1
+            if batches == 2:
+                raise RuntimeError("the disk is full")
+            await insert_published(session, rows)
+
+        service.insert_published = failing_second_batch
+        answer = await client.post(
+            IMPORTS, headers={**officer, **NDJSON}, content=as_ndjson([vacancy(n) for n in range(8)])
+        )
+        failed = await finished(client, answer.headers["Location"], officer)
+        assert failed["state"] == "failed" and (failed["rows_published"], failed["published_through_line"]) == (3, 3)
+        assert failed["message"] == (
+            "the import stopped after publishing the valid rows through line 3: the disk is full"
+        )
+        assert (await client.get("/api/v1/vacancies")).json()["total"] == 3  # the failed batch left nothing
+
+        answer = await client.post(IMPORTS, headers={**officer, **NDJSON}, content=as_ndjson([vacancy(9)]))
+        assert (await finished(client, answer.headers["Location"], officer))["state"] == "completed"  # runs on

@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import contextlib
 import csv
 import io
 import logging
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import IO, Any
@@ -100,12 +101,13 @@ class Upload:
             what = "no row follows the header" if self.header is not None else "the file has no row"
             raise FileRefused(f"nothing to import: {what}")
 
-    def lines(self) -> Iterator[str]:
+    def lines(self) -> Generator[str]:
         """The file's lines as text, read from the start (a UTF-8 byte order mark dropped)."""
         self.file.seek(0)
         text = io.TextIOWrapper(self.file, encoding="utf-8-sig", newline="")
         try:
-            yield from text
+            for line in text:  # noqa: UP028 - ``yield from`` would close the file when this generator is closed
+                yield line
         finally:
             text.detach()
 
@@ -238,11 +240,16 @@ class ImportService:
 
     async def work(self) -> None:
         """Run the queued imports one after the other (the service's background task)."""
-        await self.fail_interrupted()
+        try:
+            await self.fail_interrupted()
+        except Exception:
+            log.exception("could not mark the imports a restart interrupted; the next start will")
         while True:
             accepted = await self._queue.get()
             try:
                 await self.run(accepted)
+            except Exception:  # the database failed under the run: the import stays as it was recorded
+                log.exception("vacancy import %s could not be run or recorded", accepted.id)
             finally:
                 accepted.upload.close()
 
@@ -262,9 +269,8 @@ class ImportService:
                     message = f"{progress.rows_rejected} row(s) are not valid; nothing was published"
                     await self._end(accepted.id, progress, ImportState.FAILED, message)
                     return
-                published = Progress(self.errors_kept, progress.rows_read, progress.rows_valid)
-                await self._pass(accepted, published, brands, publish=True, counted=True)
-                progress = published
+                progress = Progress(self.errors_kept, progress.rows_read, progress.rows_valid)
+                await self._pass(accepted, progress, brands, publish=True, counted=True)
             else:
                 await self._pass(accepted, progress, brands, publish=True)
         except asyncio.CancelledError:
@@ -291,19 +297,34 @@ class ImportService:
         """Read every row; publish the valid ones (``publish``) and commit the progress every ``batch_rows`` rows.
 
         ``counted``: the rows were read and counted by a first pass (all-or-nothing); only publish."""
+        with contextlib.closing(accepted.upload.lines()) as lines:
+            await self._read(accepted, progress, brands, lines, publish=publish, counted=counted)
+
+    async def _read(
+        self,
+        accepted: Accepted,
+        progress: Progress,
+        brands: dict[str, BrandRef | str | None],
+        lines: Iterator[str],
+        *,
+        publish: bool,
+        counted: bool,
+    ) -> None:
         batch: list[dict[str, Any]] = []
         read_in_batch = 0
         last_line = 0
-        for parsed in parse_rows(accepted.upload.format, accepted.upload.lines()):
+        for parsed in parse_rows(accepted.upload.format, lines):
             read_in_batch += 1
             last_line = parsed.line
             built, errors = await self._check(parsed, brands)
             if not counted:
                 progress.rows_read += 1
-                if built is None:
-                    progress.reject(errors)
-                else:
-                    progress.rows_valid += 1
+            if built is None:
+                if counted:  # valid in the first pass, not now (its closing date passed at midnight)
+                    progress.rows_valid -= 1
+                progress.reject(errors)
+            elif not counted:
+                progress.rows_valid += 1
             if built is not None and publish:
                 batch.append(built)
             if read_in_batch >= self.batch_rows:
