@@ -10,7 +10,8 @@ HTTP API at a steady rate; each goes contact letter → information sheet → re
 Latency is read from the databases: from the request's ``filed_at`` to the timeline step that completed it on
 the receiving side (relationship opened) and on the sending side (receipt applied, settlement created).
 Throughput is completed transfers per second from the first filing to the last completion. One line per
-backend and offered rate, with the load average (the machine's other work counts: note it beside the figures).
+backend and offered rate, with the load average (the machine's other work counts: note it beside the figures)
+and the CPU time each node spent per transfer, which does not depend on how busy the machine is.
 
     python -m benchmarks saga --transfers 300 --rates 20,50,100
     LABORNET_BENCH_POSTGRES_URL=postgresql+asyncpg://postgres@127.0.0.1:5432/test python -m benchmarks saga
@@ -75,6 +76,12 @@ async def completions(engine: AsyncEngine, side: str) -> dict[str, tuple[float, 
             (case_id if side == "receiving" else peer): (as_utc(filed).timestamp(), as_utc(done).timestamp())
             for case_id, peer, filed, done in rows
         }
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time a process has used so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @contextlib.contextmanager
@@ -242,11 +249,16 @@ async def run(backend: str, transfers: int, rate: float, keep: bool = False) -> 
                 await register(clients[SC], bearer(keys[SC], "officer", sub="officer-510000"), movers)
                 headers = [bearer(keys[ZJ], "worker", sub=resident_id) for resident_id in movers]  # signed up front
                 engines = {p: create_engine(urls[p]) for p in (SC, ZJ)}
+                cpu = {p: cpu_seconds(nodes[p][0].pid) for p in (SC, ZJ)}
                 try:
                     result = await measure(clients, engines, headers, rate)
                 finally:
                     for engine in engines.values():
                         await engine.dispose()
+                # what the nodes themselves spent per transfer: comparable however busy the machine is
+                result["node_cpu_ms_per_transfer"] = {
+                    p: round((cpu_seconds(nodes[p][0].pid) - cpu[p]) * 1000 / transfers, 1) for p in (SC, ZJ)
+                }
             errors = sum((data_dir / f"{p}.log").read_text().count("database is locked") for p in (SC, ZJ))
     finally:
         broker.stop()
@@ -266,6 +278,7 @@ def line(result: dict[str, Any]) -> str:
         f"p50 {closed['p50_ms']} ms  p95 {closed['p95_ms']} ms  p99 {closed['p99_ms']} ms  "
         f"filing p95 {result['filing_request']['p95_ms']} ms  "
         f"refused {result['refused']}  incomplete {incomplete}  locked {result['database_is_locked_logged']}  "
+        f"cpu/transfer SC {result['node_cpu_ms_per_transfer'][SC]} ms ZJ {result['node_cpu_ms_per_transfer'][ZJ]} ms  "
         f"load {load}"
     )
 
