@@ -397,3 +397,25 @@ async def test_an_import_that_fails_midway_says_through_which_line_rows_are_publ
 
         answer = await client.post(IMPORTS, headers={**officer, **NDJSON}, content=as_ndjson([vacancy(9)]))
         assert (await finished(client, answer.headers["Location"], officer))["state"] == "completed"  # runs on
+
+
+async def test_the_import_path_has_the_import_body_limit(
+    make_settings: Callable[..., Settings], database_url: str, node_keys: dict[str, NodeKeys]
+) -> None:
+    officer = bearer(node_keys[SC], "officer")
+    limited = make_settings(SC, "jobs", database_url, request_max_body_bytes=1024, request_max_import_bytes=8192)
+    fits, too_large = as_csv([vacancy(n) for n in range(8)]), as_csv([vacancy(n) for n in range(40)])
+    assert 1024 < len(fits) <= 8192 < len(too_large)
+
+    async def chunked(body: bytes) -> AsyncIterator[bytes]:
+        for start in range(0, len(body), 1000):
+            yield body[start : start + 1000]
+
+    async with jobs_node(limited) as (client, runtime):
+        answer = await client.post(IMPORTS, headers={**officer, **CSV}, content=fits)
+        assert answer.status_code == 202, answer.text  # above the general limit, within the import limit
+        assert_problem(await client.post(IMPORTS, headers={**officer, **CSV}, content=too_large), 413, "8192")
+        assert_problem(await client.post(IMPORTS, headers={**officer, **CSV}, content=chunked(too_large)), 413, "8192")
+        assert (await finished(client, answer.headers["Location"], officer))["rows_published"] == 8
+        async with runtime.read_sessions() as session:  # the refused files left no import behind
+            assert (await session.execute(select(func.count()).select_from(vacancy_import))).scalar() == 1
