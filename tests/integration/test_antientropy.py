@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -149,12 +149,20 @@ async def test_a_replica_forced_out_of_line_is_repaired_without_an_operator(
             for n in range(6)
         ]
 
-        async def replicated_and_compared() -> bool:
-            held = (await sc.get("/api/v1/vacancies", params={"province": ZJ})).json()["total"]
-            entry = await replica_entry(sc, sc_admin, ZJ)
-            return held == 6 and entry["status"] == "in-sync" and entry["last_round_at"] is not None
+        async def replicated() -> bool:
+            return (await sc.get("/api/v1/vacancies", params={"province": ZJ})).json()["total"] == 6
 
-        await eventually(replicated_and_compared, timeout_s=30)
+        await eventually(replicated, timeout_s=30)
+        held_all_at = datetime.now(UTC)
+
+        async def compared_since() -> bool:
+            # a round that began once all six were held found nothing to do, and every round before it (which may
+            # have inserted a row the bus had not yet delivered) has finished counting: rounds never overlap
+            entry = await replica_entry(sc, sc_admin, ZJ)
+            began = entry["last_round_at"]
+            return entry["status"] == "in-sync" and began is not None and datetime.fromisoformat(began) > held_all_at
+
+        await eventually(compared_since, timeout_s=30)
         before = {
             a: metric("labornet_antientropy_rows_repaired_total", ZJ, action=a)
             for a in ("inserted", "replaced", "deleted")

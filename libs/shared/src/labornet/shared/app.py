@@ -34,7 +34,7 @@ from labornet.shared.asyncapi import asyncapi_router
 from labornet.shared.auth import Principal, Role, TokenVerifier, current_principal, require_province_role
 from labornet.shared.bounds import Int64, NonNegativeInt64
 from labornet.shared.brokerwatch import BrokerWatch
-from labornet.shared.db import create_engine, outbox, quarantine, readonly_sessionmaker, sessionmaker
+from labornet.shared.db import StoredTime, create_engine, outbox, quarantine, readonly_sessionmaker, sessionmaker
 from labornet.shared.edge import AddressRateLimit, BodyLimit, RateLimits
 from labornet.shared.inbox import EventConsumer, EventRejected, Handler
 from labornet.shared.kafka import client_config, ensure_topics, make_consumer, make_producer
@@ -274,8 +274,8 @@ class QuarantinedRecord(BaseModel):
     error: str
     attempts: int
     status: str = Field(description="quarantined, replayed or discarded", examples=["quarantined"])
-    quarantined_at: datetime
-    resolved_at: datetime | None
+    quarantined_at: StoredTime
+    resolved_at: StoredTime | None
     headers: dict[str, str]
 
 

@@ -14,8 +14,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
+from pydantic import AfterValidator
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -56,6 +57,10 @@ Id = BigInteger().with_variant(Integer(), "sqlite")
 def as_utc(value: datetime) -> datetime:
     """Aware UTC. Every stored time is UTC, but SQLite hands it back naive; an aware time is converted."""
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# A stored time as an answer gives it: aware UTC whatever the database handed back (an RFC 3339 date-time)
+StoredTime = Annotated[datetime, AfterValidator(as_utc)]
 
 
 outbox = Table(
