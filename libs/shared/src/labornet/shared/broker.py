@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import socket
 import subprocess
 import time
@@ -34,7 +35,37 @@ def tansu_binary() -> Path:
     return path
 
 
+def _ephemeral_ports() -> tuple[int, int]:
+    """The range the kernel takes the local ports of outgoing connections from."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
+    """A free port for a server that will bind it a little later.
+
+    Taken below the ephemeral range: a port the kernel handed out (``bind(0)``) can be given again to an outgoing
+    connection (a Kafka client, a database pool) before the server binds it, and the server then fails with
+    "address already in use"."""
+    low, _ = _ephemeral_ports()
+    floor = 20000 if low > 21000 else 1024
+    for _ in range(100):
+        port = random.randrange(floor, low)
+        if port in _handed_out:  # chosen earlier in this process, perhaps not bound yet
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
