@@ -15,7 +15,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Annotated, Any
 from urllib.parse import quote
 
@@ -296,7 +296,7 @@ class DiscardResult(BaseModel):
 
 class OutboxBacklog(BaseModel):
     pending: int = Field(description="events written but not yet published", examples=[0])
-    oldest_pending: datetime | None = Field(description="when the oldest of them was written")
+    oldest_pending: StoredTime | None = Field(description="when the oldest of them was written")
 
 
 class ConsumerState(BaseModel):
