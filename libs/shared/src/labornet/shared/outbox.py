@@ -191,14 +191,79 @@ class Outbox:
         )
         self._wake_after_commit(session)
 
-    async def _next_seq(self, session: AsyncSession, stream: str) -> int:
+    async def add_many(
+        self,
+        session: AsyncSession,
+        *,
+        topic: str,
+        event_type: str,
+        events: Sequence[tuple[str, Mapping[str, Any] | Any]],
+        schema_version: int = 1,
+    ) -> list[Envelope]:
+        """Add broadcast events ``(key, data)`` of one type to one topic, in order, with two statements in all.
+
+        What :meth:`add` writes, for a batch (a bulk import): the stream's next numbers are reserved at once and
+        the rows inserted together. Each event's subject is its key."""
+        if is_inbox_topic(topic):
+            raise ValueError(f"topic {topic} is an inbox: directed messages are added one by one")
+        if not events:
+            return []
+        stream = stream_id(self.province, topic)
+        last = await self._next_seq(session, stream, len(events))
+        first = last - len(events) + 1
+        source = event_source(self.province, self.service)
+        traceparent = current_traceparent.get()
+        envelopes: list[Envelope] = []
+        rows: list[dict[str, Any]] = []
+        for seq, (key, data) in enumerate(events, start=first):
+            envelope = self.signer.sign(
+                Envelope(
+                    id=new_event_id(),
+                    source=source,
+                    type=event_type,
+                    time=datetime.now(UTC),
+                    partitionkey=key,
+                    originprovince=self.province,
+                    stream=stream,
+                    streamseq=seq,
+                    schemaversion=schema_version,
+                    subject=key,
+                    traceparent=traceparent,
+                    data=encode_data(data),
+                )
+            )
+            record_key, value, headers = envelope.to_kafka()
+            envelopes.append(envelope)
+            rows.append(
+                {
+                    "event_id": envelope.id,
+                    "event_type": event_type,
+                    "topic": topic,
+                    "message_key": record_key,
+                    "headers": encode_headers(headers),
+                    "payload": value,
+                    "stream": stream,
+                    "seq": seq,
+                    "created_at": envelope.time,
+                    "attempts": 0,
+                    "destination": None,
+                    "expects_receipt": False,
+                    "resends": 0,
+                }
+            )
+        await session.execute(outbox.insert(), rows)
+        self._wake_after_commit(session)
+        return envelopes
+
+    async def _next_seq(self, session: AsyncSession, stream: str, count: int = 1) -> int:
+        """Reserve the next ``count`` numbers of ``stream``; return the last of them."""
         dialect = session.get_bind().dialect.name
         insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
         statement = (
             insert(outbox_stream)
-            .values(stream=stream, last_seq=1)
+            .values(stream=stream, last_seq=count)
             .on_conflict_do_update(
-                index_elements=[outbox_stream.c.stream], set_={"last_seq": outbox_stream.c.last_seq + 1}
+                index_elements=[outbox_stream.c.stream], set_={"last_seq": outbox_stream.c.last_seq + count}
             )
             .returning(outbox_stream.c.last_seq)
         )

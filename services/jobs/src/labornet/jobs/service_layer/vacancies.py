@@ -182,8 +182,10 @@ class VacancyService:
         subscribed = [
             criteria_of(found) for found in await session.execute(select(subscription).where(subscription.c.active))
         ]
+        await self.outbox.add_many(
+            session, topic=self.topic, event_type=PUBLISHED, events=[(row["id"], to_event(row)) for row in rows]
+        )
         for row in rows:
-            await self._write_event(session, PUBLISHED, row)
             accepts = vacancy_matcher(row)
             if any(accepts(criteria) for criteria in subscribed):
                 await match_vacancy(session, row)
