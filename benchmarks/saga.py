@@ -15,7 +15,7 @@ and the CPU time each node spent per transfer, which does not depend on how busy
 
     python -m benchmarks saga --transfers 300 --rates 20,50,100
     LABORNET_BENCH_POSTGRES_URL=postgresql+asyncpg://postgres@127.0.0.1:5432/test python -m benchmarks saga
-    python -m benchmarks saga --backends postgresql --rates 100 --keep   # nodes stay up to be profiled (py-spy)
+    python -m benchmarks saga --backends postgresql --rates 100 --keep   # prints the nodes' pids, for py-spy
 """
 
 from __future__ import annotations
