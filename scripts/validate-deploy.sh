@@ -47,8 +47,8 @@ if [ -n "$(tool kubectl)" ]; then
 elif [ -n "$(tool kustomize)" ]; then
   KUSTOMIZE=("$(tool kustomize)" build)
 fi
-# the deploy/tools scripts import labornet.shared, PyYAML and jsonschema (dependencies of the validators)
-if [ -n "$PYTHON" ] && ! "$PYTHON" -c 'import yaml, jsonschema, labornet.shared' 2>/dev/null; then
+# the deploy/tools scripts import labornet.shared, labornet.console (its settings), PyYAML and jsonschema
+if [ -n "$PYTHON" ] && ! "$PYTHON" -c 'import yaml, jsonschema, labornet.shared, labornet.console' 2>/dev/null; then
   PYTHON=""
 fi
 
@@ -84,7 +84,7 @@ started=$SECONDS
 if [ -n "$PYTHON" ]; then
   step "generated files up to date (deploy/tools/generate.py --check)" "$PYTHON" deploy/tools/generate.py --check
 else
-  missing "python with labornet.shared, PyYAML and jsonschema (make install)" "generated files"
+  missing "python with labornet.shared, labornet.console, PyYAML and jsonschema (make install)" "generated files"
 fi
 
 # 2. docker compose -------------------------------------------------------------------------------------------

@@ -7,10 +7,14 @@ validated separately by `kubernetes-validate --strict`). This tool
 
 1. validates every custom resource against deploy/k8s/schemas/ (and fails on any kind it has no schema for);
 2. checks the province overlays: everything in namespace labornet-<code>; the node ConfigMap names the province
-   and only sets LABORNET_* variables the services know (labornet.shared.settings.Settings); probes /livez and
+   and only sets LABORNET_* variables the services or the console know (labornet.shared.settings.Settings,
+   labornet.console.config.ConsoleSettings); the four services and the officer console run; probes /livez and
    /readyz; non-root, read-only root filesystem, no privilege escalation; ServiceMonitors and Services select
-   what exists; every Secret and ConfigMap a pod needs is either built or one of the documented out-of-band ones;
-   the Kafka client certificate is the one of the province's own KafkaUser;
+   what exists; every Secret and ConfigMap a pod needs is either built or one of the documented out-of-band ones,
+   and every ConfigMap key it reads is set; the Kafka client certificate is the one of the province's own
+   KafkaUser; the console (check_console) is this province's, reaches the four Services of its namespace, signs
+   in at the province's IdP with its secrets from Secret labornet-console, holds no Kafka or node key, and is
+   exposed by one Ingress with TLS whose host is its registered callback;
 3. checks the bus: one KafkaTopic for every topic of every member (labornet.shared.topics), one KafkaUser per
    member, and evaluates each user's ACLs like Kafka's simple authorizer against every topic and consumer group:
    a province may write only its own topics and its partners' inboxes, and read only its own topics and its
@@ -25,6 +29,7 @@ import json
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import jsonschema
 import yaml
@@ -33,15 +38,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import DEPLOY, SERVICES, all_topics, members
 
+from labornet.console.config import ConsoleSettings
 from labornet.shared.settings import Settings
 from labornet.shared.topics import events_topic, inbox_topic
 
 SCHEMAS = DEPLOY / "k8s" / "schemas"
 CORE_GROUPS = {"v1", "apps/v1", "policy/v1", "batch/v1", "networking.k8s.io/v1", "rbac.authorization.k8s.io/v1"}
 KNOWN_SETTINGS = {f"LABORNET_{name.upper()}" for name in Settings.model_fields}
+CONSOLE = "console"
+CONSOLE_SETTINGS = {f"LABORNET_CONSOLE_{name.upper()}" for name in ConsoleSettings.model_fields}
 # created out of band in every province namespace (docs/operations/deploy.md#secrets-and-keys)
-EXTERNAL_SECRETS = {f"labornet-{s}-db" for s in SERVICES} | {"labornet-node-key", "labornet-cluster-ca-cert"}
+CONSOLE_SECRET = "labornet-console"
+EXTERNAL_SECRETS = {f"labornet-{s}-db" for s in SERVICES} | {
+    "labornet-node-key",
+    "labornet-cluster-ca-cert",
+    CONSOLE_SECRET,
+}
+EXTERNAL_TLS_SECRETS = {"labornet-console-tls"}  # the console's certificate, named by its Ingress
 EXTERNAL_CONFIGMAPS = {"labornet-trust-list"}
+CALLBACK_PATH = "/auth/callback"  # the console's OIDC redirect path (services/console README)
 
 errors: list[str] = []
 
@@ -128,12 +143,12 @@ def check_overlay(code: str, docs: list[dict[str, Any]], kafka_users: set[str]) 
         data = node[0].get("data", {})
         if data.get("LABORNET_PROVINCE") != code:
             fail(where, f"labornet-node sets LABORNET_PROVINCE={data.get('LABORNET_PROVINCE')}, expected {code}")
-        for key in sorted(set(data) - KNOWN_SETTINGS):
-            fail(where, f"labornet-node sets {key}, which no service reads (not a Settings field)")
+        for key in sorted(set(data) - KNOWN_SETTINGS - CONSOLE_SETTINGS):
+            fail(where, f"labornet-node sets {key}, which neither a service nor the console reads")
 
     deployments = {doc["metadata"]["name"]: doc for doc in by_kind.get("Deployment", [])}
-    if set(deployments) != set(SERVICES):
-        fail(where, f"Deployments {sorted(deployments)}, expected {sorted(SERVICES)}")
+    if set(deployments) != {*SERVICES, CONSOLE}:
+        fail(where, f"Deployments {sorted(deployments)}, expected {sorted([*SERVICES, CONSOLE])}")
     for name, deployment in deployments.items():
         spec = deployment["spec"]["template"]["spec"]
         labels = deployment["spec"]["template"]["metadata"]["labels"]
@@ -150,18 +165,31 @@ def check_overlay(code: str, docs: list[dict[str, Any]], kafka_users: set[str]) 
                 fail(where, f"Deployment/{name} container {container['name']}: capabilities not dropped")
             if not container.get("resources", {}).get("requests") or not container["resources"].get("limits"):
                 fail(where, f"Deployment/{name} container {container['name']}: no resource requests/limits")
+            known = CONSOLE_SETTINGS if name == CONSOLE else KNOWN_SETTINGS
             for variable in container.get("env", []):
-                if variable["name"].startswith("LABORNET_") and variable["name"] not in KNOWN_SETTINGS:
-                    fail(where, f"Deployment/{name}: env {variable['name']} is not a Settings field")
+                if variable["name"].startswith("LABORNET_") and variable["name"] not in known:
+                    what = "a ConsoleSettings" if name == CONSOLE else "a Settings"
+                    fail(where, f"Deployment/{name}: env {variable['name']} is not {what} field")
+                ref = variable.get("valueFrom", {}).get("configMapKeyRef")
+                data = configmaps.get(ref["name"], {}).get("data", {}) if ref else {}
+                if ref and ref["name"] in configmaps and not ref.get("optional") and ref["key"] not in data:
+                    fail(where, f"Deployment/{name}: env {variable['name']} reads {ref['key']}, unset in the ConfigMap")
         main = spec["containers"][0]
         probes = {
             kind: main.get(kind, {}).get("httpGet", {}).get("path") for kind in ("livenessProbe", "readinessProbe")
         }
         if probes != {"livenessProbe": "/livez", "readinessProbe": "/readyz"}:
             fail(where, f"Deployment/{name}: probes {probes}, expected /livez and /readyz")
+        secrets, needed_configmaps = _pod_refs(spec)
+        for configmap in sorted(needed_configmaps - set(configmaps) - EXTERNAL_CONFIGMAPS):
+            fail(where, f"Deployment/{name}: ConfigMap {configmap} does not exist")
+        if name == CONSOLE:
+            # the console keeps no keys: its Secret is its own, it never reaches Kafka
+            for secret in sorted(secrets - {CONSOLE_SECRET}):
+                fail(where, f"Deployment/console: reads Secret {secret}; the console needs only {CONSOLE_SECRET}")
+            continue
         if [c["command"][:3] for c in spec.get("initContainers", [])] != [["labornet", "migrate", name]]:
             fail(where, f"Deployment/{name}: expected one init container running `labornet migrate {name}`")
-        secrets, needed_configmaps = _pod_refs(spec)
         user_secrets = {v["secret"]["secretName"] for v in spec["volumes"] if v["name"] == "kafka-user"}
         if user_secrets != {f"labornet-{code}"}:
             fail(where, f"Deployment/{name}: Kafka client certificate from {user_secrets}, expected labornet-{code}")
@@ -169,8 +197,6 @@ def check_overlay(code: str, docs: list[dict[str, Any]], kafka_users: set[str]) 
             fail(where, f"no KafkaUser labornet-{code} in deploy/k8s/kafka")
         for secret in sorted(secrets - EXTERNAL_SECRETS - user_secrets):
             fail(where, f"Deployment/{name}: Secret {secret} is neither built nor a documented out-of-band secret")
-        for configmap in sorted(needed_configmaps - set(configmaps) - EXTERNAL_CONFIGMAPS):
-            fail(where, f"Deployment/{name}: ConfigMap {configmap} does not exist")
 
     services = {doc["metadata"]["name"]: doc for doc in by_kind.get("Service", [])}
     for name, service in services.items():
@@ -207,6 +233,104 @@ def check_overlay(code: str, docs: list[dict[str, Any]], kafka_users: set[str]) 
             fail(where, f"ServiceMonitor/{name}: jobLabel does not yield job=labornet (the alert rules expect it)")
     if len(by_kind.get("PrometheusRule", [])) != 1:
         fail(where, "expected one PrometheusRule")
+    if CONSOLE in deployments and len(node) == 1:
+        check_console(where, code, deployments, services, node[0].get("data", {}), by_kind.get("Ingress", []))
+
+
+def _console_env(container: dict[str, Any], node_data: dict[str, str]) -> dict[str, str | tuple[str, str]]:
+    """The console container's variables: a text (a literal with $(VAR) expanded, or a key of the node ConfigMap)
+    or (secret, key) for one read from a Secret."""
+    env: dict[str, str | tuple[str, str]] = {}
+    for variable in container.get("env", []):
+        source = variable.get("valueFrom", {})
+        if "secretKeyRef" in source:
+            env[variable["name"]] = (source["secretKeyRef"]["name"], source["secretKeyRef"]["key"])
+        elif "configMapKeyRef" in source:
+            ref = source["configMapKeyRef"]
+            if ref["name"].startswith("labornet-node") and ref["key"] in node_data:
+                env[variable["name"]] = node_data[ref["key"]]
+        else:
+            value = str(variable.get("value", ""))
+            for name, known in env.items():
+                if isinstance(known, str):
+                    value = value.replace(f"$({name})", known)
+            env[variable["name"]] = value
+    return env
+
+
+def check_console(
+    where: str,
+    code: str,
+    deployments: dict[str, dict[str, Any]],
+    services: dict[str, dict[str, Any]],
+    node_data: dict[str, str],
+    ingresses: list[dict[str, Any]],
+) -> None:
+    """The officer console of the province: its settings, its way to the four services and to the officers."""
+    who = f"{where} Deployment/console"
+    container = deployments[CONSOLE]["spec"]["template"]["spec"]["containers"][0]
+    env = _console_env(container, node_data)
+    if env.get("LABORNET_CONSOLE_PROVINCE") != code:
+        fail(who, f"LABORNET_CONSOLE_PROVINCE is {env.get('LABORNET_CONSOLE_PROVINCE')!r}, expected {code}")
+    namespace = f"labornet-{code}"
+    for service in SERVICES:
+        variable = f"LABORNET_CONSOLE_{service.upper()}_URL"
+        url = urlsplit(str(env.get(variable, "")))
+        host = url.hostname or ""
+        if host not in (service, f"{service}.{namespace}", f"{service}.{namespace}.svc"):
+            fail(who, f"{variable}={env.get(variable)!r} is not the Service {service} of namespace {namespace}")
+            continue
+        target = services.get(service)
+        ports = {p["port"] for p in target["spec"]["ports"]} if target else set()
+        if url.scheme != "http" or url.port not in ports:
+            fail(who, f"{variable}={env.get(variable)!r}: Service {service} listens on http port(s) {sorted(ports)}")
+        elif not _matches(target["spec"]["selector"], deployments[service]["spec"]["template"]["metadata"]["labels"]):
+            fail(who, f"{variable}: Service {service} does not select Deployment {service}")
+    if "LABORNET_CONSOLE_DEV_ISSUER_KEY_PATH" in env:
+        fail(who, "sets LABORNET_CONSOLE_DEV_ISSUER_KEY_PATH: the dev sign-in is for local federations only")
+    if str(env.get("LABORNET_CONSOLE_COOKIE_SECURE", "true")).lower() in ("false", "0", "no", "off"):
+        fail(who, "LABORNET_CONSOLE_COOKIE_SECURE is off: behind the Ingress the console is reached over HTTPS")
+    issuer = node_data.get("LABORNET_AUTH_ISSUER", "")
+    discovery = env.get("LABORNET_CONSOLE_OIDC_DISCOVERY_URL")
+    if not issuer or discovery != f"{issuer.rstrip('/')}/.well-known/openid-configuration":
+        fail(who, f"OIDC discovery URL {discovery!r} is not that of the services' issuer {issuer!r}")
+    if not isinstance(env.get("LABORNET_CONSOLE_OIDC_CLIENT_ID"), str) or not env["LABORNET_CONSOLE_OIDC_CLIENT_ID"]:
+        fail(who, "no LABORNET_CONSOLE_OIDC_CLIENT_ID")
+    for variable, key in (
+        ("LABORNET_CONSOLE_SESSION_SECRET", "session-secret"),
+        ("LABORNET_CONSOLE_OIDC_CLIENT_SECRET", "oidc-client-secret"),
+    ):
+        if env.get(variable) != (CONSOLE_SECRET, key):
+            fail(who, f"{variable} should come from Secret {CONSOLE_SECRET} key {key}, not {env.get(variable)!r}")
+
+    if len(ingresses) != 1:
+        fail(where, f"{len(ingresses)} Ingresses, expected one for the console")
+        return
+    ingress = ingresses[0]
+    name = f"{where} Ingress/{ingress['metadata']['name']}"
+    console_ports = {p.get("name") for p in services.get(CONSOLE, {}).get("spec", {}).get("ports", [])} | {
+        p.get("port") for p in services.get(CONSOLE, {}).get("spec", {}).get("ports", [])
+    }
+    hosts: set[str] = set()
+    for rule in ingress["spec"].get("rules", []):
+        if not rule.get("host"):
+            fail(name, "a rule without host")
+            continue
+        hosts.add(rule["host"])
+        for path in rule.get("http", {}).get("paths", []):
+            backend = path["backend"].get("service", {})
+            port = backend.get("port", {}).get("name", backend.get("port", {}).get("number"))
+            if backend.get("name") != CONSOLE or port not in console_ports:
+                fail(name, f"{rule['host']}{path.get('path')} goes to {backend}; only the console's Service is public")
+    covered = {host for tls in ingress["spec"].get("tls", []) for host in tls.get("hosts", [])}
+    for host in sorted(hosts - covered):
+        fail(name, f"host {host} has no TLS")
+    for tls in ingress["spec"].get("tls", []):
+        if tls.get("secretName") not in EXTERNAL_TLS_SECRETS:
+            fail(name, f"TLS Secret {tls.get('secretName')} is not the documented {sorted(EXTERNAL_TLS_SECRETS)}")
+    redirect = env.get("LABORNET_CONSOLE_OIDC_REDIRECT_URL")
+    if redirect is not None and redirect not in {f"https://{host}{CALLBACK_PATH}" for host in hosts}:
+        fail(who, f"OIDC redirect URL {redirect!r} is not https://<Ingress host>{CALLBACK_PATH} ({sorted(hosts)})")
 
 
 # The bus ---------------------------------------------------------------------------------------------------------

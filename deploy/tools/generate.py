@@ -4,10 +4,12 @@
     .venv/bin/python deploy/tools/generate.py --check    # fail if any is missing or out of date (validate-deploy)
     .venv/bin/python deploy/tools/generate.py --compose-provinces all --compose-output docker-compose.nine.yml
 
-Generated: docker-compose.yml (provinces 510000 and 330000 by default), the kustomize bases of the four services,
-the node base (shared ConfigMap, federation file), one overlay per member, the Strimzi KafkaTopics and KafkaUsers,
-the PrometheusRule (a copy of deploy/prometheus/rules/labornet.rules.yml) and the Grafana dashboards.
-Hand-written: deploy/k8s/kafka/kafka.yaml, deploy/prometheus/**, deploy/grafana/provisioning/**, deploy/compose/**.
+Generated: docker-compose.yml (provinces 510000 and 330000 by default: four services and an officer console
+each), the kustomize bases of the four services, the node base (shared ConfigMap, federation file), one overlay per
+member (the four services, the officer console and its Ingress), the Strimzi KafkaTopics and KafkaUsers, the
+PrometheusRule (a copy of deploy/prometheus/rules/labornet.rules.yml) and the Grafana dashboards.
+Hand-written: deploy/k8s/base/console/**, deploy/k8s/kafka/kafka.yaml, deploy/prometheus/**,
+deploy/grafana/provisioning/**, deploy/compose/**.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from common import (
 )
 from dashboards import DASHBOARDS
 
+from labornet.shared.federation import CONSOLE_OFFSET
 from labornet.shared.provinces import Province
 
 DEFAULT_COMPOSE_PROVINCES = ("510000", "330000")
@@ -48,6 +51,15 @@ KAFKA_BOOTSTRAP = f"{KAFKA_CLUSTER}-kafka-bootstrap.{KAFKA_NAMESPACE}.svc:9093"
 IMAGE_REGISTRY = "registry.labornet.example/labornet"
 PROVINCE_LABEL = "labornet.example/province"
 HTTP_PORT = 8000
+# The officer console (services/console, ADR 12): the fifth deployable of a node; its base deploy/k8s/base/console
+# is written by hand.
+CONSOLE = "console"
+# What the operator creates in each province namespace (docs/operations/deploy.md#secrets-and-keys): the console's
+# session key and OIDC client secret, and the certificate of its public host.
+CONSOLE_SECRET = "labornet-console"
+CONSOLE_TLS_SECRET = "labornet-console-tls"
+# The console's client at the province's identity provider (one realm per province, as the services' issuer).
+CONSOLE_OIDC_CLIENT_ID = "labornet-console"
 # /readyz answers 503 until the database and the consumers are ready; urlopen raises on it
 READY_CHECK = f"import urllib.request as r; r.urlopen('http://127.0.0.1:{HTTP_PORT}/readyz', timeout=4)"
 # a small heap for the probe's JVM: the container's KAFKA_HEAP_OPTS is the broker's
@@ -69,6 +81,17 @@ def kafka_user(code: str) -> str:
     return f"labornet-{code}"
 
 
+def identity_provider(code: str) -> str:
+    """The province's identity provider (issuer). A placeholder: set the real realm before deploying."""
+    return f"https://id.labornet.example/realms/{code}"
+
+
+def console_host(code: str) -> str:
+    """Where the province's officers reach their console (a placeholder like the IdP's; one *.labornet.example
+    certificate covers every province)."""
+    return f"console-{code}.labornet.example"
+
+
 def database(code: str, service: str) -> str:
     return f"labornet_{code}_{service}"
 
@@ -80,7 +103,7 @@ def compose(chosen: list[Province], everyone: list[Province]) -> str:
     codes = [p.code for p in chosen]
     index = {p.code: i for i, p in enumerate(everyone)}
     names = ", ".join(f"{p.code} ({p.en})" for p in chosen)
-    versions = {service: service_version(service) for service in SERVICES}
+    versions = {service: service_version(service) for service in (*SERVICES, CONSOLE)}
     federation = {
         "provinces": {
             p.code: {
@@ -95,7 +118,7 @@ def compose(chosen: list[Province], everyone: list[Province]) -> str:
     targets = [
         {"targets": [f"{s}-{p.code}:{HTTP_PORT}"], "labels": {"province": p.code, "service": s}}
         for p in chosen
-        for s in SERVICES
+        for s in (*SERVICES, CONSOLE)
     ]
     targets_json = "[\n" + ",\n".join("  " + json.dumps(t) for t in targets) + "\n]"
     topics = "".join(f"{t.name} {RETENTION_MS[t.kind]}\n" for t in all_topics([p.code for p in everyone]))
@@ -112,7 +135,7 @@ x-{s}-image: &{s}-image
     context: .
     dockerfile: services/{s}/Dockerfile
 """
-        for s in SERVICES
+        for s in (*SERVICES, CONSOLE)
     )
     key_volumes = "".join(f"      - keys-{c}:/federation/keys/{c}\n" for c in codes)
     cli_volumes = "".join(f"      - keys-{c}:/federation/keys/{c}:ro\n" for c in codes)
@@ -135,6 +158,22 @@ x-{s}-image: &{s}-image
     ports:
       - "127.0.0.1:{port}:{HTTP_PORT}"
 """
+        urls = "".join(f'      LABORNET_CONSOLE_{s.upper()}_URL: "http://{s}-{p.code}:{HTTP_PORT}"\n' for s in SERVICES)
+        waits = "".join(f"      {s}-{p.code}:\n        condition: service_healthy\n" for s in SERVICES)
+        services += f"""
+  {CONSOLE}-{p.code}:
+    <<: [*labornet-console, *{CONSOLE}-image]
+    environment:
+      <<: *labornet-console-env
+      LABORNET_CONSOLE_PROVINCE: "{p.code}"
+{urls.rstrip()}
+    volumes:
+      - keys-{p.code}:/keys:ro
+    ports:
+      - "127.0.0.1:{8000 + 10 * index[p.code] + CONSOLE_OFFSET}:{HTTP_PORT}"
+    depends_on:
+{waits.rstrip()}
+"""
     volumes = "".join(f"  keys-{c}:\n" for c in codes)
     return f"""# LaborNet on Apache Kafka (KRaft) and PostgreSQL, for a laptop or a demo: {names}.
 # {GENERATED}
@@ -142,7 +181,8 @@ x-{s}-image: &{s}-image
 #   .venv/bin/python deploy/tools/generate.py --compose-provinces all --compose-output docker-compose.nine.yml
 #                                                       writes the same for all nine members
 # Run: docker compose up --build -d   (Compose >= 2.23.1; see docs/operations/deploy.md)
-# HTTP ports follow `make up`: province i of the registry listens on 8000+10i (jobs) ... 8003+10i (rights).
+# HTTP ports follow `make up`: province i of the registry listens on 8000+10i (jobs) ... 8003+10i (rights), and its
+# officer console on 8004+10i (dev sign-in: any name, officer or admin).
 name: labornet
 
 x-labornet-env: &labornet-env
@@ -185,6 +225,37 @@ x-labornet-service: &labornet-service
     timeout: 5s
     retries: 5
     start_period: 60s
+
+# The officer console of a province (services/console): pages on its node's four services, no database, no Kafka.
+x-labornet-console: &labornet-console
+  restart: unless-stopped
+  read_only: true
+  tmpfs:
+    - /tmp
+  cap_drop:
+    - ALL
+  security_opt:
+    - "no-new-privileges:true"
+  command: ["labornet", "serve-console", "--host", "0.0.0.0", "--port", "{HTTP_PORT}"]
+  healthcheck:
+    test:
+      - CMD
+      - python
+      - -c
+      - "{READY_CHECK}"
+    interval: 15s
+    timeout: 5s
+    retries: 5
+    start_period: 30s
+
+# Dev sign-in with the province's dev token issuer key (its keys volume, mounted at /keys), as `labornet up` does;
+# cookies without the Secure flag, since this stack serves plain HTTP. An empty session secret is a random key per
+# start (officers sign in again after a restart); set LABORNET_CONSOLE_SESSION_SECRET (32+ characters) to keep them.
+x-labornet-console-env: &labornet-console-env
+  LABORNET_CONSOLE_DEV_ISSUER_KEY_PATH: /keys/token.key
+  LABORNET_CONSOLE_COOKIE_SECURE: "false"
+  LABORNET_CONSOLE_SESSION_SECRET: "${{LABORNET_CONSOLE_SESSION_SECRET:-}}"
+  LABORNET_CONSOLE_LOG_JSON: "true"
 {images}
 services:
   kafka:
@@ -336,7 +407,7 @@ services:
       prometheus:
         condition: service_healthy
 
-  # The province services: {names}.
+  # The province services and officer consoles: {names}.
 {services.lstrip(chr(10)).rstrip()}
 
 configs:
@@ -566,7 +637,10 @@ def base_service(service: str) -> dict[str, str]:
 
 
 def base_node(everyone: list[Province]) -> dict[str, str]:
-    header = f"What the four services of a node share: configuration and the federation file.\n{GENERATED}"
+    header = (
+        "What the four services of a node share: configuration and the federation file (the officer console reads\n"
+        f"its province and sign-in settings from the same ConfigMap).\n{GENERATED}"
+    )
     federation = {
         "provinces": {
             p.code: {
@@ -639,9 +713,51 @@ def base_monitoring() -> dict[str, str]:
 # Kubernetes: one overlay per province ---------------------------------------------------------------------------
 
 
+def console_ingress(code: str) -> dict[str, Any]:
+    """The console's public address; the four services stay inside the cluster (ClusterIP only)."""
+    host = console_host(code)
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
+        "metadata": {
+            "name": CONSOLE,
+            "labels": {
+                "app.kubernetes.io/name": CONSOLE,
+                "app.kubernetes.io/component": CONSOLE,
+                "app.kubernetes.io/part-of": "labornet",
+            },
+        },
+        "spec": {
+            # no ingressClassName: the cluster's default IngressClass (patch one in if the cluster has none)
+            "tls": [{"hosts": [host], "secretName": CONSOLE_TLS_SECRET}],
+            "rules": [
+                {
+                    "host": host,
+                    "http": {
+                        "paths": [
+                            {
+                                "path": "/",
+                                "pathType": "Prefix",
+                                "backend": {"service": {"name": CONSOLE, "port": {"name": "http"}}},
+                            }
+                        ]
+                    },
+                }
+            ],
+        },
+    }
+
+
 def overlay(p: Province) -> dict[str, str]:
     namespace = f"labornet-{p.code}"
-    header = f"Province node {p.code} {p.en} ({p.zh}) in namespace {namespace}.\n{GENERATED}"
+    header = (
+        f"Province node {p.code} {p.en} ({p.zh}) in namespace {namespace}: the four services and the officer console.\n"
+        "Created out of band (docs/operations/deploy.md#secrets-and-keys): Secrets labornet-<service>-db of the four\n"
+        f"services, labornet-node-key, {kafka_user(p.code)} (Kafka client), {KAFKA_CLUSTER}-cluster-ca-cert,\n"
+        f"{CONSOLE_SECRET}, {CONSOLE_TLS_SECRET}; ConfigMap labornet-trust-list.\n"
+        f"{GENERATED}"
+    )
+    idp = identity_provider(p.code)
     secret_patch = dump_yaml(
         {
             "apiVersion": "apps/v1",
@@ -662,6 +778,8 @@ def overlay(p: Province) -> dict[str, str]:
             "namespace.yaml",
             "../../base/node",
             *[f"../../base/{s}" for s in SERVICES],
+            f"../../base/{CONSOLE}",
+            "ingress.yaml",
             "../../base/monitoring",
         ],
         "labels": [
@@ -678,8 +796,12 @@ def overlay(p: Province) -> dict[str, str]:
                 "literals": [
                     f"LABORNET_PROVINCE={p.code}",
                     # the province's identity provider (placeholders: set the real realm before deploying)
-                    f"LABORNET_AUTH_ISSUER=https://id.labornet.example/realms/{p.code}",
-                    f"LABORNET_AUTH_JWKS_URL=https://id.labornet.example/realms/{p.code}/protocol/openid-connect/certs",
+                    f"LABORNET_AUTH_ISSUER={idp}",
+                    f"LABORNET_AUTH_JWKS_URL={idp}/protocol/openid-connect/certs",
+                    # the officer console's sign-in at the same IdP (its client there; the callback on its Ingress)
+                    f"LABORNET_CONSOLE_OIDC_DISCOVERY_URL={idp}/.well-known/openid-configuration",
+                    f"LABORNET_CONSOLE_OIDC_CLIENT_ID={CONSOLE_OIDC_CLIENT_ID}",
+                    f"LABORNET_CONSOLE_OIDC_REDIRECT_URL=https://{console_host(p.code)}/auth/callback",
                 ],
             }
         ],
@@ -689,11 +811,15 @@ def overlay(p: Province) -> dict[str, str]:
                 "newName": f"{IMAGE_REGISTRY}/{s}",
                 "newTag": service_version(s),
             }
-            for s in SERVICES
+            for s in (*SERVICES, CONSOLE)
         ],
         "patches": [
-            # the client certificate Strimzi's User Operator issues for this province's KafkaUser
-            {"target": {"kind": "Deployment"}, "patch": Literal(secret_patch)}
+            # the client certificate Strimzi's User Operator issues for this province's KafkaUser (the four services
+            # only: the console does not reach Kafka)
+            {
+                "target": {"kind": "Deployment", "labelSelector": "app.kubernetes.io/component=service"},
+                "patch": Literal(secret_patch),
+            }
         ],
     }
     ns = {
@@ -710,7 +836,18 @@ def overlay(p: Province) -> dict[str, str]:
     }
     return {
         f"k8s/overlays/{p.code}/kustomization.yaml": dump_yaml(kustomization, header=header),
-        f"k8s/overlays/{p.code}/namespace.yaml": dump_yaml(ns, header=header),
+        f"k8s/overlays/{p.code}/namespace.yaml": dump_yaml(
+            ns, header=f"Province node {p.code} {p.en} ({p.zh}) in namespace {namespace}.\n{GENERATED}"
+        ),
+        f"k8s/overlays/{p.code}/ingress.yaml": dump_yaml(
+            console_ingress(p.code),
+            header=(
+                f"The officer console of {p.code} {p.en} at https://{console_host(p.code)} (a placeholder host).\n"
+                f"TLS: Secret {CONSOLE_TLS_SECRET} (kubernetes.io/tls, created by the operator or cert-manager).\n"
+                "Register https://<host>/auth/callback as the console's redirect URI at the province's IdP.\n"
+                f"{GENERATED}"
+            ),
+        ),
     }
 
 
