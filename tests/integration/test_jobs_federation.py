@@ -260,6 +260,9 @@ async def test_a_replica_that_lost_events_heals_from_the_origin_snapshot(
         assert (await sc.get("/api/v1/vacancies", params={"province": "330000"})).json()["total"] == 0
 
         assert_problem(await sc.post("/admin/v1/replica/heal", headers=sc_admin, json={"origin": "510000"}), 422)
+        for address in ("ýÔ…", "ftp://330000.example", "http://", "file:///etc/passwd"):
+            bad = {"origin": "330000", "base_url": address}
+            assert_problem(await sc.post("/admin/v1/replica/heal", headers=sc_admin, json=bad), 422, "base_url")
         healed = await sc.post(
             "/admin/v1/replica/heal", headers=sc_admin, json={"origin": "330000", "base_url": str(zj.base_url)}
         )

@@ -73,7 +73,13 @@ async def upsert_newer(session: AsyncSession, table: Table, row: Mapping[str, An
 class HealRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     origin: str = Field(pattern=r"^\d{2}0000$", description="the partner province whose records to compare")
-    base_url: str | None = Field(None, description="the origin's service; default from the settings or federation file")
+    base_url: str | None = Field(
+        None,
+        max_length=2000,
+        pattern=r"^https?://[^\s/?#]+(?:/[^\s?#]*)?$",
+        description="the origin's service (http or https URL); default from the settings or federation file",
+        examples=["http://jobs.labornet-330000.svc:8000"],
+    )
 
 
 class ReplicaSnapshot(BaseModel):
