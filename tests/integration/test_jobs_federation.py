@@ -9,6 +9,7 @@ its node's brands service holds (with Sichuan and Zhejiang brands services).
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
@@ -260,9 +261,18 @@ async def test_a_replica_that_lost_events_heals_from_the_origin_snapshot(
         assert (await sc.get("/api/v1/vacancies", params={"province": "330000"})).json()["total"] == 0
 
         assert_problem(await sc.post("/admin/v1/replica/heal", headers=sc_admin, json={"origin": "510000"}), 422)
-        for address in ("ýÔ…", "ftp://330000.example", "http://", "file:///etc/passwd"):
-            bad = {"origin": "330000", "base_url": address}
-            assert_problem(await sc.post("/admin/v1/replica/heal", headers=sc_admin, json=bad), 422, "base_url")
+        for address in (
+            "ýÔ…",
+            "ftp://330000.example",
+            "http://",
+            "file:///etc/passwd",
+            "https://ø\udb65\udf7d",
+            "http://a:99999",
+        ):
+            # sent as JSON with its escapes (a lone surrogate is valid JSON, not encodable UTF-8)
+            bad = json.dumps({"origin": "330000", "base_url": address}).encode()
+            json_body = sc_admin | {"Content-Type": "application/json"}
+            assert_problem(await sc.post("/admin/v1/replica/heal", headers=json_body, content=bad), 422, "base_url")
         healed = await sc.post(
             "/admin/v1/replica/heal", headers=sc_admin, json={"origin": "330000", "base_url": str(zj.base_url)}
         )

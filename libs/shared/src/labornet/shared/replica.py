@@ -21,9 +21,10 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated, Any
 
+import httpx
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 from sqlalchemy import Table, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -76,10 +77,25 @@ class HealRequest(BaseModel):
     base_url: str | None = Field(
         None,
         max_length=2000,
-        pattern=r"^https?://[^\s/?#]+(?:/[^\s?#]*)?$",
+        # an ASCII host name (IDNA-encoded if need be) or an IP literal, an optional port and path
+        pattern=r"^https?://(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?(?:/[!-~]*)?$",
         description="the origin's service (http or https URL); default from the settings or federation file",
         examples=["http://jobs.labornet-330000.svc:8000"],
     )
+
+    @field_validator("base_url")
+    @classmethod
+    def _dialable(cls, value: str | None) -> str | None:
+        """What the pattern lets through must also be a URL the HTTP client can dial (a port up to 65535)."""
+        if value is None:
+            return None
+        try:
+            port = httpx.URL(value).port
+        except (httpx.InvalidURL, ValueError) as exc:
+            raise ValueError(f"not a URL the node can call: {exc}") from exc
+        if port is not None and not 0 < port < 65536:
+            raise ValueError(f"port {port} is out of range")
+        return value
 
 
 class ReplicaSnapshot(BaseModel):
