@@ -21,7 +21,6 @@ import csv
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,7 +36,7 @@ from sqlalchemy import func, select
 
 from labornet.jobs.adapters.tables import vacancy
 from labornet.jobs.domain.imports import CSV_COLUMNS
-from labornet.shared.broker import EmbeddedBroker
+from labornet.shared.broker import EmbeddedBroker, free_port
 from labornet.shared.clock import today_in_china
 from labornet.shared.db import create_engine, readonly_sessionmaker
 from labornet.shared.keys import ensure_node_keys
@@ -50,12 +49,6 @@ DIVISIONS = ("330102", "330105", "330106", "330108", "330110", "330212", "330302
 TITLES = ("川菜厨师", "电子装配工", "快递分拣员", "养老护理员", "叉车司机", "服装车工", "保洁员", "电工")
 OCCUPATIONS = ("5120", "8212", "9333", "5322", "8343", "7533", "9112", "7411")
 SKILLS = ("刀工", "焊接", "叉车证", "育婴", "平车", "电工证")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def write_csv(path: Path, rows: int) -> None:

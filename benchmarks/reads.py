@@ -17,7 +17,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,7 @@ from typing import Any
 import httpx
 
 from benchmarks.search import load_postgresql, load_sqlite, synthetic_vacancies
+from labornet.shared.broker import free_port
 from labornet.shared.db import create_engine
 from labornet.shared.keys import ensure_node_keys
 from labornet.shared.migrations import upgrade
@@ -59,12 +59,6 @@ BARE_APP = textwrap.dedent(
         uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_config=None, access_log=False)
     """
 )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextmanager
