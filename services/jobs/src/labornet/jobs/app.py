@@ -18,16 +18,29 @@ from labornet.jobs import __doc__ as description
 from labornet.jobs import __version__
 from labornet.jobs.adapters.brands import BRAND_CHECK_RESULTS, BRAND_CHECKS, HttpBrandRegister
 from labornet.jobs.domain.vacancy import EVENT_TYPES
-from labornet.jobs.entrypoints import api, federation, imports, subscriptions
+from labornet.jobs.entrypoints import (
+    api,
+    applications,
+    dispatches,
+    fairs,
+    federation,
+    imports,
+    placements,
+    subscriptions,
+)
 from labornet.jobs.metrics import MATCHES
 from labornet.jobs.service_layer.vacancies import REPLICA_CHANGES, VacancyService, refresh_gauges
 from labornet.shared.app import ConsumerSpec, Runtime, ServiceSpec, create_service_app
 from labornet.shared.divisions import load_divisions
+from labornet.shared.inbox import Handler
 from labornet.shared.observability import REPLICA_RESULTS
 from labornet.shared.settings import Settings
-from labornet.shared.topics import events_topic
+from labornet.shared.topics import events_topic, inbox_topic
 
 log = logging.getLogger(__name__)
+
+# Matchmaking beyond postings (ADR 0018): each part brings its routes, handlers and background tasks
+MATCHMAKING = (applications, placements, fairs, dispatches)
 
 
 def brand_register(settings: Settings) -> HttpBrandRegister:
@@ -50,6 +63,8 @@ def setup(runtime: Runtime) -> None:
         max_version_jump=runtime.settings.replica_max_version_jump,
     )
     imports.setup(runtime)
+    for part in MATCHMAKING:
+        part.setup(runtime)
 
 
 def init_metrics(members: Sequence[str]) -> None:
@@ -63,15 +78,24 @@ def init_metrics(members: Sequence[str]) -> None:
 
 
 def consumers(runtime: Runtime) -> Sequence[ConsumerSpec]:
-    partners = [code for code in runtime.registry.codes() if code != runtime.settings.province]
+    """Partners' broadcast jobs streams (vacancies, recruitment events, placement statistics) in one group, and the
+    directed messages to this province's jobs inbox (applications, registrations, dispatches) in another."""
+    province = runtime.settings.province
+    partners = [code for code in runtime.registry.codes() if code != province]
     vacancies: VacancyService = runtime.extras["vacancies"]
-    return [
+    broadcast: dict[str, Handler] = dict.fromkeys(EVENT_TYPES, vacancies.apply_event)
+    directed: dict[str, Handler] = {}
+    for part in MATCHMAKING:
+        broadcast.update(part.broadcast_handlers(runtime))
+        directed.update(part.inbox_handlers(runtime))
+    specs = [
         ConsumerSpec(
-            name="vacancy-replica",
-            topics=[events_topic(code, "jobs") for code in partners],
-            handlers=dict.fromkeys(EVENT_TYPES, vacancies.apply_event),
+            name="vacancy-replica", topics=[events_topic(code, "jobs") for code in partners], handlers=broadcast
         )
     ]
+    if directed:
+        specs.append(ConsumerSpec(name="matchmaking", topics=[inbox_topic(province, "jobs")], handlers=directed))
+    return specs
 
 
 async def sweep(runtime: Runtime) -> None:
@@ -91,7 +115,12 @@ async def sweep(runtime: Runtime) -> None:
 
 
 def background(runtime: Runtime) -> list[Coroutine[Any, Any, None]]:
-    return [sweep(runtime), *subscriptions.webhook_background(runtime), *imports.background(runtime)]
+    return [
+        sweep(runtime),
+        *subscriptions.webhook_background(runtime),
+        *imports.background(runtime),
+        *(task for part in MATCHMAKING for task in part.background(runtime)),
+    ]
 
 
 SPEC = ServiceSpec(
@@ -99,7 +128,13 @@ SPEC = ServiceSpec(
     version=__version__,
     migrations="labornet.jobs:migrations",
     readiness_table="vacancy",
-    routers=[api.router, subscriptions.router, federation.router, imports.router],
+    routers=[
+        api.router,
+        subscriptions.router,
+        federation.router,
+        imports.router,
+        *(part.router for part in MATCHMAKING),
+    ],
     import_paths=[imports.IMPORTS_PATH],
     replicas=[federation.SPEC],
     setup=setup,

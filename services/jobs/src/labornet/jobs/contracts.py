@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from labornet.jobs.domain.vacancy import CLOSED, PUBLISHED, UPDATED, Status, VacancyRecord
+from labornet.jobs.entrypoints import applications, dispatches, fairs, placements
 from labornet.shared.bounds import INT32_MAX
 from labornet.shared.contracts import EventContract
 
@@ -64,3 +65,4 @@ EVENTS: list[EventContract] = [
         "after its closing date.",
     ),
 ]
+EVENTS += [*applications.EVENTS, *placements.EVENTS, *fairs.EVENTS, *dispatches.EVENTS]

@@ -1,0 +1,24 @@
+"""Placements: one row per hire between two provinces, and the partners' placement statistics.
+
+Revision ID: jobs_0009
+Revises: jobs_0008
+Create Date: 2026-11-26
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa  # noqa: F401
+from alembic import op  # noqa: F401
+
+revision: str = "jobs_0009"
+down_revision: str | None = "jobs_0008"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    pass
+
+
+def downgrade() -> None:
+    pass
