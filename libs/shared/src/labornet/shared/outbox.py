@@ -125,41 +125,20 @@ class Outbox:
             raise ValueError(f"topic {topic} is an inbox: say which province the message is addressed to")
         stream = stream_id(self.province, topic)
         seq = await self._next_seq(session, stream)
-        envelope = self.signer.sign(
-            Envelope(
-                id=new_event_id(),
-                source=event_source(self.province, self.service),
-                type=event_type,
-                time=datetime.now(UTC),
-                partitionkey=key,
-                originprovince=self.province,
-                destprovince=destination,
-                stream=stream,
-                streamseq=seq,
-                schemaversion=schema_version,
-                subject=subject,
-                traceparent=current_traceparent.get(),
-                data=encode_data(data),
-            )
+        receipt = destination is not None if expects_receipt is None else expects_receipt
+        envelope, row = self._signed(
+            topic,
+            event_type,
+            key,
+            data,
+            stream=stream,
+            seq=seq,
+            subject=subject,
+            destination=destination,
+            schema_version=schema_version,
+            expects_receipt=receipt,
         )
-        record_key, value, headers = envelope.to_kafka()
-        await session.execute(
-            outbox.insert().values(
-                event_id=envelope.id,
-                event_type=event_type,
-                topic=topic,
-                message_key=record_key,
-                headers=encode_headers(headers),
-                payload=value,
-                stream=stream,
-                seq=seq,
-                created_at=envelope.time,
-                attempts=0,
-                destination=destination,
-                expects_receipt=destination is not None if expects_receipt is None else expects_receipt,
-                resends=0,
-            )
-        )
+        await session.execute(outbox.insert().values(**row))
         self._wake_after_commit(session)
         return envelope
 
@@ -211,49 +190,67 @@ class Outbox:
         stream = stream_id(self.province, topic)
         last = await self._next_seq(session, stream, len(events))
         first = last - len(events) + 1
-        source = event_source(self.province, self.service)
-        traceparent = current_traceparent.get()
-        envelopes: list[Envelope] = []
-        rows: list[dict[str, Any]] = []
-        for seq, (key, data) in enumerate(events, start=first):
-            envelope = self.signer.sign(
-                Envelope(
-                    id=new_event_id(),
-                    source=source,
-                    type=event_type,
-                    time=datetime.now(UTC),
-                    partitionkey=key,
-                    originprovince=self.province,
-                    stream=stream,
-                    streamseq=seq,
-                    schemaversion=schema_version,
-                    subject=key,
-                    traceparent=traceparent,
-                    data=encode_data(data),
-                )
+        signed = [
+            self._signed(
+                topic, event_type, key, data, stream=stream, seq=seq, subject=key, schema_version=schema_version
             )
-            record_key, value, headers = envelope.to_kafka()
-            envelopes.append(envelope)
-            rows.append(
-                {
-                    "event_id": envelope.id,
-                    "event_type": event_type,
-                    "topic": topic,
-                    "message_key": record_key,
-                    "headers": encode_headers(headers),
-                    "payload": value,
-                    "stream": stream,
-                    "seq": seq,
-                    "created_at": envelope.time,
-                    "attempts": 0,
-                    "destination": None,
-                    "expects_receipt": False,
-                    "resends": 0,
-                }
-            )
+            for seq, (key, data) in enumerate(events, start=first)
+        ]
+        envelopes = [envelope for envelope, _ in signed]
+        rows = [row for _, row in signed]
         await session.execute(outbox.insert(), rows)
         self._wake_after_commit(session)
         return envelopes
+
+    def _signed(
+        self,
+        topic: str,
+        event_type: str,
+        key: str,
+        data: Mapping[str, Any] | Any,
+        *,
+        stream: str,
+        seq: int,
+        subject: str | None,
+        destination: str | None = None,
+        schema_version: int = 1,
+        expects_receipt: bool = False,
+    ) -> tuple[Envelope, dict[str, Any]]:
+        """The signed envelope of one event at ``seq`` of its stream, and the outbox row that publishes it."""
+        envelope = self.signer.sign(
+            Envelope(
+                id=new_event_id(),
+                source=event_source(self.province, self.service),
+                type=event_type,
+                time=datetime.now(UTC),
+                partitionkey=key,
+                originprovince=self.province,
+                destprovince=destination,
+                stream=stream,
+                streamseq=seq,
+                schemaversion=schema_version,
+                subject=subject,
+                traceparent=current_traceparent.get(),
+                data=encode_data(data),
+            )
+        )
+        record_key, value, headers = envelope.to_kafka()
+        row = {
+            "event_id": envelope.id,
+            "event_type": event_type,
+            "topic": topic,
+            "message_key": record_key,
+            "headers": encode_headers(headers),
+            "payload": value,
+            "stream": stream,
+            "seq": seq,
+            "created_at": envelope.time,
+            "attempts": 0,
+            "destination": destination,
+            "expects_receipt": expects_receipt,
+            "resends": 0,
+        }
+        return envelope, row
 
     async def _next_seq(self, session: AsyncSession, stream: str, count: int = 1) -> int:
         """Reserve the next ``count`` numbers of ``stream``; return the last of them."""
