@@ -397,8 +397,8 @@ class EventConsumer:
             if not run:
                 return
             if len(run) == 1 or not await self._apply_run(run):
-                for record, _ in run:
-                    await self.handle(record)
+                for record, envelope in run:
+                    await self.handle(record, envelope)
                     next_offset = record.offset + 1
             next_offset = run[-1][0].offset + 1
             run.clear()
@@ -425,24 +425,27 @@ class EventConsumer:
 
     # One record ------------------------------------------------------------------------------------
 
-    async def handle(self, record: ConsumerRecord[bytes, bytes]) -> Outcome:
-        """Verify and apply one record; return what happened.
+    async def handle(self, record: ConsumerRecord[bytes, bytes], verified: Envelope | None = None) -> Outcome:
+        """Verify and apply one record; return what happened. ``verified`` is its envelope when the caller has
+        already decoded it and passed it through every check (a record of a run that failed is not verified twice).
 
         Raises :data:`INFRASTRUCTURE_ERRORS` (database unreachable, schema missing) without counting an attempt:
         such a failure says nothing about the event, so the caller rewinds and tries again later instead of
         quarantining a good event.
         """
-        headers = list(record.headers or ())
-        try:
-            envelope = Envelope.from_kafka(record.key, record.value, headers)
-        except Exception as exc:  # whatever a record holds (a null header value too), it cannot stop the partition
-            return await self._reject(
-                record, None, "malformed", str(exc) if isinstance(exc, MalformedEvent) else describe(exc)
-            )
-        try:
-            self._check(envelope)
-        except EventRejected as exc:
-            return await self._reject(record, envelope, exc.reason, str(exc))
+        if verified is not None:
+            envelope = verified
+        else:
+            try:
+                envelope = Envelope.from_kafka(record.key, record.value, list(record.headers or ()))
+            except Exception as exc:  # whatever a record holds (a null header value too), it cannot stop the partition
+                return await self._reject(
+                    record, None, "malformed", str(exc) if isinstance(exc, MalformedEvent) else describe(exc)
+                )
+            try:
+                self._check(envelope)
+            except EventRejected as exc:
+                return await self._reject(record, envelope, exc.reason, str(exc))
 
         token = current_traceparent.set(envelope.traceparent)
         try:
