@@ -137,3 +137,46 @@ vacancy_import = Table(
     Column("finished_at", DateTime(timezone=True), nullable=True),
 )
 Index("ix_vacancy_import_state", vacancy_import.c.state)
+
+# --- Placements (issue 15): hires between two provinces and the partners' placement statistics ---
+
+# One row per hire of a worker by an employer of another province, kept at both ends: the worker's home node
+# (origin) and the vacancy owner's node (destination). A hire within one province is kept too and counted in
+# neither direction. ``announced`` turns true once this node's published statistics include the hire.
+placement = Table(
+    "placement",
+    metadata,
+    Column("application_id", String(40), primary_key=True),
+    Column("origin_province", String(6), nullable=False),  # the worker's home province
+    Column("destination_province", String(6), nullable=False),  # the vacancy's owner
+    Column("hired_at", DateTime(timezone=True), nullable=False),
+    Column("month", String(7), nullable=False),  # YYYY-MM, the China date of the hire
+    Column("occupation_code", String(10), nullable=False),
+    Column("target_groups", JSON, nullable=False),
+    Column("announced", Boolean, nullable=False),
+)
+Index("ix_placement_origin_month", placement.c.origin_province, placement.c.month)
+Index("ix_placement_destination_month", placement.c.destination_province, placement.c.month)
+Index("ix_placement_announced", placement.c.announced)
+
+# The latest placement statistics of every member (this node's own row orders what it publishes)
+placement_statistics_origin = Table(
+    "placement_statistics_origin",
+    metadata,
+    Column("origin", String(6), primary_key=True),
+    Column("generation", Id, nullable=False),
+    Column("as_of", DateTime(timezone=True), nullable=False),
+)
+
+# A partner's latest snapshot, one row per cell: counts only, never a person
+placement_statistics_cell = Table(
+    "placement_statistics_cell",
+    metadata,
+    Column("origin", String(6), primary_key=True),  # the province that published the snapshot
+    Column("direction", String(8), primary_key=True),  # outbound or inbound, seen from the origin
+    Column("counterpart_province", String(6), primary_key=True),
+    Column("month", String(7), primary_key=True),
+    Column("occupation_code", String(10), primary_key=True),
+    Column("hires", Integer, nullable=False),
+    Column("target_groups", JSON, nullable=False),  # {group: hires of the cell in that group}
+)

@@ -1,0 +1,278 @@
+"""Placements: record a hire between two provinces, publish this province's placement statistics, keep every
+partner's latest snapshot, and answer the statistics reads.
+
+Recording and publishing. :func:`record_hire` runs in the caller's transaction (the hire at the vacancy's owner,
+the applied ``hired`` message at the worker's home) and keeps the placement with ``announced`` false. The statistics
+are published by :func:`publish_placements`, which counts this province's placements, marks them announced and
+broadcasts the snapshot through the outbox in one transaction: a caller that has the outbox at hand may call it
+right after :func:`record_hire` (same transaction), and the placements' background task calls
+:func:`publish_due` every few seconds, which publishes when a placement is not announced yet. A hire committed
+without its snapshot is therefore published by the next check, even after a crash: the flag is in the same
+transaction as the placement. A snapshot is broadcast again at start-up and periodically as repair (ADR 0008).
+
+The generation comes from a counter row updated *before* the placements are counted: on PostgreSQL its row lock
+makes a concurrent publisher wait, so a higher generation never counts less than a lower one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from prometheus_client import Counter
+from sqlalchemy import delete, exists, insert, or_, select, update
+from sqlalchemy import event as sa_event
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
+
+from labornet.jobs.adapters.tables import placement, placement_statistics_cell, placement_statistics_origin
+from labornet.jobs.domain.placements import (
+    PLACEMENTS_PUBLISHED,
+    Cell,
+    Direction,
+    Placement,
+    PlacementSnapshot,
+    count_placements,
+)
+from labornet.shared.db import as_utc
+from labornet.shared.envelope import Envelope
+from labornet.shared.inbox import Handler, RuleViolation
+from labornet.shared.outbox import Outbox
+from labornet.shared.topics import events_topic
+
+PLACEMENTS = Counter(
+    "labornet_jobs_placements_recorded_total",
+    "Hires between provinces counted in this province's placement statistics, by direction (outbound: its workers "
+    "hired elsewhere; inbound: workers from elsewhere hired here)",
+    ["direction"],
+)
+SNAPSHOTS = Counter(
+    "labornet_jobs_placement_snapshots_total",
+    "Placement statistics snapshots of partner provinces received, by result (applied, stale, refused)",
+    ["result"],
+)
+SNAPSHOT_RESULTS = ("applied", "stale", "refused")
+
+
+def _insert(session: AsyncSession) -> Any:
+    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+
+
+async def record_hire(
+    session: AsyncSession,
+    *,
+    application_id: str,
+    origin_province: str,
+    destination_province: str,
+    hired_at: datetime,
+    occupation_code: str,
+    target_groups: Sequence[str],
+) -> bool:
+    """Keep the placement of a hire, in the caller's transaction; False when this application's hire is already
+    recorded (the first record stands). Raises ``ValueError`` (a pydantic ``ValidationError``) naming what is wrong
+    with a bad input: a province code that is not ``NN0000``, an application id not made at the origin province, an
+    occupation code outside the federation's ISCO-08 list, an unknown target group or a naive ``hired_at``.
+
+    The statistics that count it are published by :func:`publish_placements` (in this transaction, if the caller
+    calls it) or by the next :func:`publish_due` check."""
+    hire = Placement(
+        application_id=application_id,
+        origin_province=origin_province,
+        destination_province=destination_province,
+        hired_at=hired_at,
+        occupation_code=occupation_code,
+        target_groups=tuple(target_groups),  # validated into TargetGroup
+    )
+    statement = (
+        _insert(session)(placement)
+        .values(
+            application_id=hire.application_id,
+            origin_province=hire.origin_province,
+            destination_province=hire.destination_province,
+            hired_at=as_utc(hire.hired_at),
+            month=hire.month,
+            occupation_code=hire.occupation_code,
+            target_groups=[group.value for group in hire.target_groups],
+            # a hire within one province is in no statistics: nothing to announce
+            announced=not hire.across_provinces,
+        )
+        .on_conflict_do_nothing(index_elements=[placement.c.application_id])
+    )
+    result = await session.execute(statement)
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def _placement(row: Any) -> Placement:
+    return Placement(
+        application_id=row.application_id,
+        origin_province=row.origin_province,
+        destination_province=row.destination_province,
+        hired_at=as_utc(row.hired_at),
+        occupation_code=row.occupation_code,
+        target_groups=tuple(row.target_groups),
+    )
+
+
+def _of(province: str) -> Any:
+    return or_(placement.c.origin_province == province, placement.c.destination_province == province)
+
+
+async def own_cells(session: AsyncSession, province: str) -> list[Cell]:
+    """This province's statistics, counted from the placements it holds."""
+    rows = await session.execute(
+        select(placement).where(_of(province), placement.c.origin_province != placement.c.destination_province)
+    )
+    return count_placements(province, (_placement(row) for row in rows))
+
+
+async def _next_generation(session: AsyncSession, province: str, at: datetime) -> int:
+    statement = (
+        _insert(session)(placement_statistics_origin)
+        .values(origin=province, generation=1, as_of=at)
+        .on_conflict_do_update(
+            index_elements=[placement_statistics_origin.c.origin],
+            set_={"generation": placement_statistics_origin.c.generation + 1, "as_of": at},
+        )
+        .returning(placement_statistics_origin.c.generation)
+    )
+    return int((await session.execute(statement)).scalar_one())
+
+
+async def _announce(session: AsyncSession, province: str) -> None:
+    """Mark this province's new placements announced; count them in the metric once the transaction commits."""
+    rows = (
+        await session.execute(
+            update(placement)
+            .where(placement.c.announced.is_(False), _of(province))
+            .values(announced=True)
+            .returning(placement.c.origin_province)
+        )
+    ).all()
+    if not rows:
+        return
+    outbound = sum(1 for row in rows if row.origin_province == province)
+    inbound = len(rows) - outbound
+
+    def count(_session: Session) -> None:
+        PLACEMENTS.labels(Direction.OUTBOUND.value).inc(outbound)
+        PLACEMENTS.labels(Direction.INBOUND.value).inc(inbound)
+
+    sa_event.listen(session.sync_session, "after_commit", count, once=True)
+
+
+async def publish_placements(session: AsyncSession, outbox: Outbox, province: str, at: datetime) -> PlacementSnapshot:
+    """Count this province's placements and broadcast them as its next snapshot, in the caller's transaction."""
+    generation = await _next_generation(session, province, at)
+    await _announce(session, province)
+    snapshot = PlacementSnapshot(
+        origin=province, generation=generation, as_of=at, cells=await own_cells(session, province)
+    )
+    await outbox.add(
+        session,
+        topic=events_topic(province, "jobs"),
+        event_type=PLACEMENTS_PUBLISHED,
+        key=province,
+        subject=province,
+        data=snapshot,
+    )
+    return snapshot
+
+
+async def publish_due(session: AsyncSession, outbox: Outbox, province: str, at: datetime) -> PlacementSnapshot | None:
+    """Publish this province's statistics if a placement is not in a published snapshot yet; else do nothing."""
+    due = await session.scalar(select(exists().where(placement.c.announced.is_(False), _of(province))))
+    return await publish_placements(session, outbox, province, at) if due else None
+
+
+async def _store(session: AsyncSession, snapshot: PlacementSnapshot) -> None:
+    await session.execute(
+        delete(placement_statistics_cell).where(placement_statistics_cell.c.origin == snapshot.origin)
+    )
+    if snapshot.cells:
+        await session.execute(
+            insert(placement_statistics_cell),
+            [
+                {
+                    "origin": snapshot.origin,
+                    "direction": cell.direction.value,
+                    "counterpart_province": cell.counterpart_province,
+                    "month": cell.month,
+                    "occupation_code": cell.occupation_code,
+                    "hires": cell.hires,
+                    "target_groups": {group.value: count for group, count in cell.target_groups.items()},
+                }
+                for cell in snapshot.cells
+            ],
+        )
+
+
+def snapshot_handler(province: str) -> Handler:
+    async def apply_snapshot(session: AsyncSession, envelope: Envelope) -> None:
+        """Keep a partner's snapshot if it is newer than the one held; an older or equal one changes nothing. A
+        snapshot of another origin than its sender, or of this province, is refused."""
+        try:
+            snapshot = PlacementSnapshot.model_validate(envelope.json())
+        except ValueError as error:
+            SNAPSHOTS.labels("refused").inc()
+            raise RuleViolation(f"placement statistics from {envelope.originprovince}: {error}") from error
+        if snapshot.origin != envelope.originprovince or snapshot.origin == province:
+            SNAPSHOTS.labels("refused").inc()
+            raise RuleViolation(
+                f"placement statistics of {snapshot.origin} sent by {envelope.originprovince}: a province publishes "
+                "its own statistics only"
+            )
+        held = (
+            await session.execute(
+                select(placement_statistics_origin.c.generation)
+                .where(placement_statistics_origin.c.origin == snapshot.origin)
+                .with_for_update()
+            )
+        ).scalar()
+        if held is not None and held >= snapshot.generation:
+            SNAPSHOTS.labels("stale").inc()
+            return
+        if held is None:
+            await session.execute(
+                insert(placement_statistics_origin).values(
+                    origin=snapshot.origin, generation=snapshot.generation, as_of=snapshot.as_of
+                )
+            )
+        else:
+            await session.execute(
+                update(placement_statistics_origin)
+                .where(placement_statistics_origin.c.origin == snapshot.origin)
+                .values(generation=snapshot.generation, as_of=snapshot.as_of)
+            )
+        await _store(session, snapshot)
+        SNAPSHOTS.labels("applied").inc()
+
+    return apply_snapshot
+
+
+async def latest(session: AsyncSession, origin: str) -> tuple[int, datetime] | None:
+    """The generation and time of the latest snapshot of ``origin`` (published here or received)."""
+    row = (
+        await session.execute(
+            select(placement_statistics_origin.c.generation, placement_statistics_origin.c.as_of).where(
+                placement_statistics_origin.c.origin == origin
+            )
+        )
+    ).first()
+    return None if row is None else (int(row.generation), as_utc(row.as_of))
+
+
+async def partner_cells(session: AsyncSession, origin: str) -> list[Cell]:
+    rows = await session.execute(select(placement_statistics_cell).where(placement_statistics_cell.c.origin == origin))
+    return [
+        Cell(
+            direction=Direction(row.direction),
+            counterpart_province=row.counterpart_province,
+            month=row.month,
+            occupation_code=row.occupation_code,
+            hires=row.hires,
+            target_groups=row.target_groups,
+        )
+        for row in rows
+    ]
