@@ -17,25 +17,30 @@ makes a concurrent publisher wait, so a higher generation never counts less than
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from prometheus_client import Counter
 from sqlalchemy import delete, exists, insert, or_, select, update
 from sqlalchemy import event as sa_event
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
 from labornet.jobs.adapters.tables import placement, placement_statistics_cell, placement_statistics_origin
 from labornet.jobs.domain.placements import (
     PLACEMENTS_PUBLISHED,
     Cell,
+    CellFilter,
     Direction,
     Placement,
     PlacementSnapshot,
+    Tally,
     count_placements,
+    tally,
 )
+from labornet.shared.clock import Clock, utcnow
 from labornet.shared.db import as_utc
 from labornet.shared.envelope import Envelope
 from labornet.shared.inbox import Handler, RuleViolation
@@ -50,8 +55,8 @@ PLACEMENTS = Counter(
 )
 SNAPSHOTS = Counter(
     "labornet_jobs_placement_snapshots_total",
-    "Placement statistics snapshots of partner provinces received, by result (applied, stale, refused)",
-    ["result"],
+    "Placement statistics snapshots of partner provinces received, by origin and result (applied, stale, refused)",
+    ["origin", "result"],
 )
 SNAPSHOT_RESULTS = ("applied", "stale", "refused")
 
@@ -215,10 +220,10 @@ def snapshot_handler(province: str) -> Handler:
         try:
             snapshot = PlacementSnapshot.model_validate(envelope.json())
         except ValueError as error:
-            SNAPSHOTS.labels("refused").inc()
+            SNAPSHOTS.labels(envelope.originprovince, "refused").inc()
             raise RuleViolation(f"placement statistics from {envelope.originprovince}: {error}") from error
         if snapshot.origin != envelope.originprovince or snapshot.origin == province:
-            SNAPSHOTS.labels("refused").inc()
+            SNAPSHOTS.labels(envelope.originprovince, "refused").inc()
             raise RuleViolation(
                 f"placement statistics of {snapshot.origin} sent by {envelope.originprovince}: a province publishes "
                 "its own statistics only"
@@ -231,7 +236,7 @@ def snapshot_handler(province: str) -> Handler:
             )
         ).scalar()
         if held is not None and held >= snapshot.generation:
-            SNAPSHOTS.labels("stale").inc()
+            SNAPSHOTS.labels(snapshot.origin, "stale").inc()
             return
         if held is None:
             await session.execute(
@@ -246,7 +251,7 @@ def snapshot_handler(province: str) -> Handler:
                 .values(generation=snapshot.generation, as_of=snapshot.as_of)
             )
         await _store(session, snapshot)
-        SNAPSHOTS.labels("applied").inc()
+        SNAPSHOTS.labels(snapshot.origin, "applied").inc()
 
     return apply_snapshot
 
@@ -276,3 +281,72 @@ async def partner_cells(session: AsyncSession, origin: str) -> list[Cell]:
         )
         for row in rows
     ]
+
+
+@dataclass(frozen=True)
+class ProvinceFigures:
+    """One province's placement figures as this node knows them: its own counted from its placements, a partner's
+    from the latest snapshot received (``source`` none: no snapshot has arrived yet, every figure is 0)."""
+
+    province: str
+    source: Literal["own", "snapshot", "none"]
+    generation: int | None
+    as_of: datetime | None
+    outbound: Tally
+    inbound: Tally
+
+
+class PlacementService:
+    """The placements use cases of one node: publish its statistics, read anyone's."""
+
+    def __init__(
+        self,
+        *,
+        province: str,
+        sessions: async_sessionmaker[AsyncSession],
+        read_sessions: async_sessionmaker[AsyncSession],
+        outbox: Outbox,
+        clock: Clock = utcnow,
+    ) -> None:
+        self.province = province
+        self.sessions = sessions
+        self.read_sessions = read_sessions
+        self.outbox = outbox
+        self.clock = clock
+
+    async def publish(self) -> PlacementSnapshot:
+        """Broadcast this province's statistics now (start-up, the periodic repair)."""
+        async with self.sessions() as session, session.begin():
+            return await publish_placements(session, self.outbox, self.province, self.clock())
+
+    async def publish_due(self) -> PlacementSnapshot | None:
+        """Broadcast this province's statistics if a recorded hire is not in them yet."""
+        async with self.sessions() as session, session.begin():
+            return await publish_due(session, self.outbox, self.province, self.clock())
+
+    async def _figures(self, session: AsyncSession, province: str, which: CellFilter) -> ProvinceFigures:
+        held = await latest(session, province)
+        if province == self.province:
+            cells = await own_cells(session, province)
+            source: Literal["own", "snapshot", "none"] = "own"
+        elif held is not None:
+            cells = await partner_cells(session, province)
+            source = "snapshot"
+        else:
+            cells, source = [], "none"
+        return ProvinceFigures(
+            province=province,
+            source=source,
+            generation=None if held is None else held[0],
+            as_of=None if held is None else held[1],
+            outbound=tally(cells, Direction.OUTBOUND, which),
+            inbound=tally(cells, Direction.INBOUND, which),
+        )
+
+    async def figures(self, province: str, which: CellFilter) -> ProvinceFigures:
+        async with self.read_sessions() as session:
+            return await self._figures(session, province, which)
+
+    async def federation(self, members: Sequence[str], which: CellFilter) -> list[ProvinceFigures]:
+        async with self.read_sessions() as session:
+            return [await self._figures(session, code, which) for code in members]
