@@ -180,3 +180,80 @@ placement_statistics_cell = Table(
     Column("hires", Integer, nullable=False),
     Column("target_groups", JSON, nullable=False),  # {group: hires of the cell in that group}
 )
+
+# --- Joint recruitment events (issue 15): the event, each organising province's listing, registrations ---
+
+# Every node's replica of every event (the organiser's own included); the organiser is the only writer, ``version``
+# orders its changes. ``provinces`` is the organiser and co-organisers as " 500000 510000 " (filtered with LIKE on
+# either database). The registration counts are the organiser's latest anonymous statistics of the event
+# (``statistics_generation`` orders them); ``statistics_due`` marks, at the organiser, counts to publish again.
+recruitment_fair = Table(
+    "recruitment_fair",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("version", Integer, nullable=False),
+    Column("organiser_province", String(6), nullable=False),
+    Column("co_organisers", JSON, nullable=False),
+    Column("provinces", String(300), nullable=False),
+    Column("title", String(200), nullable=False),
+    Column("description", Text, nullable=False),
+    Column("campaign", String(40), nullable=False),
+    Column("mode", String(10), nullable=False),
+    Column("url", String(500), nullable=True),
+    Column("division_code", String(6), nullable=True),
+    Column("address", String(300), nullable=True),
+    Column("starts_on", Date, nullable=False),
+    Column("ends_on", Date, nullable=False),
+    Column("registration_closes_at", DateTime(timezone=True), nullable=False),
+    Column("capacity", Integer, nullable=True),
+    Column("status", String(12), nullable=False),
+    Column("cancel_reason", String(500), nullable=True),
+    Column("outcomes", JSON, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("statistics_generation", Id, nullable=False),
+    Column("statistics_as_of", DateTime(timezone=True), nullable=True),
+    Column("registration_counts", JSON, nullable=False),
+    Column("statistics_due", Boolean, nullable=False),
+)
+Index("ix_recruitment_fair_starts_on", recruitment_fair.c.starts_on, recruitment_fair.c.id)
+Index("ix_recruitment_fair_organiser", recruitment_fair.c.organiser_province, recruitment_fair.c.status)
+
+# One organising province's vacancies at one event: that province is its only writer
+recruitment_fair_listing = Table(
+    "recruitment_fair_listing",
+    metadata,
+    Column("fair_id", String(40), primary_key=True),
+    Column("province", String(6), primary_key=True),
+    Column("version", Integer, nullable=False),
+    Column("fair_version", Integer, nullable=False),
+    Column("vacancy_ids", JSON, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+# Registrations: at the worker's home node (``worker`` is the token's sub, known there only) and at the organiser's
+# (``worker`` null). ``active_fair`` is the event id while the registration is submitted or accepted, null after:
+# one active registration of a worker per event (NULLs never collide in a unique constraint).
+fair_registration = Table(
+    "fair_registration",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("fair_id", String(40), nullable=False),
+    Column("organiser_province", String(6), nullable=False),
+    Column("home_province", String(6), nullable=False),
+    Column("worker", String(200), nullable=True),
+    Column("active_fair", String(40), nullable=True),
+    Column("name", String(50), nullable=False),
+    Column("phone", String(20), nullable=False),
+    Column("occupations", JSON, nullable=False),
+    Column("note", String(500), nullable=True),
+    Column("status", String(12), nullable=False),
+    Column("reason", String(40), nullable=True),
+    Column("submitted_at", DateTime(timezone=True), nullable=False),
+    Column("received_at", DateTime(timezone=True), nullable=True),  # at the organiser
+    Column("answered_at", DateTime(timezone=True), nullable=True),
+    Column("cancelled_at", DateTime(timezone=True), nullable=True),
+    UniqueConstraint("worker", "active_fair", name="uq_fair_registration_worker_active_fair"),
+)
+Index("ix_fair_registration_fair", fair_registration.c.fair_id, fair_registration.c.status)
+Index("ix_fair_registration_worker", fair_registration.c.worker, fair_registration.c.submitted_at)
