@@ -39,6 +39,8 @@ vacancy = Table(
     Column("division_code", String(6), nullable=False),
     Column("city", String(100), nullable=False),
     Column("headcount", Integer, nullable=False),
+    # applicants hired through the platform (applications, jobs_0008): the open headcount is headcount - hired
+    Column("hired", Integer, nullable=False, server_default="0"),
     Column("salary_min", Integer, nullable=False),
     Column("salary_max", Integer, nullable=False),
     Column("employment_type", String(20), nullable=False),
@@ -257,3 +259,63 @@ fair_registration = Table(
 )
 Index("ix_fair_registration_fair", fair_registration.c.fair_id, fair_registration.c.status)
 Index("ix_fair_registration_worker", fair_registration.c.worker, fair_registration.c.submitted_at)
+
+# --- Applications (issue 15): a worker's application to a vacancy, held by the home and the owner province only ---
+
+# One row per application (domain/application.py). ``worker`` (the token's sub) is known at the home node only
+# and never travels; ``open_for`` is the vacancy id while the application has not ended without a hire, null
+# after: one unended application of a worker per vacancy (NULLs never collide in a unique constraint).
+job_application = Table(
+    "job_application",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("version", Integer, nullable=False),
+    Column("home_province", String(6), nullable=False),
+    Column("owner_province", String(6), nullable=False),
+    Column("vacancy_id", String(40), nullable=False),
+    Column("vacancy_title", String(200), nullable=False),
+    Column("employer_name", String(200), nullable=False),
+    Column("occupation_code", String(10), nullable=False),
+    Column("city", String(100), nullable=False),
+    Column("worker", String(200), nullable=True),
+    Column("open_for", String(40), nullable=True),
+    Column("applicant_name", String(50), nullable=False),
+    Column("applicant_phone", String(20), nullable=False),
+    Column("skills", JSON, nullable=False),
+    Column("certificates", JSON, nullable=False),
+    Column("experience_years", Integer, nullable=False),
+    Column("expected_salary", Integer, nullable=True),
+    Column("available_from", Date, nullable=False),
+    Column("target_groups", JSON, nullable=False),
+    Column("cover_note", Text, nullable=False),
+    Column("state", String(20), nullable=False),
+    Column("submitted_at", DateTime(timezone=True), nullable=False),
+    Column("interview_at", DateTime(timezone=True), nullable=True),
+    Column("interview_place", String(200), nullable=True),
+    Column("offer_salary", Integer, nullable=True),
+    Column("offer_start_date", Date, nullable=True),
+    Column("hired_at", DateTime(timezone=True), nullable=True),
+    Column("reason", Text, nullable=True),
+    Column("withdrawal_requested_at", DateTime(timezone=True), nullable=True),  # home: asked of the owner
+    Column("updated_at", DateTime(timezone=True), nullable=False),  # when this node last stored it
+    UniqueConstraint("worker", "open_for", name="uq_job_application_worker_open_for"),
+)
+Index("ix_job_application_worker", job_application.c.worker, job_application.c.submitted_at)
+Index("ix_job_application_owner_state", job_application.c.owner_province, job_application.c.state)
+Index("ix_job_application_home_state", job_application.c.home_province, job_application.c.state)
+Index("ix_job_application_vacancy", job_application.c.vacancy_id)
+
+# The timeline of an application: appended, never rewritten
+application_entry = Table(
+    "application_entry",
+    metadata,
+    Column("application_id", String(40), primary_key=True),
+    Column("seq", Integer, primary_key=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("province", String(6), nullable=False),
+    Column("actor", String(220), nullable=False),
+    Column("kind", String(20), nullable=False),
+    Column("state", String(20), nullable=False),
+    Column("note", Text, nullable=True),
+    Column("details", JSON, nullable=False),
+)

@@ -172,6 +172,8 @@ class _AsRead(BaseModel):
     occupation_name: str | None = ignored("follows occupation_code")
     posted_at: datetime | None = ignored("set when the vacancy is published")
     updated_at: datetime | None = ignored("set by every change")
+    hired: int | None = ignored("counts the applicants hired through the platform")
+    open_headcount: int | None = ignored("headcount - hired")
 
 
 READ_ONLY = frozenset(_AsRead.model_fields)
@@ -342,6 +344,20 @@ def flatten(draft: VacancyDraft | VacancyChanges) -> dict[str, Any]:
     return {name: date.fromisoformat(value) if name == "closing_date" else value for name, value in given.items()}
 
 
+def check_headcount(headcount: int, hired: int) -> None:
+    """An open vacancy keeps a place for at least one more hire: its headcount stays above those hired already
+    (:class:`HeadcountBelowHired`); to stop at the hires made, close it as filled."""
+    if headcount <= hired:
+        raise HeadcountBelowHired(
+            f"headcount {headcount}: {hired} applicants were hired already; an open vacancy needs a headcount of at "
+            f"least {hired + 1} (close it as filled to stop at {hired})"
+        )
+
+
+class HeadcountBelowHired(ValueError):
+    """A change that would leave an open vacancy no place beyond those filled."""
+
+
 def check_change(current: dict[str, Any], expected_version: int | None) -> None:
     if current["status"] != Status.OPEN:
         raise VacancyRuleError(f"vacancy {current['id']} is {current['status']}; only open vacancies change")
@@ -388,6 +404,7 @@ class VacancyRecord(BaseModel):
     division_code: str = Field(pattern=r"^\d{6}$")
     city: str = Field(min_length=1, max_length=100)
     headcount: int = Field(ge=1, le=100_000)
+    hired: int = Field(0, ge=0, le=100_000, description="applicants hired through the platform, at most headcount")
     salary_min: int = Field(ge=0, le=1_000_000)
     salary_max: int = Field(ge=0, le=1_000_000)
     employment_type: EmploymentType
@@ -409,6 +426,8 @@ class VacancyRecord(BaseModel):
             raise ValueError(f"vacancy {self.id}: division {self.division_code} is outside {self.owner_province}")
         if self.salary_min > self.salary_max:
             raise ValueError(f"vacancy {self.id}: salary min {self.salary_min} is greater than max {self.salary_max}")
+        if self.hired > self.headcount:
+            raise ValueError(f"vacancy {self.id}: {self.hired} hired is more than its headcount {self.headcount}")
         if self.updated_at < self.posted_at:
             raise ValueError(f"vacancy {self.id} was updated at {self.updated_at}, before it was posted")
         # The closing date was ahead when it was set (a day of slack: the API reads the date a moment before it

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, computed_field
 
 from labornet.jobs.domain.vacancy import EmploymentType, Status, TargetGroup
 from labornet.shared.db import as_utc
@@ -36,6 +36,8 @@ VACANCY_EXAMPLE: dict[str, Any] = {
     "division_code": "510104",
     "city": "成都市",
     "headcount": 3,
+    "hired": 1,
+    "open_headcount": 2,
     "salary_min": 6000,
     "salary_max": 9000,
     "employment_type": "full-time",
@@ -66,6 +68,9 @@ class Vacancy(BaseModel):
     division_code: str = Field(pattern=r"^\d{6}$", description="where the work is: a division of the owner province")
     city: str
     headcount: int
+    hired: int = Field(
+        description="applicants hired through the platform; the vacancy is filled when it reaches headcount"
+    )
     salary_min: int = Field(description="CNY per month")
     salary_max: int = Field(description="CNY per month, at least salary_min")
     employment_type: EmploymentType
@@ -78,6 +83,11 @@ class Vacancy(BaseModel):
     status: Status
     version: int = Field(description="raised by every change; send it back as If-Match or `version` to change it")
     updated_at: EventTime
+
+    @computed_field(description="places left: headcount - hired")  # type: ignore[prop-decorator]
+    @property
+    def open_headcount(self) -> int:
+        return self.headcount - self.hired
 
 
 class VacancyPage(BaseModel):

@@ -26,6 +26,7 @@ from labornet.jobs.domain.vacancy import (
     PUBLISHED,
     UPDATED,
     BrandNotUsable,
+    HeadcountBelowHired,
     Status,
     VacancyChanges,
     VacancyDraft,
@@ -33,6 +34,7 @@ from labornet.jobs.domain.vacancy import (
     VacancyRuleError,
     check_brand,
     check_change,
+    check_headcount,
     check_replicated,
     flatten,
     new_vacancy_id,
@@ -164,6 +166,7 @@ class VacancyService:
             updated_at=moment,
             status=Status.OPEN.value,
             version=1,
+            hired=0,
             description=draft.description,
             brand_id=draft.brand_id,
             target_groups=row.get("target_groups", []),
@@ -202,6 +205,11 @@ class VacancyService:
                 row["occupation_name"] = occupations()[changes.occupation_code]["zh"]
             if row["salary_min"] > row["salary_max"]:
                 raise Unprocessable("salary min is greater than max")
+            if changes.headcount is not None:
+                try:
+                    check_headcount(changes.headcount, current["hired"])
+                except HeadcountBelowHired as exc:
+                    raise Unprocessable(str(exc), errors=[{"field": "body.headcount", "message": str(exc)}]) from exc
             row.update(version=current["version"] + 1, updated_at=now())
             row["search_tokens"] = search_tokens(row)
             await self._save(session, current, row)
@@ -215,6 +223,21 @@ class VacancyService:
             row = {**current, "status": status.value, "version": current["version"] + 1, "updated_at": now()}
             await self._save(session, current, row)
             await self._emit(session, CLOSED, row)
+        return row
+
+    async def record_hire(self, session: AsyncSession, vacancy_id: str) -> dict[str, Any]:
+        """One more applicant hired, in the caller's transaction: a new version of the vacancy and its event.
+
+        The vacancy closes as filled with the hire that takes its last place (``vacancy.closed``); otherwise it is
+        a change (``vacancy.updated``, or ``vacancy.closed`` again for an expired one). The caller has checked the
+        hire against the vacancy's rules; a concurrent change of the vacancy is a :class:`VacancyRuleError`."""
+        current = await self._own(session, vacancy_id)
+        hired = current["hired"] + 1
+        filled = hired >= current["headcount"]
+        status = Status.FILLED.value if filled else current["status"]
+        row = {**current, "hired": hired, "status": status, "version": current["version"] + 1, "updated_at": now()}
+        await self._save(session, current, row)
+        await self._emit(session, UPDATED if status == Status.OPEN else CLOSED, row)
         return row
 
     async def expire_due(self, today: date | None = None) -> int:
