@@ -319,3 +319,41 @@ application_entry = Table(
     Column("note", Text, nullable=True),
     Column("details", JSON, nullable=False),
 )
+
+# Organised dispatch (domain/dispatch.py) ------------------------------------------------------------------------
+# A group transfer of workers, held by its origin and its destination only. The plan's columns are written by the
+# origin (``version`` orders them), the arrival's by the destination, once; ``state`` follows from both.
+dispatch = Table(
+    "dispatch",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("version", Integer, nullable=False),
+    Column("origin_province", String(6), nullable=False),
+    Column("destination_province", String(6), nullable=False),
+    Column("state", String(12), nullable=False),
+    Column("brand_demand_id", String(40), nullable=True),
+    Column("fair_id", String(40), nullable=True),
+    Column("employers", JSON, nullable=False),
+    Column("headcount", Integer, nullable=False),
+    Column("transport", String(20), nullable=False),
+    Column("departure_at", DateTime(timezone=True), nullable=False),
+    Column("departure_place", String(200), nullable=False),
+    Column("expected_arrival_on", Date, nullable=False),
+    Column("confirmation_due", Date, nullable=False),
+    Column("escort_name", String(50), nullable=False),
+    Column("escort_phone", String(20), nullable=False),
+    Column("note", Text, nullable=True),
+    Column("announced_at", DateTime(timezone=True), nullable=False),
+    Column("changed_at", DateTime(timezone=True), nullable=False),
+    Column("cancelled_at", DateTime(timezone=True), nullable=True),
+    Column("cancellation_reason", Text, nullable=True),
+    Column("arrived_at", DateTime(timezone=True), nullable=True),
+    Column("headcount_received", Integer, nullable=True),
+    Column("arrival_note", Text, nullable=True),
+    Column("arrival_confirmed_at", DateTime(timezone=True), nullable=True),
+    Column("arrival_plan_version", Integer, nullable=True),
+    Column("updated_at", DateTime(timezone=True), nullable=False),  # this node's last write
+)
+Index("ix_dispatch_origin_state", dispatch.c.origin_province, dispatch.c.state, dispatch.c.id)
+Index("ix_dispatch_destination_state", dispatch.c.destination_province, dispatch.c.state, dispatch.c.id)
+Index("ix_dispatch_state_due", dispatch.c.state, dispatch.c.confirmation_due)
