@@ -24,7 +24,7 @@ from fastapi.routing import APIRoute
 from jsonschema import Draft202012Validator, FormatChecker
 from prometheus_client import REGISTRY
 from pydantic import ValidationError
-from sqlalchemy import inspect, select
+from sqlalchemy import JSON, BigInteger, Boolean, Date, DateTime, Integer, String, Text, insert, inspect, select
 from sqlalchemy import update as sql_update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -196,6 +196,15 @@ def test_only_the_origin_changes_the_plan_naming_the_current_version() -> None:
     assert (changed.version, changed.headcount, changed.changed_at) == (2, 32, later)
     assert changed.confirmation_due == date(2026, 3, 11)  # recounted from the new expected arrival (Monday)
     assert changed.announced_at == RECORDED and changed.escort == dispatch.escort
+
+
+def test_a_change_names_what_it_changes_and_clears_only_the_note() -> None:
+    with pytest.raises(ValidationError, match="headcount: cannot be null"):
+        DispatchChanges.model_validate({"version": 1, "headcount": None})
+    dispatch = announced()
+    changes = DispatchChanges.model_validate({"note": None})
+    cleared = update(dispatch, changes, province=SC, expected_version=1, at=RECORDED, limit=WEEKDAYS)
+    assert cleared.note is None and cleared.headcount == dispatch.headcount
 
 
 def test_a_confirmed_or_cancelled_dispatch_is_final() -> None:
@@ -559,6 +568,46 @@ async def test_overdue_confirmations_show_on_both_sides_and_in_the_gauges(nodes:
         dispatch_id, arrived_at=DEPARTURE, headcount_received=30, note=None, expected_version=1
     )
     assert await late(zj) == [] and await gauge(zj, "received", "yes") == 0
+
+
+async def add_fair(node: Node, fair_id: str, organiser: str, co_organisers: list[str]) -> None:
+    """A recruitment event as the node's replica holds it; the columns this part does not read get plain values."""
+    fairs = metadata.tables["recruitment_fair"]
+    fillers: dict[type, Any] = {
+        String: "x",
+        Text: "x",
+        Integer: 0,
+        BigInteger: 0,
+        Date: date(2026, 3, 1),
+        DateTime: RECORDED,
+        JSON: [],
+        Boolean: False,
+    }
+    row: dict[str, Any] = {"id": fair_id, "organiser_province": organiser, "co_organisers": co_organisers}
+    for column in fairs.columns:
+        if column.name not in row and not column.nullable:
+            kind = next(kind for kind in fillers if isinstance(column.type, kind))
+            row[column.name] = fillers[kind]
+    async with sessionmaker(node.engine)() as session, session.begin():
+        await session.execute(insert(fairs).values(**row))
+
+
+async def test_a_linked_recruitment_event_must_have_the_origin_or_the_destination_among_its_organisers(
+    nodes: dict[str, Node],
+) -> None:
+    sc = nodes[SC]
+    joint, elsewhere = f"{CQ}-F-{'1' * 20}", f"{CQ}-F-{'2' * 20}"
+    await add_fair(sc, joint, CQ, [SC])
+    await add_fair(sc, elsewhere, CQ, ["520000"])
+    with pytest.raises(InvalidDispatch, match="neither the origin 510000 nor the destination 330000") as caught:
+        await sc.service.announce(draft(brand_demand_id=None, fair_id=elsewhere))
+    assert caught.value.field == "fair_id"
+    assert await sc.rows() == [] and await sc.outbox() == []
+    linked = await sc.service.announce(draft(brand_demand_id=None, fair_id=joint))
+    assert linked.dispatch.fair_id == joint
+    not_here_yet = await sc.service.announce(draft(fair_id=f"{ZJ}-F-{'3' * 20}"))  # taken by its format
+    assert not_here_yet.dispatch.fair_id == f"{ZJ}-F-{'3' * 20}"
+    assert len(await sc.rows()) == 2
 
 
 async def test_a_concurrent_change_is_not_lost(nodes: dict[str, Node]) -> None:

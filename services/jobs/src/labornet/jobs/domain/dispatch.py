@@ -390,6 +390,13 @@ class DispatchChanges(BaseModel):
     escort: Contact | None = None
     note: Note | None = None
 
+    @model_validator(mode="after")
+    def _no_nulls(self) -> Self:
+        cleared = sorted(name for name in self.model_fields_set - {"version", "note"} if getattr(self, name) is None)
+        if cleared:
+            raise ValueError(f"{', '.join(cleared)}: cannot be null; leave a field out to keep it as it is")
+        return self
+
     def given(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.model_fields_set if name != "version"}
 
