@@ -7,6 +7,7 @@ province that receives the statistics only.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
@@ -249,6 +250,7 @@ async def nodes(new_database_url: Callable[[], Awaitable[str]]) -> AsyncIterator
 
 async def test_a_hire_is_recorded_once_at_each_end_and_bad_inputs_write_nothing(nodes: dict[str, Node]) -> None:
     sc, zj = nodes[SC], nodes[ZJ]
+    assert await zj.service.rebroadcast() is None  # nothing to say yet
     assert await zj.record(**hire(1, target_groups=[VETERAN.value, MIGRANT.value]))
     assert await sc.record(**hire(1, target_groups=[VETERAN.value, MIGRANT.value]))
     # the hire again (a replayed message, a retried transaction), even with other figures: the first stands
@@ -275,6 +277,10 @@ async def test_a_hire_is_recorded_once_at_each_end_and_bad_inputs_write_nothing(
     assert await sc.record(**hire(3, destination=SC))
     assert [row["announced"] for row in await sc.rows(placement) if row["destination_province"] == SC] == [True]
     assert await sc.outbound(SC) == 1 and await sc.inbound(SC) == 0
+    # the repair broadcast says what there is to say, once there is something
+    again = await zj.service.rebroadcast()
+    assert again is not None and again.generation == 1 and again.cells[0].hires == 1
+    assert await nodes[CQ].service.rebroadcast() is None
 
 
 async def test_statistics_reach_every_node_and_stale_or_forged_snapshots_change_nothing(
@@ -392,6 +398,7 @@ async def client(
     make_settings: Callable[..., Settings], database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[tuple[httpx.AsyncClient, Settings]]:
     monkeypatch.setenv("LABORNET_JOBS_PLACEMENTS_PUBLISH_CHECK_INTERVAL_S", "0.05")
+    monkeypatch.setenv("LABORNET_JOBS_PLACEMENTS_REBROADCAST_INTERVAL_S", "0.5")
     settings = make_settings(SC, "jobs", database_url)
     # the service without its consumers: nothing arrives from partners here
     spec = dataclasses.replace(SPEC, consumers=lambda _runtime: ())
@@ -414,11 +421,10 @@ async def test_the_statistics_api(client: tuple[httpx.AsyncClient, Settings], ke
     http, settings = client
     worker = bearer(keys, "worker", sub="worker-1")
 
-    async def at_start_up() -> bool:
-        return len(await published(settings)) >= 1
-
-    await eventually(at_start_up, timeout_s=10)
-    assert (await published(settings))[0]["cells"] == []
+    # a node without placements between provinces says nothing, at start-up or later
+    await http.get("/readyz")
+    await asyncio.sleep(0.7)
+    assert await published(settings) == []
 
     engine = create_engine(settings.database_url)
     try:
@@ -433,6 +439,14 @@ async def test_the_statistics_api(client: tuple[httpx.AsyncClient, Settings], ke
         return any(len(snapshot["cells"]) == 3 for snapshot in await published(settings))
 
     await eventually(hires_published, timeout_s=10)  # the publisher's check found them
+
+    async def broadcast_again() -> bool:  # and the snapshot goes out again as repair, a newer generation each time
+        return len(await published(settings)) >= 3
+
+    await eventually(broadcast_again, timeout_s=10)
+    snapshots = await published(settings)
+    assert [snapshot["generation"] for snapshot in snapshots] == list(range(1, len(snapshots) + 1))
+    assert all(snapshot["cells"] == snapshots[0]["cells"] for snapshot in snapshots)
 
     assert_problem(await http.get("/api/v1/placements/statistics"), 401, "bearer token")
     response = await http.get("/api/v1/placements/statistics", headers=worker)

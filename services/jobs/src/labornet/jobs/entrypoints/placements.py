@@ -8,8 +8,9 @@ replicated as anonymous statistics.
 * ``GET /api/v1/placements/statistics/federation``: every member's totals out and in, with the same filters.
 
 Each node broadcasts ``org.labornet.jobs.placements.published.v1`` on its jobs events stream: when a hire it
-records is not in its statistics yet (checked every ``LABORNET_JOBS_PLACEMENTS_PUBLISH_CHECK_INTERVAL_S``), at
-start-up, and every ``LABORNET_JOBS_PLACEMENTS_REBROADCAST_INTERVAL_S`` as repair (ADR 0008).
+records is not in its statistics yet (checked every ``LABORNET_JOBS_PLACEMENTS_PUBLISH_CHECK_INTERVAL_S``), and, once
+it has placements between provinces, at start-up and every ``LABORNET_JOBS_PLACEMENTS_REBROADCAST_INTERVAL_S`` as
+repair (ADR 0008).
 """
 
 from __future__ import annotations
@@ -124,15 +125,15 @@ def broadcast_handlers(runtime: Runtime) -> dict[str, Handler]:
 
 
 async def publisher(runtime: Runtime) -> None:
-    """Publish at start-up, then whenever a recorded hire is not counted yet, and again every rebroadcast interval
-    (the statistics are one latest-snapshot document per origin, which anti-entropy does not compare)."""
+    """Publish whenever a recorded hire is not counted yet, and again at start-up and every rebroadcast interval (the
+    statistics are one latest-snapshot document per origin, which anti-entropy does not compare)."""
     config: PlacementSettings = runtime.extras["placement_settings"]
     placements = service(runtime)
     last_broadcast: float | None = None
     while True:
         try:
             if last_broadcast is None or time.monotonic() - last_broadcast >= config.rebroadcast_interval_s:
-                await placements.publish()
+                await placements.rebroadcast()
                 last_broadcast = time.monotonic()
             elif await placements.publish_due() is not None:
                 last_broadcast = time.monotonic()

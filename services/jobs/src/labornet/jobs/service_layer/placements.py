@@ -8,7 +8,12 @@ broadcasts the snapshot through the outbox in one transaction: a caller that has
 right after :func:`record_hire` (same transaction), and the placements' background task calls
 :func:`publish_due` every few seconds, which publishes when a placement is not announced yet. A hire committed
 without its snapshot is therefore published by the next check, even after a crash: the flag is in the same
-transaction as the placement. A snapshot is broadcast again at start-up and periodically as repair (ADR 0008).
+transaction as the placement. A province that has placements between provinces broadcasts its snapshot again at
+start-up and periodically as repair (ADR 0008); a node without any says nothing, and partners show it as having no
+snapshot (all zero).
+
+Hires within one province are recorded (so that a hire is recorded once) and counted in neither direction: the
+statistics count workers placed outside their home province.
 
 The generation comes from a counter row updated *before* the placements are counted: on PostgreSQL its row lock
 makes a concurrent publisher wait, so a higher generation never counts less than a lower one.
@@ -191,6 +196,15 @@ async def publish_due(session: AsyncSession, outbox: Outbox, province: str, at: 
     return await publish_placements(session, outbox, province, at) if due else None
 
 
+async def rebroadcast(session: AsyncSession, outbox: Outbox, province: str, at: datetime) -> PlacementSnapshot | None:
+    """Publish this province's statistics again (start-up, periodic repair) if it has anything to count: a node
+    without a placement between provinces says nothing, and partners show it as having no snapshot (all zero)."""
+    held = await session.scalar(
+        select(exists().where(_of(province), placement.c.origin_province != placement.c.destination_province))
+    )
+    return await publish_placements(session, outbox, province, at) if held else None
+
+
 async def _store(session: AsyncSession, snapshot: PlacementSnapshot) -> None:
     await session.execute(
         delete(placement_statistics_cell).where(placement_statistics_cell.c.origin == snapshot.origin)
@@ -314,10 +328,10 @@ class PlacementService:
         self.outbox = outbox
         self.clock = clock
 
-    async def publish(self) -> PlacementSnapshot:
-        """Broadcast this province's statistics now (start-up, the periodic repair)."""
+    async def rebroadcast(self) -> PlacementSnapshot | None:
+        """Broadcast this province's statistics again, if it has any (start-up, the periodic repair)."""
         async with self.sessions() as session, session.begin():
-            return await publish_placements(session, self.outbox, self.province, self.clock())
+            return await rebroadcast(session, self.outbox, self.province, self.clock())
 
     async def publish_due(self) -> PlacementSnapshot | None:
         """Broadcast this province's statistics if a recorded hire is not in them yet."""
