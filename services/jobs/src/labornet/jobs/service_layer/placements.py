@@ -129,12 +129,25 @@ def _of(province: str) -> Any:
     return or_(placement.c.origin_province == province, placement.c.destination_province == province)
 
 
-async def own_cells(session: AsyncSession, province: str) -> list[Cell]:
-    """This province's statistics, counted from the placements it holds."""
-    rows = await session.execute(
-        select(placement).where(_of(province), placement.c.origin_province != placement.c.destination_province)
-    )
-    return count_placements(province, (_placement(row) for row in rows))
+async def own_cells(session: AsyncSession, province: str, which: CellFilter | None = None) -> list[Cell]:
+    """This province's statistics, counted from the placements it holds (only those ``which`` may count: the
+    filter's province, months and occupation narrow the rows read; its target group is applied to the cells)."""
+    statement = select(placement).where(_of(province), placement.c.origin_province != placement.c.destination_province)
+    if which is not None:
+        if which.counterpart_province is not None:
+            statement = statement.where(
+                or_(
+                    placement.c.origin_province == which.counterpart_province,
+                    placement.c.destination_province == which.counterpart_province,
+                )
+            )
+        if which.month_from is not None:
+            statement = statement.where(placement.c.month >= which.month_from)
+        if which.month_to is not None:
+            statement = statement.where(placement.c.month <= which.month_to)
+        if which.occupation_code is not None:
+            statement = statement.where(placement.c.occupation_code == which.occupation_code)
+    return count_placements(province, (_placement(row) for row in await session.execute(statement)))
 
 
 async def _next_generation(session: AsyncSession, province: str, at: datetime) -> int:
@@ -341,7 +354,7 @@ class PlacementService:
     async def _figures(self, session: AsyncSession, province: str, which: CellFilter) -> ProvinceFigures:
         held = await latest(session, province)
         if province == self.province:
-            cells = await own_cells(session, province)
+            cells = await own_cells(session, province, which)
             source: Literal["own", "snapshot", "none"] = "own"
         elif held is not None:
             cells = await partner_cells(session, province)
