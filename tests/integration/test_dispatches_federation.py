@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from prometheus_client import REGISTRY
 from sqlalchemy import select
 
 from labornet.jobs.adapters.tables import metadata as jobs_metadata
@@ -142,6 +143,10 @@ async def nodes(
         yield Federation(clients, node_keys, urls, clock)
 
 
+def metric(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
 async def traces_in(database_url: str, *secrets: str) -> list[str]:
     """Where in a node's database (every table, outbox and inbox included) any of ``secrets`` appears."""
     found = []
@@ -204,6 +209,8 @@ async def test_a_special_train_from_sichuan_to_zhejiang(nodes: Federation) -> No
     )
     assert (await nodes.dispatch(ZJ, dispatch_id)) == at_destination
 
+    sent_before = metric("labornet_jobs_dispatch_workers_sent_total", destination_province=ZJ)
+    received_before = metric("labornet_jobs_dispatch_workers_received_total", origin_province=SC)
     confirmed = await zj.post(
         f"{PATH}/{dispatch_id}/arrival", json=arrival, headers={**nodes.officer(ZJ), "If-Match": '"1"'}
     )
@@ -222,6 +229,9 @@ async def test_a_special_train_from_sichuan_to_zhejiang(nodes: Federation) -> No
         k: v for k, v in at_destination.items() if k != "role"
     }
     assert await nodes.listed(SC, difference="true") == [dispatch_id]
+    # each side counted its workers once: Sichuan the 30 it sent, Zhejiang the 29 it received
+    assert metric("labornet_jobs_dispatch_workers_sent_total", destination_province=ZJ) == sent_before + 30
+    assert metric("labornet_jobs_dispatch_workers_received_total", origin_province=SC) == received_before + 29
     assert await nodes.listed(ZJ, difference="true", role="received") == [dispatch_id]
     assert_problem(
         await sc.post(f"{PATH}/{dispatch_id}/cancel", json={"reason": "x", "version": 1}, headers=nodes.officer(SC)),

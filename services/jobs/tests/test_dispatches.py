@@ -685,8 +685,17 @@ async def test_the_api_answers_problems_for_bad_inputs_and_changes_nothing(
         assert [item["id"] for item in sent["items"]] == [dispatch_id]
         assert (await client.get(path, params={"role": "received"}, headers=officer)).json()["items"] == []
         assert (await client.get(path, params={"difference": "true"}, headers=officer)).json()["items"] == []
-        written = [row for row in await _outbox_types(database_url)]
-        assert written == [ANNOUNCED, UPDATED, CANCELLED]
+        assert await _outbox_types(database_url) == [ANNOUNCED, UPDATED, CANCELLED]
+
+        for _ in range(2):
+            assert (await client.post(path, json=current(headcount=5), headers=officer)).status_code == 201
+        first = (await client.get(path, params={"limit": 2}, headers=officer)).json()
+        assert len(first["items"]) == 2 and first["next_after"] == first["items"][-1]["id"]
+        rest = (await client.get(path, params={"limit": 2, "after": first["next_after"]}, headers=officer)).json()
+        assert len(rest["items"]) == 1 and rest["next_after"] is None
+        everything = [item["id"] for item in [*first["items"], *rest["items"]]]
+        assert everything == sorted(everything) and dispatch_id in everything
+        assert_problem(await client.get(path, params={"state": "lost"}, headers=officer), 422)
 
 
 def test_every_dispatch_operation_documents_a_typed_answer_its_problems_and_a_valid_example(
