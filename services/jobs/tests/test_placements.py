@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+from jsonschema import Draft202012Validator, FormatChecker
 from prometheus_client import REGISTRY
 from pydantic import ValidationError
 from sqlalchemy import Table, select, update
@@ -49,6 +50,7 @@ from labornet.shared.inbox import RuleViolation
 from labornet.shared.keys import NodeKeys
 from labornet.shared.migrations import upgrade
 from labornet.shared.outbox import Outbox, decode_headers
+from labornet.shared.problems import PROBLEM_JSON
 from labornet.shared.settings import Settings
 from labornet.shared.signing import Signer, generate_private_key, key_id_for
 from labornet.shared.testing import assert_problem, bearer, eventually, serving
@@ -58,6 +60,7 @@ MIGRATIONS = "labornet.jobs:migrations"
 SC, ZJ, CQ = "510000", "330000", "500000"
 MIGRANT, GRADUATE, VETERAN = TargetGroup.MIGRANT_WORKERS, TargetGroup.COLLEGE_GRADUATES, TargetGroup.VETERANS
 MARCH = datetime(2026, 3, 10, 2, 0, tzinfo=UTC)
+STATISTICS, FEDERATION = "/api/v1/placements/statistics", "/api/v1/placements/statistics/federation"
 
 
 def application_id(home: str, n: int) -> str:
@@ -417,6 +420,53 @@ async def published(settings: Settings) -> list[dict[str, Any]]:
     return [e.json() for e in envelopes if e.type == PLACEMENTS_PUBLISHED]
 
 
+def conforms(spec: dict[str, Any], response: httpx.Response, path: str) -> None:
+    """The answer's status is documented for ``path`` and its body is valid for the documented schema."""
+    documented = spec["paths"][path]["get"]["responses"]
+    status = str(response.status_code)
+    assert status in documented, (path, status, list(documented))
+    media = response.headers["content-type"].split(";")[0]
+    schema = documented[status]["content"][media]["schema"]
+    validator = Draft202012Validator(
+        {"allOf": [schema], "components": spec["components"]}, format_checker=FormatChecker()
+    )
+    errors = [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(response.json())]
+    assert not errors, (path, errors)
+
+
+def test_the_operations_document_their_answers_problems_and_valid_examples(
+    make_settings: Callable[..., Settings], tmp_path: Any
+) -> None:
+    spec = create_service_app(
+        SPEC, make_settings(SC, "jobs", f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite3'}")
+    ).openapi()
+    for path in (STATISTICS, FEDERATION):
+        responses = spec["paths"][path]["get"]["responses"]
+        assert responses["200"]["content"]["application/json"]["schema"]["$ref"].startswith("#/components/schemas/")
+        assert {"401", "403", "422"} <= responses.keys()
+        for problem in ("401", "403", "422"):
+            assert responses[problem]["content"][PROBLEM_JSON]["schema"] == {
+                "$ref": "#/components/schemas/ProblemDetails"
+            }
+    for name in ("PlacementStatistics", "DirectionFigures", "FederationPlacements"):
+        examples = spec["components"]["schemas"][name]["examples"]
+        assert examples, name
+        validator = Draft202012Validator(
+            {"$ref": f"#/components/schemas/{name}", "components": spec["components"]}, format_checker=FormatChecker()
+        )
+        for example in examples:
+            assert not [e.message for e in validator.iter_errors(example)], (name, example)
+    parameters = {p["name"] for p in spec["paths"][STATISTICS]["get"]["parameters"]}
+    assert parameters == {
+        "province",
+        "counterpart_province",
+        "month_from",
+        "month_to",
+        "occupation_code",
+        "target_group",
+    }
+
+
 async def test_the_statistics_api(client: tuple[httpx.AsyncClient, Settings], keys: NodeKeys) -> None:
     http, settings = client
     worker = bearer(keys, "worker", sub="worker-1")
@@ -448,9 +498,13 @@ async def test_the_statistics_api(client: tuple[httpx.AsyncClient, Settings], ke
     assert [snapshot["generation"] for snapshot in snapshots] == list(range(1, len(snapshots) + 1))
     assert all(snapshot["cells"] == snapshots[0]["cells"] for snapshot in snapshots)
 
-    assert_problem(await http.get("/api/v1/placements/statistics"), 401, "bearer token")
-    response = await http.get("/api/v1/placements/statistics", headers=worker)
+    spec = (await http.get("/openapi.json")).json()
+    anonymous = await http.get(STATISTICS)
+    assert_problem(anonymous, 401, "bearer token")
+    conforms(spec, anonymous, STATISTICS)
+    response = await http.get(STATISTICS, headers=worker)
     assert response.status_code == 200, response.text
+    conforms(spec, response, STATISTICS)
     body = response.json()
     assert (body["province"], body["source"]) == (SC, "own")
     assert body["generation"] >= 2
@@ -493,8 +547,9 @@ async def test_the_statistics_api(client: tuple[httpx.AsyncClient, Settings], ke
     partner = (await http.get("/api/v1/placements/statistics", params={"province": ZJ}, headers=worker)).json()
     assert (partner["source"], partner["generation"], partner["outbound"]["total"]) == ("none", None, 0)
 
-    federation = await http.get("/api/v1/placements/statistics/federation", headers=worker)
+    federation = await http.get(FEDERATION, headers=worker)
     assert federation.status_code == 200, federation.text
+    conforms(spec, federation, FEDERATION)
     own = next(item for item in federation.json()["provinces"] if item["province"] == SC)
     assert (own["outbound"], own["inbound"], federation.json()["placements"]) == (2, 1, 2)
 
@@ -508,9 +563,9 @@ async def test_the_statistics_api(client: tuple[httpx.AsyncClient, Settings], ke
         "group": ({"target_group": "retirees"}, "query.target_group", ""),
     }
     for params, field, detail in bad.values():
-        problem = assert_problem(
-            await http.get("/api/v1/placements/statistics", params=params, headers=worker), 422, detail
-        )
+        answer = await http.get(STATISTICS, params=params, headers=worker)
+        conforms(spec, answer, STATISTICS)
+        problem = assert_problem(answer, 422, detail)
         assert [error["field"] for error in problem["errors"]] == [field], problem  # type: ignore[attr-defined]
     problem = assert_problem(
         await http.get("/api/v1/placements/statistics/federation", params={"month_to": "March"}, headers=worker), 422
