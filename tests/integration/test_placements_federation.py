@@ -5,7 +5,8 @@ A Sichuan worker is hired by a Zhejiang employer: the hire is recorded at both e
 layer (as the applications part does at the hire and when the hired message reaches home). Every node's API then
 reports Sichuan outbound 1 to Zhejiang and Zhejiang inbound 1 from Sichuan for the month of the hire in China, its
 occupation and target group; Chongqing holds the counts and no placement. Every snapshot delivered again, and an
-old snapshot re-sent under a new event id, change nothing.
+old snapshot re-sent under a new event id, change nothing. The same hire made through the applications API (a
+Zhejiang officer hires a Sichuan applicant) is counted once on both sides on every node.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import contextlib
 import dataclasses
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +27,10 @@ from sqlalchemy import select
 
 from labornet.jobs.adapters.tables import placement
 from labornet.jobs.app import create_app
-from labornet.jobs.domain.placements import PLACEMENTS_PUBLISHED, PlacementSnapshot
+from labornet.jobs.domain.placements import PLACEMENTS_PUBLISHED, PlacementSnapshot, month_of
 from labornet.jobs.service_layer.placements import record_hire
 from labornet.shared.broker import EmbeddedBroker
+from labornet.shared.clock import today_in_china
 from labornet.shared.db import create_engine, sessionmaker
 from labornet.shared.envelope import Envelope, encode_data
 from labornet.shared.keys import NodeKeys, ensure_node_keys
@@ -227,3 +229,75 @@ async def test_a_sichuan_worker_hired_in_zhejiang_counts_once_on_both_sides_ever
 
     await eventually(absorbed, timeout_s=30)
     assert await nodes.everything() == before
+
+
+async def test_a_hire_through_the_applications_api_is_counted_on_every_node(nodes: Federation) -> None:
+    sc, zj = nodes.clients[SC], nodes.clients[ZJ]
+    officer = bearer(nodes.keys[ZJ], "officer", sub="officer-330000")
+    worker = bearer(nodes.keys[SC], "worker", sub="worker-wang")
+    posting = {
+        "employer_name": "杭州川味餐饮有限公司",
+        "employer_credit_code": "91350100M000100Y43",
+        "title": "川菜厨师 Sichuan chef",
+        "description": "负责川菜热菜制作，提供住宿。",
+        "occupation_code": "5120",
+        "division_code": "330106",
+        "headcount": 2,
+        "salary_min": 6000,
+        "salary_max": 9000,
+        "employment_type": "full-time",
+        "target_groups": ["migrant-workers"],
+        "skills": ["川菜"],
+        "contact": "0571-88000000",
+        "closing_date": (today_in_china() + timedelta(days=30)).isoformat(),
+    }
+    posted = await zj.post("/api/v1/vacancies", json=posting, headers=officer)
+    assert posted.status_code == 201, posted.text
+    vacancy_id = posted.json()["id"]
+
+    async def replicated() -> bool:
+        return (await sc.get(f"/api/v1/vacancies/{vacancy_id}")).status_code == 200
+
+    await eventually(replicated, timeout_s=30)
+    profile = {
+        "name": "王小明",
+        "phone": "13812345678",
+        "skills": ["川菜"],
+        "certificates": [],
+        "experience_years": 6,
+        "expected_salary": 8000,
+        "available_from": today_in_china().isoformat(),
+        "target_groups": ["migrant-workers", "lifted-out-of-poverty"],
+        "cover_note": "在成都做过六年川菜厨师。",
+    }
+    applied = await sc.post(f"/api/v1/vacancies/{vacancy_id}/applications", json=profile, headers=worker)
+    assert applied.status_code == 201, applied.text
+    application_id = applied.json()["id"]
+
+    async def received() -> bool:
+        return (await zj.get(f"/api/v1/applications/{application_id}", headers=officer)).status_code == 200
+
+    await eventually(received, timeout_s=30)
+    start = (today_in_china() + timedelta(days=10)).isoformat()
+    for action, body in (("offer", {"version": 1, "salary": 8500, "start_date": start}), ("hire", {"version": 2})):
+        step = await zj.post(f"/api/v1/applications/{application_id}/{action}", json=body, headers=officer)
+        assert step.status_code == 200, step.text
+    month = month_of(datetime.fromisoformat(step.json()["hired_at"]))
+    counted = {"month_from": month, "month_to": month, "occupation_code": "5120"}
+
+    async def counted_everywhere() -> bool:
+        for at in PROVINCES:
+            sichuan = await nodes.statistics(at, SC, counterpart_province=ZJ, **counted)
+            zhejiang = await nodes.statistics(at, ZJ, counterpart_province=SC, **counted)
+            if (sichuan["outbound"]["total"], zhejiang["inbound"]["total"]) != (1, 1):
+                return False
+        return True
+
+    await eventually(counted_everywhere, timeout_s=30)
+    for at in PROVINCES:
+        for group in ("migrant-workers", "lifted-out-of-poverty"):
+            assert (await nodes.statistics(at, SC, target_group=group))["outbound"]["total"] == 1
+        assert (await nodes.statistics(at, SC, target_group="veterans"))["outbound"]["total"] == 0
+        assert (await nodes.statistics(at, SC))["outbound"]["total"] == 1  # two groups, one hire
+    assert await placements_held(nodes.urls[CQ]) == []
+    assert await placements_held(nodes.urls[SC]) == await placements_held(nodes.urls[ZJ]) == [application_id]
