@@ -5,7 +5,9 @@ choose the order, the duplicates and the forgeries), and the HTTP API of one nod
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta
@@ -20,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from labornet.jobs.adapters import applications as repository
 from labornet.jobs.adapters.brands import FixedBrandRegister
-from labornet.jobs.adapters.tables import application_entry, job_application, placement, vacancy
+from labornet.jobs.adapters.tables import application_entry, application_notice, job_application, placement, vacancy
 from labornet.jobs.app import create_app
 from labornet.jobs.domain.application import (
     APPLICANT,
@@ -464,6 +466,9 @@ async def test_a_hire_across_provinces_reaches_home_fills_a_place_and_is_recorde
     assert [(e.type, e.json()["hired"]) for e in sent if e.type in (UPDATED, CLOSED)] == [(UPDATED, 1)]
     at_home = await sc.application(application_id)
     assert at_home == hired.application
+    notices = [(n["worker"], n["version"], n["state"]) for n in await sc.rows(application_notice)]
+    assert notices == [("wang", 2, "shortlisted"), ("wang", 3, "interview"), ("wang", 4, "offer"), ("wang", 5, "hired")]
+    assert await zj.count(application_notice) == 0, "the owner has no worker to tell"
     for node in (sc, zj):
         [row] = await node.rows(vacancy)
         assert (row["hired"], row["version"], row["status"]) == (1, 2, "open")
@@ -480,6 +485,7 @@ async def test_a_hire_across_provinces_reaches_home_fills_a_place_and_is_recorde
         await sc.receive(envelope)
     assert applied(CHANGED, "stale") == stale_before + 4
     assert await sc.application(application_id) == at_home and await sc.count(placement) == 1
+    assert await sc.count(application_notice) == 4
     for envelope in [*submitted, *changes]:
         with pytest.raises(RuleViolation, match="not addressed to 500000"):
             await cq.receive(envelope)
@@ -754,3 +760,72 @@ def vacancy_body() -> dict[str, Any]:
         "contact": "0571-88000000",
         "closing_date": (today_in_china() + timedelta(days=30)).isoformat(),
     }
+
+
+# The match stream tells the worker -----------------------------------------------------------------------------
+
+
+async def sse_events(lines: AsyncIterator[str], count: int, timeout_s: float = 10) -> list[dict[str, Any]]:
+    """The next ``count`` events of a stream (comments and the opening ``retry``/``id`` skipped)."""
+    found: list[dict[str, Any]] = []
+    current: dict[str, str] = {}
+    async with asyncio.timeout(timeout_s):
+        async for line in lines:
+            if line == "":
+                if "data" in current:
+                    found.append({**current, "data": json.loads(current["data"])})
+                    if len(found) == count:
+                        return found
+                current = {}
+            elif not line.startswith(":"):
+                name, _, value = line.partition(": ")
+                current[name] = value
+    raise AssertionError(f"the stream ended after {found}")
+
+
+async def test_the_match_stream_sends_each_change_of_the_workers_applications_and_resumes(
+    settings: Settings, node_keys: dict[str, NodeKeys]
+) -> None:
+    keys = node_keys[ZJ]
+    officer, chen, li = (
+        bearer(keys, "officer", sub="zj-officer"),
+        bearer(keys, "worker", sub="chen"),
+        bearer(keys, "worker", sub="li"),
+    )
+    stream = "/api/v1/me/matches/stream"
+    async with serving(app_of(settings)) as client:
+        posted = (await client.post("/api/v1/vacancies", json=vacancy_body(), headers=officer)).json()
+        made = (
+            await client.post(f"/api/v1/vacancies/{posted['id']}/applications", json=profile(), headers=chen)
+        ).json()
+        location = f"/api/v1/applications/{made['id']}"
+        async with client.stream("GET", stream, headers=chen) as response:
+            lines = response.aiter_lines()
+            assert [await anext(lines) for _ in range(3)] == ["retry: 1000", "id: 0", ""], "no notice yet: as before"
+            await client.post(f"{location}/shortlist", json={"version": 1}, headers=officer)
+            [shortlisted] = await sse_events(lines, 1)
+        assert shortlisted["event"] == "application"
+        notice = shortlisted["data"]
+        assert (notice["application_id"], notice["version"], notice["state"]) == (made["id"], 2, "shortlisted")
+        assert shortlisted["id"] == f"0:{notice['id']}" and notice["vacancy_title"] == "川菜厨师"
+
+        # while disconnected: an offer and a withdrawal; resuming from the last id sent misses neither
+        offer = {"version": 2, "salary": 8000, "start_date": today_in_china().isoformat()}
+        await client.post(f"{location}/offer", json=offer, headers=officer)
+        await client.post(f"{location}/withdraw", json={}, headers=chen)
+        async with client.stream("GET", stream, headers={**chen, "Last-Event-ID": shortlisted["id"]}) as response:
+            resumed = await sse_events(response.aiter_lines(), 2)
+        assert [(e["data"]["version"], e["data"]["state"]) for e in resumed] == [(3, "offer"), (4, "withdrawn")]
+        assert [e["id"] for e in resumed] == [f"0:{e['data']['id']}" for e in resumed]
+
+        # a client that only ever saw matches resumes with a bare match id: every notice comes
+        async with client.stream("GET", stream, headers={**chen, "Last-Event-ID": "0"}) as response:
+            everything = await sse_events(response.aiter_lines(), 3)
+        assert [e["data"]["state"] for e in everything] == ["shortlisted", "offer", "withdrawn"]
+
+        # another worker's stream has none of it; a malformed id is a 422
+        async with client.stream("GET", stream, headers={**li, "Last-Event-ID": "0:0"}) as response:
+            lines = response.aiter_lines()
+            assert [await anext(lines) for _ in range(2)] == ["retry: 1000", "id: 0"]
+        for bad in ("0:x", "1:2:3", ":5", "-1"):
+            assert_problem(await client.get(stream, headers={**chen, "Last-Event-ID": bad}), 422, "Last-Event-ID")

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from labornet.jobs.adapters.tables import application_entry, job_application
+from labornet.jobs.adapters.tables import application_entry, application_notice, job_application
 from labornet.jobs.domain.application import ENDED_UNHIRED, Application, Entry, State
 from labornet.shared.db import as_utc
 
@@ -210,6 +210,21 @@ async def replace(
         return False
     await _append(session, after.id, after.timeline[held:])
     return True
+
+
+async def add_notice(session: AsyncSession, worker: str, application: Application, *, at: datetime) -> None:
+    """Tell the worker's match stream that their application reached a new version (at the home node)."""
+    await session.execute(
+        insert(application_notice).values(
+            worker=worker,
+            application_id=application.id,
+            version=application.version,
+            state=application.state.value,
+            vacancy_id=application.vacancy.id,
+            vacancy_title=application.vacancy.title,
+            at=at,
+        )
+    )
 
 
 async def set_withdrawal_requested(session: AsyncSession, application_id: str, at: datetime | None) -> None:

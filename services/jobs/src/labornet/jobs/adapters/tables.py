@@ -320,6 +320,22 @@ application_entry = Table(
     Column("details", JSON, nullable=False),
 )
 
+# At the home node, one row per change of a worker's application that landed there: the worker's match stream
+# sends it as ``event: application`` (its id is the second half of the stream's event id)
+application_notice = Table(
+    "application_notice",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("worker", String(200), nullable=False),
+    Column("application_id", String(40), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("state", String(20), nullable=False),
+    Column("vacancy_id", String(40), nullable=False),
+    Column("vacancy_title", String(200), nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+)
+Index("ix_application_notice_worker", application_notice.c.worker, application_notice.c.id)
+
 # Organised dispatch (domain/dispatch.py) ------------------------------------------------------------------------
 # A group transfer of workers, held by its origin and its destination only. The plan's columns are written by the
 # origin (``version`` orders them), the arrival's by the destination, once; ``state`` follows from both.

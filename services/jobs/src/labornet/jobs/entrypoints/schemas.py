@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, computed_field
 
+from labornet.jobs.domain.application import State as ApplicationState
 from labornet.jobs.domain.vacancy import EmploymentType, Status, TargetGroup
 from labornet.shared.db import as_utc
 
@@ -217,3 +218,28 @@ class MatchPage(BaseModel):
     )
     items: list[VacancyMatch] = Field(description="newest first")
     next_cursor: str | None = Field(description="pass as cursor for the next (older) page; null on the last page")
+
+
+APPLICATION_NOTICE_EXAMPLE: dict[str, Any] = {
+    "id": 7,
+    "application_id": "510000-A-3F2A9C1D0B8E7F6A5B4C",
+    "version": 3,
+    "state": "interview",
+    "vacancy_id": "330000-V-6F1C2D3E4A5B6C7D8E9F",
+    "vacancy_title": "川菜厨师",
+    "at": "2026-03-03T02:00:00.123456Z",
+}
+
+
+class ApplicationNotice(BaseModel):
+    """One of the worker's applications reached a new version at their home node (the whole application is at
+    ``GET /api/v1/applications/{application_id}``)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [APPLICATION_NOTICE_EXAMPLE]})
+    id: int = Field(description="rises with every notice: the second part of the match stream's event id")
+    application_id: str
+    version: int
+    state: ApplicationState
+    vacancy_id: str
+    vacancy_title: str
+    at: UtcDatetime = Field(description="when the change reached the home node")

@@ -7,11 +7,14 @@
 * ``GET /subscriptions``, ``GET /subscriptions/{id}``, ``DELETE /subscriptions/{id}`` (deactivates: no new matches,
   pending webhook deliveries are dropped, the matches found so far stay visible).
 * ``GET /matches`` — newest first, keyset-paged with an opaque ``cursor``.
-* ``GET /matches/stream`` — Server-Sent Events: ``event: match`` with the match id as the event id, resumable with
-  ``Last-Event-ID``; ``: keep-alive`` comments while nothing happens. It polls the database, so it works whichever
-  replica wrote the match. A stream ends after ``LABORNET_SUBSCRIPTIONS_STREAM_MAX_DURATION_S`` (30 s) and the
-  client reconnects (EventSource does so by itself) with the last id it saw: uvicorn waits for open responses on
-  shutdown, and this bounds the wait.
+* ``GET /matches/stream`` — Server-Sent Events: ``event: match`` for every new match and ``event: application``
+  for every change of one of the worker's applications that lands at this (home) node, resumable with
+  ``Last-Event-ID``; ``: keep-alive`` comments while nothing happens. The event id is the stream position: the
+  last match id, and after ``:`` the last application notice id when there is one (``42`` or ``42:7``), so a
+  reconnection misses neither kind, and a client that only ever saw matches resumes with the match id as before.
+  It polls the database, so it works whichever replica wrote the match. A stream ends after
+  ``LABORNET_SUBSCRIPTIONS_STREAM_MAX_DURATION_S`` (30 s) and the client reconnects (EventSource does so by
+  itself) with the last id it saw: uvicorn waits for open responses on shutdown, and this bounds the wait.
 
 Another worker's subscription is answered with 404, as if it did not exist.
 """
@@ -28,7 +31,7 @@ import secrets
 import uuid
 from collections.abc import AsyncIterator, Coroutine, Sequence
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -39,12 +42,14 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import StreamingResponse
 
-from labornet.jobs.adapters.tables import match, subscription, vacancy
+from labornet.jobs.adapters.tables import application_notice, match, subscription, vacancy
 from labornet.jobs.adapters.webhooks import UnsafeTarget, WebhookDispatcher, check_webhook_url
 from labornet.jobs.domain.subscriptions import SubscriptionCriteria
 from labornet.jobs.domain.vacancy import ignored
 from labornet.jobs.entrypoints.schemas import (
+    APPLICATION_NOTICE_EXAMPLE,
     MATCH_EXAMPLE,
+    ApplicationNotice,
     CreatedSubscription,
     MatchPage,
     SubscriptionList,
@@ -296,8 +301,11 @@ async def list_matches(
     return MatchPage(items=items, next_cursor=_encode_cursor(items[-1].id) if len(rows) > limit else None)
 
 
+_Item = TypeVar("_Item", VacancyMatch, ApplicationNotice)
+
+
 class _StreamPosition:
-    """Which matches a stream has sent.
+    """Which matches (or application notices: a stream keeps one position of each) a stream has sent.
 
     Match ids come from a sequence, but on PostgreSQL two transactions may commit in the opposite order of their
     ids, so a match can appear below the newest id already sent. The stream therefore keeps reading from a floor
@@ -307,7 +315,7 @@ class _StreamPosition:
     def __init__(self, after: int, grace_s: float) -> None:
         self.floor = after
         self.grace_s = grace_s
-        self.sent: dict[int, float] = {}  # match id → when it was sent (loop time)
+        self.sent: dict[int, float] = {}  # match (notice) id → when it was sent (loop time)
 
     def settle(self, now: float) -> None:
         settled = [match_id for match_id, sent_at in self.sent.items() if now - sent_at >= self.grace_s]
@@ -315,50 +323,91 @@ class _StreamPosition:
             self.floor = max(self.floor, *settled)
             self.sent = {match_id: at for match_id, at in self.sent.items() if match_id > self.floor}
 
-    def unsent(self, items: Sequence[VacancyMatch]) -> list[VacancyMatch]:
+    def unsent(self, items: Sequence[_Item]) -> list[_Item]:
         return [item for item in items if item.id not in self.sent]
 
 
+def stream_id(match_id: int, notice_id: int) -> str:
+    """The stream position as an event id: ``42`` while the worker has had no application notice, else ``42:7``."""
+    return f"{match_id}:{notice_id}" if notice_id else str(match_id)
+
+
+def parse_stream_id(value: str) -> tuple[int, int] | None:
+    """The match and notice ids of an event id of :func:`stream_id` (a bare match id: no notice yet); None if it is
+    not one."""
+    match_part, separator, notice_part = value.partition(":")
+    match_id = parse_non_negative_int64(match_part)
+    notice_id = parse_non_negative_int64(notice_part) if separator else 0
+    if match_id is None or notice_id is None:
+        return None
+    return match_id, notice_id
+
+
 async def _match_events(
-    request: Request, runtime: Runtime, worker: str, position: _StreamPosition, settings: SubscriptionSettings
+    request: Request,
+    runtime: Runtime,
+    worker: str,
+    positions: tuple[_StreamPosition, _StreamPosition],
+    settings: SubscriptionSettings,
 ) -> AsyncIterator[str]:
     loop = asyncio.get_running_loop()
-    # the id sets the client's Last-Event-ID even before any match, so that its reconnection misses nothing
-    yield f"retry: {settings.stream_retry_ms}\nid: {position.floor}\n\n"
+    matches, notices = positions
+    # the position the client has seen, the id of every event: the last match and the last notice sent (a late
+    # commit below them is sent again after a reconnection rather than missed)
+    last = [matches.floor, notices.floor]
+    # the id sets the client's Last-Event-ID even before any event, so that its reconnection misses nothing
+    yield f"retry: {settings.stream_retry_ms}\nid: {stream_id(*last)}\n\n"
     last_write = loop.time()
     deadline = last_write + settings.stream_max_duration_s
     while loop.time() < deadline and not await request.is_disconnected():
         now = loop.time()
-        position.settle(now)
+        matches.settle(now)
+        notices.settle(now)
         query = (
             _matches_of(worker)
-            .where(match.c.id > position.floor)
+            .where(match.c.id > matches.floor)
             .order_by(match.c.id)
-            .limit(settings.stream_batch_size + len(position.sent))
+            .limit(settings.stream_batch_size + len(matches.sent))
+        )
+        notice_query = (
+            select(application_notice)
+            .where(application_notice.c.worker == worker, application_notice.c.id > notices.floor)
+            .order_by(application_notice.c.id)
+            .limit(settings.stream_batch_size + len(notices.sent))
         )
         try:
             async with runtime.read_sessions() as session:
                 rows = (await session.execute(query)).all()
+                notice_rows = (await session.execute(notice_query)).mappings().all()
         except (SQLAlchemyError, OSError) as exc:
             log.warning("match stream: reading matches failed, trying again: %s", exc)
-            rows = []
-        fresh = position.unsent([_vacancy_match(row) for row in rows])[: settings.stream_batch_size]
+            rows, notice_rows = [], []
+        fresh = matches.unsent([_vacancy_match(row) for row in rows])[: settings.stream_batch_size]
         for item in fresh:
-            yield f"id: {item.id}\nevent: match\ndata: {item.model_dump_json()}\n\n"
+            last[0] = item.id
+            yield f"id: {stream_id(*last)}\nevent: match\ndata: {item.model_dump_json()}\n\n"
             MATCH_DELIVERIES.labels("stream", "sent").inc()
-            position.sent[item.id] = now
+            matches.sent[item.id] = now
             last_write = now
-        if not fresh and now - last_write >= settings.stream_heartbeat_s:
+        changes = notices.unsent([ApplicationNotice.model_validate(dict(row)) for row in notice_rows])
+        for notice in changes[: settings.stream_batch_size]:
+            last[1] = notice.id
+            yield f"id: {stream_id(*last)}\nevent: application\ndata: {notice.model_dump_json()}\n\n"
+            notices.sent[notice.id] = now
+            last_write = now
+        if not fresh and not changes and now - last_write >= settings.stream_heartbeat_s:
             yield ": keep-alive\n\n"
             last_write = now
-        if len(fresh) < settings.stream_batch_size:
+        if len(fresh) < settings.stream_batch_size and len(changes) < settings.stream_batch_size:
             await asyncio.sleep(settings.stream_poll_interval_s)
 
 
 _STREAM_EXAMPLE = (
-    "retry: 1000\nid: 41\n\n"
-    "id: 42\nevent: match\ndata: "
+    "retry: 1000\nid: 41:6\n\n"
+    "id: 42:6\nevent: match\ndata: "
     + json.dumps(MATCH_EXAMPLE, ensure_ascii=False, separators=(",", ":"))
+    + "\n\nid: 42:7\nevent: application\ndata: "
+    + json.dumps(APPLICATION_NOTICE_EXAMPLE, ensure_ascii=False, separators=(",", ":"))
     + "\n\n: keep-alive\n\n"
 )
 
@@ -369,12 +418,18 @@ _STREAM_EXAMPLE = (
     responses={
         200: {
             "description": "Server-Sent Events: first `retry` and the `id` to resume from, then an `event: match` "
-            "per new match whose `data` is a VacancyMatch (JSON, one line) and whose `id` is the match id, and "
-            "`: keep-alive` comments while nothing happens. The stream ends after "
-            "LABORNET_SUBSCRIPTIONS_STREAM_MAX_DURATION_S; reconnect with Last-Event-ID.",
+            "per new match whose `data` is a VacancyMatch (JSON, one line), an `event: application` per change of "
+            "one of the worker's applications that lands at this node whose `data` is an ApplicationNotice, and "
+            "`: keep-alive` comments while nothing happens. Every `id` is the stream position: the last match id, "
+            "followed by `:` and the last application notice id once there is one (`42`, `42:7`). The stream ends "
+            "after LABORNET_SUBSCRIPTIONS_STREAM_MAX_DURATION_S; reconnect with Last-Event-ID.",
             "content": {
                 "text/event-stream": {
-                    "schema": {"type": "string", "description": "text/event-stream; each match's data: VacancyMatch"},
+                    "schema": {
+                        "type": "string",
+                        "description": "text/event-stream; a match's data: VacancyMatch, an application's data: "
+                        "ApplicationNotice",
+                    },
                     "example": _STREAM_EXAMPLE,
                 }
             },
@@ -388,14 +443,21 @@ async def stream_matches(
     runtime: RuntimeDep,
     settings: SettingsDep,
     last_event_id: Annotated[
-        str | None, Header(max_length=20, description="resume after this match id (sent by EventSource)")
+        str | None,
+        Header(
+            max_length=41,
+            description="resume after this event id (sent by EventSource): a match id, or a match id and an "
+            "application notice id as `42:7`",
+        ),
     ] = None,
 ) -> StreamingResponse:
-    """New matches as they happen; without Last-Event-ID the stream starts after the newest existing match."""
+    """New matches and changes of the worker's applications as they happen; without Last-Event-ID the stream starts
+    after the newest existing ones. A bare match id as Last-Event-ID (what a client that only ever saw matches
+    holds) resumes the matches after it and sends every application notice."""
     if last_event_id is not None:
-        after = parse_non_negative_int64(last_event_id)
+        after = parse_stream_id(last_event_id)
         if after is None:
-            message = "expected the id of the last match event received (a non-negative integer)"
+            message = "expected the id of the last event received (a match id such as 42, or 42:7)"
             raise Unprocessable(
                 f"Last-Event-ID {last_event_id!r}: {message}",
                 errors=[{"field": "header.last-event-id", "message": message, "input": last_event_id}],
@@ -403,10 +465,14 @@ async def stream_matches(
     else:
         async with runtime.read_sessions() as session:
             newest = await session.execute(select(func.max(match.c.id)).where(match.c.worker == worker.sub))
-            after = newest.scalar() or 0
-    position = _StreamPosition(after, settings.stream_late_commit_grace_s)
+            latest = await session.execute(
+                select(func.max(application_notice.c.id)).where(application_notice.c.worker == worker.sub)
+            )
+            after = (newest.scalar() or 0, latest.scalar() or 0)
+    grace = settings.stream_late_commit_grace_s
+    positions = (_StreamPosition(after[0], grace), _StreamPosition(after[1], grace))
     return StreamingResponse(
-        _match_events(request, runtime, worker.sub, position, settings),
+        _match_events(request, runtime, worker.sub, positions, settings),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

@@ -130,14 +130,12 @@ class ApplicationService:
         outbox: Outbox,
         vacancies: VacancyService,
         clock: Clock = utcnow,
-        on_home_change: Callable[[AsyncSession, StoredApplication], Any] | None = None,
     ) -> None:
         self.province = province
         self.sessions = sessions
         self.outbox = outbox
         self.vacancies = vacancies
         self.clock = clock
-        self.on_home_change = on_home_change
 
     # Applying (at the worker's home) ------------------------------------------------------------------------------
 
@@ -161,7 +159,6 @@ class ApplicationService:
                 if application.owner_province != self.province:
                     await self._send(session, application.owner_province, SUBMITTED, application.id, application)
                 CHANGES.labels(EntryKind.SUBMITTED.value).inc()
-                await self._home_changed(session, stored)
         except IntegrityError as exc:  # the same worker applied to the same vacancy at the same moment
             async with self.sessions() as session:
                 earlier = await repository.unended(session, worker, vacancy_id)
@@ -441,8 +438,9 @@ class ApplicationService:
         return result
 
     async def _home_changed(self, session: AsyncSession, stored: StoredApplication) -> None:
-        if self.on_home_change is not None:
-            await self.on_home_change(session, stored)
+        """A change of a worker's application landed here, at home: the worker's match stream tells them."""
+        if stored.worker is not None and stored.application.version > 1:
+            await repository.add_notice(session, stored.worker, stored.application, at=stored.updated_at)
 
     async def _record_placement(self, session: AsyncSession, application: Application) -> None:
         assert application.hired_at is not None

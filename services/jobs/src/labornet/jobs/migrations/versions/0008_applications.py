@@ -72,9 +72,24 @@ def upgrade() -> None:
         sa.Column("details", sa.JSON(), nullable=False),
         sa.PrimaryKeyConstraint("application_id", "seq", name=op.f("pk_application_entry")),
     )
+    op.create_table(
+        "application_notice",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
+        sa.Column("worker", sa.String(length=200), nullable=False),
+        sa.Column("application_id", sa.String(length=40), nullable=False),
+        sa.Column("version", sa.Integer(), nullable=False),
+        sa.Column("state", sa.String(length=20), nullable=False),
+        sa.Column("vacancy_id", sa.String(length=40), nullable=False),
+        sa.Column("vacancy_title", sa.String(length=200), nullable=False),
+        sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_application_notice")),
+    )
+    op.create_index("ix_application_notice_worker", "application_notice", ["worker", "id"], unique=False)
 
 
 def downgrade() -> None:
+    op.drop_index("ix_application_notice_worker", table_name="application_notice")
+    op.drop_table("application_notice")
     op.drop_table("application_entry")
     op.drop_index("ix_job_application_vacancy", table_name="job_application")
     op.drop_index("ix_job_application_home_state", table_name="job_application")
