@@ -10,6 +10,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
+from jsonschema import Draft202012Validator, FormatChecker
 from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -44,6 +45,7 @@ from labornet.jobs.domain.fair import (
 )
 from labornet.jobs.domain.vacancy import Status as VacancyStatus
 from labornet.jobs.domain.vacancy import VacancyDraft
+from labornet.jobs.entrypoints.fairs import EVENTS as FAIR_CONTRACTS
 from labornet.jobs.service_layer.fairs import AlreadyRegistered, FairService
 from labornet.jobs.service_layer.vacancies import VacancyService
 from labornet.shared.clock import CHINA
@@ -533,6 +535,42 @@ async def test_outcomes_publish_the_counts_and_the_rebroadcast_changes_nothing(n
     assert (row.status, row.version, row.statistics_generation, row.outcomes["hires"]) == ("concluded", 2, 1, 310)
 
 
+async def test_every_event_written_validates_against_its_contract(nodes: dict[str, Node]) -> None:
+    """Each of the part's nine types is written by some step, on the channel its contract names, and its data
+    validates against the contract's JSON Schema."""
+    cq, sc = nodes[CQ], nodes[SC]
+    fair = (await cq.fairs.create(draft())).fair
+    doomed = (await cq.fairs.create(draft(co_organisers=[]))).fair
+    await deliver(cq, sc)
+    await cq.fairs.update(fair.id, FairChanges(capacity=10), version=1)
+    await cq.fairs.cancel(doomed.id, 1, "场地调整")
+    await deliver(cq, sc)
+    vacancy = await sc.vacancies.publish(vacancy_draft("510104"))
+    await sc.fairs.list_vacancies(fair.id, [vacancy["id"]], None)
+    registration = await sc.fairs.register(fair.id, "wang", RegistrationDraft(name="王小明", phone="13812345678"))
+    await deliver(sc, cq)
+    await deliver(cq, sc)
+    await sc.fairs.cancel_registration(registration["id"], "wang")
+    await deliver(sc, cq)
+    cq.clock.now = during(fair)
+    await cq.fairs.record_outcomes(fair.id, Outcomes(employers_attending=3, intentions_reached=2, hires=1), None)
+    await deliver(cq, sc)
+
+    contracts = {contract.type: contract for contract in FAIR_CONTRACTS}
+    written = [e for e in cq.seen + sc.seen if not e.type.startswith("org.labornet.jobs.vacancy.")]
+    assert {e.type for e in written} == set(contracts), "every listed type was written, no other"
+    for envelope in written:
+        contract = contracts[envelope.type]
+        assert contract.channel == ("events" if envelope.destprovince is None else "inbox"), envelope.type
+        validator = Draft202012Validator(contract.model.model_json_schema(), format_checker=FormatChecker())
+        errors = [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(envelope.json())]
+        assert not errors, (envelope.type, errors)
+    # the schemas tell the event's types apart: a cancellation is no update
+    cancelled = next(e for e in written if e.type == CANCELLED).json()
+    update_schema = Draft202012Validator(contracts[UPDATED].model.model_json_schema())
+    assert not update_schema.is_valid(cancelled)
+
+
 # HTTP ----------------------------------------------------------------------------------------------------------
 
 
@@ -645,7 +683,7 @@ async def test_the_http_api_of_one_node(settings: Settings, node_keys: dict[str,
             404,
         )
         mine = (await client.get("/api/v1/fairs/registrations", headers=worker)).json()["items"]
-        assert [item["id"] for item in mine] == [made.json()["id"]]
+        assert [(item["id"], item["fair_status"]) for item in mine] == [(made.json()["id"], "scheduled")]
         seen = (await client.get(f"{location}/registrations", headers=officer)).json()["items"]
         assert [(item["name"], item["phone"]) for item in seen] == [("张三", "13812345678")]
         assert_problem(await client.get(f"{location}/registrations", headers=worker), 403)

@@ -399,11 +399,12 @@ async def fair_counts(session: AsyncSession, today: date) -> dict[tuple[str, str
 
 
 async def worker_registrations(session: AsyncSession, worker: str) -> list[dict[str, Any]]:
-    """A worker's registrations at their home node, newest first, with the title and dates of each event."""
+    """A worker's registrations at their home node, newest first, with the title, status and dates of each event."""
     rows = await session.execute(
         select(
             fair_registration,
             recruitment_fair.c.title.label("fair_title"),
+            recruitment_fair.c.status.label("fair_status"),
             recruitment_fair.c.starts_on,
             recruitment_fair.c.ends_on,
         )

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Coroutine
 from datetime import date
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, Header, Query, Response, status
 from fastapi.exceptions import RequestValidationError
@@ -75,7 +75,7 @@ from labornet.jobs.service_layer.fairs import (
 )
 from labornet.shared.app import Runtime, RuntimeDep
 from labornet.shared.auth import Principal, Role, require_province_role
-from labornet.shared.bounds import PositiveInt32
+from labornet.shared.bounds import INT32_MAX, PositiveInt32
 from labornet.shared.clock import today_in_china
 from labornet.shared.contracts import EventContract
 from labornet.shared.db import StoredTime
@@ -250,6 +250,7 @@ class RegistrationView(BaseModel):
     id: str = Field(description="`<home>-R-<20 hex>`")
     fair_id: str
     fair_title: str | None = None
+    fair_status: Status | None = Field(None, description="the event's status (e.g. cancelled by its organiser)")
     starts_on: date | None = None
     ends_on: date | None = None
     organiser_province: str
@@ -578,6 +579,7 @@ async def register(
         row = {
             **row,
             "fair_title": stored.fair.title,
+            "fair_status": stored.fair.status,
             "starts_on": stored.fair.starts_on,
             "ends_on": stored.fair.ends_on,
         }
@@ -621,10 +623,42 @@ async def fair_registrations(
 
 # The part's wiring ---------------------------------------------------------------------------------------------
 
+LaterVersion = Annotated[int, Field(ge=2, le=INT32_MAX)]
+
+
+class PublishedFair(Fair):
+    """An event just created: scheduled, at version 1."""
+
+    status: Literal[Status.SCHEDULED]
+    version: Literal[1]
+
+
+class UpdatedFair(Fair):
+    """A scheduled event after a change by its organiser."""
+
+    status: Literal[Status.SCHEDULED]
+    version: LaterVersion
+
+
+class CancelledFair(Fair):
+    """An event its organiser cancelled before it ended (``cancel_reason`` says why)."""
+
+    status: Literal[Status.CANCELLED]
+    version: LaterVersion
+
+
+class ConcludedFair(Fair):
+    """An event with its outcomes recorded (or corrected)."""
+
+    status: Literal[Status.CONCLUDED]
+    version: LaterVersion
+    outcomes: RecordedOutcomes
+
+
 EVENTS: list[EventContract] = [
     EventContract(
         type=PUBLISHED,
-        model=Fair,
+        model=PublishedFair,
         channel="events",
         summary="A province created a joint recruitment event (docking event, job fair).",
         description="Written with the event's insert (POST /api/v1/fairs); the whole event at version 1, status "
@@ -632,21 +666,21 @@ EVENTS: list[EventContract] = [
     ),
     EventContract(
         type=UPDATED,
-        model=Fair,
+        model=UpdatedFair,
         channel="events",
         summary="The organiser changed a scheduled event.",
         description="Written with the change (PATCH /api/v1/fairs/{id}); the whole event as changed.",
     ),
     EventContract(
         type=CANCELLED,
-        model=Fair,
+        model=CancelledFair,
         channel="events",
         summary="The organiser cancelled an event before it ended.",
         description="Written by POST /api/v1/fairs/{id}/cancel; status cancelled with the reason.",
     ),
     EventContract(
         type=OUTCOMES_RECORDED,
-        model=Fair,
+        model=ConcludedFair,
         channel="events",
         summary="The organiser recorded (or corrected) an event's outcomes.",
         description="Written by POST /api/v1/fairs/{id}/outcomes; status concluded with the outcomes.",

@@ -181,11 +181,12 @@ class FairService:
 
     async def create(self, draft: FairDraft) -> StoredFair:
         at = self.clock()
-        errors = []
-        for check in (
+        errors: list[dict[str, str]] = []
+        checks: list[Callable[[], None]] = [
             lambda: check_federation(draft, organiser=self.province, members=self.members),
             lambda: self._check_venue(draft),
-        ):
+        ]
+        for check in checks:  # every field the federation's configuration refuses, not the first only
             try:
                 check()
             except InvalidFair as exc:
