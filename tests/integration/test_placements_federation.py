@@ -209,7 +209,7 @@ async def test_a_sichuan_worker_hired_in_zhejiang_counts_once_on_both_sides_ever
     latest = Envelope.from_kafka(records[-1].key, records[-1].value, records[-1].headers)
     generation = latest.json()["generation"]
     # the generation before the latest (or the latest itself: an equal generation changes nothing either)
-    older = PlacementSnapshot(origin=SC, generation=max(generation - 1, 1), as_of=HIRED_AT, cells=[])
+    older = PlacementSnapshot(origin=SC, month="2026-04", generation=max(generation - 1, 1), as_of=HIRED_AT, cells=[])
     again = Signer.from_file(nodes.keys[SC].signing_key, SC).sign(
         dataclasses.replace(latest, id=str(uuid.uuid4()), data=encode_data(older))
     )

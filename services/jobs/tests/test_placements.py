@@ -38,7 +38,6 @@ from labornet.jobs.domain.vacancy import TargetGroup
 from labornet.jobs.entrypoints.placements import PlacementSettings
 from labornet.jobs.service_layer.placements import (
     PlacementService,
-    publish_due,
     publish_placements,
     record_hire,
     snapshot_handler,
@@ -173,11 +172,14 @@ def cell(**overrides: Any) -> dict[str, Any]:
         ([cell(hires=0, target_groups={})], "hires"),
         ([cell(month="2026-13")], "month"),
         ([cell(direction="sideways")], "direction"),
+        ([cell(), cell(month="2026-04")], "a cell of month 2026-04 in the snapshot of 2026-03"),
     ],
 )
 def test_a_snapshot_that_breaks_the_rules_is_refused(cells: list[dict[str, Any]], complaint: str) -> None:
     with pytest.raises(ValidationError, match=complaint):
-        PlacementSnapshot.model_validate({"origin": SC, "generation": 1, "as_of": MARCH, "cells": cells})
+        PlacementSnapshot.model_validate(
+            {"origin": SC, "month": "2026-03", "generation": 1, "as_of": MARCH, "cells": cells}
+        )
 
 
 # The use cases on real databases -----------------------------------------------------------------------------
@@ -253,7 +255,7 @@ async def nodes(new_database_url: Callable[[], Awaitable[str]]) -> AsyncIterator
 
 async def test_a_hire_is_recorded_once_at_each_end_and_bad_inputs_write_nothing(nodes: dict[str, Node]) -> None:
     sc, zj = nodes[SC], nodes[ZJ]
-    assert await zj.service.rebroadcast() is None  # nothing to say yet
+    assert await zj.service.rebroadcast() == []  # nothing to say yet
     assert await zj.record(**hire(1, target_groups=[VETERAN.value, MIGRANT.value]))
     assert await sc.record(**hire(1, target_groups=[VETERAN.value, MIGRANT.value]))
     # the hire again (a replayed message, a retried transaction), even with other figures: the first stands
@@ -281,9 +283,9 @@ async def test_a_hire_is_recorded_once_at_each_end_and_bad_inputs_write_nothing(
     assert [row["announced"] for row in await sc.rows(placement) if row["destination_province"] == SC] == [True]
     assert await sc.outbound(SC) == 1 and await sc.inbound(SC) == 0
     # the repair broadcast says what there is to say, once there is something
-    again = await zj.service.rebroadcast()
-    assert again is not None and again.generation == 1 and again.cells[0].hires == 1
-    assert await nodes[CQ].service.rebroadcast() is None
+    [again] = await zj.service.rebroadcast()
+    assert (again.month, again.generation, again.cells[0].hires) == ("2026-03", 1, 1)
+    assert await nodes[CQ].service.rebroadcast() == []
 
 
 async def test_statistics_reach_every_node_and_stale_or_forged_snapshots_change_nothing(
@@ -294,17 +296,17 @@ async def test_statistics_reach_every_node_and_stale_or_forged_snapshots_change_
     for node in (sc, zj):
         assert await node.record(**hire(1))
     # nothing announced yet: the check publishes, then has nothing more to publish
-    first = await sc.service.publish_due()
-    assert first is not None and first.generation == 1
+    [first] = await sc.service.publish_due()
+    assert (first.month, first.generation) == ("2026-03", 1)
     assert [(c.direction, c.counterpart_province, c.hires) for c in first.cells] == [(Direction.OUTBOUND, ZJ, 1)]
-    assert await sc.service.publish_due() is None
-    assert await zj.service.publish_due() is not None
+    assert await sc.service.publish_due() == []
+    assert await zj.service.publish_due() != []
     assert (recorded("outbound"), recorded("inbound")) == (outbound_before + 1, inbound_before + 1)
     assert all(row["announced"] for row in await sc.rows(placement))
 
     # the snapshots travel: Sichuan's to Zhejiang and Chongqing, Zhejiang's to Sichuan and Chongqing
     sc_envelopes, zj_envelopes = await collect(sc), await collect(zj)
-    assert [(e.type, e.partitionkey, e.subject) for e in sc_envelopes] == [(PLACEMENTS_PUBLISHED, SC, SC)]
+    assert [(e.type, e.partitionkey, e.subject) for e in sc_envelopes] == [(PLACEMENTS_PUBLISHED, SC, f"{SC}/2026-03")]
     assert [e.type for e in zj_envelopes] == [PLACEMENTS_PUBLISHED]
     for envelope in sc_envelopes:
         await deliver(zj, envelope)
@@ -323,13 +325,21 @@ async def test_statistics_reach_every_node_and_stale_or_forged_snapshots_change_
     assert (await cq.service.figures(CQ, CellFilter())).source == "own"
     assert (await zj.service.figures(CQ, CellFilter())).source == "none"  # Chongqing has published nothing yet
 
-    # a second hire and a newer snapshot; then the older one again (a replay) and again under a new event id
+    # a second hire, in April: only April's snapshot goes out, and March's stays as it was
     assert await sc.record(**hire(2, hired_at=datetime(2026, 3, 31, 16, 0, tzinfo=UTC)))
-    newer = await sc.service.publish_due()
-    assert newer is not None and newer.generation == 2
+    [newer] = await sc.service.publish_due()
+    assert (newer.month, newer.generation) == ("2026-04", 2)
     [newer_envelope] = await collect(sc)
     await deliver(cq, newer_envelope)
     assert await cq.outbound(SC) == 2 and await cq.outbound(SC, month_from="2026-04") == 1
+    assert (await cq.service.figures(SC, CellFilter())).generation == 2
+    # the repair broadcast: every month again under one newer generation
+    repaired = await sc.service.rebroadcast()
+    assert [(snapshot.month, snapshot.generation) for snapshot in repaired] == [("2026-03", 3), ("2026-04", 3)]
+    for envelope in await collect(sc):
+        await deliver(cq, envelope)
+    assert await cq.outbound(SC) == 2
+    # then the older snapshots again (a replay) and an old one under a new event id
     stored_before = await cq.rows(placement_statistics_cell), await cq.rows(placement_statistics_origin)
     stale_before = snapshots("stale")
     await deliver(cq, sc_envelopes[0])
@@ -349,7 +359,7 @@ async def test_statistics_reach_every_node_and_stale_or_forged_snapshots_change_
     assert (await cq.rows(placement_statistics_cell), await cq.rows(placement_statistics_origin)) == stored_before
 
     # Zhejiang sends statistics "of Sichuan": refused, nothing stored
-    forged = PlacementSnapshot(origin=SC, generation=99, as_of=MARCH, cells=[])
+    forged = PlacementSnapshot(origin=SC, month="2026-03", generation=99, as_of=MARCH, cells=[])
     async with sessionmaker(zj.engine)() as session, session.begin():
         await zj.outbox.add(
             session, topic=events_topic(ZJ, "jobs"), event_type=PLACEMENTS_PUBLISHED, key=ZJ, subject=ZJ, data=forged
@@ -369,11 +379,12 @@ async def test_publishing_in_the_hire_transaction_counts_the_hire_or_nothing(nod
     zj = nodes[ZJ]
     async with sessionmaker(zj.engine)() as session, session.begin():
         assert await record_hire(session, **hire(1))
-        snapshot = await publish_placements(session, zj.outbox, ZJ, MARCH)
+        [snapshot] = await publish_placements(session, zj.outbox, ZJ, MARCH)
     assert [(c.direction, c.counterpart_province, c.hires) for c in snapshot.cells] == [(Direction.INBOUND, SC, 1)]
     assert [e.json()["generation"] for e in await collect(zj)] == [1]
+    inbound_before = recorded("inbound")
     async with sessionmaker(zj.engine)() as session, session.begin():
-        assert await publish_due(session, zj.outbox, ZJ, MARCH) is None
+        assert await publish_placements(session, zj.outbox, ZJ, MARCH) == []  # nothing new
 
     async def abandoned_hire() -> None:
         async with sessionmaker(zj.engine)() as session, session.begin():
@@ -383,6 +394,7 @@ async def test_publishing_in_the_hire_transaction_counts_the_hire_or_nothing(nod
 
     with pytest.raises(LookupError):
         await abandoned_hire()
+    assert recorded("inbound") == inbound_before  # counted on commit only
     assert [row["application_id"] for row in await zj.rows(placement)] == [application_id(SC, 1)]
     assert await collect(zj) == []
     assert [(row["origin"], row["generation"]) for row in await zj.rows(placement_statistics_origin)] == [(ZJ, 1)]

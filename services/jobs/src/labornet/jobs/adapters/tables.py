@@ -161,7 +161,8 @@ Index("ix_placement_origin_month", placement.c.origin_province, placement.c.mont
 Index("ix_placement_destination_month", placement.c.destination_province, placement.c.month)
 Index("ix_placement_announced", placement.c.announced)
 
-# The latest placement statistics of every member (this node's own row orders what it publishes)
+# The latest placement statistics of every member: this node's own row orders what it publishes, a partner's holds
+# the newest snapshot received of any month
 placement_statistics_origin = Table(
     "placement_statistics_origin",
     metadata,
@@ -170,7 +171,17 @@ placement_statistics_origin = Table(
     Column("as_of", DateTime(timezone=True), nullable=False),
 )
 
-# A partner's latest snapshot, one row per cell: counts only, never a person
+# The generation of the snapshot held for each month of a partner (one snapshot per origin and month)
+placement_statistics_month = Table(
+    "placement_statistics_month",
+    metadata,
+    Column("origin", String(6), primary_key=True),
+    Column("month", String(7), primary_key=True),
+    Column("generation", Id, nullable=False),
+    Column("as_of", DateTime(timezone=True), nullable=False),
+)
+
+# A partner's latest snapshots, one row per cell: counts only, never a person
 placement_statistics_cell = Table(
     "placement_statistics_cell",
     metadata,

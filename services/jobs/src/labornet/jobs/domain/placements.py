@@ -3,9 +3,10 @@
 A placement is one hire between two provinces, kept at both ends: the worker's home province (the *origin*) and the
 vacancy's owner (the *destination*). Each province counts, from the placements it holds, its workers hired
 elsewhere (*outbound*, by destination province) and the workers from elsewhere it hired (*inbound*, by origin
-province), by month (the China date of the hire), occupation and target group, and broadcasts the counts as a
-snapshot; a newer ``generation`` of one origin replaces the older one. A hire within one province is no placement
-between provinces: it is kept (so the hire is recorded once) and counted in neither direction.
+province), by month (the China date of the hire), occupation and target group, and broadcasts the counts as one
+snapshot per month; a newer ``generation`` of one origin replaces the older one of the same month. A hire within one
+province is no placement between provinces: it is kept (so the hire is recorded once) and counted in neither
+direction.
 
 Target groups: one cell counts the hires of one counterpart province, month and occupation (``hires``), and says
 how many of them belong to each target group (``target_groups``). A hire with several groups counts in each of its
@@ -121,13 +122,20 @@ class Cell(BaseModel):
 
 
 class PlacementSnapshot(BaseModel):
-    """A province's placement statistics: counts only, no application, no worker, no employer."""
+    """A province's placement statistics of one month: counts only, no application, no worker, no employer.
+
+    A province publishes one snapshot per month that has placements, so that a snapshot stays small however many
+    years of hires there are (at most two directions × the counterpart provinces × the occupations)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     origin: str = Field(pattern=PROVINCE_PATTERN, description="the province whose placements are counted")
-    generation: PositiveInt64 = Field(description="a newer snapshot of the same origin has a higher generation")
+    month: str = Field(pattern=MONTH_PATTERN, description="YYYY-MM in China's time zone: the month every cell counts")
+    generation: PositiveInt64 = Field(
+        description="orders the snapshots of one origin: a snapshot replaces the one held for its month if its "
+        "generation is higher"
+    )
     as_of: datetime
-    cells: list[Cell] = Field(max_length=100_000)
+    cells: list[Cell] = Field(max_length=10_000)
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
@@ -135,6 +143,8 @@ class PlacementSnapshot(BaseModel):
         for cell in self.cells:
             if cell.counterpart_province == self.origin:
                 raise ValueError(f"a cell of {self.origin} names {self.origin} as its counterpart province")
+            if cell.month != self.month:
+                raise ValueError(f"a cell of month {cell.month} in the snapshot of {self.month}")
             if cell.key in seen:
                 raise ValueError(f"two cells for {' '.join(cell.key)}")
             seen.add(cell.key)

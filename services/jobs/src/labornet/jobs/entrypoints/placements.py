@@ -62,12 +62,13 @@ EVENTS: list[EventContract] = [
         type=PLACEMENTS_PUBLISHED,
         model=PlacementSnapshot,
         channel="events",
-        summary="A province published its placement statistics.",
+        summary="A province published its placement statistics of one month.",
         description="Counts only: the province's workers hired in other provinces (outbound) and the workers of "
-        "other provinces it hired (inbound), by counterpart province, month (China time), occupation and target "
-        "group. Published when a hire between provinces is recorded, at start-up and periodically as repair; the "
-        "subject and key are the province. A snapshot replaces the previous one of the same origin if its "
-        "generation is higher; a receiver refuses one whose origin is not its sender.",
+        "other provinces it hired (inbound) in one month (China time), by counterpart province, occupation and "
+        "target group. Published for the month of each hire between provinces when it is recorded, and for every "
+        "month at start-up and periodically as repair; the key is the province, the subject '<province>/<month>'. "
+        "A snapshot replaces the one held of the same origin and month if its generation is higher; a receiver "
+        "refuses one whose origin is not its sender.",
     )
 ]
 
@@ -126,7 +127,7 @@ def broadcast_handlers(runtime: Runtime) -> dict[str, Handler]:
 
 async def publisher(runtime: Runtime) -> None:
     """Publish whenever a recorded hire is not counted yet, and again at start-up and every rebroadcast interval (the
-    statistics are one latest-snapshot document per origin, which anti-entropy does not compare)."""
+    statistics are latest-snapshot documents per origin and month, which anti-entropy does not compare)."""
     config: PlacementSettings = runtime.extras["placement_settings"]
     placements = service(runtime)
     last_broadcast: float | None = None
@@ -135,7 +136,7 @@ async def publisher(runtime: Runtime) -> None:
             if last_broadcast is None or time.monotonic() - last_broadcast >= config.rebroadcast_interval_s:
                 await placements.rebroadcast()
                 last_broadcast = time.monotonic()
-            elif await placements.publish_due() is not None:
+            elif await placements.publish_due():
                 last_broadcast = time.monotonic()
         except asyncio.CancelledError:
             raise
@@ -258,7 +259,8 @@ class PlacementStatistics(BaseModel):
     province: str = Field(pattern=PROVINCE_PATTERN)
     source: Source = Field(description=_SOURCE)
     generation: int | None = Field(
-        ge=1, description="the province's latest snapshot (published by this node for its own; null before any)"
+        ge=1,
+        description="the province's latest snapshot of any month (published by this node for its own; null before any)",
     )
     as_of: datetime | None = Field(description="when that snapshot was counted")
     outbound: DirectionFigures = Field(description="the province's workers hired in other provinces")

@@ -1,27 +1,28 @@
 """Placements: record a hire between two provinces, publish this province's placement statistics, keep every
-partner's latest snapshot, and answer the statistics reads.
+partner's latest snapshots, and answer the statistics reads.
 
 Recording and publishing. :func:`record_hire` runs in the caller's transaction (the hire at the vacancy's owner,
 the applied ``hired`` message at the worker's home) and keeps the placement with ``announced`` false. The statistics
-are published by :func:`publish_placements`, which counts this province's placements, marks them announced and
-broadcasts the snapshot through the outbox in one transaction: a caller that has the outbox at hand may call it
-right after :func:`record_hire` (same transaction), and the placements' background task calls
-:func:`publish_due` every few seconds, which publishes when a placement is not announced yet. A hire committed
-without its snapshot is therefore published by the next check, even after a crash: the flag is in the same
-transaction as the placement. A province that has placements between provinces broadcasts its snapshot again at
-start-up and periodically as repair (ADR 0008); a node without any says nothing, and partners show it as having no
-snapshot (all zero).
+go out as one snapshot per month (a snapshot stays small however many years of hires there are):
+:func:`publish_placements` marks the new placements announced and broadcasts the snapshot of each of their months
+through the outbox, in the caller's transaction. A caller that has the outbox at hand may call it right after
+:func:`record_hire`; the placements' background task calls it through :meth:`PlacementService.publish_due` every
+few seconds. A hire committed without its snapshot is therefore published by the next check, even after a crash:
+the flag is in the same transaction as the placement. A province that has placements between provinces broadcasts
+the snapshots of all its months again at start-up and periodically as repair (:func:`rebroadcast`, ADR 0008); a
+node without any says nothing, and partners show it as having no snapshot (all zero).
 
 Hires within one province are recorded (so that a hire is recorded once) and counted in neither direction: the
 statistics count workers placed outside their home province.
 
-The generation comes from a counter row updated *before* the placements are counted: on PostgreSQL its row lock
+One generation counter per origin orders its snapshots; a receiver keeps, per origin and month, the snapshot of
+the highest generation. The counter row is updated *before* the placements are counted: on PostgreSQL its row lock
 makes a concurrent publisher wait, so a higher generation never counts less than a lower one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -33,7 +34,12 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
-from labornet.jobs.adapters.tables import placement, placement_statistics_cell, placement_statistics_origin
+from labornet.jobs.adapters.tables import (
+    placement,
+    placement_statistics_cell,
+    placement_statistics_month,
+    placement_statistics_origin,
+)
 from labornet.jobs.domain.placements import (
     PLACEMENTS_PUBLISHED,
     Cell,
@@ -86,7 +92,7 @@ async def record_hire(
     occupation code outside the federation's ISCO-08 list, an unknown target group or a naive ``hired_at``.
 
     The statistics that count it are published by :func:`publish_placements` (in this transaction, if the caller
-    calls it) or by the next :func:`publish_due` check."""
+    calls it) or by the background task's next check."""
     hire = Placement(
         application_id=application_id,
         origin_province=origin_province,
@@ -163,64 +169,103 @@ async def _next_generation(session: AsyncSession, province: str, at: datetime) -
     return int((await session.execute(statement)).scalar_one())
 
 
-async def _announce(session: AsyncSession, province: str) -> None:
-    """Mark this province's new placements announced; count them in the metric once the transaction commits."""
+_ANNOUNCED = "labornet_placements_announced"
+
+
+def _count_when_committed(session: AsyncSession, outbound: int, inbound: int) -> None:
+    """Add to the placements counter once the transaction commits (nothing if it rolls back)."""
+    sync_session = session.sync_session
+    pending: dict[str, int] | None = sync_session.info.get(_ANNOUNCED)
+    if pending is None:
+        pending = sync_session.info[_ANNOUNCED] = {Direction.OUTBOUND.value: 0, Direction.INBOUND.value: 0}
+
+        def on_commit(committed: Session) -> None:
+            for direction, count in committed.info.pop(_ANNOUNCED, {}).items():
+                PLACEMENTS.labels(direction).inc(count)
+
+        def on_rollback(rolled_back: Session, _transaction: object) -> None:
+            rolled_back.info.pop(_ANNOUNCED, None)
+
+        sa_event.listen(sync_session, "after_commit", on_commit, once=True)
+        sa_event.listen(sync_session, "after_soft_rollback", on_rollback, once=True)
+    pending[Direction.OUTBOUND.value] += outbound
+    pending[Direction.INBOUND.value] += inbound
+
+
+async def _announce(session: AsyncSession, province: str) -> set[str]:
+    """Mark this province's new placements announced and return their months; they count in the metric once the
+    transaction commits."""
     rows = (
         await session.execute(
             update(placement)
             .where(placement.c.announced.is_(False), _of(province))
             .values(announced=True)
-            .returning(placement.c.origin_province)
+            .returning(placement.c.origin_province, placement.c.month)
         )
     ).all()
-    if not rows:
-        return
     outbound = sum(1 for row in rows if row.origin_province == province)
-    inbound = len(rows) - outbound
-
-    def count(_session: Session) -> None:
-        PLACEMENTS.labels(Direction.OUTBOUND.value).inc(outbound)
-        PLACEMENTS.labels(Direction.INBOUND.value).inc(inbound)
-
-    sa_event.listen(session.sync_session, "after_commit", count, once=True)
+    if rows:
+        _count_when_committed(session, outbound, len(rows) - outbound)
+    return {row.month for row in rows}
 
 
-async def publish_placements(session: AsyncSession, outbox: Outbox, province: str, at: datetime) -> PlacementSnapshot:
-    """Count this province's placements and broadcast them as its next snapshot, in the caller's transaction."""
+async def _publish(
+    session: AsyncSession, outbox: Outbox, province: str, at: datetime, months: Iterable[str]
+) -> list[PlacementSnapshot]:
+    """Broadcast this province's snapshot of each of ``months`` under one new generation."""
+    wanted = sorted(set(months))
+    if not wanted:
+        return []
     generation = await _next_generation(session, province, at)
+    cells = await own_cells(session, province, CellFilter(month_from=wanted[0], month_to=wanted[-1]))
+    snapshots = [
+        PlacementSnapshot(
+            origin=province,
+            month=month,
+            generation=generation,
+            as_of=at,
+            cells=[cell for cell in cells if cell.month == month],
+        )
+        for month in wanted
+    ]
+    for snapshot in snapshots:
+        await outbox.add(
+            session,
+            topic=events_topic(province, "jobs"),
+            event_type=PLACEMENTS_PUBLISHED,
+            key=province,
+            subject=f"{province}/{snapshot.month}",
+            data=snapshot,
+        )
+    return snapshots
+
+
+async def publish_placements(
+    session: AsyncSession, outbox: Outbox, province: str, at: datetime
+) -> list[PlacementSnapshot]:
+    """Broadcast the snapshot of every month in which this province recorded a placement its published statistics
+    do not count yet, in the caller's transaction (after :func:`record_hire`, or from the background check); nothing
+    when there is none."""
+    return await _publish(session, outbox, province, at, await _announce(session, province))
+
+
+async def rebroadcast(session: AsyncSession, outbox: Outbox, province: str, at: datetime) -> list[PlacementSnapshot]:
+    """Broadcast the snapshot of every month with placements between provinces again (start-up, periodic repair):
+    a node without any says nothing, and partners show it as having no snapshot (all zero)."""
     await _announce(session, province)
-    snapshot = PlacementSnapshot(
-        origin=province, generation=generation, as_of=at, cells=await own_cells(session, province)
+    months = await session.scalars(
+        select(placement.c.month)
+        .where(_of(province), placement.c.origin_province != placement.c.destination_province)
+        .distinct()
     )
-    await outbox.add(
-        session,
-        topic=events_topic(province, "jobs"),
-        event_type=PLACEMENTS_PUBLISHED,
-        key=province,
-        subject=province,
-        data=snapshot,
-    )
-    return snapshot
-
-
-async def publish_due(session: AsyncSession, outbox: Outbox, province: str, at: datetime) -> PlacementSnapshot | None:
-    """Publish this province's statistics if a placement is not in a published snapshot yet; else do nothing."""
-    due = await session.scalar(select(exists().where(placement.c.announced.is_(False), _of(province))))
-    return await publish_placements(session, outbox, province, at) if due else None
-
-
-async def rebroadcast(session: AsyncSession, outbox: Outbox, province: str, at: datetime) -> PlacementSnapshot | None:
-    """Publish this province's statistics again (start-up, periodic repair) if it has anything to count: a node
-    without a placement between provinces says nothing, and partners show it as having no snapshot (all zero)."""
-    held = await session.scalar(
-        select(exists().where(_of(province), placement.c.origin_province != placement.c.destination_province))
-    )
-    return await publish_placements(session, outbox, province, at) if held else None
+    return await _publish(session, outbox, province, at, months)
 
 
 async def _store(session: AsyncSession, snapshot: PlacementSnapshot) -> None:
     await session.execute(
-        delete(placement_statistics_cell).where(placement_statistics_cell.c.origin == snapshot.origin)
+        delete(placement_statistics_cell).where(
+            placement_statistics_cell.c.origin == snapshot.origin, placement_statistics_cell.c.month == snapshot.month
+        )
     )
     if snapshot.cells:
         await session.execute(
@@ -240,10 +285,30 @@ async def _store(session: AsyncSession, snapshot: PlacementSnapshot) -> None:
         )
 
 
+async def _keep_newest(session: AsyncSession, snapshot: PlacementSnapshot) -> None:
+    """The origin's row says which is the newest snapshot received of any of its months."""
+    held = (
+        await session.execute(
+            select(placement_statistics_origin.c.generation).where(
+                placement_statistics_origin.c.origin == snapshot.origin
+            )
+        )
+    ).scalar()
+    values = {"generation": snapshot.generation, "as_of": snapshot.as_of}
+    if held is None:
+        await session.execute(insert(placement_statistics_origin).values(origin=snapshot.origin, **values))
+    elif held < snapshot.generation:
+        await session.execute(
+            update(placement_statistics_origin)
+            .where(placement_statistics_origin.c.origin == snapshot.origin)
+            .values(**values)
+        )
+
+
 def snapshot_handler(province: str) -> Handler:
     async def apply_snapshot(session: AsyncSession, envelope: Envelope) -> None:
-        """Keep a partner's snapshot if it is newer than the one held; an older or equal one changes nothing. A
-        snapshot of another origin than its sender, or of this province, is refused."""
+        """Keep a partner's snapshot of a month if it is newer than the one held of that month; an older or equal
+        one changes nothing. A snapshot of another origin than its sender, or of this province, is refused."""
         try:
             snapshot = PlacementSnapshot.model_validate(envelope.json())
         except ValueError as error:
@@ -255,28 +320,23 @@ def snapshot_handler(province: str) -> Handler:
                 f"placement statistics of {snapshot.origin} sent by {envelope.originprovince}: a province publishes "
                 "its own statistics only"
             )
+        month = (placement_statistics_month.c.origin == snapshot.origin) & (
+            placement_statistics_month.c.month == snapshot.month
+        )
         held = (
-            await session.execute(
-                select(placement_statistics_origin.c.generation)
-                .where(placement_statistics_origin.c.origin == snapshot.origin)
-                .with_for_update()
-            )
+            await session.execute(select(placement_statistics_month.c.generation).where(month).with_for_update())
         ).scalar()
         if held is not None and held >= snapshot.generation:
             SNAPSHOTS.labels(snapshot.origin, "stale").inc()
             return
+        values = {"generation": snapshot.generation, "as_of": snapshot.as_of}
         if held is None:
             await session.execute(
-                insert(placement_statistics_origin).values(
-                    origin=snapshot.origin, generation=snapshot.generation, as_of=snapshot.as_of
-                )
+                insert(placement_statistics_month).values(origin=snapshot.origin, month=snapshot.month, **values)
             )
         else:
-            await session.execute(
-                update(placement_statistics_origin)
-                .where(placement_statistics_origin.c.origin == snapshot.origin)
-                .values(generation=snapshot.generation, as_of=snapshot.as_of)
-            )
+            await session.execute(update(placement_statistics_month).where(month).values(**values))
+        await _keep_newest(session, snapshot)
         await _store(session, snapshot)
         SNAPSHOTS.labels(snapshot.origin, "applied").inc()
 
@@ -341,15 +401,18 @@ class PlacementService:
         self.outbox = outbox
         self.clock = clock
 
-    async def rebroadcast(self) -> PlacementSnapshot | None:
+    async def rebroadcast(self) -> list[PlacementSnapshot]:
         """Broadcast this province's statistics again, if it has any (start-up, the periodic repair)."""
         async with self.sessions() as session, session.begin():
             return await rebroadcast(session, self.outbox, self.province, self.clock())
 
-    async def publish_due(self) -> PlacementSnapshot | None:
-        """Broadcast this province's statistics if a recorded hire is not in them yet."""
+    async def publish_due(self) -> list[PlacementSnapshot]:
+        """Broadcast the months of recorded hires the published statistics do not count yet (none: nothing)."""
         async with self.sessions() as session, session.begin():
-            return await publish_due(session, self.outbox, self.province, self.clock())
+            due = exists().where(placement.c.announced.is_(False), _of(self.province))
+            if not await session.scalar(select(due)):
+                return []  # the frequent case, without taking the generation's row lock
+            return await publish_placements(session, self.outbox, self.province, self.clock())
 
     async def _figures(self, session: AsyncSession, province: str, which: CellFilter) -> ProvinceFigures:
         held = await latest(session, province)

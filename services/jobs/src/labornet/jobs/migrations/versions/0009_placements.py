@@ -40,6 +40,14 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("origin", name=op.f("pk_placement_statistics_origin")),
     )
     op.create_table(
+        "placement_statistics_month",
+        sa.Column("origin", sa.String(length=6), nullable=False),
+        sa.Column("month", sa.String(length=7), nullable=False),
+        sa.Column("generation", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("as_of", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("origin", "month", name=op.f("pk_placement_statistics_month")),
+    )
+    op.create_table(
         "placement_statistics_cell",
         sa.Column("origin", sa.String(length=6), nullable=False),
         sa.Column("direction", sa.String(length=8), nullable=False),
@@ -61,6 +69,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("placement_statistics_cell")
+    op.drop_table("placement_statistics_month")
     op.drop_table("placement_statistics_origin")
     op.drop_index("ix_placement_announced", table_name="placement")
     op.drop_index("ix_placement_destination_month", table_name="placement")
