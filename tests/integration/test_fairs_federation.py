@@ -184,6 +184,12 @@ async def test_a_spring_breeze_event_organised_by_chongqing_with_sichuan(nodes: 
         return all([await nodes.fair(p, fair_id) is not None for p in (SC, ZJ)])
 
     await eventually(replicated, timeout_s=30)
+    # only the organiser changes the event: Sichuan's officers cannot, at their node or anywhere
+    assert_problem(
+        await sc.patch(f"/api/v1/fairs/{fair_id}", json={"title": "改名", "version": 1}, headers=nodes.officer(SC)),
+        403,
+        "organised by 500000",
+    )
     # Zhejiang neither organises nor co-organises: 403, and it writes nothing
     assert_problem(
         await zj.put(f"/api/v1/fairs/{fair_id}/vacancies", json={"vacancy_ids": []}, headers=nodes.officer(ZJ)),

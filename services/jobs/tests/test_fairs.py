@@ -138,6 +138,8 @@ def test_the_federation_and_the_calendar_are_checked_when_the_event_opens() -> N
         opened(starts_on="2027-01-04", ends_on="2027-01-06")
     with pytest.raises(InvalidFair, match="more than 366 days"):
         opened(starts_on="2028-03-01", ends_on="2028-03-02")
+    with pytest.raises(InvalidFair, match="registration_closes_at: 2027-01-05T01:00:00"):
+        opened(registration_closes_at="2027-01-05T09:00:00+08:00")
 
 
 def test_the_organiser_changes_a_scheduled_event_naming_its_version() -> None:
@@ -455,6 +457,8 @@ async def test_an_event_between_organiser_and_co_organiser(nodes: dict[str, Node
     assert cancellation.type == REGISTRATION_CANCELLED
     assert await cq.count(fair_registration, fair_registration.c.status == "cancelled") == 1
     await cq.apply(forged(cancellation, origin=SC))  # again: nothing more
+    with pytest.raises(RuleViolation, match="made in 510000"):
+        await cq.apply(forged(cancellation, origin=ZJ))
     assert await cq.count(fair_registration, fair_registration.c.status == "cancelled") == 1
 
     # a registration submitted after the close is refused by the organiser even if the home let it through
@@ -463,6 +467,9 @@ async def test_an_event_between_organiser_and_co_organiser(nodes: dict[str, Node
     with pytest.raises(FairRuleError, match="closed"):
         await sc.fairs.register(fair.id, "zhao", RegistrationDraft(name="赵六", phone="13712345678"))
     assert await sc.count(fair_registration) == before and await sc.sent() == []
+    with pytest.raises(FairRuleError, match="ended"):
+        await sc.fairs.cancel_registration(first["id"], "wang")
+    assert await sc.count(fair_registration, fair_registration.c.status == "accepted") == 1
     late = RegistrationMessage.model_validate(
         {**messages[0].json(), "id": rules.new_registration_id(SC), "submitted_at": fair.registration_closes_at}
     )

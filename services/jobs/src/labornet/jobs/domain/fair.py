@@ -351,23 +351,28 @@ def check_federation(fields: _EventFields, *, organiser: str, members: Collectio
         raise InvalidFair(errors)
 
 
-def _check_dates(fields: _EventFields, *, today: date, starts_before: date | None) -> None:
-    """New dates lie ahead: the start within a year (unless it is the one held), the last day not past."""
+def _check_dates(fields: _EventFields, *, at: datetime, held: Fair | None) -> None:
+    """New dates lie ahead: the start within a year (unless it is the one held), the last day not past, a
+    registration close named anew not past."""
+    today = china_date(at)
     errors = []
-    if starts_before != fields.starts_on:
+    if held is None or held.starts_on != fields.starts_on:
         if fields.starts_on < today:
             errors.append({"field": "starts_on", "message": f"{fields.starts_on} is past (today is {today} in China)"})
         elif fields.starts_on > today + timedelta(days=MAX_DAYS_AHEAD):
             errors.append({"field": "starts_on", "message": f"more than {MAX_DAYS_AHEAD} days ahead"})
     if fields.ends_on < today:
         errors.append({"field": "ends_on", "message": f"{fields.ends_on} is past (today is {today} in China)"})
+    closes = fields.registration_closes_at
+    if closes is not None and closes <= at and (held is None or closes != held.registration_closes_at):
+        errors.append({"field": "registration_closes_at", "message": f"{closes.isoformat()} is past"})
     if errors:
         raise InvalidFair(errors)
 
 
 def open_fair(draft: FairDraft, *, fair_id: str, organiser: str, members: Collection[str], at: datetime) -> Fair:
     check_federation(draft, organiser=organiser, members=members)
-    _check_dates(draft, today=china_date(at), starts_before=None)
+    _check_dates(draft, at=at, held=None)
     return Fair.model_validate(
         {
             **draft.model_dump(),
@@ -418,7 +423,7 @@ def update_fair(
         held["venue"] = None
     merged = _EventFields.model_validate({**held, **sent})
     check_federation(merged, organiser=province, members=members)
-    _check_dates(merged, today=china_date(at), starts_before=fair.starts_on)
+    _check_dates(merged, at=at, held=fair)
     return Fair.model_validate(
         {
             **fair.model_dump(),

@@ -104,6 +104,7 @@ _ETAG = {"ETag": {"description": 'the version, e.g. "3": send it back as If-Matc
 # a change of an event: 400 a body that is not JSON, 403 not the organiser, 404 unknown, 409 stale, cancelled or
 # over, 422 the body, 428 without a version
 _CHANGE_PROBLEMS = problem_responses(400, 401, 403, 404, 409, 422, 428)
+_OPTIONALLY_VERSIONED = problem_responses(400, 401, 403, 404, 409, 422)  # the version may be left out
 
 
 # Answers -------------------------------------------------------------------------------------------------------
@@ -512,7 +513,7 @@ async def cancel_fair(
 @router.post(
     "/fairs/{fair_id}/outcomes",
     response_model=FairView,
-    responses={200: {"description": "the event, concluded", "headers": _ETAG}, **_CHANGE_PROBLEMS},
+    responses={200: {"description": "the event, concluded", "headers": _ETAG}, **_OPTIONALLY_VERSIONED},
 )
 async def record_outcomes(
     fair_id: str,
@@ -533,7 +534,7 @@ async def record_outcomes(
 @router.put(
     "/fairs/{fair_id}/vacancies",
     response_model=ListingView,
-    responses={200: {"description": "this province's listing, as replaced"}, **_CHANGE_PROBLEMS},
+    responses={200: {"description": "this province's listing, as replaced"}, **_OPTIONALLY_VERSIONED},
 )
 async def list_vacancies(
     fair_id: str,
