@@ -136,8 +136,8 @@ async def publisher(runtime: Runtime) -> None:
             if last_broadcast is None or time.monotonic() - last_broadcast >= config.rebroadcast_interval_s:
                 await placements.rebroadcast()
                 last_broadcast = time.monotonic()
-            elif await placements.publish_due():
-                last_broadcast = time.monotonic()
+            else:  # the months of new hires only: the full broadcast keeps its own interval
+                await placements.publish_due()
         except asyncio.CancelledError:
             raise
         except Exception:
