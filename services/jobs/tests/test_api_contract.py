@@ -44,6 +44,7 @@ VACANCY_KEYS = [
     "division_code",
     "city",
     "headcount",
+    "hired",
     "salary_min",
     "salary_max",
     "employment_type",
@@ -56,6 +57,7 @@ VACANCY_KEYS = [
     "status",
     "version",
     "updated_at",
+    "open_headcount",
 ]
 SUBSCRIPTION_KEYS = {
     "id",
@@ -228,7 +230,8 @@ async def held(database_url: str, vacancy_id: str) -> dict[str, Any]:
     try:
         async with readonly_sessionmaker(engine)() as session:
             row = (await session.execute(select(vacancy).where(vacancy.c.id == vacancy_id))).mappings().one()
-        return to_event(dict(row))
+        # and the places left, which the API adds to what events carry
+        return {**to_event(dict(row)), "open_headcount": row["headcount"] - row["hired"]}
     finally:
         await engine.dispose()
 

@@ -13,8 +13,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+import httpx
 import pytest
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
+from jsonschema import Draft202012Validator, FormatChecker
 from prometheus_client import REGISTRY
 from pydantic import ValidationError
 from sqlalchemy import func, select
@@ -24,6 +27,7 @@ from labornet.jobs.adapters import applications as repository
 from labornet.jobs.adapters.brands import FixedBrandRegister
 from labornet.jobs.adapters.tables import application_entry, application_notice, job_application, placement, vacancy
 from labornet.jobs.app import create_app
+from labornet.jobs.contracts import EVENTS
 from labornet.jobs.domain.application import (
     APPLICANT,
     CHANGED,
@@ -31,12 +35,12 @@ from labornet.jobs.domain.application import (
     WITHDRAWAL_REQUESTED,
     Application,
     ApplicationRuleError,
+    ApplicationState,
     Interview,
     NoStanding,
     Offer,
     Profile,
     StaleApplication,
-    State,
     VacancyNotOpen,
     check_open,
     check_sender,
@@ -49,6 +53,8 @@ from labornet.jobs.domain.application import (
     withdraw,
 )
 from labornet.jobs.domain.vacancy import CLOSED, UPDATED, Status, VacancyChanges, VacancyDraft, VacancyRecord
+from labornet.jobs.entrypoints import applications as applications_api
+from labornet.jobs.entrypoints.schemas import APPLICATION_NOTICE_EXAMPLE, ApplicationNotice
 from labornet.jobs.service_layer.applications import (
     AlreadyApplied,
     ApplicationService,
@@ -67,7 +73,7 @@ from labornet.shared.outbox import Outbox
 from labornet.shared.problems import Unprocessable
 from labornet.shared.settings import Settings
 from labornet.shared.signing import Signer, generate_private_key, key_id_for
-from labornet.shared.testing import assert_problem, bearer, outbox_events, serving
+from labornet.shared.testing import assert_problem, bearer, eventually, outbox_events, serving
 
 MIGRATIONS = "labornet.jobs:migrations"
 SC, ZJ, CQ = "510000", "330000", "500000"
@@ -146,7 +152,7 @@ def test_an_application_moves_forward_to_a_hire_with_one_timeline_entry_per_step
         vacancy=vacancy_row(hired=1),
         note="已签合同",
     )
-    assert (hired.version, hired.state, hired.hired_at) == (5, State.HIRED, at(4))
+    assert (hired.version, hired.state, hired.hired_at) == (5, ApplicationState.HIRED, at(4))
     assert [(e.kind, e.province, e.actor) for e in hired.timeline] == [
         ("submitted", SC, APPLICANT),
         ("shortlisted", ZJ, "officer:zj"),
@@ -168,7 +174,9 @@ def test_moves_go_forward_only_and_a_hire_follows_an_offer() -> None:
     again = invite(
         interviewed, province=ZJ, actor="officer:zj", at=at(2), expected_version=2, interview=meeting, note="二面"
     )
-    assert (again.state, again.version) == (State.INTERVIEW, 3), "shortlisting may be skipped, interviews repeated"
+    assert (again.state, again.version) == (ApplicationState.INTERVIEW, 3), (
+        "shortlisting may be skipped, interviews repeated"
+    )
     with pytest.raises(ApplicationRuleError, match="cannot go back to shortlisted"):
         shortlist(again, province=ZJ, actor="officer:zj", at=at(3), expected_version=3, note=None)
     with pytest.raises(ApplicationRuleError, match="a hire follows an offer"):
@@ -184,7 +192,7 @@ def test_moves_go_forward_only_and_a_hire_follows_an_offer() -> None:
             note=None,
         )
     ended = not_selected(again, province=ZJ, actor="officer:zj", at=at(4), expected_version=3, reason="岗位已招满")
-    assert (ended.state, ended.reason, ended.final) == (State.NOT_SELECTED, "岗位已招满", True)
+    assert (ended.state, ended.reason, ended.final) == (ApplicationState.NOT_SELECTED, "岗位已招满", True)
     with pytest.raises(ApplicationRuleError, match="does not change any more"):
         withdraw(ended, province=ZJ, actor=APPLICANT, at=at(5), expected_version=None, note=None)
 
@@ -222,7 +230,7 @@ def test_an_expired_vacancy_still_takes_a_hire_its_closing_date_only_ends_applic
         vacancy=vacancy_row(status="expired"),
         note=None,
     )
-    assert hired.state == State.HIRED
+    assert hired.state == ApplicationState.HIRED
 
 
 def test_a_vacancy_takes_applications_while_open_before_its_closing_date_with_places_left() -> None:
@@ -416,6 +424,17 @@ async def carry(sender: Node, *receivers: Node) -> list[Envelope]:
     return envelopes
 
 
+def assert_contract(envelopes: list[Envelope]) -> None:
+    """Every application message is on the inbox channel and valid for its contract's schema."""
+    contracts = {contract.type: contract for contract in EVENTS}
+    for envelope in envelopes:
+        if envelope.type in (SUBMITTED, CHANGED, WITHDRAWAL_REQUESTED):
+            contract = contracts[envelope.type]
+            assert contract.channel == "inbox" and envelope.destprovince is not None
+            validator = Draft202012Validator(contract.model.model_json_schema(), format_checker=FormatChecker())
+            assert not [e.message for e in validator.iter_errors(envelope.json())], envelope.type
+
+
 def messages(received: list[Envelope]) -> list[tuple[str, str | None]]:
     return [(e.type, e.destprovince) for e in received]
 
@@ -458,9 +477,10 @@ async def test_a_hire_across_provinces_reaches_home_fills_a_place_and_is_recorde
     terms = Offer(salary=8500, start_date=today_in_china() + timedelta(days=14))
     await zj.applications.offer(application_id, actor="officer:zj", version=3, offer=terms, note=None)
     hired = await zj.applications.hire(application_id, actor="officer:zj", version=4, note="已签合同")
-    assert hired.application.state == State.HIRED
+    assert hired.application.state == ApplicationState.HIRED
 
     sent = await carry(zj, sc)
+    assert_contract([*submitted, *sent])
     changes = [e for e in sent if e.type == CHANGED]
     assert [e.json()["version"] for e in changes] == [2, 3, 4, 5] and {e.destprovince for e in changes} == {SC}
     assert [(e.type, e.json()["hired"]) for e in sent if e.type in (UPDATED, CLOSED)] == [(UPDATED, 1)]
@@ -518,7 +538,7 @@ async def test_a_hire_beyond_the_open_headcount_changes_nothing_and_the_last_pla
         await zj.applications.offer(application_id, actor="officer:zj", version=1, offer=terms, note=None)
     await zj.applications.hire(ids[0], actor="officer:zj", version=2, note=None)
     last = await zj.applications.hire(ids[1], actor="officer:zj", version=2, note=None)
-    assert last.application.state == State.HIRED
+    assert last.application.state == ApplicationState.HIRED
     sent = await carry(zj, sc)
     assert [(e.type, e.json()["hired"], e.json()["status"]) for e in sent if e.type in (UPDATED, CLOSED)] == [
         (UPDATED, 1, "open"),
@@ -527,7 +547,7 @@ async def test_a_hire_beyond_the_open_headcount_changes_nothing_and_the_last_pla
     entries, vacancies_before = await zj.count(application_entry), await zj.rows(vacancy)
     with pytest.raises(VacancyNotOpen, match="is filled; it takes no more hires"):
         await zj.applications.hire(ids[2], actor="officer:zj", version=2, note=None)
-    assert (await zj.application(ids[2])).state == State.OFFER
+    assert (await zj.application(ids[2])).state == ApplicationState.OFFER
     assert await zj.count(application_entry) == entries and await zj.rows(vacancy) == vacancies_before
     assert await carry(zj, sc) == [], "nothing sent"
     assert [row["status"] for row in await sc.rows(vacancy)] == ["filled"]
@@ -569,10 +589,14 @@ async def test_an_application_for_a_vacancy_closed_meanwhile_is_answered_at_once
     await zj.sent()
     await carry(sc, zj)
     answered = await zj.application(made.application.id)
-    assert (answered.state, answered.version, answered.last_entry.actor) == (State.NOT_SELECTED, 2, "labornet")
+    assert (answered.state, answered.version, answered.last_entry.actor) == (
+        ApplicationState.NOT_SELECTED,
+        2,
+        "labornet",
+    )
     assert answered.reason is not None and answered.reason.startswith("vacancy closed:")
     await carry(zj, sc)
-    assert (await sc.application(made.application.id)).state == State.NOT_SELECTED
+    assert (await sc.application(made.application.id)).state == ApplicationState.NOT_SELECTED
 
 
 async def test_a_withdrawal_at_home_is_asked_of_the_owner_and_answered(nodes: dict[str, Node]) -> None:
@@ -581,12 +605,13 @@ async def test_a_withdrawal_at_home_is_asked_of_the_owner_and_answered(nodes: di
     made = await sc.applications.apply(posted["id"], Profile.model_validate(profile()), worker="wang")
     await carry(sc, zj)
     asked = await sc.applications.withdraw(made.application.id, note="已在本地找到工作")
-    assert asked.application.state == State.RECEIVED and asked.withdrawal_requested_at is not None
+    assert asked.application.state == ApplicationState.RECEIVED and asked.withdrawal_requested_at is not None
     again = await sc.applications.withdraw(made.application.id, note=None)
     assert again.withdrawal_requested_at == asked.withdrawal_requested_at
     request = await carry(sc, zj)
     assert messages(request) == [(WITHDRAWAL_REQUESTED, ZJ)], "asked once"
-    assert (await zj.application(made.application.id)).state == State.WITHDRAWN
+    assert_contract(request)
+    assert (await zj.application(made.application.id)).state == ApplicationState.WITHDRAWN
     ignored = applied(WITHDRAWAL_REQUESTED, "ignored")
     await zj.receive(dataclasses.replace(request[0], id=str(uuid.uuid4())))  # asked again: already withdrawn
     assert applied(WITHDRAWAL_REQUESTED, "ignored") == ignored + 1
@@ -658,8 +683,9 @@ def app_of(settings: Settings) -> FastAPI:
 
 
 async def test_the_api_of_an_application_within_the_province(
-    settings: Settings, node_keys: dict[str, NodeKeys]
+    make_settings: Callable[..., Settings], database_url: str, node_keys: dict[str, NodeKeys]
 ) -> None:
+    settings = make_settings(ZJ, "jobs", database_url, jobs_sweep_interval_s=0.2)  # the gauges follow quickly
     keys = node_keys[ZJ]
     officer, chen, li = (
         bearer(keys, "officer", sub="zj-officer"),
@@ -742,7 +768,20 @@ async def test_the_api_of_an_application_within_the_province(
         withdrawn = await client.post(f"/api/v1/applications/{later['id']}/withdraw", json={}, headers=chen)
         assert (withdrawn.status_code, withdrawn.json()["state"]) == (200, "withdrawn")
 
+        # both roles on one node: the hired application and the withdrawn one, sent and received
+        held = [
+            f'labornet_jobs_applications{{role="{role}",state="{state}"}} 1.0'
+            for role in ("sent", "received")
+            for state in ("hired", "withdrawn")
+        ]
+
+        async def counted() -> bool:
+            metrics = (await client.get("/metrics")).text
+            return all(line in metrics for line in held)
+
+        await eventually(counted, timeout_s=10)
         metrics = (await client.get("/metrics")).text
+        assert 'labornet_jobs_applications{role="received",state="received"} 0.0' in metrics
         assert 'labornet_jobs_application_changes_total{kind="hired"}' in metrics
 
 
@@ -829,3 +868,108 @@ async def test_the_match_stream_sends_each_change_of_the_workers_applications_an
             assert [await anext(lines) for _ in range(2)] == ["retry: 1000", "id: 0"]
         for bad in ("0:x", "1:2:3", ":5", "-1"):
             assert_problem(await client.get(stream, headers={**chen, "Last-Event-ID": bad}), 422, "Last-Event-ID")
+
+
+# The contracts: the HTTP document and the bus --------------------------------------------------------------------
+
+PROBLEM_JSON = "application/problem+json"
+APPLICATION_SCHEMAS = [
+    "ApplicationView",
+    "ApplicationSummary",
+    "ApplicationPage",
+    "ApplicationDraft",
+]
+
+
+def test_every_application_operation_documents_a_typed_answer_and_its_problems(settings: Settings) -> None:
+    spec = app_of(settings).openapi()
+    operations = [
+        (method.lower(), route.path)
+        for route in applications_api.router.routes
+        if isinstance(route, APIRoute)
+        for method in route.methods or ()
+    ]
+    assert len(operations) == 10
+    for method, path in operations:
+        responses = spec["paths"][path][method]["responses"]
+        success = [code for code in responses if code.startswith("2")]
+        assert success, (method, path)
+        for code in success:
+            [(media, body)] = responses[code]["content"].items()
+            assert media == "application/json" and "$ref" in body["schema"], (method, path, code)
+        problems = [code for code in responses if code[0] in "45"]
+        assert {"401", "403"} <= set(problems), (method, path)
+        for problem in problems:
+            assert responses[problem]["content"][PROBLEM_JSON]["schema"] == {
+                "$ref": "#/components/schemas/ProblemDetails"
+            }, (method, path, problem)
+    for name in APPLICATION_SCHEMAS:
+        examples = spec["components"]["schemas"][name]["examples"]
+        validator = Draft202012Validator(
+            {"$ref": f"#/components/schemas/{name}", "components": spec["components"]}, format_checker=FormatChecker()
+        )
+        for example in examples:
+            assert not [e.message for e in validator.iter_errors(example)], name
+    notice = Draft202012Validator(ApplicationNotice.model_json_schema(), format_checker=FormatChecker())
+    assert not [e.message for e in notice.iter_errors(APPLICATION_NOTICE_EXAMPLE)], "the stream's notice example"
+    assert spec["components"]["schemas"]["ApplicationState"]["enum"] == [state.value for state in ApplicationState]
+
+
+def conforms(spec: dict[str, Any], response: httpx.Response, method: str, path: str) -> Any:
+    """The answer's status is documented and its body valid for the documented schema."""
+    documented = spec["paths"][path][method]["responses"]
+    assert str(response.status_code) in documented, (method, path, response.status_code)
+    media = response.headers["content-type"].split(";")[0]
+    schema = documented[str(response.status_code)]["content"][media]["schema"]
+    validator = Draft202012Validator(
+        {"allOf": [schema], "components": spec["components"]}, format_checker=FormatChecker()
+    )
+    body = response.json()
+    assert not [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(body)], (method, path)
+    return body
+
+
+async def test_real_answers_match_the_document(settings: Settings, node_keys: dict[str, NodeKeys]) -> None:
+    keys = node_keys[ZJ]
+    officer, chen = bearer(keys, "officer", sub="zj-officer"), bearer(keys, "worker", sub="chen")
+    app = app_of(settings)
+    spec = app.openapi()
+    one = "/api/v1/applications/{application_id}"
+    async with serving(app) as client:
+        posted = (await client.post("/api/v1/vacancies", json=vacancy_body(), headers=officer)).json()
+        apply_path = "/api/v1/vacancies/{vacancy_id}/applications"
+        made = conforms(
+            spec,
+            await client.post(f"/api/v1/vacancies/{posted['id']}/applications", json=profile(), headers=chen),
+            "post",
+            apply_path,
+        )
+        again = await client.post(f"/api/v1/vacancies/{posted['id']}/applications", json=profile(), headers=chen)
+        conforms(spec, again, "post", apply_path)
+        location = f"/api/v1/applications/{made['id']}"
+        conforms(spec, await client.get(location, headers=chen), "get", one)
+        conforms(spec, await client.get(location, headers=bearer(keys, "worker", sub="li")), "get", one)
+        for params in ({}, {"role": "received"}, {"role": "sent", "state": "received"}):
+            headers = officer if params else chen
+            conforms(
+                spec,
+                await client.get("/api/v1/applications", params=params, headers=headers),
+                "get",
+                "/api/v1/applications",
+            )
+        steps: list[tuple[str, dict[str, Any]]] = [
+            ("shortlist", {"version": 1}),
+            ("shortlist", {"version": 2}),
+            ("interview", {"version": 2, "at": "2026-12-01T10:00:00+08:00", "place": "杭州"}),
+            ("offer", {"version": 3}),
+            ("offer", {"version": 3, "salary": 8000, "start_date": today_in_china().isoformat()}),
+            ("hire", {}),
+            ("hire", {"version": 4}),
+            ("not-selected", {"version": 5, "reason": "x"}),
+            ("withdrawn", {"version": 5}),
+        ]
+        for action, body in steps:
+            conforms(
+                spec, await client.post(f"{location}/{action}", json=body, headers=officer), "post", f"{one}/{action}"
+            )
+        conforms(spec, await client.post(f"{location}/withdraw", json={}, headers=chen), "post", f"{one}/withdraw")

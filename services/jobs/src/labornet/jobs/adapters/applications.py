@@ -12,7 +12,7 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from labornet.jobs.adapters.tables import application_entry, application_notice, job_application
-from labornet.jobs.domain.application import ENDED_UNHIRED, Application, Entry, State
+from labornet.jobs.domain.application import ENDED_UNHIRED, Application, ApplicationState, Entry
 from labornet.shared.db import as_utc
 
 
@@ -244,6 +244,6 @@ async def count_by_state(session: AsyncSession, province: str) -> dict[tuple[str
         for state, count in rows:
             counts[(role, state)] = count
     for role in ("sent", "received"):
-        for state in State:
+        for state in ApplicationState:
             counts.setdefault((role, state.value), 0)
     return counts

@@ -50,7 +50,7 @@ MAX_SALARY = 1_000_000  # CNY per month, as a vacancy's salary
 APPLICANT = "applicant"  # the actor of the worker's own steps; the worker's account never travels
 
 
-class State(StrEnum):
+class ApplicationState(StrEnum):
     RECEIVED = "received"
     SHORTLISTED = "shortlisted"
     INTERVIEW = "interview"
@@ -60,10 +60,15 @@ class State(StrEnum):
     WITHDRAWN = "withdrawn"
 
 
-FINAL = frozenset({State.HIRED, State.NOT_SELECTED, State.WITHDRAWN})
+FINAL = frozenset({ApplicationState.HIRED, ApplicationState.NOT_SELECTED, ApplicationState.WITHDRAWN})
 # Ended without a hire: the worker may apply to the same vacancy again.
-ENDED_UNHIRED = frozenset({State.NOT_SELECTED, State.WITHDRAWN})
-_ORDER = {State.RECEIVED: 0, State.SHORTLISTED: 1, State.INTERVIEW: 2, State.OFFER: 3}
+ENDED_UNHIRED = frozenset({ApplicationState.NOT_SELECTED, ApplicationState.WITHDRAWN})
+_ORDER = {
+    ApplicationState.RECEIVED: 0,
+    ApplicationState.SHORTLISTED: 1,
+    ApplicationState.INTERVIEW: 2,
+    ApplicationState.OFFER: 3,
+}
 
 
 class EntryKind(StrEnum):
@@ -173,7 +178,7 @@ class Entry(BaseModel):
     province: str = Field(pattern=_PROVINCE)
     actor: str = Field(max_length=220, description="applicant, or officer:<sub>")
     kind: EntryKind
-    state: State = Field(description="the application's state after this step")
+    state: ApplicationState = Field(description="the application's state after this step")
     note: str | None = Field(None, max_length=2000)
     details: dict[str, Any] = Field(default_factory=dict)
 
@@ -188,7 +193,7 @@ class Application(BaseModel):
     owner_province: str = Field(pattern=_PROVINCE, description="the vacancy's province, the one that moves it")
     vacancy: VacancyRef
     profile: Profile
-    state: State
+    state: ApplicationState
     submitted_at: datetime
     interview: Interview | None = None
     offer: Offer | None = None
@@ -210,7 +215,7 @@ class Application(BaseModel):
             )
         if self.version != len(self.timeline):
             raise ValueError(f"application {self.id}: version {self.version} with {len(self.timeline)} steps")
-        if (self.state == State.HIRED) != (self.hired_at is not None):
+        if (self.state == ApplicationState.HIRED) != (self.hired_at is not None):
             raise ValueError(f"application {self.id}: a hire time goes with the state hired, and only with it")
         return self
 
@@ -265,7 +270,13 @@ def submit(
 ) -> Application:
     """A new application made at ``home`` for ``vacancy`` (a row of the vacancy replica, checked open)."""
     entry = Entry(
-        seq=1, at=at, province=home, actor=APPLICANT, kind=EntryKind.SUBMITTED, state=State.RECEIVED, note=None
+        seq=1,
+        at=at,
+        province=home,
+        actor=APPLICANT,
+        kind=EntryKind.SUBMITTED,
+        state=ApplicationState.RECEIVED,
+        note=None,
     )
     return Application(
         id=application_id,
@@ -280,7 +291,7 @@ def submit(
             city=vacancy["city"],
         ),
         profile=profile,
-        state=State.RECEIVED,
+        state=ApplicationState.RECEIVED,
         submitted_at=at,
         timeline=[entry],
     )
@@ -296,7 +307,7 @@ def _change(
     actor: str,
     at: datetime,
     kind: EntryKind,
-    state: State,
+    state: ApplicationState,
     note: str | None = None,
     details: Mapping[str, Any] | None = None,
     **fields: Any,
@@ -336,9 +347,9 @@ def _movable(application: Application, province: str, expected_version: int | No
         )
 
 
-def _forward(application: Application, to: State) -> None:
+def _forward(application: Application, to: ApplicationState) -> None:
     here, there = _ORDER[application.state], _ORDER[to]
-    again = to == State.INTERVIEW == application.state
+    again = to == ApplicationState.INTERVIEW == application.state
     if there < here or (there == here and not again):
         raise ApplicationRuleError(
             f"application {application.id} is {application.state}; it cannot go back to {to} (moves go forward only)"
@@ -349,14 +360,14 @@ def shortlist(
     application: Application, *, province: str, actor: str, at: datetime, expected_version: int | None, note: str | None
 ) -> Application:
     _movable(application, province, expected_version)
-    _forward(application, State.SHORTLISTED)
+    _forward(application, ApplicationState.SHORTLISTED)
     return _change(
         application,
         province=province,
         actor=actor,
         at=at,
         kind=EntryKind.SHORTLISTED,
-        state=State.SHORTLISTED,
+        state=ApplicationState.SHORTLISTED,
         note=note,
     )
 
@@ -373,14 +384,14 @@ def invite(
 ) -> Application:
     """Set (or set again) the interview: when and where."""
     _movable(application, province, expected_version)
-    _forward(application, State.INTERVIEW)
+    _forward(application, ApplicationState.INTERVIEW)
     return _change(
         application,
         province=province,
         actor=actor,
         at=at,
         kind=EntryKind.INTERVIEW,
-        state=State.INTERVIEW,
+        state=ApplicationState.INTERVIEW,
         note=note,
         details={"at": interview.at.isoformat(), "place": interview.place},
         interview=interview,
@@ -398,7 +409,7 @@ def make_offer(
     note: str | None,
 ) -> Application:
     _movable(application, province, expected_version)
-    _forward(application, State.OFFER)
+    _forward(application, ApplicationState.OFFER)
     if offer.start_date < china_date(at):
         raise ApplicationRuleError(
             f"the start date {offer.start_date} is in the past (today is {china_date(at)} in China)"
@@ -409,7 +420,7 @@ def make_offer(
         actor=actor,
         at=at,
         kind=EntryKind.OFFER,
-        state=State.OFFER,
+        state=ApplicationState.OFFER,
         note=note,
         details={"salary": offer.salary, "start_date": offer.start_date.isoformat()},
         offer=offer,
@@ -431,7 +442,7 @@ def hire(
     A vacancy past its closing date (expired) still takes hires: the date ends applications, not the recruitment;
     a withdrawn or filled vacancy takes none."""
     _movable(application, province, expected_version)
-    if application.state != State.OFFER:
+    if application.state != ApplicationState.OFFER:
         raise ApplicationRuleError(
             f"application {application.id} is {application.state}; a hire follows an offer (salary and start date)"
         )
@@ -447,7 +458,7 @@ def hire(
         actor=actor,
         at=at,
         kind=EntryKind.HIRED,
-        state=State.HIRED,
+        state=ApplicationState.HIRED,
         note=note,
         hired_at=at,
     )
@@ -469,7 +480,7 @@ def not_selected(
         actor=actor,
         at=at,
         kind=EntryKind.NOT_SELECTED,
-        state=State.NOT_SELECTED,
+        state=ApplicationState.NOT_SELECTED,
         note=reason,
         reason=reason,
     )
@@ -487,7 +498,13 @@ def withdraw(
     """The applicant withdraws: told an officer of the owner province (by phone), or through the home node."""
     _movable(application, province, expected_version)
     return _change(
-        application, province=province, actor=actor, at=at, kind=EntryKind.WITHDRAWN, state=State.WITHDRAWN, note=note
+        application,
+        province=province,
+        actor=actor,
+        at=at,
+        kind=EntryKind.WITHDRAWN,
+        state=ApplicationState.WITHDRAWN,
+        note=note,
     )
 
 

@@ -34,6 +34,7 @@ from labornet.jobs.domain.application import (
     WITHDRAWAL_REQUESTED,
     Application,
     ApplicationRuleError,
+    ApplicationState,
     EntryKind,
     Interview,
     NoStanding,
@@ -41,7 +42,6 @@ from labornet.jobs.domain.application import (
     Offer,
     Profile,
     StaleApplication,
-    State,
     VacancyNotOpen,
     WithdrawalRequest,
     officer,
@@ -95,7 +95,7 @@ class SubmittedApplication(Application):
     """An application as its home province made it: version 1, received, one timeline entry."""
 
     version: Literal[1]
-    state: Literal[State.RECEIVED]
+    state: Literal[ApplicationState.RECEIVED]
 
 
 class ChangedApplication(Application):
@@ -195,7 +195,7 @@ class TimelineEntry(BaseModel):
     province: str = Field(description="the province that took the step")
     actor: str = Field(description="applicant, officer:<sub>, or labornet (an automatic answer)")
     kind: EntryKind
-    state: State = Field(description="the application's state after this step")
+    state: ApplicationState = Field(description="the application's state after this step")
     note: str | None = None
     details: dict[str, Any] = Field(description="interview: at, place; offer: salary, start_date")
 
@@ -244,7 +244,7 @@ class ApplicationSummary(BaseModel):
     vacancy: VacancyOfApplication
     profile: ProfileView
     profile_masked: bool = Field(description="true when name and phone are masked and the cover note left out")
-    state: State
+    state: ApplicationState
     submitted_at: StoredTime
     interview: InterviewView | None = None
     offer: OfferView | None = None
@@ -269,7 +269,7 @@ class ApplicationPage(BaseModel):
             "examples": [
                 {
                     "items": [{k: v for k, v in APPLICATION_EXAMPLE.items() if k != "timeline"}],
-                    "next_cursor": None,
+                    "next_cursor": "eyJzb3J0IjoibmV3ZXN0Iiwia2V5IjoiMjAyNi0wMy0wMlQwMToyMDowMCswMDowMCIsImlkIjoiNTEwMDAwLUEtMyJ9",
                 }
             ]
         }
@@ -479,7 +479,7 @@ async def list_applications(
         Literal["received", "sent"] | None,
         Query(description="officers: received (to this province's vacancies, the default) or sent (by its workers)"),
     ] = None,
-    state: State | None = None,
+    state: ApplicationState | None = None,
     vacancy_id: Annotated[str | None, Query(max_length=40)] = None,
     cursor: Annotated[str | None, Query(max_length=500)] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
@@ -552,7 +552,7 @@ async def withdraw_application(
     `withdrawal_requested_at` shows the request until its answer arrives (409 once the application has ended)."""
     await visible(application_id, worker, runtime)  # another worker's application: 404
     after = await run(service(runtime).withdraw(application_id, note=body.note))
-    if after.application.state != State.WITHDRAWN:
+    if after.application.state != ApplicationState.WITHDRAWN:
         response.status_code = status.HTTP_202_ACCEPTED
     return present(after, worker, runtime)
 

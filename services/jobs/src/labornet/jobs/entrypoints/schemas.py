@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, computed_field
 
-from labornet.jobs.domain.application import State as ApplicationState
+from labornet.jobs.domain.application import ApplicationState
 from labornet.jobs.domain.vacancy import EmploymentType, Status, TargetGroup
 from labornet.shared.db import as_utc
 

@@ -34,12 +34,12 @@ from labornet.jobs.domain.application import (
     WITHDRAWAL_REQUESTED,
     Application,
     ApplicationRuleError,
+    ApplicationState,
     EntryKind,
     Interview,
     NoStanding,
     Offer,
     Profile,
-    State,
     VacancyNotOpen,
     WithdrawalRequest,
     check_open,
@@ -93,7 +93,7 @@ def init_metrics() -> None:
         for result in MESSAGE_RESULTS:
             MESSAGES.labels(message_type, result)
     for role in ("sent", "received"):
-        for state in State:
+        for state in ApplicationState:
             APPLICATIONS.labels(role, state.value)
 
 
@@ -366,7 +366,7 @@ class ApplicationService:
             raise ConcurrentChange(f"application {incoming.id} changed while applying version {incoming.version}")
         requested = None if incoming.final else stored.withdrawal_requested_at
         await self._home_changed(session, StoredApplication(incoming, stored.worker, requested, at))
-        if incoming.state == State.HIRED:
+        if incoming.state == ApplicationState.HIRED:
             await self._record_placement(session, incoming)
 
     async def on_withdrawal_request(self, session: AsyncSession, envelope: Envelope) -> None:
