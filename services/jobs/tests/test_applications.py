@@ -61,7 +61,7 @@ from labornet.jobs.service_layer.applications import (
     VacancyNotFound,
     VersionRequired,
 )
-from labornet.jobs.service_layer.vacancies import VacancyService, to_event
+from labornet.jobs.service_layer.vacancies import VacancyService, from_event, to_event
 from labornet.shared.clock import today_in_china
 from labornet.shared.db import create_engine, sessionmaker
 from labornet.shared.divisions import load_divisions
@@ -293,7 +293,23 @@ def test_a_phone_is_read_as_the_rights_service_reads_it() -> None:
 
 
 def test_a_vacancy_record_never_has_more_hired_than_its_headcount() -> None:
-    record = {
+    record = vacancy_record()
+    assert VacancyRecord.model_validate(record).hired == 0, "an event of a node without hires reads 0"
+    assert VacancyRecord.model_validate({**record, "hired": 2}).hired == 2
+    with pytest.raises(ValidationError, match="3 hired is more than its headcount 2"):
+        VacancyRecord.model_validate({**record, "hired": 3})
+
+
+def test_the_hired_count_travels_with_the_vacancy_in_events_and_snapshots() -> None:
+    """Events, the anti-entropy snapshot and its digest all use the wire form: the hired count goes through, and
+    a record written before there was one (``vacancy_record`` has none) reads 0."""
+    row = from_event({**vacancy_record(), "hired": 1})
+    assert row["hired"] == 1 and to_event(row)["hired"] == 1
+    assert from_event(vacancy_record())["hired"] == 0
+
+
+def vacancy_record() -> dict[str, Any]:
+    return {
         "id": f"{ZJ}-V-1",
         "owner_province": ZJ,
         "employer_name": "杭州川味餐饮有限公司",
@@ -318,10 +334,6 @@ def test_a_vacancy_record_never_has_more_hired_than_its_headcount() -> None:
         "version": 1,
         "updated_at": "2026-03-02T01:20:00Z",
     }
-    assert VacancyRecord.model_validate(record).hired == 0, "an event of a node without hires reads 0"
-    assert VacancyRecord.model_validate({**record, "hired": 2}).hired == 2
-    with pytest.raises(ValidationError, match="3 hired is more than its headcount 2"):
-        VacancyRecord.model_validate({**record, "hired": 3})
 
 
 # Two provinces on real databases -----------------------------------------------------------------------------
