@@ -528,10 +528,6 @@ class Listing(BaseModel):
             raise ValueError(f"listing of {self.province} at {self.fair_id} names vacancies of others: {foreign}")
         return self
 
-    @property
-    def key(self) -> str:
-        return f"{self.fair_id}/{self.province}"
-
 
 def check_listing_standing(fair: Fair, province: str, at: datetime) -> None:
     """Only an organising province lists vacancies, while the event is neither cancelled nor over."""

@@ -692,7 +692,9 @@ EVENTS: list[EventContract] = [
         channel="events",
         summary="An organising province replaced the list of its vacancies at an event.",
         description="Written by PUT /api/v1/fairs/{id}/vacancies on the listing province's own stream; the key is "
-        "`<event id>/<province>`. Receivers refuse a listing of a province that does not organise the event.",
+        "the event id (the organiser's listing follows its event on one partition). Receivers refuse a listing of a "
+        "province that does not organise the event and retry one that acts on a version of the event they do not "
+        "hold yet.",
     ),
     EventContract(
         type=STATISTICS,

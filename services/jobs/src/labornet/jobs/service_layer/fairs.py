@@ -14,7 +14,10 @@ Each change is one transaction on the node that may make it, with the events it 
 Receivers hold what they apply to the rules the sender's API enforces, and to who may send it: an event from
 another province than its organiser, a listing from a province that does not organise the event, a registration
 for an event organised elsewhere are refused (:class:`RuleViolation`, quarantined at once). A listing or statistics
-of an event not known yet (or older than the one the sender acted on) is retried until the event arrives. Versions
+of an event not known yet (or older than the one the sender acted on) is retried until the event arrives (the
+organiser's own listing and statistics share their event's partition key, so they arrive after it; one the inbox
+gives up on is quarantined, and the periodic rebroadcast of current events, listings and statistics
+(``LABORNET_JOBS_FAIRS_REBROADCAST_INTERVAL_S``) brings it again, also to a node that missed an event). Versions
 (events, listings), generations (statistics) and ids (registrations) make duplicates and replays change nothing.
 """
 
@@ -237,7 +240,7 @@ class FairService:
             listing = new_listing(stored.fair, held, vacancy_ids, province=self.province, at=at, version=version)
             await store.store_listing(session, listing, held)
             await self.outbox.add(
-                session, topic=self.topic, event_type=LISTING, key=listing.key, subject=fair_id, data=listing
+                session, topic=self.topic, event_type=LISTING, key=listing.fair_id, subject=fair_id, data=listing
             )
         return listing
 
@@ -376,8 +379,8 @@ class FairService:
             listing = Listing.model_validate(envelope.json())
             if listing.province != envelope.originprovince:
                 raise ValueError(f"{envelope.originprovince} sent the listing of {listing.province}")
-            if listing.key != envelope.partitionkey:
-                raise ValueError(f"listing key {envelope.partitionkey} differs from {listing.key}")
+            if listing.fair_id != envelope.partitionkey:
+                raise ValueError(f"listing key {envelope.partitionkey} differs from its event {listing.fair_id}")
         except ValueError as exc:
             raise RuleViolation(f"event listing {envelope.id} breaks the rules: {describe(exc)}") from exc
         stored = await store.load_fair(session, listing.fair_id)
@@ -563,7 +566,7 @@ class FairService:
                     session,
                     topic=self.topic,
                     event_type=LISTING,
-                    key=listing.key,
+                    key=listing.fair_id,
                     subject=listing.fair_id,
                     data=listing,
                 )
