@@ -16,6 +16,7 @@ Personal identifiers are masked before they reach a log or anyone but the person
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from datetime import date
 from typing import Annotated
@@ -174,6 +175,30 @@ def province_of_division(code: str) -> str:
     return validate_division_code(code)[:2] + "0000"
 
 
+def validate_province_code(value: str) -> str:
+    """Validate a province-level GB/T 2260 code: six digits with a real province prefix, ending in 0000."""
+    code = validate_division_code(value)
+    if not code.endswith("0000"):
+        raise ValueError(f"province {code}: expected a province-level code ending in 0000, e.g. {code[:2]}0000")
+    return code
+
+
+# --- phone number ---------------------------------------------------------------------------------------------
+
+_PHONE = re.compile(r"^(?:1[3-9]\d{9}|0\d{2,3}-?\d{7,8})$")
+
+
+def validate_phone(value: str) -> str:
+    """A mainland mobile number or a landline with its area code, without spaces or the +86 prefix."""
+    number = "".join(unicodedata.normalize("NFKC", value).split()).removeprefix("+86")
+    if not _PHONE.match(number):
+        raise ValueError(
+            f"phone number {value!r}: expected a mainland mobile number (11 digits starting with 13-19, "
+            "e.g. 13812345678) or a landline with its area code (e.g. 028-86000000)"
+        )
+    return number
+
+
 # --- masking ------------------------------------------------------------------------------------------------
 
 
@@ -208,6 +233,8 @@ def mask_name(value: str) -> str:
 ResidentIdStr = Annotated[str, AfterValidator(validate_resident_id)]
 CreditCodeStr = Annotated[str, AfterValidator(validate_credit_code)]
 DivisionCodeStr = Annotated[str, AfterValidator(validate_division_code)]
+ProvinceCodeStr = Annotated[str, AfterValidator(validate_province_code)]
+PhoneStr = Annotated[str, AfterValidator(validate_phone)]
 
 
 # --- generators for tests and demo data ---------------------------------------------------------------------

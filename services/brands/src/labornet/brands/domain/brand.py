@@ -44,8 +44,8 @@ from labornet.shared.db import as_utc
 from labornet.shared.identifiers import (
     CreditCodeStr,
     DivisionCodeStr,
+    ProvinceCodeStr,
     validate_credit_code,
-    validate_division_code,
 )
 
 REGISTERED = "org.labornet.brands.brand.registered.v1"
@@ -150,13 +150,6 @@ def _trademark_number(value: str) -> str:
     return number
 
 
-def _province_code(value: str) -> str:
-    code = validate_division_code(value)
-    if not code.endswith("0000"):
-        raise ValueError(f"province {code}: expected a province-level code ending in 0000, e.g. {code[:2]}0000")
-    return code
-
-
 NameZh = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_NAME_LENGTH),
@@ -168,7 +161,6 @@ ShortText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1
 Skill = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=50)]
 PersonName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=50)]
 TrademarkNumber = Annotated[str, AfterValidator(_trademark_number)]
-ProvinceCodeStr = Annotated[str, AfterValidator(_province_code)]
 People = Annotated[int, Field(ge=0, le=MAX_PEOPLE)]
 Income = Annotated[int, Field(ge=0, le=MAX_INCOME_CNY, description="yuan (CNY) per year")]
 Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1000)]

@@ -31,7 +31,6 @@ Everything here is plain rules over immutable values; storage, messages and HTTP
 from __future__ import annotations
 
 import re
-import unicodedata
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -47,11 +46,12 @@ from labornet.shared.clock import china_date, today_in_china
 from labornet.shared.identifiers import (
     CreditCodeStr,
     DivisionCodeStr,
+    PhoneStr,
+    ProvinceCodeStr,
     ResidentIdStr,
     mask_name,
     mask_phone,
     mask_resident_id,
-    validate_division_code,
 )
 from labornet.shared.workdays import Calendars
 
@@ -144,18 +144,7 @@ class NotCaseHolder(CaseRuleError):
 
 # Field types ---------------------------------------------------------------------------------------------------
 
-_PHONE = re.compile(r"^(?:1[3-9]\d{9}|0\d{2,3}-?\d{7,8})$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-
-
-def _phone(value: str) -> str:
-    number = "".join(unicodedata.normalize("NFKC", value).split()).removeprefix("+86")
-    if not _PHONE.match(number):
-        raise ValueError(
-            f"phone number {value!r}: expected a mainland mobile number (11 digits starting with 13-19, "
-            "e.g. 13812345678) or a landline with its area code (e.g. 028-86000000)"
-        )
-    return number
 
 
 def _sha256(value: str) -> str:
@@ -165,16 +154,7 @@ def _sha256(value: str) -> str:
     return digest
 
 
-def _province_code(value: str) -> str:
-    code = validate_division_code(value)
-    if not code.endswith("0000"):
-        raise ValueError(f"province {code}: expected a province-level code ending in 0000, e.g. {code[:2]}0000")
-    return code
-
-
-PhoneStr = Annotated[str, AfterValidator(_phone)]
 Sha256Str = Annotated[str, AfterValidator(_sha256)]
-ProvinceCodeStr = Annotated[str, AfterValidator(_province_code)]
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=50)]
 ShortText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 Note = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]

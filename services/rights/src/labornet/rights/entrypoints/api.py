@@ -36,7 +36,6 @@ from labornet.rights.domain.case import (
     NotCaseHolder,
     Note,
     Overdue,
-    ProvinceCodeStr,
     Status,
     WorkPlace,
     escalated,
@@ -59,6 +58,7 @@ from labornet.shared.auth import Principal, Role, current_principal, require_pro
 from labornet.shared.bounds import PositiveInt32
 from labornet.shared.clock import today_in_china
 from labornet.shared.divisions import DivisionRegistry, InvalidDivision
+from labornet.shared.identifiers import ProvinceCodeStr
 from labornet.shared.problems import Conflict, Forbidden, NotFound, problem_responses
 
 router = APIRouter(prefix="/api/v1", tags=["rights"])
