@@ -23,9 +23,6 @@ from labornet.jobs.domain.fair import (
 )
 from labornet.shared.db import as_utc
 
-# Columns the organiser's events carry; the statistics columns are this node's copy of another stream.
-_STATISTICS_COLUMNS = ("statistics_generation", "statistics_as_of", "registration_counts", "statistics_due")
-
 
 def provinces_text(provinces: Sequence[str]) -> str:
     return " " + " ".join(provinces) + " "
