@@ -1,6 +1,7 @@
 """The jobs service's bus contract (``labornet.jobs.contracts.EVENTS``) is what its code writes to the outbox: every
 event a vacancy's life causes validates against the JSON Schema of its type's data, on the channel the contract
-names, and every listed type is written."""
+names, and every listed vacancy type is written. The parts of matchmaking (applications, placements, recruitment
+events, dispatches) check every message they write against their own contracts in their own tests."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from sqlalchemy import select
 from labornet.jobs.app import create_app
 from labornet.jobs.contracts import EVENTS
 from labornet.jobs.domain.vacancy import CLOSED, EVENT_TYPES, PUBLISHED
+from labornet.jobs.entrypoints import applications, dispatches, fairs, placements
 from labornet.jobs.service_layer.vacancies import VacancyService
 from labornet.shared.clock import today_in_china
 from labornet.shared.db import create_engine, outbox, readonly_sessionmaker
@@ -60,9 +62,22 @@ async def written(database_url: str) -> list[tuple[str, str | None, Envelope]]:
     ]
 
 
-def test_the_contract_lists_each_vacancy_event_once() -> None:
-    assert [contract.type for contract in EVENTS] == list(EVENT_TYPES)
-    assert all(contract.channel == "events" and contract.summary for contract in EVENTS)
+VACANCY_EVENTS = [contract for contract in EVENTS if contract.type in EVENT_TYPES]
+
+
+def test_the_contract_lists_each_event_once_the_vacancy_events_first() -> None:
+    types = [contract.type for contract in EVENTS]
+    assert len(types) == len(set(types))
+    assert types[: len(EVENT_TYPES)] == list(EVENT_TYPES)
+    assert all(contract.channel == "events" for contract in VACANCY_EVENTS)
+    assert all(contract.summary and contract.channel in ("events", "inbox") for contract in EVENTS)
+    # the parts' own lists make up the rest, each type once
+    parts = [*applications.EVENTS, *placements.EVENTS, *fairs.EVENTS, *dispatches.EVENTS]
+    assert types[len(EVENT_TYPES) :] == [contract.type for contract in parts]
+    # personal data travels only on inbox channels: applications, registrations and dispatches are directed
+    assert {c.channel for c in applications.EVENTS} == {"inbox"}
+    assert {c.channel for c in dispatches.EVENTS} == {"inbox"}
+    assert {c.channel for c in placements.EVENTS} == {"events"}
 
 
 async def test_every_event_the_service_writes_validates_against_its_contract(
@@ -92,7 +107,7 @@ async def test_every_event_the_service_writes_validates_against_its_contract(
         (PUBLISHED, short["id"]),
         (CLOSED, short["id"]),
     ]
-    contracts = {contract.type: contract for contract in EVENTS}
+    contracts = {contract.type: contract for contract in VACANCY_EVENTS}
     validators = {
         kind: Draft202012Validator(c.model.model_json_schema(), format_checker=FormatChecker())
         for kind, c in contracts.items()
@@ -103,7 +118,7 @@ async def test_every_event_the_service_writes_validates_against_its_contract(
         assert (topic, destination) == (events_topic("510000", "jobs"), None)
         errors = [f"{list(e.absolute_path)}: {e.message}" for e in validators[event.type].iter_errors(event.json())]
         assert not errors, (event.type, errors)
-    assert {event.type for _, _, event in events} == set(contracts), "every listed type was written, no other"
+    assert {event.type for _, _, event in events} == set(contracts), "every vacancy type was written, no other"
     assert [event.json()["status"] for _, _, event in events][-1] == "expired"
 
     # the schemas tell the types apart: what a publication carries is no update and no close
