@@ -627,8 +627,10 @@ async def test_a_withdrawal_at_home_is_asked_of_the_owner_and_answered(nodes: di
     ignored = applied(WITHDRAWAL_REQUESTED, "ignored")
     await zj.receive(dataclasses.replace(request[0], id=str(uuid.uuid4())))  # asked again: already withdrawn
     assert applied(WITHDRAWAL_REQUESTED, "ignored") == ignored + 1
-    with pytest.raises(RuleViolation, match="asks 330000 to withdraw"):
+    with pytest.raises(RuleViolation, match="500000 asks to withdraw"):
         await zj.receive(dataclasses.replace(request[0], originprovince=CQ, id=str(uuid.uuid4())))
+    with pytest.raises(RuleViolation, match="is not addressed to 500000"):
+        await nodes[CQ].receive(request[0])
     await carry(zj, sc)
     home = await sc.rows(job_application)
     assert [(r["state"], r["withdrawal_requested_at"], r["open_for"]) for r in home] == [("withdrawn", None, None)]

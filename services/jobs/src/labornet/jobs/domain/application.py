@@ -233,6 +233,7 @@ class WithdrawalRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     application_id: str = Field(pattern=r"^\d{2}0000-A-[0-9A-F]{20}$")
+    vacancy_id: str = Field(max_length=40, description="the application's vacancy: its province is the addressee")
     version: PositiveInt32 = Field(description="the application's version at home when the worker withdrew")
     requested_at: datetime
     note: str | None = Field(None, max_length=2000)

@@ -263,13 +263,16 @@ class ApplicationView(ApplicationSummary):
     timeline: list[TimelineEntry]
 
 
+NEXT_CURSOR_EXAMPLE = "eyJzb3J0IjoibmV3ZXN0Iiwia2V5IjoiMjAyNi0wMy0wMlQwMToyMDowMFoiLCJpZCI6IjUxMDAwMC1BLTMifQ"
+
+
 class ApplicationPage(BaseModel):
     model_config = ConfigDict(
         json_schema_extra={
             "examples": [
                 {
                     "items": [{k: v for k, v in APPLICATION_EXAMPLE.items() if k != "timeline"}],
-                    "next_cursor": "eyJzb3J0IjoibmV3ZXN0Iiwia2V5IjoiMjAyNi0wMy0wMlQwMToyMDowMCswMDowMCIsImlkIjoiNTEwMDAwLUEtMyJ9",
+                    "next_cursor": NEXT_CURSOR_EXAMPLE,
                 }
             ]
         }

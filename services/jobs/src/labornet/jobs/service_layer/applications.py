@@ -204,7 +204,11 @@ class ApplicationService:
                 return stored  # asked already; the owner's answer is on its way
             await repository.set_withdrawal_requested(session, application_id, at)
             request = WithdrawalRequest(
-                application_id=application_id, version=application.version, requested_at=at, note=note
+                application_id=application_id,
+                vacancy_id=application.vacancy.id,
+                version=application.version,
+                requested_at=at,
+                note=note,
             )
             await self._send(session, application.owner_province, WITHDRAWAL_REQUESTED, application_id, request)
             return StoredApplication(application, stored.worker, at, stored.updated_at)
@@ -374,12 +378,17 @@ class ApplicationService:
             request = WithdrawalRequest.model_validate(envelope.json())
             if request.application_id != envelope.partitionkey:
                 raise ValueError(f"message key {envelope.partitionkey} differs from {request.application_id}")
+            if not request.application_id.startswith(f"{envelope.originprovince}-A-"):
+                raise ValueError(f"{envelope.originprovince} asks to withdraw {request.application_id}, not its own")
+            if not request.vacancy_id.startswith(f"{self.province}-V-"):
+                raise ValueError(
+                    f"the withdrawal of {request.application_id} (vacancy {request.vacancy_id}) is not addressed to "
+                    f"{self.province}"
+                )
         except ValueError as exc:
             raise RuleViolation(f"withdrawal request {envelope.id}: {describe(exc)}") from exc
         stored = await repository.load(session, request.application_id, for_update=True)
         if stored is None:
-            if not request.application_id.startswith(f"{envelope.originprovince}-A-"):
-                raise RuleViolation(f"{envelope.originprovince} asks to withdraw {request.application_id}, not its own")
             # the submission is on its way still (retried until it has arrived)
             raise ApplicationNotFound(f"withdrawal requested for application {request.application_id}, not held here")
         application = stored.application
