@@ -52,8 +52,10 @@ class FakeNode:
         handler = self.routes.get((request.method, f"{request.url.host}:{request.url.port}{request.url.path}"))
         if handler is not None:
             return handler(request)
-        if request.url.path in ("/api/v1/transfers", "/api/v1/cases"):
+        if request.url.path in ("/api/v1/transfers", "/api/v1/cases", "/api/v1/dispatches"):
             return httpx.Response(200, json={"items": [], "next_after": None})
+        if request.url.path == "/api/v1/applications":
+            return httpx.Response(200, json={"items": [], "next_cursor": None})
         if request.url.path in ("/api/v1/settlements", "/api/v1/demands"):
             return httpx.Response(200, json={"items": []})
         return httpx.Response(404, json={"type": "x/not-found", "title": "Not Found", "detail": "no such thing"})

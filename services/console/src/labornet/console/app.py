@@ -24,7 +24,19 @@ from labornet.console import __version__
 from labornet.console.adapters.oidc import OidcClient
 from labornet.console.adapters.services import ApiError, Services
 from labornet.console.config import ConsoleSettings
-from labornet.console.entrypoints import auth, brands, cases, federation, transfers, vacancies, work
+from labornet.console.entrypoints import (
+    applications,
+    auth,
+    brands,
+    cases,
+    dispatches,
+    fairs,
+    federation,
+    placements,
+    transfers,
+    vacancies,
+    work,
+)
 from labornet.console.entrypoints.web import Console, CsrfRefused, NotSignedIn, Page, current_page, make_templates
 from labornet.console.session import SessionCodec
 from labornet.shared.clock import Clock, utcnow
@@ -157,6 +169,10 @@ def create_app(
         transfers.router,
         cases.router,
         brands.router,
+        applications.router,
+        dispatches.router,
+        fairs.router,
+        placements.router,
         federation.router,
     ):
         app.include_router(router)

@@ -26,6 +26,9 @@ class Kind(StrEnum):
     CASE_NEAR_LIMIT = "case-near-limit"
     CASE_RETURNED = "case-returned"
     DEMAND_AWAITING_ANSWER = "demand-awaiting-answer"
+    APPLICATION_RECEIVED = "application-received"  # owner side: a new application awaiting a first decision
+    DISPATCH_AWAITING_ARRIVAL = "dispatch-awaiting-arrival"  # destination: confirm the group's arrival
+    DISPATCH_CONFIRMATION_OVERDUE = "dispatch-confirmation-overdue"  # origin: the destination has not confirmed
     QUARANTINED_EVENTS = "quarantined-events"
     PARTNER_OUT_OF_SYNC = "partner-out-of-sync"
 
@@ -172,6 +175,52 @@ def demand_items(demands: Iterable[Mapping[str, Any]], calendar: WorkCalendar, t
         for demand in demands
         if demand.get("side") == "received" and demand.get("status") == "open"
     ]
+
+
+def application_items(applications: Iterable[Mapping[str, Any]]) -> list[WorkItem]:
+    """Applications received for this province's vacancies that no officer has decided on yet (no deadline: the
+    service sets none; they come after the items with one, oldest reference first)."""
+    return [
+        WorkItem(
+            Kind.APPLICATION_RECEIVED,
+            str(application["id"]),
+            f"/applications/{application['id']}",
+            (
+                ("text", _text((application.get("vacancy") or {}).get("title"))),
+                ("province", _text(application.get("home_province"))),
+                ("text", _text(application.get("submitted_at"))[:10]),
+            ),
+            None,
+            None,
+            False,
+        )
+        for application in applications
+        if application.get("state") == "received" and application.get("side") in ("owner", "both")
+    ]
+
+
+def dispatch_items(dispatches: Iterable[Mapping[str, Any]], calendar: WorkCalendar, today: date) -> list[WorkItem]:
+    """Dispatches on their way: those this province receives await its arrival confirmation by
+    ``confirmation_due``; those it sent appear once the destination's confirmation is overdue."""
+    found = []
+    for dispatch in dispatches:
+        if dispatch.get("state") != "announced":
+            continue
+        ref = str(dispatch["id"])
+        details = (
+            ("province", _text(dispatch.get("origin_province"))),
+            ("province", _text(dispatch.get("destination_province"))),
+            ("text", _text(dispatch.get("headcount"))),
+        )
+        due = _day(dispatch.get("confirmation_due"))
+        if dispatch.get("role") == "received":
+            kind = Kind.DISPATCH_AWAITING_ARRIVAL
+        elif dispatch.get("role") == "sent" and dispatch.get("overdue"):
+            kind = Kind.DISPATCH_CONFIRMATION_OVERDUE
+        else:
+            continue
+        found.append(item(kind, ref, f"/dispatches/{ref}", details, due, calendar, today))
+    return found
 
 
 OUT_OF_SYNC = frozenset({"unreachable", "refused", "failed"})  # anti-entropy's last round did not end in sync

@@ -13,8 +13,10 @@ from labornet.console.adapters.services import SERVICES, ApiError
 from labornet.console.config import ConsoleService
 from labornet.console.domain.worklist import (
     WorkItem,
+    application_items,
     case_items,
     demand_items,
+    dispatch_items,
     operations_items,
     settlement_items,
     todays_work,
@@ -76,6 +78,26 @@ async def collect(page: Page) -> tuple[list[WorkItem], list[str]]:
         )
         return demand_items(answer["items"], calendar, today)
 
+    async def applications() -> list[WorkItem]:
+        answer = await page.call(
+            "jobs", "GET", "/api/v1/applications", params={"role": "received", "state": "received", "limit": 100}
+        )
+        return application_items(answer["items"])
+
+    async def dispatches() -> list[WorkItem]:
+        lists = await asyncio.gather(
+            _items_of_pages(
+                page, "jobs", "/api/v1/dispatches", {"role": "received", "state": "announced", "limit": 200}
+            ),
+            _items_of_pages(
+                page,
+                "jobs",
+                "/api/v1/dispatches",
+                {"role": "sent", "state": "announced", "overdue": "true", "limit": 200},
+            ),
+        )
+        return dispatch_items([dispatch for listed in lists for dispatch in listed], calendar, today)
+
     async def operations() -> list[WorkItem]:
         async def of(service: ConsoleService) -> tuple[int, list[dict[str, Any]]]:
             listed, sync = await asyncio.gather(
@@ -96,6 +118,8 @@ async def collect(page: Page) -> tuple[list[WorkItem], list[str]]:
         ("insurance", settlements),
         ("rights", cases),
         ("brands", demands),
+        ("jobs", applications),
+        ("jobs", dispatches),
     ]
     if page.session.is_admin:
         sources.append(("operations", operations))
