@@ -43,11 +43,11 @@ from labornet.jobs.domain.dispatch import (
     Dispatch,
     DispatchChanges,
     DispatchDraft,
+    DispatchRole,
     DispatchRuleError,
     InvalidDispatch,
     MessageRefused,
     NotParty,
-    Role,
     StaleVersion,
     State,
     VersionRequired,
@@ -132,7 +132,11 @@ def test_a_dispatch_is_recorded_with_its_confirmation_limit_on_the_destinations_
     assert dispatch.confirmation_due == date(2026, 3, 10)  # Friday + 2 working days, over the weekend
     holiday = ConfirmationLimit(Calendars(official=False, regional={}), days=2)
     assert holiday.due(date(2026, 3, 6), ZJ) == date(2026, 3, 10)
-    assert dispatch.difference is None and dispatch.role_of(SC) == Role.SENT and dispatch.role_of(ZJ) == Role.RECEIVED
+    assert (
+        dispatch.difference is None
+        and dispatch.role_of(SC) == DispatchRole.SENT
+        and dispatch.role_of(ZJ) == DispatchRole.RECEIVED
+    )
 
 
 def test_overdue_only_after_the_last_allowed_day_and_never_once_arrived() -> None:

@@ -32,6 +32,7 @@ from labornet.jobs.domain.fair import (
     FairChanges,
     FairDraft,
     FairRuleError,
+    FairStatus,
     InvalidFair,
     NotOrganiser,
     Outcomes,
@@ -39,7 +40,6 @@ from labornet.jobs.domain.fair import (
     RegistrationDraft,
     RegistrationMessage,
     StaleVersion,
-    Status,
     VersionRequired,
     end_of_day,
 )
@@ -98,7 +98,12 @@ def during(fair: Fair, day: int = 0) -> datetime:
 
 def test_an_event_opens_scheduled_with_registration_closing_at_the_end_of_its_last_day() -> None:
     fair = opened()
-    assert (fair.version, fair.status, fair.organiser_province, fair.provinces) == (1, Status.SCHEDULED, CQ, [CQ, SC])
+    assert (fair.version, fair.status, fair.organiser_province, fair.provinces) == (
+        1,
+        FairStatus.SCHEDULED,
+        CQ,
+        [CQ, SC],
+    )
     assert fair.id.startswith(f"{CQ}-F-") and len(fair.id.split("-F-")[1]) == 20
     # the end of 12 February in China is 16:00 UTC that day
     assert fair.registration_closes_at == datetime(2027, 2, 12, 16, 0, tzinfo=UTC)
@@ -182,7 +187,7 @@ def test_cancelling_and_recording_outcomes() -> None:
         rules.record_outcomes(fair, outcomes, province=SC, at=during(fair), version=None)
     concluded = rules.record_outcomes(fair, outcomes, province=CQ, at=during(fair, 2), version=1)
     assert (concluded.status, concluded.version, concluded.outcomes and concluded.outcomes.hires) == (
-        Status.CONCLUDED,
+        FairStatus.CONCLUDED,
         2,
         310,
     )
@@ -194,7 +199,7 @@ def test_cancelling_and_recording_outcomes() -> None:
         rules.update_fair(concluded, FairChanges(title="x"), province=CQ, members=MEMBERS, at=during(fair), version=2)
     cancelled = rules.cancel_fair(fair, province=CQ, at=NOW, version=1, reason="暴雪预警")
     assert (cancelled.status, cancelled.cancel_reason, rules.event_type_of(cancelled)) == (
-        Status.CANCELLED,
+        FairStatus.CANCELLED,
         "暴雪预警",
         CANCELLED,
     )

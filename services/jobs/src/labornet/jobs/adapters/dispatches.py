@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from labornet.jobs.adapters.tables import dispatch as dispatch_table
 from labornet.jobs.adapters.tables import metadata
-from labornet.jobs.domain.dispatch import Dispatch, Role, State
+from labornet.jobs.domain.dispatch import Dispatch, DispatchRole, State
 from labornet.shared.db import as_utc
 
 FAIR_TABLE = "recruitment_fair"
@@ -143,7 +143,9 @@ async def fair_parties(session: AsyncSession, fair_id: str) -> set[str] | None:
 
 def role_of(province: str) -> ColumnElement[str]:
     """This node's part in each dispatch: ``sent`` (it is the origin) or ``received`` (the destination)."""
-    return sql_case((dispatch_table.c.origin_province == province, Role.SENT.value), else_=Role.RECEIVED.value)
+    return sql_case(
+        (dispatch_table.c.origin_province == province, DispatchRole.SENT.value), else_=DispatchRole.RECEIVED.value
+    )
 
 
 def overdue_condition(today: date) -> ColumnElement[bool]:
@@ -163,7 +165,7 @@ async def page(
     session: AsyncSession,
     province: str,
     *,
-    role: Role | None,
+    role: DispatchRole | None,
     state: State | None,
     overdue: bool | None,
     difference: bool | None,
@@ -173,9 +175,9 @@ async def page(
 ) -> tuple[list[StoredDispatch], bool]:
     """One page of the dispatches this node holds, in id order, and whether more follow."""
     query = select(dispatch_table).order_by(dispatch_table.c.id).limit(limit + 1)
-    if role == Role.SENT:
+    if role == DispatchRole.SENT:
         query = query.where(dispatch_table.c.origin_province == province)
-    elif role == Role.RECEIVED:
+    elif role == DispatchRole.RECEIVED:
         query = query.where(dispatch_table.c.destination_province == province)
     if state is not None:
         query = query.where(dispatch_table.c.state == state.value)

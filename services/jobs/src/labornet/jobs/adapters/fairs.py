@@ -15,11 +15,11 @@ from labornet.jobs.adapters.tables import fair_registration, recruitment_fair, r
 from labornet.jobs.domain.fair import (
     Fair,
     FairStatistics,
+    FairStatus,
     Listing,
     Phase,
     RegistrationCount,
     RegistrationStatus,
-    Status,
 )
 from labornet.shared.db import as_utc
 
@@ -331,7 +331,7 @@ async def find_fairs(
     campaign: str | None,
     province: str | None,
     phase: Phase | None,
-    status: Status | None,
+    status: FairStatus | None,
     today: date,
     after: tuple[date, str] | None,
     limit: int,

@@ -35,7 +35,6 @@ Everything here is plain rules over immutable values; storage, messages and HTTP
 from __future__ import annotations
 
 import re
-import unicodedata
 import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -46,7 +45,12 @@ from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
 from labornet.shared.bounds import INT32_MAX, PositiveInt32
 from labornet.shared.clock import china_date
-from labornet.shared.identifiers import CreditCodeStr, DivisionCodeStr, validate_division_code
+from labornet.shared.identifiers import (
+    CreditCodeStr,
+    DivisionCodeStr,
+    PhoneStr,
+    ProvinceCodeStr,
+)
 from labornet.shared.workdays import Calendars
 
 # Directed messages between the origin and the destination (each carries the whole dispatch).
@@ -85,7 +89,7 @@ class Transport(StrEnum):
     OTHER = "other"
 
 
-class Role(StrEnum):
+class DispatchRole(StrEnum):
     """A province's part in a dispatch: it sent the workers, or it received them."""
 
     SENT = "sent"
@@ -124,25 +128,6 @@ class MessageRefused(DispatchRuleError):
 
 # Field types ---------------------------------------------------------------------------------------------------
 
-_PHONE = re.compile(r"^(?:1[3-9]\d{9}|0\d{2,3}-?\d{7,8})$")
-
-
-def _phone(value: str) -> str:
-    number = "".join(unicodedata.normalize("NFKC", value).split()).removeprefix("+86")
-    if not _PHONE.match(number):
-        raise ValueError(
-            f"phone number {value!r}: expected a mainland mobile number (11 digits starting with 13-19, "
-            "e.g. 13812345678) or a landline with its area code (e.g. 028-86000000)"
-        )
-    return number
-
-
-def _province_code(value: str) -> str:
-    code = validate_division_code(value)
-    if not code.endswith("0000"):
-        raise ValueError(f"province {code}: expected a province-level code ending in 0000, e.g. {code[:2]}0000")
-    return code
-
 
 def _brand_demand_id(value: str) -> str:
     if not _BRAND_DEMAND_ID.match(value):
@@ -162,8 +147,6 @@ def _fair_id(value: str) -> str:
     return value
 
 
-PhoneStr = Annotated[str, AfterValidator(_phone)]
-ProvinceCodeStr = Annotated[str, AfterValidator(_province_code)]
 BrandDemandId = Annotated[str, Field(max_length=40), AfterValidator(_brand_demand_id)]
 FairId = Annotated[str, Field(max_length=40), AfterValidator(_fair_id)]
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=50)]
@@ -191,7 +174,7 @@ class Contact(BaseModel):
     phone: PhoneStr
 
 
-class Employer(BaseModel):
+class DispatchEmployer(BaseModel):
     """An employer taking workers of the group, and where they will work (in the destination province)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
@@ -201,7 +184,7 @@ class Employer(BaseModel):
     site: str | None = Field(None, max_length=200, description="e.g. the factory or the construction site")
 
 
-Employers = Annotated[list[Employer], Field(min_length=1, max_length=MAX_EMPLOYERS)]
+Employers = Annotated[list[DispatchEmployer], Field(min_length=1, max_length=MAX_EMPLOYERS)]
 
 
 class Arrival(BaseModel):
@@ -272,8 +255,8 @@ class Dispatch(BaseModel):
         received = self.headcount_received
         return self.headcount - received if received is not None else None
 
-    def role_of(self, province: str) -> Role:
-        return Role.SENT if province == self.origin_province else Role.RECEIVED
+    def role_of(self, province: str) -> DispatchRole:
+        return DispatchRole.SENT if province == self.origin_province else DispatchRole.RECEIVED
 
 
 # The messages' data, one model per type (the contract's schemas and what a receiver accepts) ----------------------
@@ -338,7 +321,7 @@ def _check_journey(departure_at: datetime, expected_arrival_on: date) -> None:
         )
 
 
-def _check_employers(employers: list[Employer], destination: str) -> None:
+def _check_employers(employers: list[DispatchEmployer], destination: str) -> None:
     for n, employer in enumerate(employers):
         if employer.division_code[:2] != destination[:2]:
             raise InvalidDispatch(

@@ -22,7 +22,6 @@ Everything here is plain rules over immutable values; storage, messages and HTTP
 from __future__ import annotations
 
 import re
-import unicodedata
 import uuid
 from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, date, datetime, time, timedelta
@@ -43,6 +42,7 @@ from pydantic import (
 from labornet.jobs.domain.vacancy import OccupationCode
 from labornet.shared.bounds import NonNegativeInt32, PositiveInt32, PositiveInt64
 from labornet.shared.clock import CHINA, china_date
+from labornet.shared.identifiers import PhoneStr
 
 # Broadcast on the organiser's jobs events stream: the whole event as the organiser holds it after the change.
 PUBLISHED = "org.labornet.jobs.fair.published.v1"
@@ -81,7 +81,7 @@ class Mode(StrEnum):
     VENUE = "venue"
 
 
-class Status(StrEnum):
+class FairStatus(StrEnum):
     SCHEDULED = "scheduled"
     CANCELLED = "cancelled"
     CONCLUDED = "concluded"  # outcomes recorded
@@ -141,22 +141,10 @@ class InvalidFair(ValueError):
 
 # Field types ---------------------------------------------------------------------------------------------------
 
-_PHONE = re.compile(r"^(?:1[3-9]\d{9}|0\d{2,3}-?\d{7,8})$")
 _PROVINCE = r"^\d{2}0000$"
 _VACANCY_ID = r"^\d{2}0000-V-[0-9A-Za-z]{1,30}$"
 
 
-def _phone(value: str) -> str:
-    number = "".join(unicodedata.normalize("NFKC", value).split()).removeprefix("+86")
-    if not _PHONE.match(number):
-        raise ValueError(
-            f"phone number {value!r}: expected a mainland mobile number (11 digits starting with 13-19, "
-            "e.g. 13812345678) or a landline with its area code (e.g. 028-86000000)"
-        )
-    return number
-
-
-PhoneStr = Annotated[str, AfterValidator(_phone)]
 ProvinceCode = Annotated[str, Field(pattern=_PROVINCE)]
 VacancyId = Annotated[str, Field(pattern=_VACANCY_ID, max_length=40)]
 Title = Annotated[str, Field(min_length=1, max_length=200)]
@@ -293,7 +281,7 @@ class Fair(_EventFields):
     version: PositiveInt32
     organiser_province: ProvinceCode
     registration_closes_at: UtcTime  # always set once created
-    status: Status
+    status: FairStatus
     cancel_reason: str | None = Field(None, max_length=500)
     outcomes: RecordedOutcomes | None = None
     created_at: UtcTime
@@ -307,9 +295,9 @@ class Fair(_EventFields):
             raise ValueError(f"event {self.id}: the organiser {self.organiser_province} is not its own co-organiser")
         if self.venue is not None and self.venue.division_code[:2] != self.organiser_province[:2]:
             raise ValueError(f"event {self.id}: venue {self.venue.division_code} is outside the organiser's province")
-        if (self.status == Status.CONCLUDED) != (self.outcomes is not None):
+        if (self.status == FairStatus.CONCLUDED) != (self.outcomes is not None):
             raise ValueError(f"event {self.id} is {self.status}; outcomes go with a concluded event only")
-        if (self.status == Status.CANCELLED) != (self.cancel_reason is not None):
+        if (self.status == FairStatus.CANCELLED) != (self.cancel_reason is not None):
             raise ValueError(f"event {self.id} is {self.status}; a cancel reason goes with a cancelled event only")
         if self.updated_at < self.created_at:
             raise ValueError(f"event {self.id} was updated at {self.updated_at}, before it was created")
@@ -329,7 +317,7 @@ class Fair(_EventFields):
         return at >= end_of_day(self.ends_on)
 
     def registration_open(self, at: datetime) -> bool:
-        return self.status != Status.CANCELLED and at < self.registration_closes_at
+        return self.status != FairStatus.CANCELLED and at < self.registration_closes_at
 
 
 def new_fair_id(province: str) -> str:
@@ -380,7 +368,7 @@ def open_fair(draft: FairDraft, *, fair_id: str, organiser: str, members: Collec
             "id": fair_id,
             "version": 1,
             "organiser_province": organiser,
-            "status": Status.SCHEDULED,
+            "status": FairStatus.SCHEDULED,
             "created_at": at,
             "updated_at": at,
         }
@@ -400,7 +388,7 @@ def _changeable(fair: Fair, province: str, at: datetime, change: str) -> None:
     """``change`` (e.g. "changed", "cancelled") is allowed: by the organiser, on a scheduled event not yet over."""
     if fair.organiser_province != province:
         raise NotOrganiser(f"event {fair.id} is organised by {fair.organiser_province}; only that province acts on it")
-    if fair.status != Status.SCHEDULED:
+    if fair.status != FairStatus.SCHEDULED:
         raise FairRuleError(f"event {fair.id} is {fair.status}; only a scheduled event is {change}")
     if fair.ended(at):
         raise FairRuleError(f"event {fair.id} ended on {fair.ends_on}; an event that has ended is not {change}")
@@ -439,7 +427,7 @@ def cancel_fair(fair: Fair, *, province: str, at: datetime, version: int | None,
     _changeable(fair, province, at, "cancelled")
     check_version(fair, version)
     return fair.model_copy(
-        update={"status": Status.CANCELLED, "cancel_reason": reason, "version": fair.version + 1, "updated_at": at}
+        update={"status": FairStatus.CANCELLED, "cancel_reason": reason, "version": fair.version + 1, "updated_at": at}
     )
 
 
@@ -447,7 +435,7 @@ def record_outcomes(fair: Fair, outcomes: Outcomes, *, province: str, at: dateti
     """Outcomes are recorded once the event has started, and may be recorded again to correct them."""
     if fair.organiser_province != province:
         raise NotOrganiser(f"event {fair.id} is organised by {fair.organiser_province}; only that province records it")
-    if fair.status == Status.CANCELLED:
+    if fair.status == FairStatus.CANCELLED:
         raise FairRuleError(f"event {fair.id} was cancelled; a cancelled event has no outcomes")
     today = china_date(at)
     if today < fair.starts_on:
@@ -458,7 +446,7 @@ def record_outcomes(fair: Fair, outcomes: Outcomes, *, province: str, at: dateti
         check_version(fair, version)
     recorded = RecordedOutcomes(**outcomes.model_dump(), recorded_at=at)
     return fair.model_copy(
-        update={"status": Status.CONCLUDED, "outcomes": recorded, "version": fair.version + 1, "updated_at": at}
+        update={"status": FairStatus.CONCLUDED, "outcomes": recorded, "version": fair.version + 1, "updated_at": at}
     )
 
 
@@ -466,17 +454,17 @@ def event_type_of(fair: Fair) -> str:
     """The broadcast event that carries this version of the event."""
     if fair.version == 1:
         return PUBLISHED
-    if fair.status == Status.CANCELLED:
+    if fair.status == FairStatus.CANCELLED:
         return CANCELLED
-    return OUTCOMES_RECORDED if fair.status == Status.CONCLUDED else UPDATED
+    return OUTCOMES_RECORDED if fair.status == FairStatus.CONCLUDED else UPDATED
 
 
 # Which status and versions each event type may carry.
 _EVENT_STATUS = {
-    PUBLISHED: (Status.SCHEDULED,),
-    UPDATED: (Status.SCHEDULED,),
-    CANCELLED: (Status.CANCELLED,),
-    OUTCOMES_RECORDED: (Status.CONCLUDED,),
+    PUBLISHED: (FairStatus.SCHEDULED,),
+    UPDATED: (FairStatus.SCHEDULED,),
+    CANCELLED: (FairStatus.CANCELLED,),
+    OUTCOMES_RECORDED: (FairStatus.CONCLUDED,),
 }
 
 
@@ -536,7 +524,7 @@ def check_listing_standing(fair: Fair, province: str, at: datetime) -> None:
             f"province {province} neither organises nor co-organises event {fair.id} "
             f"(organisers: {', '.join(fair.provinces)})"
         )
-    if fair.status == Status.CANCELLED:
+    if fair.status == FairStatus.CANCELLED:
         raise FairRuleError(f"event {fair.id} was cancelled; no vacancies are listed at it")
     if fair.ended(at):
         raise FairRuleError(f"event {fair.id} ended on {fair.ends_on}; its listings are closed")
@@ -640,7 +628,7 @@ def new_registration_id(province: str) -> str:
 
 def check_registration(fair: Fair, *, at: datetime, taken: int) -> None:
     """Whether a worker may register now, as far as the home node knows (``taken``: registrations it counts)."""
-    if fair.status == Status.CANCELLED:
+    if fair.status == FairStatus.CANCELLED:
         raise FairRuleError(f"event {fair.id} was cancelled ({fair.cancel_reason}); it takes no registrations")
     if not fair.registration_open(at):
         raise FairRuleError(
@@ -653,7 +641,7 @@ def check_registration(fair: Fair, *, at: datetime, taken: int) -> None:
 def answer_registration(fair: Fair, message: RegistrationMessage, *, accepted: int) -> RefusalReason | None:
     """The organiser's decision on a registration that reached it: None to accept it, else why it is refused.
     What counts is when the worker submitted it, not when it arrived."""
-    if fair.status == Status.CANCELLED:
+    if fair.status == FairStatus.CANCELLED:
         return RefusalReason.CANCELLED
     if message.submitted_at >= fair.registration_closes_at:
         return RefusalReason.CLOSED

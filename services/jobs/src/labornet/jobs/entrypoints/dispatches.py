@@ -34,12 +34,12 @@ from labornet.jobs.domain.dispatch import (
     Contact,
     DispatchChanges,
     DispatchDraft,
+    DispatchEmployer,
+    DispatchRole,
     DispatchRuleError,
-    Employer,
     InvalidDispatch,
     Note,
     NotParty,
-    Role,
     StaleVersion,
     State,
     Transport,
@@ -200,7 +200,7 @@ class DispatchView(BaseModel):
     destination_province: str = Field(description="the province receiving the group, which confirms its arrival")
     brand_demand_id: str | None = Field(None, description="the destination's brand demand the group answers")
     fair_id: str | None = Field(None, description="the recruitment event the group comes from")
-    employers: list[Employer]
+    employers: list[DispatchEmployer]
     headcount: int = Field(description="workers sent")
     transport: Transport
     departure_at: datetime
@@ -215,7 +215,7 @@ class DispatchView(BaseModel):
     cancellation_reason: str | None = None
     arrival: Arrival | None = Field(None, description="what the destination confirmed; final")
     state: State = Field(description="announced, arrived or cancelled")
-    role: Role = Field(description="this province's part: sent (origin) or received (destination)")
+    role: DispatchRole = Field(description="this province's part: sent (origin) or received (destination)")
     headcount_received: int | None = Field(None, description="workers the destination received")
     difference: int | None = Field(
         None, description="headcount sent minus headcount received (negative: more arrived than were sent)"
@@ -231,7 +231,7 @@ class DispatchPage(BaseModel):
     next_after: str | None = Field(description="pass as `after` for the next page; null on the last page")
 
 
-class CancelRequest(BaseModel):
+class DispatchCancellation(BaseModel):
     model_config = ConfigDict(extra="forbid")
     reason: Note = Field(description="why the transfer is called off")
     version: int | None = Field(None, ge=1, description="the version you read (or send it as If-Match)")
@@ -327,7 +327,7 @@ async def list_dispatches(
     runtime: RuntimeDep,
     _officer: OfficerDep,
     role: Annotated[
-        Role | None, Query(description="sent: this province is the origin; received: the destination")
+        DispatchRole | None, Query(description="sent: this province is the origin; received: the destination")
     ] = None,
     state: State | None = None,
     overdue_: Annotated[
@@ -395,7 +395,7 @@ async def change_dispatch(
 )
 async def cancel_dispatch(
     dispatch_id: str,
-    body: CancelRequest,
+    body: DispatchCancellation,
     runtime: RuntimeDep,
     _officer: OfficerDep,
     response: Response,

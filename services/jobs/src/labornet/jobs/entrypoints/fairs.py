@@ -44,6 +44,7 @@ from labornet.jobs.domain.fair import (
     FairDraft,
     FairRuleError,
     FairStatistics,
+    FairStatus,
     InvalidFair,
     Listing,
     ListingRequest,
@@ -60,7 +61,6 @@ from labornet.jobs.domain.fair import (
     RegistrationMessage,
     RegistrationStatus,
     StaleVersion,
-    Status,
     Venue,
     VersionRequired,
 )
@@ -168,7 +168,7 @@ class FairSummary(BaseModel):
     ends_on: date = Field(description="last day, China time")
     registration_closes_at: StoredTime
     capacity: int | None = None
-    status: Status
+    status: FairStatus
     cancel_reason: str | None = None
     outcomes: RecordedOutcomes | None = None
     created_at: StoredTime
@@ -251,7 +251,7 @@ class RegistrationView(BaseModel):
     id: str = Field(description="`<home>-R-<20 hex>`")
     fair_id: str
     fair_title: str | None = None
-    fair_status: Status | None = Field(None, description="the event's status (e.g. cancelled by its organiser)")
+    fair_status: FairStatus | None = Field(None, description="the event's status (e.g. cancelled by its organiser)")
     starts_on: date | None = None
     ends_on: date | None = None
     organiser_province: str
@@ -277,7 +277,7 @@ class RegistrationPage(BaseModel):
     next_cursor: str | None
 
 
-class CancelRequest(BaseModel):
+class FairCancellation(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
     reason: str = Field(min_length=1, max_length=500)
     version: PositiveInt32 | None = Field(None, description="the version cancelled (or If-Match)")
@@ -401,7 +401,7 @@ async def list_fairs(
     campaign: Campaign | None = None,
     province: Annotated[str | None, Query(pattern=_PROVINCE, description="organiser or co-organiser")] = None,
     phase: Annotated[Phase | None, Query(description="by today's date in China")] = None,
-    status_: Annotated[Status | None, Query(alias="status")] = None,
+    status_: Annotated[FairStatus | None, Query(alias="status")] = None,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> FairPage:
@@ -498,7 +498,7 @@ async def change_fair(
 )
 async def cancel_fair(
     fair_id: str,
-    request: CancelRequest,
+    request: FairCancellation,
     runtime: RuntimeDep,
     _officer: OfficerDep,
     response: Response,
@@ -630,28 +630,28 @@ LaterVersion = Annotated[int, Field(ge=2, le=INT32_MAX)]
 class PublishedFair(Fair):
     """An event just created: scheduled, at version 1."""
 
-    status: Literal[Status.SCHEDULED]
+    status: Literal[FairStatus.SCHEDULED]
     version: Literal[1]
 
 
 class UpdatedFair(Fair):
     """A scheduled event after a change by its organiser."""
 
-    status: Literal[Status.SCHEDULED]
+    status: Literal[FairStatus.SCHEDULED]
     version: LaterVersion
 
 
 class CancelledFair(Fair):
     """An event its organiser cancelled before it ended (``cancel_reason`` says why)."""
 
-    status: Literal[Status.CANCELLED]
+    status: Literal[FairStatus.CANCELLED]
     version: LaterVersion
 
 
 class ConcludedFair(Fair):
     """An event with its outcomes recorded (or corrected)."""
 
-    status: Literal[Status.CONCLUDED]
+    status: Literal[FairStatus.CONCLUDED]
     version: LaterVersion
     outcomes: RecordedOutcomes
 

@@ -31,10 +31,10 @@ from labornet.jobs.domain.dispatch import (
     Dispatch,
     DispatchChanges,
     DispatchDraft,
+    DispatchRole,
     DispatchRuleError,
     InvalidDispatch,
     MessageRefused,
-    Role,
     announce,
     cancel,
     confirm_arrival,
@@ -83,7 +83,7 @@ MESSAGES = Counter(
 
 def init_metrics(province: str, members: Sequence[str]) -> None:
     """Every series whose labels are known at start-up exists at 0 from then on."""
-    for role in Role:
+    for role in DispatchRole:
         for late in ("yes", "no"):
             AWAITING.labels(role.value, late)
     for code in members:
@@ -306,7 +306,7 @@ class DispatchService:
 
     async def refresh_gauges(self, session: AsyncSession) -> None:
         counts = await dispatches.awaiting_confirmation(session, self.province, self.today())
-        for role in Role:
+        for role in DispatchRole:
             for late in (True, False):
                 AWAITING.labels(role.value, "yes" if late else "no").set(counts.get((role.value, late), 0))
 

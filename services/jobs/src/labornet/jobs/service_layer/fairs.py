@@ -54,6 +54,7 @@ from labornet.jobs.domain.fair import (
     FairDraft,
     FairRuleError,
     FairStatistics,
+    FairStatus,
     InvalidFair,
     Listing,
     Outcomes,
@@ -63,7 +64,6 @@ from labornet.jobs.domain.fair import (
     RegistrationDraft,
     RegistrationMessage,
     RegistrationStatus,
-    Status,
     _EventFields,
     answer_registration,
     cancel_fair,
@@ -114,7 +114,7 @@ REPLICA_RESULTS = ("inserted", "updated", "stale")
 
 def init_metrics() -> None:
     """Every series whose labels are known at start-up, at 0."""
-    for status in Status:
+    for status in FairStatus:
         for phase in Phase:
             FAIRS.labels(status.value, phase.value)
     for result in SENT_RESULTS:
@@ -575,7 +575,7 @@ class FairService:
     async def refresh_gauges(self) -> None:
         async with self.sessions() as session:
             counts = await store.fair_counts(session, today_in_china(self.clock()))
-        set_counts(FAIRS, {(s.value, p.value): counts.get((s.value, p.value), 0) for s in Status for p in Phase})
+        set_counts(FAIRS, {(s.value, p.value): counts.get((s.value, p.value), 0) for s in FairStatus for p in Phase})
 
     # Internals ------------------------------------------------------------------------------------------------
 
