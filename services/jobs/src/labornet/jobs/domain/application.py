@@ -25,20 +25,19 @@ Everything here is plain rules over immutable values; storage, messages and HTTP
 
 from __future__ import annotations
 
-import re
-import unicodedata
 import uuid
 from collections.abc import Mapping
 from datetime import date, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Self
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from labornet.jobs.domain.vacancy import Status as VacancyStatus
 from labornet.jobs.domain.vacancy import TargetGroup
 from labornet.shared.bounds import PositiveInt32
 from labornet.shared.clock import china_date
+from labornet.shared.identifiers import PhoneStr
 
 # Directed messages between the worker's home province and the vacancy's owner province.
 SUBMITTED = "org.labornet.jobs.application.submitted.v1"  # home → owner, version 1
@@ -99,21 +98,6 @@ class StaleApplication(ApplicationRuleError):
 
 # Field types ---------------------------------------------------------------------------------------------------
 
-_PHONE = re.compile(r"^(?:1[3-9]\d{9}|0\d{2,3}-?\d{7,8})$")
-
-
-def _phone(value: str) -> str:
-    """The rule of the rights service's ``PhoneStr``: a mainland mobile, or a landline with its area code."""
-    number = "".join(unicodedata.normalize("NFKC", value).split()).removeprefix("+86")
-    if not _PHONE.match(number):
-        raise ValueError(
-            f"phone number {value!r}: expected a mainland mobile number (11 digits starting with 13-19, "
-            "e.g. 13812345678) or a landline with its area code (e.g. 028-86000000)"
-        )
-    return number
-
-
-PhoneStr = Annotated[str, AfterValidator(_phone)]
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=50)]
 Item = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=50)]
 Note = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
