@@ -164,6 +164,7 @@ async def nodes(
             broker_check_interval_s=1.0,
             kafka_metadata_max_age_ms=3000,
             receipt_wait_s=3.0,
+            jobs_sweep_interval_s=600,  # the officers end every application here, not the sweep
         )
 
     async with contextlib.AsyncExitStack() as stack:

@@ -566,6 +566,18 @@ async def test_a_hire_beyond_the_open_headcount_changes_nothing_and_the_last_pla
     with pytest.raises(VacancyNotOpen, match="is filled; it takes no applications"):
         await sc.applications.apply(posted["id"], Profile.model_validate(profile()), worker="zhao")
 
+    # the sweep answers the offer that can no longer be taken up, and the applicant learns it at home
+    assert await zj.applications.answer_ended_vacancies() == 1
+    assert await zj.applications.answer_ended_vacancies() == 0
+    await carry(zj, sc)
+    answered = await sc.application(ids[2])
+    assert (answered.state, answered.version, answered.last_entry.actor) == (
+        ApplicationState.NOT_SELECTED,
+        3,
+        "labornet",
+    )
+    assert answered.reason == f"vacancy closed: vacancy {posted['id']} is filled; it takes no more hires"
+
 
 async def test_applying_twice_or_to_a_closed_vacancy_is_refused_and_writes_nothing(nodes: dict[str, Node]) -> None:
     sc, zj = nodes[SC], nodes[ZJ]
@@ -585,9 +597,12 @@ async def test_applying_twice_or_to_a_closed_vacancy_is_refused_and_writes_nothi
     again = await sc.applications.apply(posted["id"], Profile.model_validate(profile()), worker="wang")
     assert again.application.id != made.application.id
 
+    await carry(sc, zj)
     closed = await zj.vacancies.close(posted["id"], Status.WITHDRAWN, 1)
-    await carry(zj, sc)
     assert closed["status"] == "withdrawn"
+    assert await zj.applications.answer_ended_vacancies() == 1, "the open application ends with the vacancy"
+    await carry(zj, sc)
+    assert (await sc.application(again.application.id)).state == ApplicationState.NOT_SELECTED
     with pytest.raises(VacancyNotOpen, match="is withdrawn; it takes no applications"):
         await sc.applications.apply(posted["id"], Profile.model_validate(profile()), worker="li")
     assert await sc.count(job_application) == 2

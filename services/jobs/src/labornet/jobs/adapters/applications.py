@@ -11,8 +11,9 @@ from typing import Any
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from labornet.jobs.adapters.tables import application_entry, application_notice, job_application
-from labornet.jobs.domain.application import ENDED_UNHIRED, Application, ApplicationState, Entry
+from labornet.jobs.adapters.tables import application_entry, application_notice, job_application, vacancy
+from labornet.jobs.domain.application import ENDED_UNHIRED, FINAL, Application, ApplicationState, Entry
+from labornet.jobs.domain.vacancy import Status as VacancyStatus
 from labornet.shared.db import as_utc
 
 
@@ -210,6 +211,23 @@ async def replace(
         return False
     await _append(session, after.id, after.timeline[held:])
     return True
+
+
+async def open_at_ended_vacancies(session: AsyncSession, province: str, limit: int) -> list[tuple[str, str]]:
+    """Open applications to this province's vacancies that can no longer be hired (the vacancy is filled or
+    withdrawn): (application id, vacancy status), oldest first."""
+    query = (
+        select(job_application.c.id, vacancy.c.status)
+        .join(vacancy, vacancy.c.id == job_application.c.vacancy_id)
+        .where(
+            job_application.c.owner_province == province,
+            job_application.c.state.not_in([state.value for state in FINAL]),
+            vacancy.c.status.in_([VacancyStatus.FILLED.value, VacancyStatus.WITHDRAWN.value]),
+        )
+        .order_by(job_application.c.submitted_at, job_application.c.id)
+        .limit(limit)
+    )
+    return [(application_id, status) for application_id, status in await session.execute(query)]
 
 
 async def add_notice(session: AsyncSession, worker: str, application: Application, *, at: datetime) -> None:

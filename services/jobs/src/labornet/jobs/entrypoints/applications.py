@@ -349,23 +349,25 @@ def broadcast_handlers(runtime: Runtime) -> dict[str, Handler]:
     return {}
 
 
-async def gauges(runtime: Runtime) -> None:
-    """Refresh the application gauges at the jobs sweep's interval."""
+async def sweep(runtime: Runtime) -> None:
+    """At the jobs sweep's interval: answer the open applications whose vacancy ended, refresh the gauges."""
     while True:
         try:
+            while await service(runtime).answer_ended_vacancies() > 0:
+                pass
             async with runtime.read_sessions() as session:
                 await refresh_gauges(session, runtime.settings.province)
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("application gauges failed; retrying at the next interval")
+            log.exception("application sweep failed; retrying at the next interval")
         with contextlib.suppress(TimeoutError):
             await asyncio.sleep(runtime.settings.jobs_sweep_interval_s)
 
 
 def background(runtime: Runtime) -> list[Coroutine[Any, Any, None]]:
-    """This part's long-running tasks: the gauges."""
-    return [gauges(runtime)]
+    """This part's long-running tasks: the sweep (ended vacancies' applications, gauges)."""
+    return [sweep(runtime)]
 
 
 # Who sees what -------------------------------------------------------------------------------------------------

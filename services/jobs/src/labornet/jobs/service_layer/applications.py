@@ -302,6 +302,29 @@ class ApplicationService:
             await self._record_placement(session, after)
             return result
 
+    async def answer_ended_vacancies(self, batch: int = 100) -> int:
+        """End the open applications to this province's vacancies that filled or were withdrawn (not selected,
+        reason "vacancy closed"), so their applicants learn it; return how many. Run by the sweep: it covers every
+        way a vacancy ends (the last hire, an officer's close, a repair of the replica)."""
+        at = self.clock()
+        async with self.sessions() as session, session.begin():
+            ended = await repository.open_at_ended_vacancies(session, self.province, batch)
+            for application_id, status in ended:
+                stored = await self._load(session, application_id)
+                vacancy_id = stored.application.vacancy.id
+                answer = not_selected(
+                    stored.application,
+                    province=self.province,
+                    actor=SYSTEM,
+                    at=at,
+                    expected_version=None,
+                    reason=f"vacancy closed: vacancy {vacancy_id} is {status}; it takes no more hires",
+                )
+                await self._commit(session, stored, answer, at)
+        if ended:
+            log.info("answered %d open applications whose vacancy ended", len(ended))
+        return len(ended)
+
     # Messages from the other province ------------------------------------------------------------------------------
 
     def handlers(self) -> dict[str, Handler]:
