@@ -18,9 +18,11 @@ from fastapi.testclient import TestClient
 
 from labornet.console.app import create_app
 from labornet.console.domain.worklist import Kind, application_items, dispatch_items, todays_work
+from labornet.console.entrypoints import applications, dispatches, fairs
 from labornet.console.entrypoints.applications import china_moment, steps_open
 from labornet.console.entrypoints.dispatches import draft
 from labornet.console.entrypoints.placements import by_province_and_month
+from labornet.console.i18n import CATALOGUE
 from labornet.shared.workdays import WorkCalendar
 
 from .test_console import NOW, ZJ, FakeNode, csrf_of, keys, node, settings, sign_in
@@ -712,3 +714,39 @@ def test_the_placement_page_shows_both_directions(client: TestClient, node: Fake
     assert sent(node, "GET", "/api/v1/placements/statistics")[-1].url.params["month_from"] == "2026-01"
     refused = client.get("/placements?month_from=2026-04&month_to=2026-01")
     assert refused.status_code == 422 and 'id="month_from-error">after month_to' in refused.text
+
+
+def test_a_stale_cancellation_of_a_dispatch_says_so(client: TestClient, node: FakeNode) -> None:
+    path = f"{JOBS}/api/v1/dispatches/330000-G-1"
+    node.routes[("GET", path)] = lambda r: httpx.Response(200, json=dispatch("sent", id="330000-G-1", version=3))
+    node.routes[("POST", path + "/cancel")] = lambda r: problem(
+        409, "stale-version", "dispatch 330000-G-1 is at version 3, not 2"
+    )
+    token = csrf_of(client.get("/dispatches/330000-G-1").text)
+    answer = client.post("/dispatches/330000-G-1/cancel", data={"csrf_token": token, "version": "2", "reason": "停运"})
+    assert answer.status_code == 409
+    assert "此劳务输送已被对方或他人更新" in answer.text and 'name="version" value="3"' in answer.text
+    assert 'value="停运"' not in answer.text  # a stale form starts again from what is held now
+
+
+def test_every_word_of_the_new_pages_is_in_both_languages() -> None:
+    templates = Path(__file__).parents[1] / "src" / "labornet" / "console" / "templates"
+    names = ("application", "applications", "dispatch", "dispatch_new", "dispatches", "fair", "fair_new", "fairs")
+    used: set[str] = set()
+    for name in (*names, "placements", "base", "today"):
+        used |= set(re.findall(r"\bt\('([a-z_.-]+)'\)", (templates / f"{name}.html").read_text("utf-8")))
+
+    used |= {f"application-state.{s}" for s in applications.STATES}
+    used |= {f"application.step.{s}" for s in applications.STEPS} | {
+        f"application.done.{s}" for s in applications.STEPS
+    }
+    used |= {f"dispatch-state.{s}" for s in dispatches.STATES} | {f"transport.{m}" for m in dispatches.TRANSPORTS}
+    used |= {f"campaign.{c}" for c in fairs.CAMPAIGNS} | {f"phase.{p}" for p in fairs.PHASES}
+    used |= {f"kind.{k}" for k in Kind} | {f"placements.source.{s}" for s in ("own", "snapshot", "none")}
+    used |= {f"dispatches.role.{r}" for r in ("sent", "received")} | {
+        f"dispatch.done.{s}" for s in ("arrival", "cancel")
+    }
+    assert {"dispatch.confirm_arrival", "fair.record_outcomes", "nav.placements"} <= used  # the pages were read
+    missing = sorted(key for key in used if key not in CATALOGUE)
+    assert not missing
+    assert all(CATALOGUE[key][0] != CATALOGUE[key][1] or key.startswith("transport.") for key in used if "." in key)

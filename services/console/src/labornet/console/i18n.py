@@ -378,6 +378,10 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "dispatch.cancel": ("取消输送", "Cancel the dispatch"),
     "dispatch.cancelled_at": ("取消时间", "Cancelled"),
     "dispatch.recorded": ("劳务输送已登记", "Dispatch recorded"),
+    "dispatch.stale": (
+        "此劳务输送已被对方或他人更新，下面显示的是最新情况，请核对后重试。",
+        "This dispatch changed meanwhile; it is shown as it is now. Check it and try again.",
+    ),
     "dispatch.done.arrival": ("已确认到达", "Arrival confirmed"),
     "dispatch.done.cancel": ("劳务输送已取消", "Dispatch cancelled"),
     # recruitment events
