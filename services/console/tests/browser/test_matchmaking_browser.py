@@ -93,6 +93,9 @@ async def test_a_sichuan_workers_application_hired_through_the_zhejiang_console(
     await zj.wait_for_url(re.compile(application_id))
     assert "在成都做过六年川菜厨师。" in await zj.content(), "the owner reads the whole profile"
     await audit(federation, zj, "application")
+    await zj.goto(federation.consoles[ZJ] + "/applications?state=received")
+    await audit(federation, zj, "applications-received")
+    await zj.get_by_role("link", name=application_id).click()
     await zj.get_by_role("button", name="列入候选").click()
     assert "已列入候选" in await flash(zj)
 
@@ -209,7 +212,7 @@ async def test_a_joint_recruitment_event_organised_in_zhejiang_with_sichuan(fede
     await zj.goto(federation.consoles[ZJ] + "/fairs")
     await zj.get_by_role("link", name="举办招聘活动").click()
     await audit(federation, zj, "fair-new")
-    start = date.today() + timedelta(days=5)
+    start = today_in_china(federation.clock())  # under way today: registrations and outcomes both open
     await zj.get_by_label("活动名称").fill(f"春风行动 浙川劳务协作专场 {marker}")
     await zj.get_by_label("专项活动").select_option("spring-breeze-action")
     await zj.get_by_label("四川 (510000)").check()
@@ -228,8 +231,35 @@ async def test_a_joint_recruitment_event_organised_in_zhejiang_with_sichuan(fede
     await audit(federation, zj, "fair")
     await shot(zj, "fair")
 
+    fair_id = fair_url.rsplit("/", 1)[1]
+
+    # a Sichuan worker registers at home; the registration reaches the organiser only
+    registrant = bearer(federation.keys[SC], "worker", sub=f"sc-registrant-{marker}")
+    registration = {"name": "赵建华", "phone": "13912345678", "occupations": ["5120"]}
+    async with httpx.AsyncClient(timeout=10) as http:
+        url = federation.services[SC]["jobs"] + f"/api/v1/fairs/{fair_id}/registrations"
+
+        async def registered() -> httpx.Response | None:
+            answer = await http.post(url, json=registration, headers=registrant)
+            return answer if answer.status_code != 404 else None  # the event not replicated to Sichuan yet
+
+        made = await until("the event replicated to Sichuan", registered)
+    assert made.status_code == 201, made.text
+    names = zj.locator('[data-testid="registrations"]', has_text="赵建华")
+    await reload_until(zj, "the Sichuan registration at the organiser", lambda: _visible(names))
+    await zj.get_by_label("参会用人单位数").fill("40")
+    await zj.get_by_label("达成就业意向人数").fill("12")
+    await zj.get_by_label("录用人数").fill("15")  # more hires than intentions: refused, nothing recorded
+    await zj.get_by_role("button", name="记录活动成效").click()
+    assert await zj.locator('[data-testid="outcomes"]').count() == 0
+    assert await zj.get_by_label("录用人数").input_value() == "15", "what was typed stays"
+    await zj.get_by_label("录用人数").fill("5")
+    await zj.get_by_role("button", name="记录活动成效").click()
+    assert "活动成效已记录" in await flash(zj)
+    await audit(federation, zj, "fair-concluded")
+
     sc = await officer_session(federation, SC, "chen-gang")
-    await sc.goto(federation.consoles[SC] + "/fairs?phase=upcoming")
+    await sc.goto(federation.consoles[SC] + "/fairs?phase=ongoing")
     event = sc.get_by_role("link", name=re.compile(marker))
     await reload_until(sc, "the event replicated to Sichuan", lambda: _visible(event))
     await audit(federation, sc, "fairs")
@@ -238,6 +268,9 @@ async def test_a_joint_recruitment_event_organised_in_zhejiang_with_sichuan(fede
     listed = sc.locator(f'table[data-province="{ZJ}"]', has_text=vacancy["title"])
     await reload_until(sc, "Zhejiang's listing at Sichuan", lambda: _visible(listed))
     assert "报名情况（仅主办方可见）" not in await sc.content(), "registrations stay with the organiser"
+    outcomes = sc.get_by_test_id("outcomes")
+    await reload_until(sc, "the outcomes replicated to Sichuan", lambda: _has(outcomes, "12"))
+    assert "赵建华" not in await sc.content()
     assert await sc.get_by_role("heading", name="登记本省参会岗位").count() == 1, "a co-organiser lists its own"
     await audit(federation, sc, "fair-co-organiser")
     await zj.goto(fair_url + "?lang=en")
