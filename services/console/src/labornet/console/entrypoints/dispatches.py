@@ -125,7 +125,7 @@ async def act(dispatch_id: str, step: str, page: OfficerPage, form: FormDep) -> 
     try:
         await page.call("jobs", "POST", f"/api/v1/dispatches/{dispatch_id}/{step}", json=body)
     except ApiError as exc:
-        current = await page.call("jobs", "GET", back.replace("/dispatches", "/api/v1/dispatches"))
+        current = await page.call("jobs", "GET", f"/api/v1/dispatches/{dispatch_id}")
         stale = exc.slug == "stale-version"
         return _show(
             page,
