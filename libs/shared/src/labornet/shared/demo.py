@@ -2,13 +2,17 @@
 
 ``load_demo`` fills a fresh federation with a small realistic data set that exercises every service: vacancies
 posted in every province, Sichuan's insured persons with contribution histories and a transfer to Zhejiang in
-progress, recognised labour brands, and a wage-arrears case referred from Sichuan to Jiangsu. It runs once per
+progress, recognised labour brands, a wage-arrears case referred from Sichuan to Jiangsu, Sichuan workers' applications
+to Zhejiang vacancies (one hired), a Spring Breeze Action recruitment event organised by Chongqing with Sichuan,
+and a special train of workers from Sichuan to Zhejiang answering a brand demand. It runs once per
 data directory (``demo-loaded.json`` records what was created) and skips any province not in the federation.
 
 ``smoke`` walks one story across nodes and fails loudly at the first step that does not happen: a vacancy posted
 in one province found by search in another; an insurance relationship moved from one province to another with
 the officer's answer, the receipt and the settlement; a brand recognised at home and listed elsewhere; a rights
-case referred, accepted and resolved with the same timeline on both nodes.
+case referred, accepted and resolved with the same timeline on both nodes; a Sichuan worker applying to the Zhejiang
+vacancy, hired there, the vacancy's open headcount lower in Sichuan and both provinces counting the placement; a
+recruitment event with a Sichuan registration reaching its organiser; a dispatch confirmed with a difference.
 
 Tokens are minted with each node's dev issuer key (``labornet token``), so this is for federations started by
 ``labornet up``, not for production nodes.
@@ -23,7 +27,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -287,8 +291,204 @@ async def load_demo(client: FederationClient, log: Callable[[str], None] = print
         created["cases"].append((await file_wage_case(client, 7))["id"])
         log("demo: 1 wage-arrears case filed in Sichuan against a Jiangsu employer")
 
+    if SC in present and ZJ in present:
+        await load_matchmaking(client, created, log)
+
     marker.write_text(json.dumps(created, indent=2, ensure_ascii=False) + "\n", "utf-8")
     return created
+
+
+# Matchmaking beyond postings: applications, recruitment events, organised dispatch ----------------------------
+
+APPLICANTS = [
+    ("王小明", "13812345678", ["川菜", "刀工"], ["中式烹调师四级"], 6),
+    ("李春花", "13987654321", ["川菜", "面点"], ["中式面点师五级"], 3),
+]
+
+
+def applicant_token(client: FederationClient, n: int) -> dict[str, str]:
+    return client.token(SC, "worker", make_resident_id("511602", date(1988 + n % 20, 5, 20), 100 + n % 900))
+
+
+def application_body(n: int, note: str) -> dict[str, Any]:
+    name, phone, skills, certificates, years = APPLICANTS[n % len(APPLICANTS)]
+    return {
+        "name": name,
+        "phone": phone,
+        "skills": skills,
+        "certificates": certificates,
+        "experience_years": years,
+        "expected_salary": 8000,
+        "available_from": (date.today() + timedelta(days=14)).isoformat(),
+        "target_groups": ["migrant-workers"],
+        "cover_note": note,
+    }
+
+
+async def in_replica(client: FederationClient, province: str, vacancy_id: str) -> dict[str, Any]:
+    """The vacancy as ``province``'s replica holds it, once it has arrived."""
+
+    async def held() -> Any:
+        response = await client.http.get(client.url(province, "jobs") + f"/api/v1/vacancies/{vacancy_id}")
+        return response.json() if response.status_code == 200 else None
+
+    found: dict[str, Any] = await client.until(f"vacancy {vacancy_id} in the replica of {province}", held)
+    return found
+
+
+async def apply_from_sichuan(client: FederationClient, vacancy_id: str, n: int, note: str) -> dict[str, Any]:
+    """A Sichuan worker applies to a Zhejiang vacancy; returns the application once Zhejiang holds it."""
+    await in_replica(client, SC, vacancy_id)
+    made: dict[str, Any] = await client.call(
+        "POST",
+        SC,
+        "jobs",
+        f"/api/v1/vacancies/{vacancy_id}/applications",
+        headers=applicant_token(client, n),
+        json=application_body(n, note),
+    )
+
+    async def received() -> Any:
+        response = await client.http.get(
+            client.url(ZJ, "jobs") + f"/api/v1/applications/{made['id']}", headers=client.officer(ZJ)
+        )
+        return response.json() if response.status_code == 200 else None
+
+    held: dict[str, Any] = await client.until(f"application {made['id']} at Zhejiang", received)
+    return held
+
+
+async def move_to_hired(client: FederationClient, application: dict[str, Any]) -> dict[str, Any]:
+    """Zhejiang's officer shortlists, interviews, offers and hires, each step at the version it read."""
+    path = f"/api/v1/applications/{application['id']}"
+    officer = client.officer(ZJ)
+    moment = (date.today() + timedelta(days=3)).isoformat() + "T10:00:00+08:00"
+    steps: list[tuple[str, dict[str, Any]]] = [
+        ("shortlist", {}),
+        ("interview", {"at": moment, "place": "杭州市西湖区文三路 90 号 川味轩人事部"}),
+        ("offer", {"salary": 9000, "start_date": (date.today() + timedelta(days=20)).isoformat()}),
+        ("hire", {"note": "已签订劳动合同"}),
+    ]
+    current = application
+    for step, body in steps:
+        current = await client.call(
+            "POST", ZJ, "jobs", f"{path}/{step}", headers=officer, json=body | {"version": current["version"]}
+        )
+    return current
+
+
+def dispatch_body(*, demand_id: str | None, fair_id: str | None, headcount: int, departure: date) -> dict[str, Any]:
+    return {
+        "destination_province": ZJ,
+        "brand_demand_id": demand_id,
+        "fair_id": fair_id,
+        "employers": [
+            {
+                "name": "杭州川味轩餐饮有限公司",
+                "credit_code": credit_code("330100", 0),
+                "division_code": "330100",
+                "site": "杭州市西湖区文三路 90 号",
+            }
+        ],
+        "headcount": headcount,
+        "transport": "special-train",
+        "departure_at": departure.isoformat() + "T08:30:00+08:00",
+        "departure_place": "成都东站",
+        "expected_arrival_on": (departure + timedelta(days=1)).isoformat(),
+        "escort": {"name": "张建国", "phone": "13700001111"},
+        "note": "川厨师品牌劳务专列，岗前培训一周后出发",
+    }
+
+
+def fair_body(organiser: str, co_organiser: str) -> dict[str, Any]:
+    start = date.today() + timedelta(days=10)
+    return {
+        "title": "春风行动 川渝劳务协作专场招聘会",
+        "description": "川渝两地联合举办，现场签约，提供包车返岗。",
+        "campaign": "spring-breeze-action",
+        "co_organisers": [co_organiser],
+        "mode": "venue",
+        "venue": {"address": "重庆市渝中区人力资源市场一楼", "division_code": "500103"}
+        if organiser == CQ
+        else {"address": "杭州市上城区人力资源市场", "division_code": "330102"},
+        "starts_on": start.isoformat(),
+        "ends_on": (start + timedelta(days=2)).isoformat(),
+        "capacity": 2000,
+    }
+
+
+async def organise_fair(client: FederationClient, organiser: str, vacancy_ids: dict[str, list[str]]) -> dict[str, Any]:
+    """A Spring Breeze Action event by ``organiser`` with Sichuan co-organising, each listing its own vacancies."""
+    fair: dict[str, Any] = await client.call(
+        "POST", organiser, "jobs", "/api/v1/fairs", headers=client.officer(organiser), json=fair_body(organiser, SC)
+    )
+
+    async def at_sichuan() -> Any:
+        response = await client.http.get(client.url(SC, "jobs") + f"/api/v1/fairs/{fair['id']}")
+        return response.json() if response.status_code == 200 else None
+
+    await client.until(f"recruitment event {fair['id']} at Sichuan", at_sichuan)
+    for province, ids in vacancy_ids.items():
+        for vacancy_id in ids:
+            await in_replica(client, province, vacancy_id)
+        if ids:
+            await client.call(
+                "PUT",
+                province,
+                "jobs",
+                f"/api/v1/fairs/{fair['id']}/vacancies",
+                headers=client.officer(province),
+                json={"vacancy_ids": ids},
+            )
+    return fair
+
+
+async def load_matchmaking(client: FederationClient, created: dict[str, Any], log: Callable[[str], None]) -> None:
+    """Applications of Sichuan workers to Zhejiang vacancies (one hired), a recruitment event, a dispatch."""
+    zhejiang = [vacancy_id for vacancy_id in created["vacancies"] if vacancy_id.startswith(ZJ)]
+    applications = [
+        await apply_from_sichuan(client, zhejiang[0], 0, "在成都做过六年川菜厨师。"),
+        await apply_from_sichuan(client, zhejiang[0], 1, "会做川味面点，可以马上到岗。"),
+    ]
+    hired = await move_to_hired(client, applications[0])
+    created["applications"] = [application["id"] for application in applications]
+    log(f"demo: 2 Sichuan workers applied to Zhejiang vacancy {zhejiang[0]}; {hired['id']} hired")
+
+    organiser = CQ if CQ in client.provinces else ZJ
+    own = {
+        organiser: [v for v in created["vacancies"] if v.startswith(organiser)][:2],
+        SC: [v for v in created["vacancies"] if v.startswith(SC)][:2],
+    }
+    fair = await organise_fair(client, organiser, own)
+    created["fairs"] = [fair["id"]]
+    registration = await client.call(
+        "POST",
+        SC,
+        "jobs",
+        f"/api/v1/fairs/{fair['id']}/registrations",
+        headers=applicant_token(client, 1),
+        json={"name": APPLICANTS[1][0], "phone": APPLICANTS[1][1], "occupations": ["5120"], "note": "想找厨师工作"},
+    )
+    log(
+        f"demo: recruitment event {fair['id']} organised by {organiser} with Sichuan; registration {registration['id']}"
+    )
+
+    demand = (created.get("demands") or [None])[0]
+    dispatch = await client.call(
+        "POST",
+        SC,
+        "jobs",
+        "/api/v1/dispatches",
+        headers=client.officer(SC),
+        json=dispatch_body(
+            demand_id=demand,
+            fair_id=None if demand else fair["id"],
+            headcount=40,
+            departure=date.today() + timedelta(days=7),
+        ),
+    )
+    created["dispatches"] = [dispatch["id"]]
+    log(f"demo: special train {dispatch['id']} of 40 workers from Sichuan to Zhejiang announced")
 
 
 async def register_and_recognise(client: FederationClient, origin: str, brand: dict[str, Any]) -> str:
@@ -502,5 +702,124 @@ async def smoke(client: FederationClient, log: Callable[[str], None] = print) ->
             f"{len(at_home['timeline'])} timeline entries identical on both nodes"
         )
 
+    started = time.monotonic()
+    hired = await smoke_application(client, vacancy["id"], sequence)
+    timings["application Sichuan → Zhejiang → hired"] = time.monotonic() - started
+    log(f"smoke: application {hired['id']} hired in Zhejiang, seen hired in Sichuan, placement counted on both sides")
+
+    started = time.monotonic()
+    dispatch = await smoke_dispatch(client, demand["id"])
+    timings["dispatch Sichuan → Zhejiang confirmed"] = time.monotonic() - started
+    log(f"smoke: dispatch {dispatch['id']} of 30 confirmed with 29 arrived; Sichuan sees the difference of 1")
+
+    started = time.monotonic()
+    fair = await smoke_fair(client, vacancy["id"], sequence)
+    timings["recruitment event Zhejiang + Sichuan, registration"] = time.monotonic() - started
+    log(f"smoke: recruitment event {fair['id']} listed in Sichuan; a Sichuan registration reached Zhejiang")
+
     log("smoke: " + "; ".join(f"{name} {seconds:.2f}s" for name, seconds in timings.items()))
     return timings
+
+
+async def placements_total(client: FederationClient, province: str, direction: str) -> int:
+    figures = await client.call(
+        "GET", province, "jobs", "/api/v1/placements/statistics", headers=client.officer(province)
+    )
+    total: int = figures[direction]["total"]
+    return total
+
+
+async def smoke_application(client: FederationClient, vacancy_id: str, sequence: int) -> dict[str, Any]:
+    """A Sichuan worker applies to the Zhejiang vacancy and is hired; Sichuan sees it, and one place fewer."""
+    outbound, inbound = await placements_total(client, SC, "outbound"), await placements_total(client, ZJ, "inbound")
+    application = await apply_from_sichuan(client, vacancy_id, sequence, "smoke: 川菜厨师求职")
+    hired = await move_to_hired(client, application)
+    worker = applicant_token(client, sequence)
+
+    async def hired_at_home() -> Any:
+        seen = await client.call("GET", SC, "jobs", f"/api/v1/applications/{hired['id']}", headers=worker)
+        return seen if seen["state"] == "hired" else None
+
+    await client.until("the hire seen by the worker in Sichuan", hired_at_home)
+
+    async def one_place_fewer() -> Any:
+        held = await in_replica(client, SC, vacancy_id)
+        return held if held["hired"] == 1 and held["open_headcount"] == held["headcount"] - 1 else None
+
+    await client.until("the vacancy's open headcount lower in Sichuan", one_place_fewer)
+    if await placements_total(client, SC, "outbound") != outbound + 1:
+        raise DemoError("Sichuan's placement statistics did not count its worker hired in Zhejiang")
+    if await placements_total(client, ZJ, "inbound") != inbound + 1:
+        raise DemoError("Zhejiang's placement statistics did not count the worker it hired from Sichuan")
+    return hired
+
+
+async def smoke_dispatch(client: FederationClient, demand_id: str) -> dict[str, Any]:
+    """A special train of 30 from Sichuan answering Zhejiang's demand; Zhejiang confirms 29 arrived."""
+    sent = await client.call(
+        "POST",
+        SC,
+        "jobs",
+        "/api/v1/dispatches",
+        headers=client.officer(SC),
+        json=dispatch_body(demand_id=demand_id, fair_id=None, headcount=30, departure=date.today() - timedelta(days=1)),
+    )
+    path = f"/api/v1/dispatches/{sent['id']}"
+
+    async def announced_at_zhejiang() -> Any:
+        response = await client.http.get(client.url(ZJ, "jobs") + path, headers=client.officer(ZJ))
+        return response.json() if response.status_code == 200 else None
+
+    received = await client.until("the dispatch announced at Zhejiang", announced_at_zhejiang)
+    await client.call(
+        "POST",
+        ZJ,
+        "jobs",
+        f"{path}/arrival",
+        headers=client.officer(ZJ),
+        json={
+            "arrived_at": datetime.now(UTC).isoformat(),
+            "headcount_received": 29,
+            "note": "1 人因家中有事改期出发",
+            "version": received["version"],
+        },
+    )
+
+    async def confirmed_at_sichuan() -> Any:
+        seen = await client.call("GET", SC, "jobs", path, headers=client.officer(SC))
+        return seen if seen["state"] == "arrived" else None
+
+    seen: dict[str, Any] = await client.until("the arrival confirmed at Sichuan", confirmed_at_sichuan)
+    if seen["difference"] != 1:
+        raise DemoError(f"dispatch {sent['id']}: Sichuan shows a difference of {seen['difference']}, not 1")
+    return seen
+
+
+async def smoke_fair(client: FederationClient, vacancy_id: str, sequence: int) -> dict[str, Any]:
+    """Zhejiang organises an event with Sichuan, lists the smoke vacancy; a Sichuan worker registers."""
+    fair = await organise_fair(client, ZJ, {ZJ: [vacancy_id]})
+
+    async def listed_in_sichuan() -> Any:
+        seen = await client.call("GET", SC, "jobs", f"/api/v1/fairs/{fair['id']}")
+        listed = [vacancy["id"] for listing in seen["listings"] for vacancy in listing["vacancies"]]
+        return seen if vacancy_id in listed else None
+
+    await client.until("the event's listing in Sichuan", listed_in_sichuan)
+    name, phone, *_ = APPLICANTS[sequence % len(APPLICANTS)]
+    registration = await client.call(
+        "POST",
+        SC,
+        "jobs",
+        f"/api/v1/fairs/{fair['id']}/registrations",
+        headers=applicant_token(client, sequence),
+        json={"name": name, "phone": phone, "occupations": ["5120"]},
+    )
+
+    async def registered_at_organiser() -> Any:
+        listed = await client.call(
+            "GET", ZJ, "jobs", f"/api/v1/fairs/{fair['id']}/registrations", headers=client.officer(ZJ)
+        )
+        return next((r for r in listed["items"] if r["id"] == registration["id"]), None)
+
+    await client.until("the Sichuan registration at Zhejiang", registered_at_organiser)
+    return fair
