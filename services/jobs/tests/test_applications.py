@@ -762,6 +762,9 @@ async def test_the_api_of_an_application_within_the_province(
         assert (await client.post(f"{location}/interview", json=meeting, headers=officer)).json()[
             "state"
         ] == "interview"
+        # read back as the same instant: SQLite keeps a time's wall clock and drops its offset
+        invited = (await client.get(location, headers=officer)).json()
+        assert datetime.fromisoformat(invited["interview"]["at"]) == datetime.fromisoformat(meeting["at"])
         assert_problem(
             await client.post(f"{location}/hire", json={"version": 3}, headers=officer), 409, "a hire follows an offer"
         )

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -700,6 +700,23 @@ async def test_the_api_answers_problems_for_bad_inputs_and_changes_nothing(
         everything = [item["id"] for item in [*first["items"], *rest["items"]]]
         assert everything == sorted(everything) and dispatch_id in everything
         assert_problem(await client.get(path, params={"state": "lost"}, headers=officer), 422)
+
+
+async def test_a_departure_given_in_china_time_reads_back_as_the_same_instant(
+    make_settings: Callable[..., Settings], database_url: str, node_keys: dict[str, NodeKeys]
+) -> None:
+    """SQLite keeps a time's wall clock and drops its offset: 08:30+08:00 must not come back as 08:30 UTC."""
+    officer = bearer(node_keys[SC], "officer", sub="sc-officer")
+    app = create_app(make_settings(SC, "jobs", database_url))
+    departure = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=6)
+    in_china = departure.astimezone(timezone(timedelta(hours=8)))
+    body = draft_body(departure_at=in_china.isoformat(), expected_arrival_on=today_in_china().isoformat())
+    async with serving(app) as client:
+        created = await client.post("/api/v1/dispatches", json=body, headers=officer)
+        assert created.status_code == 201, created.text
+        read = (await client.get(f"/api/v1/dispatches/{created.json()['id']}", headers=officer)).json()
+    for answer in (created.json(), read):
+        assert datetime.fromisoformat(answer["departure_at"]) == departure, answer["departure_at"]
 
 
 def test_every_dispatch_operation_documents_a_typed_answer_its_problems_and_a_valid_example(

@@ -11,7 +11,7 @@ Each service owns one database. Besides its own tables it holds the platform tab
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -57,6 +57,12 @@ Id = BigInteger().with_variant(Integer(), "sqlite")
 def as_utc(value: datetime) -> datetime:
     """Aware UTC. Every stored time is UTC, but SQLite hands it back naive; an aware time is converted."""
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def utc_values(values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` for an insert or update with every aware time in UTC: SQLite keeps a time's wall clock and drops
+    its offset, so a time given as 14:30+08:00 would read back as 14:30 UTC."""
+    return {name: as_utc(v) if isinstance(v, datetime) and v.tzinfo is not None else v for name, v in values.items()}
 
 
 # A stored time as an answer gives it: aware UTC whatever the database handed back (an RFC 3339 date-time)

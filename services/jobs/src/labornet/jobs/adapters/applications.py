@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from labornet.jobs.adapters.tables import application_entry, application_notice, job_application, vacancy
 from labornet.jobs.domain.application import ENDED_UNHIRED, FINAL, Application, ApplicationState, Entry
 from labornet.jobs.domain.vacancy import Status as VacancyStatus
-from labornet.shared.db import as_utc
+from labornet.shared.db import as_utc, utc_values
 
 
 @dataclass(frozen=True)
@@ -30,35 +30,37 @@ class StoredApplication:
 def columns(application: Application) -> dict[str, Any]:
     """The ``job_application`` columns of ``application`` (without this node's bookkeeping)."""
     profile, interview, offer = application.profile, application.interview, application.offer
-    return {
-        "id": application.id,
-        "version": application.version,
-        "home_province": application.home_province,
-        "owner_province": application.owner_province,
-        "vacancy_id": application.vacancy.id,
-        "vacancy_title": application.vacancy.title,
-        "employer_name": application.vacancy.employer_name,
-        "occupation_code": application.vacancy.occupation_code,
-        "city": application.vacancy.city,
-        "open_for": None if application.state in ENDED_UNHIRED else application.vacancy.id,
-        "applicant_name": profile.name,
-        "applicant_phone": profile.phone,
-        "skills": list(profile.skills),
-        "certificates": list(profile.certificates),
-        "experience_years": profile.experience_years,
-        "expected_salary": profile.expected_salary,
-        "available_from": profile.available_from,
-        "target_groups": [group.value for group in profile.target_groups],
-        "cover_note": profile.cover_note,
-        "state": application.state.value,
-        "submitted_at": application.submitted_at,
-        "interview_at": interview.at if interview else None,
-        "interview_place": interview.place if interview else None,
-        "offer_salary": offer.salary if offer else None,
-        "offer_start_date": offer.start_date if offer else None,
-        "hired_at": application.hired_at,
-        "reason": application.reason,
-    }
+    return utc_values(
+        {
+            "id": application.id,
+            "version": application.version,
+            "home_province": application.home_province,
+            "owner_province": application.owner_province,
+            "vacancy_id": application.vacancy.id,
+            "vacancy_title": application.vacancy.title,
+            "employer_name": application.vacancy.employer_name,
+            "occupation_code": application.vacancy.occupation_code,
+            "city": application.vacancy.city,
+            "open_for": None if application.state in ENDED_UNHIRED else application.vacancy.id,
+            "applicant_name": profile.name,
+            "applicant_phone": profile.phone,
+            "skills": list(profile.skills),
+            "certificates": list(profile.certificates),
+            "experience_years": profile.experience_years,
+            "expected_salary": profile.expected_salary,
+            "available_from": profile.available_from,
+            "target_groups": [group.value for group in profile.target_groups],
+            "cover_note": profile.cover_note,
+            "state": application.state.value,
+            "submitted_at": application.submitted_at,
+            "interview_at": interview.at if interview else None,
+            "interview_place": interview.place if interview else None,
+            "offer_salary": offer.salary if offer else None,
+            "offer_start_date": offer.start_date if offer else None,
+            "hired_at": application.hired_at,
+            "reason": application.reason,
+        }
+    )
 
 
 def _time(value: datetime | None) -> datetime | None:

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from labornet.jobs.adapters.tables import dispatch as dispatch_table
 from labornet.jobs.adapters.tables import metadata
 from labornet.jobs.domain.dispatch import Dispatch, DispatchRole, State
-from labornet.shared.db import as_utc
+from labornet.shared.db import as_utc, utc_values
 
 FAIR_TABLE = "recruitment_fair"
 
@@ -22,34 +22,36 @@ FAIR_TABLE = "recruitment_fair"
 def columns(dispatch: Dispatch) -> dict[str, Any]:
     """The ``dispatch`` columns of ``dispatch`` (without this node's bookkeeping)."""
     arrival = dispatch.arrival
-    return {
-        "id": dispatch.id,
-        "version": dispatch.version,
-        "origin_province": dispatch.origin_province,
-        "destination_province": dispatch.destination_province,
-        "state": dispatch.state.value,
-        "brand_demand_id": dispatch.brand_demand_id,
-        "fair_id": dispatch.fair_id,
-        "employers": [employer.model_dump(mode="json") for employer in dispatch.employers],
-        "headcount": dispatch.headcount,
-        "transport": dispatch.transport.value,
-        "departure_at": dispatch.departure_at,
-        "departure_place": dispatch.departure_place,
-        "expected_arrival_on": dispatch.expected_arrival_on,
-        "confirmation_due": dispatch.confirmation_due,
-        "escort_name": dispatch.escort.name,
-        "escort_phone": dispatch.escort.phone,
-        "note": dispatch.note,
-        "announced_at": dispatch.announced_at,
-        "changed_at": dispatch.changed_at,
-        "cancelled_at": dispatch.cancelled_at,
-        "cancellation_reason": dispatch.cancellation_reason,
-        "arrived_at": arrival.arrived_at if arrival else None,
-        "headcount_received": arrival.headcount_received if arrival else None,
-        "arrival_note": arrival.note if arrival else None,
-        "arrival_confirmed_at": arrival.confirmed_at if arrival else None,
-        "arrival_plan_version": arrival.plan_version if arrival else None,
-    }
+    return utc_values(
+        {
+            "id": dispatch.id,
+            "version": dispatch.version,
+            "origin_province": dispatch.origin_province,
+            "destination_province": dispatch.destination_province,
+            "state": dispatch.state.value,
+            "brand_demand_id": dispatch.brand_demand_id,
+            "fair_id": dispatch.fair_id,
+            "employers": [employer.model_dump(mode="json") for employer in dispatch.employers],
+            "headcount": dispatch.headcount,
+            "transport": dispatch.transport.value,
+            "departure_at": dispatch.departure_at,
+            "departure_place": dispatch.departure_place,
+            "expected_arrival_on": dispatch.expected_arrival_on,
+            "confirmation_due": dispatch.confirmation_due,
+            "escort_name": dispatch.escort.name,
+            "escort_phone": dispatch.escort.phone,
+            "note": dispatch.note,
+            "announced_at": dispatch.announced_at,
+            "changed_at": dispatch.changed_at,
+            "cancelled_at": dispatch.cancelled_at,
+            "cancellation_reason": dispatch.cancellation_reason,
+            "arrived_at": arrival.arrived_at if arrival else None,
+            "headcount_received": arrival.headcount_received if arrival else None,
+            "arrival_note": arrival.note if arrival else None,
+            "arrival_confirmed_at": arrival.confirmed_at if arrival else None,
+            "arrival_plan_version": arrival.plan_version if arrival else None,
+        }
+    )
 
 
 def _time(value: datetime | None) -> datetime | None:

@@ -21,7 +21,7 @@ from labornet.jobs.domain.fair import (
     RegistrationCount,
     RegistrationStatus,
 )
-from labornet.shared.db import as_utc
+from labornet.shared.db import as_utc, utc_values
 
 
 def provinces_text(provinces: Sequence[str]) -> str:
@@ -29,29 +29,31 @@ def provinces_text(provinces: Sequence[str]) -> str:
 
 
 def fair_columns(fair: Fair) -> dict[str, Any]:
-    return {
-        "id": fair.id,
-        "version": fair.version,
-        "organiser_province": fair.organiser_province,
-        "co_organisers": list(fair.co_organisers),
-        "provinces": provinces_text(fair.provinces),
-        "title": fair.title,
-        "description": fair.description,
-        "campaign": fair.campaign.value,
-        "mode": fair.mode.value,
-        "url": str(fair.url) if fair.url is not None else None,
-        "division_code": fair.venue.division_code if fair.venue else None,
-        "address": fair.venue.address if fair.venue else None,
-        "starts_on": fair.starts_on,
-        "ends_on": fair.ends_on,
-        "registration_closes_at": fair.registration_closes_at,
-        "capacity": fair.capacity,
-        "status": fair.status.value,
-        "cancel_reason": fair.cancel_reason,
-        "outcomes": fair.outcomes.model_dump(mode="json") if fair.outcomes else None,
-        "created_at": fair.created_at,
-        "updated_at": fair.updated_at,
-    }
+    return utc_values(
+        {
+            "id": fair.id,
+            "version": fair.version,
+            "organiser_province": fair.organiser_province,
+            "co_organisers": list(fair.co_organisers),
+            "provinces": provinces_text(fair.provinces),
+            "title": fair.title,
+            "description": fair.description,
+            "campaign": fair.campaign.value,
+            "mode": fair.mode.value,
+            "url": str(fair.url) if fair.url is not None else None,
+            "division_code": fair.venue.division_code if fair.venue else None,
+            "address": fair.venue.address if fair.venue else None,
+            "starts_on": fair.starts_on,
+            "ends_on": fair.ends_on,
+            "registration_closes_at": fair.registration_closes_at,
+            "capacity": fair.capacity,
+            "status": fair.status.value,
+            "cancel_reason": fair.cancel_reason,
+            "outcomes": fair.outcomes.model_dump(mode="json") if fair.outcomes else None,
+            "created_at": fair.created_at,
+            "updated_at": fair.updated_at,
+        }
+    )
 
 
 def fair_of(row: Mapping[Any, Any]) -> Fair:
