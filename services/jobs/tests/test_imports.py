@@ -206,7 +206,7 @@ async def test_progress_is_visible_while_a_large_file_is_imported(
     officer = bearer(node_keys[SC], "officer")
     total = 3000
     body = as_csv([vacancy(n) for n in range(total)])
-    async with jobs_node(settings, batch_rows=100) as (client, runtime):
+    async with jobs_node(settings, batch_rows=50) as (client, runtime):
         answer = await client.post(IMPORTS, headers={**officer, **CSV}, content=body)
         assert answer.status_code == 202, answer.text
         seen: list[dict[str, Any]] = []
@@ -219,7 +219,7 @@ async def test_progress_is_visible_while_a_large_file_is_imported(
         partial = [s for s in seen if s["state"] == "running" and 0 < s["rows_published"] < total]
         assert partial, [(s["state"], s["rows_published"]) for s in seen]
         for state in partial:  # what a running import says it published is committed, batch by batch
-            assert state["rows_published"] % 100 == 0 and state["rows_read"] >= state["rows_published"]
+            assert state["rows_published"] % 50 == 0 and state["rows_read"] >= state["rows_published"]
             assert state["published_through_line"] == state["rows_published"] + 1
         assert seen[-1]["rows_published"] == total and seen[-1]["published_through_line"] == total + 1
         assert (await client.get("/api/v1/vacancies", params={"q": "chef002999"})).json()["total"] == 1
