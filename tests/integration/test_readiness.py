@@ -90,7 +90,12 @@ async def test_readyz_fails_while_the_broker_is_frozen_or_gone_and_recovers(
         body = (await client.get("/readyz")).json()
         assert body == {
             "ready": True,
-            "checks": {"database": "ok", "broker": "ok", "consumer:vacancy-replica": "assigned"},
+            "checks": {
+                "database": "ok",
+                "broker": "ok",
+                "consumer:vacancy-replica": "assigned",  # partners' vacancies, events and statistics
+                "consumer:matchmaking": "assigned",  # the province's jobs inbox: applications, registrations…
+            },
         }
 
         lag_measured = "labornet_consumer_lag_measured_timestamp_seconds"
@@ -112,6 +117,7 @@ async def test_readyz_fails_while_the_broker_is_frozen_or_gone_and_recovers(
             body = (await client.get("/readyz")).json()
             assert body["checks"]["broker"].startswith("silent for"), body
             assert body["checks"]["consumer:vacancy-replica"].endswith("broker silent"), body
+            assert body["checks"]["consumer:matchmaking"].endswith("broker silent"), body
             # lag is not pretended: the last value stays, measured before the broker froze
             assert await lag_measured_at() <= frozen_at + 1
         finally:
