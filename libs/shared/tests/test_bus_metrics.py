@@ -29,9 +29,9 @@ def value(name: str, **labels: str) -> float | None:
 
 
 def test_every_label_combination_a_service_can_know_exists_at_zero() -> None:
-    service = "brands"
-    partner_events, own_inbox = events_topic("330000", "brands"), inbox_topic("510000", "brands")
-    init_bus_metrics(service, "510000", MEMBERS, {"labornet.510000.brands.replica": [partner_events, own_inbox]})
+    service = "bus-metrics-probe"  # no running service has this name: other tests of the process count nothing here
+    partner_events, own_inbox = events_topic("330000", service), inbox_topic("510000", service)
+    init_bus_metrics(service, "510000", MEMBERS, {f"labornet.510000.{service}.replica": [partner_events, own_inbox]})
     for topic in (partner_events, own_inbox):
         for reason in REJECT_REASONS:
             assert value("labornet_events_rejected_total", service=service, topic=topic, reason=reason) == 0
@@ -46,14 +46,14 @@ def test_every_label_combination_a_service_can_know_exists_at_zero() -> None:
     for origin in ("330000", "320000"):
         assert value("labornet_event_age_seconds_count", service=service, topic=own_inbox, origin=origin) == 0
     for topic in (
-        events_topic("510000", "brands"),
-        deadletter_topic("510000", "brands"),
-        inbox_topic("330000", "brands"),
+        events_topic("510000", service),
+        deadletter_topic("510000", service),
+        inbox_topic("330000", service),
     ):
         assert value("labornet_events_published_total", service=service, topic=topic) == 0
     assert value("labornet_events_published_total", service=service, topic=partner_events) is None
     assert value("labornet_outbox_publish_failures_total", service=service) == 0
-    assert value("labornet_consumer_assigned_partitions", service=service, group="labornet.510000.brands.replica") == 0
+    assert value("labornet_consumer_assigned_partitions", service=service, group=f"labornet.510000.{service}.replica") == 0
 
 
 def _reason_literals() -> set[str]:

@@ -229,7 +229,17 @@ async def serving(app: FastAPI, port: int | None = None) -> AsyncIterator[httpx.
     """Run ``app`` under uvicorn on a loopback port (a free one by default; lifespan included), yield a client."""
     port = port or free_port()
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on", timeout_graceful_shutdown=5)
+        uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=port,
+            log_config=None,
+            lifespan="on",
+            timeout_graceful_shutdown=5,
+            # longer than the client keeps an idle connection (httpx: 5 s): with both at 5 s, a request sent on a
+            # connection the server is closing at that moment fails with a ReadError (seen in a CI run)
+            timeout_keep_alive=30,
+        )
     )
     task = asyncio.create_task(server.serve())
     try:
