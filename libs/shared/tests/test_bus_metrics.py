@@ -53,7 +53,9 @@ def test_every_label_combination_a_service_can_know_exists_at_zero() -> None:
         assert value("labornet_events_published_total", service=service, topic=topic) == 0
     assert value("labornet_events_published_total", service=service, topic=partner_events) is None
     assert value("labornet_outbox_publish_failures_total", service=service) == 0
-    assert value("labornet_consumer_assigned_partitions", service=service, group=f"labornet.510000.{service}.replica") == 0
+    assert (
+        value("labornet_consumer_assigned_partitions", service=service, group=f"labornet.510000.{service}.replica") == 0
+    )
 
 
 def _reason_literals() -> set[str]:
