@@ -425,10 +425,24 @@ _STREAM_EXAMPLE = (
             "after LABORNET_SUBSCRIPTIONS_STREAM_MAX_DURATION_S; reconnect with Last-Event-ID.",
             "content": {
                 "text/event-stream": {
+                    # one event of the stream, as the OpenAPI specification's generic text/event-stream schema
+                    # describes it (OpenAPI 3.1 tools take `schema` as the schema of each event)
                     "schema": {
-                        "type": "string",
-                        "description": "text/event-stream; a match's data: VacancyMatch, an application's data: "
-                        "ApplicationNotice",
+                        "type": "object",
+                        "description": "one Server-Sent Event; its data is one line of JSON: a VacancyMatch for "
+                        "`event: match`, an ApplicationNotice for `event: application`",
+                        "required": ["event", "data"],
+                        "properties": {
+                            "event": {"type": "string", "enum": ["match", "application"]},
+                            "id": {
+                                "type": "string",
+                                "pattern": r"^\d+(:\d+)?$",
+                                "description": "the stream position: the last match id, then `:` and the last "
+                                "application notice id once there is one",
+                            },
+                            "data": {"type": "string", "contentMediaType": "application/json"},
+                            "retry": {"type": "integer", "minimum": 0},
+                        },
                     },
                     "example": _STREAM_EXAMPLE,
                 }
