@@ -106,12 +106,12 @@ class Federation:
         await eventually(reached, timeout_s=30)
         return await self.case(province, case_id)
 
-    async def wait_sending(self, receiving_case: str, state: str) -> dict[str, Any]:
+    async def wait_sending(self, receiving_case: str, state: str, timeout_s: float = 30) -> dict[str, Any]:
         async def reached() -> bool:
             found = await self.sending_case(receiving_case)
             return found is not None and found["state"] == state
 
-        await eventually(reached, timeout_s=30)
+        await eventually(reached, timeout_s=timeout_s)
         found = await self.sending_case(receiving_case)
         assert found is not None
         return found
@@ -371,7 +371,9 @@ async def test_a_transfer_in_flight_completes_after_the_broker_loses_its_log(
 
     done = await nodes.wait_state(ZJ, case_id, "completed")
     assert done["sheet"] is not None
-    await nodes.wait_sending(case_id, "completed")
+    # the receipt travels on the second new log: the broker watch, the relay's resend backoff and the consumers'
+    # rejoin all come after it; on two test workers sharing the machine this took more than 30 s (a CI run)
+    await nodes.wait_sending(case_id, "completed", timeout_s=90)
     # each directed message is acknowledged by its receiver, so nothing is left to resend (the receipt for the
     # last message may still be on its way when the states are reached)
     for province in (SC, ZJ):
