@@ -16,6 +16,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
 
@@ -235,6 +236,20 @@ def install_problem_handlers(app: FastAPI) -> None:
         if exc.status_code == 405:
             detail = f"method {request.method} is not allowed on {request.url.path}"
         return problem_response(request, exc.status_code, detail, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(DBAPIError)
+    async def _database(request: Request, exc: DBAPIError) -> JSONResponse:
+        if not exc.connection_invalidated:
+            return await _unexpected(request, exc)
+        # the database connection was lost (the pool does not ping before each transaction): nothing was committed
+        log.warning("database connection lost on %s %s: %s", request.method, request.url.path, type(exc.orig))
+        return problem_response(
+            request,
+            503,
+            "the database connection was lost; the request was not completed. Send it again.",
+            slug="database-unavailable",
+            headers={"Retry-After": "1"},
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
