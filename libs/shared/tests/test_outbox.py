@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Column, Integer, MetaData, String, Table, func, select
+from sqlalchemy import Column, Integer, MetaData, String, Table, event, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from labornet.shared.broker import EmbeddedBroker
@@ -241,3 +241,110 @@ async def test_a_batch_of_events_takes_the_next_numbers_of_its_stream_and_is_sig
     with pytest.raises(ValueError, match="inbox"):
         async with sessionmaker(engine)() as session, session.begin():
             await writer.add_many(session, topic="labornet.330000.jobs.inbox", event_type="x.v1", events=[("k", {})])
+
+
+async def stored_events(engine: AsyncEngine) -> list[Envelope]:
+    """The outbox's events in id order (the order the relay publishes them)."""
+    async with sessionmaker(engine)() as session:
+        rows = (await session.execute(select(outbox).order_by(outbox.c.id))).all()
+    events = [Envelope.from_kafka(r.message_key, r.payload, decode_headers(r.headers)) for r in rows]
+    assert [r.seq for r in rows] == [e.streamseq for e in events], "the row's number is the signed one"
+    return events
+
+
+async def test_queued_events_are_numbered_signed_and_written_at_commit_with_two_statements(
+    engine: AsyncEngine, writer: Outbox, federation_dir: Path
+) -> None:
+    """However many events a transaction queues, writing them costs one counter statement per stream and one
+    insert, just before the commit; an event added at once and queued ones share the stream's numbers."""
+    inbox_topic = "labornet.330000.jobs.inbox"
+    sent: list[str] = []
+
+    def record(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        sent.append(" ".join(statement.split()).upper())
+
+    first = await publish_vacancy(engine, writer, "510000-V-1")
+    event.listen(engine.sync_engine, "before_cursor_execute", record)
+    try:
+        async with sessionmaker(engine)() as session, session.begin():
+            for n in range(5):
+                writer.queue(
+                    session, topic=inbox_topic, event_type="x.v1", key=f"m{n}", data={"n": n}, destination="330000"
+                )
+                writer.queue(session, topic="t.jobs", event_type="x.v1", key=f"b{n}", data={"n": n})
+            async with sessionmaker(engine)() as other:  # nothing is written before the commit
+                assert (await other.execute(select(func.count()).select_from(outbox))).scalar_one() == 1
+            assert not [s for s in sent if s.startswith("INSERT")]
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", record)
+    assert len([s for s in sent if s.startswith("INSERT INTO OUTBOX_STREAM")]) == 2, sent
+    assert len([s for s in sent if s.startswith("INSERT INTO OUTBOX ")]) == 1, sent
+
+    events = await stored_events(engine)
+    trust = TrustList.load(federation_dir / "trust-list.json")
+    for envelope in events:
+        trust.verify(envelope)
+    assert events[0].id == first.id
+    by_stream: dict[str, list[int]] = {}
+    for envelope in events:
+        by_stream.setdefault(envelope.stream, []).append(envelope.streamseq)
+    assert by_stream == {"510000/t.jobs": [1, 2, 3, 4, 5, 6], f"510000/{inbox_topic}": [1, 2, 3, 4, 5]}
+    assert [e.partitionkey for e in events if e.destprovince] == [f"m{n}" for n in range(5)]
+    assert [e.json() for e in events[1:] if not e.destprovince] == [{"n": n} for n in range(5)]
+    async with sessionmaker(engine)() as session:
+        receipts = (await session.execute(select(outbox.c.expects_receipt).order_by(outbox.c.id))).scalars().all()
+    assert receipts == [False] + [True, False] * 5
+
+
+async def test_queued_events_of_a_rolled_back_transaction_or_savepoint_are_never_written(
+    engine: AsyncEngine, writer: Outbox
+) -> None:
+    async def failing() -> None:
+        async with sessionmaker(engine)() as session, session.begin():
+            writer.queue(session, topic="t.jobs", event_type="x.v1", key="lost", data={})
+            raise RuntimeError("refused")
+
+    with pytest.raises(RuntimeError, match="refused"):
+        await failing()
+    async with sessionmaker(engine)() as session, session.begin():
+        writer.queue(session, topic="t.jobs", event_type="x.v1", key="outer-1", data={})
+        savepoint = await session.begin_nested()
+        writer.queue(session, topic="t.jobs", event_type="x.v1", key="undone", data={})
+        await savepoint.rollback()
+        async with session.begin_nested():
+            writer.queue(session, topic="t.jobs", event_type="x.v1", key="kept", data={})
+        writer.queue(session, topic="t.jobs", event_type="x.v1", key="outer-2", data={})
+    async with sessionmaker(engine)() as session, session.begin():  # the same writer goes on numbering
+        writer.queue(session, topic="t.jobs", event_type="x.v1", key="next", data={})
+    events = await stored_events(engine)
+    assert [(e.partitionkey, e.streamseq) for e in events] == [("outer-1", 1), ("kept", 2), ("outer-2", 3), ("next", 4)]
+
+
+async def test_queued_events_take_their_numbers_in_commit_order(
+    engine: AsyncEngine, writer: Outbox, db_backend: str
+) -> None:
+    """Two transactions on one stream: the one that commits first has the lower number and the lower id, whichever
+    queued first, so the relay publishes the stream gap-free and in order."""
+    if db_backend == "sqlite":
+        pytest.skip("SQLite serialises writers (BEGIN IMMEDIATE): the first to begin is the first to commit")
+    first_queued = sessionmaker(engine)()
+    await first_queued.begin()
+    writer.queue(first_queued, topic="t.jobs", event_type="x.v1", key="queued-first", data={})
+    async with sessionmaker(engine)() as session, session.begin():
+        writer.queue(session, topic="t.jobs", event_type="x.v1", key="committed-first", data={})
+    await first_queued.commit()
+    await first_queued.close()
+
+    # and concurrent units of work, some rolled back, leave no gap
+    async def write(n: int) -> None:
+        async with sessionmaker(engine)() as session, session.begin():
+            writer.queue(session, topic="t.jobs", event_type="x.v1", key=f"k{n}", data={"n": n})
+            await asyncio.sleep(0.001 * (n % 3))
+            if n % 5 == 0:
+                raise ValueError("rolled back on purpose")
+
+    results = await asyncio.gather(*(write(n) for n in range(30)), return_exceptions=True)
+    assert sum(isinstance(r, ValueError) for r in results) == 6
+    events = await stored_events(engine)
+    assert [e.partitionkey for e in events[:2]] == ["committed-first", "queued-first"]
+    assert [e.streamseq for e in events] == list(range(1, 27)), "numbers follow the ids without a gap"

@@ -20,6 +20,7 @@ import hashlib
 import logging
 import zlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -29,7 +30,7 @@ from sqlalchemy import and_, delete, func, or_, select, text, update
 from sqlalchemy import event as sa_event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, SessionTransaction
 
 from labornet.shared.db import as_utc, outbox, outbox_stream, utcnow
 from labornet.shared.envelope import Envelope, encode_data, event_source, new_event_id
@@ -62,6 +63,7 @@ OLDEST_UNACKNOWLEDGED_AGE = Gauge(
 )
 
 _WAKE_KEY = "labornet_outbox_wake"
+_QUEUED_KEY = "labornet_outbox_queued"
 
 
 def encode_headers(headers: Sequence[tuple[str, bytes]]) -> list[list[str]]:
@@ -119,10 +121,7 @@ class Outbox:
         message is kept and resent until its receipt arrives (:mod:`labornet.shared.receipts`), unless
         ``expects_receipt`` is false (receipts themselves).
         """
-        if destination is not None and topic != inbox_topic(destination, self.service):
-            raise ValueError(f"a message for {destination} must go to {inbox_topic(destination, self.service)}")
-        if destination is None and is_inbox_topic(topic):
-            raise ValueError(f"topic {topic} is an inbox: say which province the message is addressed to")
+        self._check_addressing(topic, destination)
         stream = stream_id(self.province, topic)
         seq = await self._next_seq(session, stream)
         receipt = destination is not None if expects_receipt is None else expects_receipt
@@ -141,6 +140,54 @@ class Outbox:
         await session.execute(outbox.insert().values(**row))
         self._wake_after_commit(session)
         return envelope
+
+    def queue(
+        self,
+        session: AsyncSession,
+        *,
+        topic: str,
+        event_type: str,
+        key: str,
+        data: Mapping[str, Any] | Any,
+        subject: str | None = None,
+        destination: str | None = None,
+        schema_version: int = 1,
+        expects_receipt: bool | None = None,
+    ) -> None:
+        """What :meth:`add` does, written when the transaction ``session`` is in commits.
+
+        Just before the commit the events queued in the transaction are numbered, signed and inserted together: one
+        sequence statement per stream and one insert for all of them, however many the transaction queued (a run
+        of inbox records answers each with a receipt). The stream's counter row, which every transaction sending on
+        that stream waits for, is then locked only from that statement to the commit, and the numbers follow the
+        order in which transactions commit. Nothing is written if the transaction (or the savepoint the event was
+        queued in) rolls back. Use :meth:`add` when the caller needs the signed envelope back."""
+        self._check_addressing(topic, destination)
+        sync_session = session.sync_session
+        queued: list[_Queued] = sync_session.info.setdefault(_QUEUED_KEY, [])
+        queued.append(
+            _Queued(
+                self,
+                sync_session.get_nested_transaction() or sync_session.get_transaction(),
+                {
+                    "topic": topic,
+                    "event_type": event_type,
+                    "key": key,
+                    "data": data,
+                    "subject": subject,
+                    "destination": destination,
+                    "schema_version": schema_version,
+                    "expects_receipt": destination is not None if expects_receipt is None else expects_receipt,
+                },
+            )
+        )
+        self._wake_after_commit(session)
+
+    def _check_addressing(self, topic: str, destination: str | None) -> None:
+        if destination is not None and topic != inbox_topic(destination, self.service):
+            raise ValueError(f"a message for {destination} must go to {inbox_topic(destination, self.service)}")
+        if destination is None and is_inbox_topic(topic):
+            raise ValueError(f"topic {topic} is an inbox: say which province the message is addressed to")
 
     async def add_record(
         self,
@@ -254,9 +301,14 @@ class Outbox:
 
     async def _next_seq(self, session: AsyncSession, stream: str, count: int = 1) -> int:
         """Reserve the next ``count`` numbers of ``stream``; return the last of them."""
-        dialect = session.get_bind().dialect.name
+        return int((await session.execute(self._reserve(session.get_bind().dialect.name, stream, count))).scalar_one())
+
+    @staticmethod
+    def _reserve(dialect: str, stream: str, count: int) -> Any:
+        """The statement that moves ``stream``'s counter on by ``count`` and returns its new value. The counter row
+        stays locked until the transaction ends, so the numbers of one stream follow commit order without gaps."""
         insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        statement = (
+        return (
             insert(outbox_stream)
             .values(stream=stream, last_seq=count)
             .on_conflict_do_update(
@@ -264,7 +316,10 @@ class Outbox:
             )
             .returning(outbox_stream.c.last_seq)
         )
-        return int((await session.execute(statement)).scalar_one())
+
+    def _next_seq_sync(self, session: Session, stream: str, count: int) -> int:
+        """:meth:`_next_seq` from a session event (the synchronous session, inside the transaction's greenlet)."""
+        return int(session.execute(self._reserve(session.get_bind().dialect.name, stream, count)).scalar_one())
 
     def _wake_after_commit(self, session: AsyncSession) -> None:
         sync_session = session.sync_session
@@ -286,6 +341,60 @@ class Outbox:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout)
         self._wake.clear()
+
+
+@dataclass(frozen=True)
+class _Queued:
+    """An event queued by :meth:`Outbox.queue`: who writes it, the transaction it belongs to, what :meth:`Outbox.add`
+    would have been given."""
+
+    writer: Outbox
+    transaction: SessionTransaction | None
+    fields: dict[str, Any]
+
+
+@sa_event.listens_for(Session, "before_commit")
+def _write_queued(session: Session) -> None:
+    """Number, sign and insert the events queued in the transaction that is about to commit (a savepoint's release
+    writes them too: they are part of the enclosing transaction from then on)."""
+    queued: list[_Queued] = session.info.pop(_QUEUED_KEY, [])
+    if not queued:
+        return
+    streams = [(item.writer, stream_id(item.writer.province, item.fields["topic"])) for item in queued]
+    counts: dict[tuple[Outbox, str], int] = {}
+    for writer_stream in streams:
+        counts[writer_stream] = counts.get(writer_stream, 0) + 1
+    # the counters are locked in one order (by stream), so two transactions sending on the same streams never
+    # wait for each other's second counter
+    next_seq: dict[tuple[Outbox, str], int] = {}
+    for (writer, stream), count in sorted(counts.items(), key=lambda entry: entry[0][1]):
+        next_seq[(writer, stream)] = writer._next_seq_sync(session, stream, count) - count + 1
+    rows = []
+    for item, writer_stream in zip(queued, streams, strict=True):
+        seq = next_seq[writer_stream]
+        next_seq[writer_stream] = seq + 1
+        rows.append(item.writer._signed(**item.fields, stream=writer_stream[1], seq=seq)[1])
+    session.execute(outbox.insert(), rows)
+
+
+@sa_event.listens_for(Session, "after_soft_rollback")
+def _forget_queued(session: Session, previous_transaction: SessionTransaction) -> None:
+    """Events queued in a transaction (or savepoint) that rolled back are never written."""
+    queued: list[_Queued] = session.info.get(_QUEUED_KEY, [])
+    if not queued:
+        return
+    if previous_transaction.parent is None:
+        session.info.pop(_QUEUED_KEY, None)
+        return
+    session.info[_QUEUED_KEY] = [item for item in queued if not _within(item.transaction, previous_transaction)]
+
+
+def _within(transaction: SessionTransaction | None, ended: SessionTransaction) -> bool:
+    while transaction is not None:
+        if transaction is ended:
+            return True
+        transaction = transaction.parent
+    return False
 
 
 class OutboxRelay:

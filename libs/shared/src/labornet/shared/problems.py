@@ -241,12 +241,13 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def _database(request: Request, exc: DBAPIError) -> JSONResponse:
         if not exc.connection_invalidated:
             return await _unexpected(request, exc)
-        # the database connection was lost (the pool does not ping before each transaction): nothing was committed
+        # the database connection was lost (the pool does not ping before each transaction); a connection lost
+        # during the commit may have committed, which sending the request again finds (a conflict or the same state)
         log.warning("database connection lost on %s %s: %s", request.method, request.url.path, type(exc.orig))
         return problem_response(
             request,
             503,
-            "the database connection was lost; the request was not completed. Send it again.",
+            "the database connection was lost while the request was handled; send it again.",
             slug="database-unavailable",
             headers={"Retry-After": "1"},
         )

@@ -69,8 +69,9 @@ class Receipt(BaseModel):
 
 
 async def send_receipt(session: AsyncSession, writer: Outbox, envelope: Envelope, outcome: ReceiptOutcome) -> None:
-    """Answer the directed message ``envelope`` with a receipt, in the transaction ``session`` is in."""
-    await writer.add(
+    """Answer the directed message ``envelope`` with a receipt, written when the transaction ``session`` is in
+    commits (with the other events of the transaction: a run of inbox records adds no statement per receipt)."""
+    writer.queue(
         session,
         topic=inbox_topic(envelope.originprovince, writer.service),
         event_type=RECEIPT,

@@ -407,7 +407,8 @@ class TransferService:
             )
 
     async def _send(self, session: AsyncSession, message: Message) -> None:
-        await self.outbox.add(
+        # written when the step commits, with the receipts of the inbox run it is part of
+        self.outbox.queue(
             session,
             topic=inbox_topic(message.to, "insurance"),
             destination=message.to,
