@@ -23,19 +23,22 @@ import tempfile
 import textwrap
 import time
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
+from sqlalchemy import update
 
 from benchmarks.search import load_postgresql, load_sqlite, synthetic_vacancies
+from labornet.jobs.adapters.tables import vacancy
 from labornet.shared.broker import free_port
 from labornet.shared.db import create_engine
 from labornet.shared.keys import ensure_node_keys
 from labornet.shared.migrations import upgrade
 from labornet.shared.testing import create_postgres_database, drop_postgres_database
 
+PROVINCE = "510000"  # the node served
 BARE_APP = textwrap.dedent(
     """
     import json, sys
@@ -77,15 +80,30 @@ def serving(command: list[str], port: int, env: dict[str, str]) -> Any:
         yield proc
     finally:
         proc.terminate()
-        proc.wait(timeout=30)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
-def wrk(url: str, seconds: int, connections: int) -> dict[str, float]:
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of process ``pid`` so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wrk(url: str, seconds: int, connections: int, pid: int) -> dict[str, float]:
+    """wrk's rate and latency, and the server's CPU time per request over the run: the figure that does not move
+    with what else the machine runs."""
+    cpu_before = cpu_seconds(pid)
     out = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", url], capture_output=True, text=True
     ).stdout
+    cpu = cpu_seconds(pid) - cpu_before
     rate = float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1))  # type: ignore[union-attr]
-    result = {"req_per_s": rate}
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    result = {"req_per_s": rate, "cpu_ms_per_request": round(cpu * 1000 / max(requests, 1), 3)}
     for label, key in (("50%", "p50_ms"), ("99%", "p99_ms")):
         found = re.search(rf"{label}\s+([0-9.]+)(us|ms|s)", out)
         if found:
@@ -111,6 +129,14 @@ async def prepare(backend: str, size: int, directory: Path, base_url: str | None
             await load_postgresql(url, rows)
         else:
             await load_sqlite(engine, rows)
+        # the served province's vacancies close in a month: the expiry sweep, which would otherwise close hundreds
+        # of them while the reads are measured, has nothing to do
+        async with engine.begin() as connection:
+            await connection.execute(
+                update(vacancy)
+                .where(vacancy.c.owner_province == PROVINCE, vacancy.c.status == "open")
+                .values(closing_date=date.today() + timedelta(days=30))
+            )
     finally:
         await engine.dispose()
     return url, name
@@ -119,10 +145,10 @@ async def prepare(backend: str, size: int, directory: Path, base_url: str | None
 def run(backend: str, size: int, seconds: int, connections: int, base_url: str | None) -> dict[str, Any]:
     directory = Path(tempfile.mkdtemp(prefix="labornet-reads-bench-"))
     url, name = asyncio.run(prepare(backend, size, directory, base_url))
-    ensure_node_keys("510000", directory / "keys" / "510000", directory / "trust-list.json")
+    ensure_node_keys(PROVINCE, directory / "keys" / PROVINCE, directory / "trust-list.json")
     port = free_port()
     env = {
-        "LABORNET_PROVINCE": "510000",
+        "LABORNET_PROVINCE": PROVINCE,
         "LABORNET_SERVICE": "jobs",
         "LABORNET_DATA_DIR": str(directory),
         "LABORNET_DATABASE_URL": url,
@@ -133,31 +159,33 @@ def run(backend: str, size: int, seconds: int, connections: int, base_url: str |
     paths = {"by_id": "", "search": "/api/v1/vacancies?q=%E5%8E%A8%E5%B8%88&limit=20"}
     results: dict[str, dict[str, Any]] = {}
     try:
-        with serving(command, port, env):
+        with serving(command, port, env) as server:
             base = f"http://127.0.0.1:{port}"
             page = httpx.get(base + paths["search"]).json()
             one_id = page["items"][0]["id"]
             paths["by_id"] = f"/api/v1/vacancies/{one_id}"
             bodies = {"one": httpx.get(base + paths["by_id"]).json(), "page": page}
-            wrk(base + paths["by_id"], 2, connections)  # warm-up
+            wrk(base + paths["by_id"], 2, connections, server.pid)  # warm-up
             for kind, path in paths.items():
-                results[kind] = {"labornet": wrk(base + path, seconds, connections)}
+                results[kind] = {"labornet": wrk(base + path, seconds, connections, server.pid)}
         body_file = directory / "bodies.json"
         body_file.write_text(json.dumps(bodies, ensure_ascii=False))
         app_file = directory / "bare.py"
         app_file.write_text(BARE_APP)
         bare_port = free_port()
-        with serving([sys.executable, str(app_file), str(body_file), str(bare_port)], bare_port, {}):
+        with serving([sys.executable, str(app_file), str(body_file), str(bare_port)], bare_port, {}) as bare:
             base = f"http://127.0.0.1:{bare_port}"
-            wrk(base + paths["by_id"], 2, connections)
+            wrk(base + paths["by_id"], 2, connections, bare.pid)
             for kind, path in paths.items():
-                results[kind]["bare_fastapi"] = wrk(base + path, seconds, connections)
+                results[kind]["bare_fastapi"] = wrk(base + path, seconds, connections, bare.pid)
     finally:
         if name is not None and base_url is not None:
             asyncio.run(drop_postgres_database(base_url, name))
         shutil.rmtree(directory, ignore_errors=True)
     for row in results.values():
         row["ratio"] = round(row["labornet"]["req_per_s"] / row["bare_fastapi"]["req_per_s"], 3)
+        bare_cpu, labornet_cpu = row["bare_fastapi"]["cpu_ms_per_request"], row["labornet"]["cpu_ms_per_request"]
+        row["cpu_ratio"] = round(bare_cpu / labornet_cpu, 3) if labornet_cpu else None
     return {"backend": backend, "vacancies": size, "reads": results, "load_avg": [round(v, 2) for v in os.getloadavg()]}
 
 

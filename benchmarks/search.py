@@ -182,6 +182,7 @@ def synthetic_vacancies(count: int, seed: int, now: datetime) -> Iterator[dict[s
             "division_code": division,
             "city": city,
             "headcount": rng.randint(1, 30),
+            "hired": 0,
             "salary_min": salary_min,
             "salary_max": salary_max,
             "employment_type": rng.choice(EMPLOYMENT),

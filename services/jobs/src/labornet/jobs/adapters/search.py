@@ -22,14 +22,15 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from sqlalchemy import (
+    BindParameter,
     ColumnElement,
+    Integer,
     Select,
     String,
     and_,
     bindparam,
     cast,
     func,
-    literal,
     literal_column,
     select,
     table,
@@ -109,75 +110,221 @@ async def search_vacancies(
 
     The first statement takes up to ``total_cap + 1`` matches with their sort keys, counts them and, from them,
     picks the page: when the matches are that few, it is the whole answer. When there are more, they are
-    plentiful, and the page is found by walking the sort order (:func:`_walk_the_sort_order`)."""
+    plentiful, and the page is found by walking the sort order (see :class:`SearchPlan`)."""
+    plan = SearchPlan.of(params, session.get_bind().dialect.name, total_cap, now)
     # every search is planned with its own values (a generic plan cached with the driver's prepared statement
     # cannot tell a word in one vacancy of ten from a word in one of ten thousand), and a query of a few
     # milliseconds is not worth the 30 ms of compiling it to machine code
     async with _planner(session, plan_cache_mode="force_custom_plan", jit="off"):
-        return await _search(session, params, total_cap, now or datetime.now(UTC))
+        rows = [dict(row) for row in (await session.execute(plan.statement("page"), plan.values)).mappings()]
+        if rows:
+            total = int(rows[0]["total"])
+        else:  # nothing on this page (no match at all, or a cursor past the last one): count on its own
+            total = int((await session.execute(plan.statement("count"), plan.values)).scalar_one())
+        if total > plan.total_cap:
+            async with _planner(session, enable_bitmapscan="off", enable_seqscan="off"):
+                walked = await session.execute(plan.statement("walk"), plan.values)
+            rows = [dict(row) for row in walked.mappings()]
+    for row in rows:
+        row.pop("total", None)
+    return plan.page(rows, total)
 
 
-async def _search(session: AsyncSession, params: SearchParams, total_cap: int, now: datetime) -> SearchPage:
-    dialect = session.get_bind().dialect.name
-    sort_column = SORT_COLUMNS[params.sort]
-    matches = (
-        select(vacancy.c.id, sort_column.label("key"))
-        .where(*_conditions(params, dialect, faceted=dialect == "postgresql", now=now))
-        .limit(total_cap + 1)
-        .cte("matches")
-    )
-    chosen = (
-        _after_cursor(select(matches.c.id), matches.c.key, matches.c.id, params)
-        .order_by(matches.c.key.desc(), matches.c.id.desc())
-        .limit(params.limit + 1)
-        .subquery("chosen")
-    )
-    counted = select(func.count()).select_from(matches)
-    first = (
-        select(counted.scalar_subquery().label("total"), *RESULT_COLUMNS)
-        .select_from(vacancy.join(chosen, chosen.c.id == vacancy.c.id))
-        .order_by(sort_column.desc(), vacancy.c.id.desc())
-    )
-    rows = [dict(row) for row in (await session.execute(first)).mappings()]
-    if rows:
-        total = int(rows[0].pop("total"))
-        for row in rows[1:]:
-            del row["total"]
-    else:  # nothing on this page (no match at all, or a cursor past the last one): count on its own
-        total = int((await session.execute(counted)).scalar_one())
-    if total > total_cap:
-        rows = await _walk_the_sort_order(session, params, dialect, now)
-
-    items, more = [_plain(row) for row in rows[: params.limit]], len(rows) > params.limit
-    next_cursor = _encode_cursor(params.sort, items[-1]) if more else None
-    return SearchPage(items=items, next_cursor=next_cursor, total=min(total, total_cap), total_exact=total <= total_cap)
+Statement = Literal["page", "count", "walk"]
+# A filter as the statements hold it: its kind and the names of its values (the values are the plan's)
+Filter = tuple[str, tuple[str, ...]]
 
 
-async def _walk_the_sort_order(
-    session: AsyncSession, params: SearchParams, dialect: str, now: datetime
-) -> list[dict[str, Any]]:
-    """A page of a query with more matches than the cap: read the sort-order index from the cursor on and keep the
-    rows that match; matches being plentiful, a page is found within a few thousand rows.
+@dataclass(frozen=True)
+class SearchPlan:
+    """A search as statements whose SQL depends only on ``shape`` and whose values are ``values``, by name.
 
-    PostgreSQL's planner is told so. It multiplies the frequencies of a query's bigrams as if they were
-    independent, but ``护理`` and ``理员`` occur together: it expects a handful of matches where there are
-    thousands, collects and sorts every one of them (or reads the whole table), and a page takes 100-400 ms
-    instead of 1. The count just taken is a measurement, not a guess."""
-    sort_column = SORT_COLUMNS[params.sort]
-    page = _after_cursor(select(*RESULT_COLUMNS), sort_column, vacancy.c.id, params)
-    page = page.where(*_conditions(params, dialect, faceted=False, now=now))
-    page = page.order_by(sort_column.desc(), vacancy.c.id.desc()).limit(params.limit + 1)
-    async with _planner(session, enable_bitmapscan="off", enable_seqscan="off"):
-        return [dict(row) for row in (await session.execute(page)).mappings()]
+    The SQL of a shape can be compiled once and run again with the values of any search of the same shape
+    (:mod:`labornet.jobs.adapters.reads`): a shape says which filters a search has, how many values each takes,
+    its sort and whether it has a cursor, never a value.
+
+    * ``page``: up to ``total_cap + 1`` matches with their sort keys, their count and, from them, the page (the
+      count is the first column of every row);
+    * ``count``: the count alone, for a page without rows;
+    * ``walk``: a page of a query with more matches than the cap: the sort-order index read from the cursor on,
+      keeping the rows that match; matches being plentiful, a page is found within a few thousand rows.
+      PostgreSQL's planner is told so (``enable_bitmapscan`` and ``enable_seqscan`` off): it multiplies the
+      frequencies of a query's bigrams as if they were independent, but ``护理`` and ``理员`` occur together: it
+      expects a handful of matches where there are thousands, collects and sorts every one of them (or reads the
+      whole table), and a page takes 100-400 ms instead of 1. The count just taken is a measurement, not a guess.
+    """
+
+    params: SearchParams
+    dialect: str
+    total_cap: int
+    matching: tuple[Filter, ...]  # the page's and the count's filters (faceted on PostgreSQL)
+    walking: tuple[Filter, ...]  # the walk's: every filter a column condition
+    values: dict[str, Any]
+
+    @classmethod
+    def of(
+        cls, params: SearchParams, dialect: str, total_cap: int = TOTAL_CAP, now: datetime | None = None
+    ) -> SearchPlan:
+        """The plan of ``params`` on ``dialect``; ``InvalidCursor`` when the cursor cannot be read."""
+        now = now or datetime.now(UTC)
+        values: dict[str, Any] = {"cap": total_cap + 1, "limit": params.limit + 1}
+        if params.cursor is not None:
+            values["after_key"], values["after_id"] = _decode_cursor(params.cursor, params.sort)
+        matching = _filters(params, dialect, dialect == "postgresql", now, "m", values)
+        walking = _filters(params, dialect, False, now, "w", values)
+        return cls(params, dialect, total_cap, matching, walking, values)
+
+    @property
+    def shape(self) -> tuple[Any, ...]:
+        kinds = tuple((kind, len(names)) for kind, names in self.matching)
+        walk_kinds = tuple((kind, len(names)) for kind, names in self.walking)
+        return self.dialect, self.params.sort, self.params.cursor is not None, kinds, walk_kinds
+
+    def statement(self, name: Statement) -> Select[Any]:
+        """The statement ``name`` of this plan, its values as named bind parameters."""
+        sort_column = SORT_COLUMNS[self.params.sort]
+        if name == "walk":
+            page = self._after_cursor(select(*RESULT_COLUMNS), sort_column, vacancy.c.id)
+            page = page.where(*(_condition(f, self.dialect) for f in self.walking))
+            return page.order_by(sort_column.desc(), vacancy.c.id.desc()).limit(bindparam("limit", type_=Integer))
+        matches = (
+            select(vacancy.c.id, sort_column.label("key"))
+            .where(*(_condition(f, self.dialect) for f in self.matching))
+            .limit(bindparam("cap", type_=Integer))
+            .cte("matches")
+        )
+        counted = select(func.count()).select_from(matches)
+        if name == "count":
+            return counted
+        chosen = (
+            self._after_cursor(select(matches.c.id), matches.c.key, matches.c.id)
+            .order_by(matches.c.key.desc(), matches.c.id.desc())
+            .limit(bindparam("limit", type_=Integer))
+            .subquery("chosen")
+        )
+        return (
+            select(counted.scalar_subquery().label("total"), *RESULT_COLUMNS)
+            .select_from(vacancy.join(chosen, chosen.c.id == vacancy.c.id))
+            .order_by(sort_column.desc(), vacancy.c.id.desc())
+        )
+
+    def _after_cursor(self, query: Select[Any], key: Any, id_: Any) -> Select[Any]:
+        """Rows after the cursor's in the (key, id) descending order; all rows when there is no cursor."""
+        if self.params.cursor is None:
+            return query
+        sort_type = SORT_COLUMNS[self.params.sort].type
+        after = tuple_(bindparam("after_key", type_=sort_type), bindparam("after_id", type_=String))
+        return query.where(tuple_(key, id_) < after)
+
+    def page(self, rows: list[dict[str, Any]], total: int) -> SearchPage:
+        """The answer from a page's rows (up to ``limit + 1``: one more says there are more) and the count."""
+        limit = self.params.limit
+        items, more = [_plain(row) for row in rows[:limit]], len(rows) > limit
+        next_cursor = _encode_cursor(self.params.sort, items[-1]) if more else None
+        cap = self.total_cap
+        return SearchPage(items=items, next_cursor=next_cursor, total=min(total, cap), total_exact=total <= cap)
 
 
-def _after_cursor(query: Select[Any], key: Any, id_: Any, params: SearchParams) -> Select[Any]:
-    """Rows after the cursor's in the (key, id) descending order; all rows when there is no cursor."""
-    if params.cursor is None:
-        return query
-    last_key, last_id = _decode_cursor(params.cursor, params.sort)
-    sort_type = SORT_COLUMNS[params.sort].type
-    return query.where(tuple_(key, id_) < tuple_(literal(last_key, sort_type), literal(last_id, String)))
+def _filters(
+    params: SearchParams, dialect: str, faceted: bool, now: datetime, prefix: str, values: dict[str, Any]
+) -> tuple[Filter, ...]:
+    """Every filter of ``params``, its values put in ``values`` under names starting with ``prefix``.
+
+    Every token of the text must match: bigrams and words through the index, lone CJK characters through LIKE.
+    ``faceted`` (PostgreSQL): the words and every equality or prefix filter become one lookup in the text index,
+    their facet lexemes (migrations jobs_0004, jobs_0005) joined to the words, and a recent "posted since" as the
+    weeks it spans (``now`` ends them); the ranges also stay column conditions (a week or a salary is coarser than
+    the filter), as do lone CJK characters. Otherwise every filter is a column condition: SQLite, and the walk
+    along a sort-order index, which needs the province and status as columns."""
+    filters: list[Filter] = []
+
+    def add(kind: str, *given: Any) -> None:
+        names = tuple(f"{prefix}{len(filters)}_{n}" for n in range(len(given)))
+        values.update(zip(names, given, strict=True))
+        filters.append((kind, names))
+
+    query_tokens = tokens(params.q) if params.q is not None else []
+    indexed = list(dict.fromkeys(t for t in query_tokens if not (len(t) == 1 and is_cjk(t))))
+    for single in dict.fromkeys(t for t in query_tokens if len(t) == 1 and is_cjk(t)):
+        add("contains", _like_escape(single))
+    if dialect == "sqlite":
+        if indexed:
+            add("fts", " ".join(_fts5_term(t) for t in indexed))
+    else:
+        facets = _facets(params, now) if faceted else []
+        words = " & ".join(_tsquery_term(t) for t in indexed)
+        if indexed and facets:
+            add("words_and_facets", words, " & ".join(facets))
+        elif indexed:
+            add("words", words)
+        elif facets:
+            add("facets", " & ".join(facets))
+    if faceted:
+        if params.statuses == OPEN:  # the text index of open vacancies alone (jobs_0005)
+            add("status", "open")
+    else:
+        add("status" if len(params.statuses) == 1 else "statuses", *params.statuses)
+        if params.province is not None:
+            add("province", params.province)
+        if params.division_code is not None:
+            add("code_prefix_division", *_prefix_range(significant_prefix(params.division_code)))
+        if params.occupation_code is not None:
+            add("code_prefix_occupation", *_prefix_range(params.occupation_code))
+        if params.employment_type is not None:
+            add("employment_type", params.employment_type)
+        if params.target_group is not None:
+            add("target_group", [params.target_group] if dialect == "postgresql" else params.target_group)
+    if params.salary_min is not None:
+        add("salary_min", params.salary_min)
+    if params.salary_max is not None:
+        add("salary_max", params.salary_max)
+    if params.posted_since is not None:
+        add("posted_since", as_utc(params.posted_since))
+    return tuple(filters)
+
+
+def _condition(given: Filter, dialect: str) -> ColumnElement[bool]:
+    """A filter as a condition on ``vacancy``, its values as bind parameters."""
+    kind, names = given
+    v = vacancy.c
+    binds: list[BindParameter[Any]] = [bindparam(name) for name in names]
+    if kind == "contains":
+        return v.search_tokens.contains(bindparam(names[0], type_=String), escape="/")
+    if kind == "fts":
+        fts_rows: Select[tuple[int]] = select(literal_column("rowid")).select_from(table("vacancy_search"))
+        match = fts_rows.where(literal_column("vacancy_search").match(bindparam(names[0], type_=String)))
+        return literal_column("vacancy.rowid").in_(match)
+    if kind in ("words", "facets", "words_and_facets"):
+        parts: list[ColumnElement[Any]] = []
+        if kind != "facets":
+            parts.append(func.to_tsquery(literal_column("'simple'"), bindparam(names[0], type_=String)))
+        if kind != "words":  # a facet is a literal lexeme: cast to a tsquery, never parsed, so its # stays
+            parts.append(cast(bindparam(names[-1], type_=String), TSQUERY))
+        tsquery = parts[0] if len(parts) == 1 else parts[0].op("&&")(parts[1])
+        return literal_column("vacancy.search_vector").bool_op("@@")(tsquery)
+    if kind == "status":
+        return v.status == binds[0]
+    if kind == "statuses":
+        return v.status.in_(binds)
+    if kind == "province":
+        return v.owner_province == binds[0]
+    if kind.startswith("code_prefix_"):
+        column = v.division_code if kind == "code_prefix_division" else v.occupation_code
+        return and_(column >= binds[0], *([column < binds[1]] if len(binds) > 1 else []))
+    if kind == "employment_type":
+        return v.employment_type == binds[0]
+    if kind == "target_group":
+        if dialect == "sqlite":
+            element = func.json_each(v.target_groups).table_valued("value")
+            return select(element.c.value).where(element.c.value == binds[0]).exists()
+        return cast(v.target_groups, JSONB).contains(bindparam(names[0], type_=JSONB))
+    if kind == "salary_min":
+        return v.salary_max >= binds[0]
+    if kind == "salary_max":
+        return v.salary_min <= binds[0]
+    if kind == "posted_since":
+        return v.posted_at >= bindparam(names[0], type_=v.posted_at.type)
+    raise ValueError(f"unknown filter {kind}")
 
 
 @asynccontextmanager
@@ -207,44 +354,6 @@ async def _set_config(session: AsyncSession, settings: dict[str, str]) -> dict[s
     statement = text(f"WITH previous AS MATERIALIZED (SELECT {before}) SELECT previous.*, {setting} FROM previous")
     row = (await session.execute(statement, values)).one()
     return {name: row[n] for n, name in enumerate(names)}
-
-
-def _conditions(params: SearchParams, dialect: str, faceted: bool, now: datetime) -> list[ColumnElement[bool]]:
-    """Every filter of ``params`` as conditions on ``vacancy``.
-
-    ``faceted`` (PostgreSQL): the words and every equality or prefix filter become one lookup in the text index,
-    their facet lexemes (migrations jobs_0004, jobs_0005) joined to the words, and a recent "posted since" as the
-    weeks it spans (``now`` ends them); the ranges also stay column conditions (a week or a salary is coarser than
-    the filter), as do lone CJK characters. Otherwise every filter is a column condition: SQLite, and the walk
-    along a sort-order index, which needs the province and status as columns."""
-    v = vacancy.c
-    conditions: list[ColumnElement[bool]] = []
-    query_tokens = tokens(params.q) if params.q is not None else []
-    if faceted:
-        conditions.extend(_text_conditions(query_tokens, dialect, _facets(params, now)))
-        if params.statuses == OPEN:  # the text index of open vacancies alone (jobs_0005)
-            conditions.append(v.status == "open")
-    else:
-        conditions.extend(_text_conditions(query_tokens, dialect, []))
-        statuses = params.statuses
-        conditions.append(v.status == statuses[0] if len(statuses) == 1 else v.status.in_(statuses))
-        if params.province is not None:
-            conditions.append(v.owner_province == params.province)
-        if params.division_code is not None:
-            conditions.append(_code_prefix(v.division_code, significant_prefix(params.division_code)))
-        if params.occupation_code is not None:
-            conditions.append(_code_prefix(v.occupation_code, params.occupation_code))
-        if params.employment_type is not None:
-            conditions.append(v.employment_type == params.employment_type)
-        if params.target_group is not None:
-            conditions.append(_contains_target_group(params.target_group, dialect))
-    if params.salary_min is not None:
-        conditions.append(v.salary_max >= params.salary_min)
-    if params.salary_max is not None:
-        conditions.append(v.salary_min <= params.salary_max)
-    if params.posted_since is not None:
-        conditions.append(v.posted_at >= as_utc(params.posted_since))
-    return conditions
 
 
 def _facets(params: SearchParams, now: datetime) -> list[str]:
@@ -278,34 +387,6 @@ def _weeks_since(since: datetime, now: datetime) -> range:
     return range(int(as_utc(since).timestamp() // WEEK_S), int(now.timestamp() // WEEK_S) + 2)
 
 
-def _text_conditions(query_tokens: list[str], dialect: str, facets: list[str]) -> list[ColumnElement[bool]]:
-    """Every token must match: bigrams and words through the index, lone CJK characters through LIKE.
-
-    On PostgreSQL the ``facets`` join the index lookup, so the GIN index intersects words and filters in one
-    pass. A facet is a literal lexeme: the facets are cast to a tsquery, never parsed, so their ``#`` stays."""
-    indexed = list(dict.fromkeys(t for t in query_tokens if not (len(t) == 1 and is_cjk(t))))
-    single = list(dict.fromkeys(t for t in query_tokens if len(t) == 1 and is_cjk(t)))
-    conditions: list[ColumnElement[bool]] = [vacancy.c.search_tokens.contains(c, autoescape=True) for c in single]
-    if dialect == "sqlite":
-        if indexed:
-            match = " ".join(_fts5_term(t) for t in indexed)
-            fts_rows: Select[tuple[int]] = select(literal_column("rowid")).select_from(table("vacancy_search"))
-            conditions.append(
-                literal_column("vacancy.rowid").in_(fts_rows.where(literal_column("vacancy_search").match(match)))
-            )
-        return conditions
-    parts: list[ColumnElement[Any]] = []
-    if indexed:
-        words = " & ".join(_tsquery_term(t) for t in indexed)
-        parts.append(func.to_tsquery(literal_column("'simple'"), bindparam("ts_query", words, type_=String)))
-    if facets:
-        parts.append(cast(bindparam("ts_facets", " & ".join(facets), type_=String), TSQUERY))
-    if parts:
-        tsquery = parts[0] if len(parts) == 1 else parts[0].op("&&")(parts[1])
-        conditions.append(literal_column("vacancy.search_vector").bool_op("@@")(tsquery))
-    return conditions
-
-
 def _lexeme(value: str) -> str:
     """A literal tsquery lexeme in single quotes (quotes and backslashes escaped)."""
     return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
@@ -322,24 +403,18 @@ def _tsquery_term(token: str) -> str:
     return _lexeme(token) if is_cjk(token) else _lexeme(token) + ":*"
 
 
-def _code_prefix(column: Any, prefix: str) -> ColumnElement[bool]:
-    """``column`` starts with the digits ``prefix``, as a range both databases answer from a btree index.
-
-    The column holds digits only, so [prefix, prefix + 1) is exactly the codes starting with it, in any collation.
-    """
+def _prefix_range(prefix: str) -> tuple[str, ...]:
+    """The codes starting with the digits ``prefix`` as a range [prefix, upper) both databases answer from a btree
+    index; no upper bound for a prefix of nines. The columns hold digits only, so this is exact in any collation."""
     upper = prefix.rstrip("9")
     if not upper:
-        return and_(column >= prefix)
-    upper = upper[:-1] + str(int(upper[-1]) + 1)
-    return and_(column >= prefix, column < upper)
+        return (prefix,)
+    return prefix, upper[:-1] + str(int(upper[-1]) + 1)
 
 
-def _contains_target_group(group: str, dialect: str) -> ColumnElement[bool]:
-    """The vacancy's JSON list ``target_groups`` holds ``group`` (exact element comparison)."""
-    if dialect == "sqlite":
-        element = func.json_each(vacancy.c.target_groups).table_valued("value")
-        return select(element.c.value).where(element.c.value == group).exists()
-    return cast(vacancy.c.target_groups, JSONB).contains([group])
+def _like_escape(value: str) -> str:
+    """``value`` for a LIKE with ``ESCAPE '/'``: its wildcards match themselves."""
+    return value.replace("/", "//").replace("%", "/%").replace("_", "/_")
 
 
 def _plain(row: dict[str, Any]) -> dict[str, Any]:

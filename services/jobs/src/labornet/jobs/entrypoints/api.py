@@ -6,12 +6,12 @@ import time
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Header, Query, Response, status
 from prometheus_client import Histogram
-from sqlalchemy import select
+from pydantic_core import to_json
 
-from labornet.jobs.adapters.search import SearchParams, search_vacancies
-from labornet.jobs.adapters.tables import vacancy
+from labornet.jobs.adapters.reads import VacancyReads, vacancy_reads
+from labornet.jobs.adapters.search import SearchParams
 from labornet.jobs.domain.vacancy import (
     CloseRequest,
     EmploymentType,
@@ -56,6 +56,30 @@ SEARCH_LATENCY = Histogram(
 def service(runtime: Runtime) -> VacancyService:
     found: VacancyService = runtime.extras["vacancies"]
     return found
+
+
+def reads(runtime: Runtime) -> VacancyReads:
+    """The replica's public reads, through the driver (made on first use; closed with the engine)."""
+    found: VacancyReads | None = runtime.extras.get("vacancy_reads")
+    if found is None:
+        found = runtime.extras["vacancy_reads"] = vacancy_reads(runtime.engine, runtime.read_sessions)
+    return found
+
+
+_VACANCY_FIELDS = tuple(Vacancy.model_fields)
+
+
+def _shown(data: dict[str, Any]) -> dict[str, Any]:
+    """A vacancy as ``Vacancy`` writes it: its fields in their order, then the computed open headcount."""
+    shown = {name: data[name] for name in _VACANCY_FIELDS}
+    shown["open_headcount"] = data["headcount"] - data["hired"]
+    return shown
+
+
+def _json(content: dict[str, Any]) -> Response:
+    """``content`` written as FastAPI writes a response model (pydantic's JSON: compact, UTF-8), without
+    validating again what the replica holds: every vacancy in it passed the rules of its event or its API."""
+    return Response(to_json(content), media_type="application/json")
 
 
 def _respond(row: dict[str, Any], response: Response) -> dict[str, Any]:
@@ -144,19 +168,19 @@ async def close(
     response_model=Vacancy,
     responses={200: {"headers": _ETAG}, **problem_responses(404)},
 )
-async def get_one(vacancy_id: str, runtime: RuntimeDep, response: Response) -> dict[str, Any]:
+async def get_one(vacancy_id: str, runtime: RuntimeDep) -> Response:
     """One vacancy from this node's replica (public)."""
-    async with runtime.read_sessions() as session:
-        row = (await session.execute(select(vacancy).where(vacancy.c.id == vacancy_id))).mappings().one_or_none()
+    row = await reads(runtime).one(vacancy_id)
     if row is None:
         raise NotFound(f"no vacancy {vacancy_id} on this node")
-    return _respond(dict(row), response)
+    response = _json(_shown(to_event(row)))
+    response.headers["ETag"] = f'"{row["version"]}"'
+    return response
 
 
 @router.get("", response_model=VacancyPage, responses=problem_responses(422))
 async def search(
     runtime: RuntimeDep,
-    request: Request,
     q: Annotated[str | None, Query(max_length=100, description="free text, Chinese or English")] = None,
     province: Annotated[str | None, Query(pattern=r"^\d{2}0000$")] = None,
     division_code: Annotated[str | None, Query(pattern=r"^\d{6}$")] = None,
@@ -170,7 +194,7 @@ async def search(
     sort: Literal["newest", "salary"] = "newest",
     cursor: Annotated[str | None, Query(max_length=500)] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-) -> dict[str, Any]:
+) -> Response:
     """Search every province's vacancies on this node's replica (public; open vacancies unless `status` says)."""
     try:
         params = SearchParams(
@@ -192,15 +216,16 @@ async def search(
         raise Unprocessable(str(exc), errors=[{"field": "query", "message": str(exc)}]) from exc
     started = time.perf_counter()
     try:
-        async with runtime.read_sessions() as session:
-            page = await search_vacancies(session, params)
+        page = await reads(runtime).search(params)
     except InvalidCursor as exc:
         raise Unprocessable(str(exc), errors=[{"field": "query.cursor", "message": str(exc)}]) from exc
     finally:
         SEARCH_LATENCY.observe(time.perf_counter() - started)
-    return {
-        "items": [to_event(item) for item in page.items],
-        "next_cursor": page.next_cursor,
-        "total": page.total,
-        "total_exact": page.total_exact,
-    }
+    return _json(
+        {
+            "items": [_shown(to_event(item)) for item in page.items],
+            "next_cursor": page.next_cursor,
+            "total": page.total,
+            "total_exact": page.total_exact,
+        }
+    )

@@ -1,0 +1,331 @@
+"""The replica's public reads, straight through the database driver: a vacancy by id and a page of a search.
+
+They are the node's hottest paths (every worker's search, every page of a vacancy), and through a session each paid
+for far more than its query: on SQLite a BEGIN, the statement, the fetch and a ROLLBACK each crossed to
+aiosqlite's thread and back; on PostgreSQL the pool's pre-ping (BEGIN, SELECT 1, ROLLBACK), the isolation level set
+and reset and the transaction cost six round trips; and SQLAlchemy built, keyed and processed the statement every
+time. About 1 ms of CPU for a query that takes 20 µs (ADR 21).
+
+Here a statement is compiled once (a search once per shape, see :mod:`labornet.jobs.adapters.search`), run by the
+driver, and its row turned into what a session would give with SQLAlchemy's own result processors for the column
+types, so that callers get the same values either way:
+
+* **SQLite**: the reads run in threads of their own (``READ_THREADS``), each with its own connection to the
+  database file, ``query_only``; a read is one hop to that thread and back, and whatever happens to the request
+  the connection stays with its thread. Under WAL a reader never blocks a writer nor waits for one.
+* **PostgreSQL**: a few connections (``READ_CONNECTIONS``) taken from the engine's pool once and held; a read uses
+  one of them alone. A connection that fails, or whose read is cancelled midway (it may be inside a query or a
+  transaction), is closed and never used again; a read that failed because its connection was gone (the server
+  restarted) is tried once more on a new one, which replaces the pre-ping. They are closed with the engine.
+
+A read of one statement sees one committed state (SQLite runs a statement in a read transaction of its own,
+PostgreSQL on a snapshot of its own), so a vacancy changed while it is read comes back whole, at one version. A
+search of more than one statement runs them in one read transaction (SQLite's, or REPEATABLE READ on PostgreSQL).
+
+Anything else (an in-memory SQLite database, another driver) reads through sessions, as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
+from typing import Any, Protocol
+
+from sqlalchemy import Column, bindparam, event, select
+from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
+
+from labornet.jobs.adapters.search import (
+    RESULT_COLUMNS,
+    SearchPage,
+    SearchParams,
+    SearchPlan,
+    Statement,
+    search_vacancies,
+)
+from labornet.jobs.adapters.tables import vacancy
+
+READ_THREADS = 2  # SQLite: two reads at once, one per core (the driver lets go of the GIL while SQLite works)
+READ_CONNECTIONS = 2  # PostgreSQL: connections held out of the engine's pool for these reads
+
+
+class VacancyReads(Protocol):
+    async def one(self, vacancy_id: str) -> dict[str, Any] | None:
+        """The vacancy's row (every column but the search tokens), as a session would give it; None if unknown."""
+
+    async def search(self, params: SearchParams) -> SearchPage:
+        """What :func:`labornet.jobs.adapters.search.search_vacancies` answers, read through the driver."""
+
+
+def vacancy_reads(engine: AsyncEngine, read_sessions: async_sessionmaker[AsyncSession]) -> VacancyReads:
+    """The fastest reads this engine allows; they give their connections back when the engine is disposed."""
+    reads: _DriverReads
+    if engine.dialect.name == "sqlite" and engine.dialect.driver == "aiosqlite":
+        database = engine.url.database
+        if not database or database == ":memory:" or engine.url.query.get("uri"):
+            return SessionReads(read_sessions)
+        reads = _SqliteReads(engine.dialect, database)
+    elif engine.dialect.name == "postgresql" and engine.dialect.driver == "asyncpg":
+        reads = _PostgresReads(engine)
+    else:
+        return SessionReads(read_sessions)
+    event.listen(engine.sync_engine, "engine_disposed", lambda _engine: reads.close())
+    return reads
+
+
+class SessionReads:
+    """Reads through a read-only session: the reference the driver reads answer like."""
+
+    def __init__(self, read_sessions: async_sessionmaker[AsyncSession]) -> None:
+        self.read_sessions = read_sessions
+
+    async def one(self, vacancy_id: str) -> dict[str, Any] | None:
+        async with self.read_sessions() as session:
+            found = await session.execute(select(*RESULT_COLUMNS).where(vacancy.c.id == vacancy_id))
+            row = found.mappings().one_or_none()
+        return None if row is None else dict(row)
+
+    async def search(self, params: SearchParams) -> SearchPage:
+        async with self.read_sessions() as session:
+            return await search_vacancies(session, params)
+
+
+Processor = Callable[[Any], Any] | None
+
+
+class _Rows:
+    """Turns a driver's rows of ``columns`` into the dicts a session gives (SQLAlchemy's result processors)."""
+
+    def __init__(self, dialect: Dialect, columns: Sequence[Column[Any]]) -> None:
+        self.names = [column.name for column in columns]
+        self.processors: list[tuple[int, Callable[[Any], Any]]] = []
+        for index, column in enumerate(columns):
+            processor = column.type.dialect_impl(dialect).result_processor(dialect, None)
+            if processor is not None:
+                self.processors.append((index, processor))
+
+    def __call__(self, row: Sequence[Any], offset: int = 0) -> dict[str, Any]:
+        values = list(row[offset:]) if offset else list(row)
+        for index, processor in self.processors:
+            if values[index] is not None:
+                values[index] = processor(values[index])
+        return dict(zip(self.names, values, strict=True))
+
+
+class _Compiled:
+    """A statement's SQL in the driver's parameter style, and how to turn named values into its parameters: in
+    order, through the bind processors of their types (a time becomes SQLite's text, a list PostgreSQL's JSON);
+    values the statement holds itself (SQLite's ``OFFSET 0``) are taken from it."""
+
+    def __init__(self, statement: Any, dialect: Dialect) -> None:
+        compiled = statement.compile(dialect=dialect)
+        self.sql = str(compiled)
+        self.parameters: list[tuple[str, Any, Processor]] = []
+        for name in compiled.positiontup or ():
+            bind = compiled.binds[name]
+            processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
+            self.parameters.append((name, None if bind.required else bind.value, processor))
+
+    def values(self, given: dict[str, Any]) -> list[Any]:
+        values = []
+        for name, held, processor in self.parameters:
+            value = given[name] if held is None else held
+            values.append(processor(value) if processor is not None and value is not None else value)
+        return values
+
+
+_BY_ID = select(*RESULT_COLUMNS).where(vacancy.c.id == bindparam("id"))
+
+
+class _DriverReads:
+    def __init__(self, dialect: Dialect) -> None:
+        self.dialect = dialect
+        self.rows = _Rows(dialect, RESULT_COLUMNS)
+        self.by_id = _Compiled(_BY_ID, dialect).sql
+        self.plans: dict[Any, _Compiled] = {}  # a search's statements by shape, compiled once
+
+    def sql(self, plan: SearchPlan, name: Statement) -> tuple[str, list[Any]]:
+        """One statement of a search plan (``page``, ``count`` or ``walk``) and its parameters in order."""
+        key = (plan.shape, name)
+        found = self.plans.get(key)
+        if found is None:
+            found = self.plans[key] = _Compiled(plan.statement(name), self.dialect)
+        return found.sql, found.values(plan.values)
+
+    def page(self, plan: SearchPlan, total: int, rows: list[Any], walked: list[Any] | None) -> SearchPage:
+        """The answer from the driver's rows: the page statement's (the count first), or the walk's."""
+        items = [self.rows(row) for row in walked] if walked is not None else [self.rows(row, 1) for row in rows]
+        return plan.page(items, total)
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class _SqliteReads(_DriverReads):
+    def __init__(self, dialect: Dialect, database: str) -> None:
+        super().__init__(dialect)
+        self.database = database
+        self.local = threading.local()
+        self.lock = threading.Lock()
+        self.connections: list[sqlite3.Connection] = []
+        self.threads = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="vacancy-reads")
+
+    def _connection(self) -> sqlite3.Connection:
+        connection: sqlite3.Connection | None = getattr(self.local, "connection", None)
+        if connection is None:
+            # autocommit (a statement is its own read transaction); BEGIN where a read needs more than one
+            connection = sqlite3.connect(self.database, isolation_level=None, check_same_thread=False)
+            connection.execute("PRAGMA busy_timeout=10000")
+            connection.execute("PRAGMA query_only=ON")
+            with self.lock:
+                self.connections.append(connection)
+            self.local.connection = connection
+        return connection
+
+    async def _run(self, work: Callable[[sqlite3.Connection], Any]) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self.threads, lambda: work(self._connection()))
+
+    async def one(self, vacancy_id: str) -> dict[str, Any] | None:
+        row = await self._run(lambda connection: connection.execute(self.by_id, (vacancy_id,)).fetchone())
+        return None if row is None else self.rows(row)
+
+    async def search(self, params: SearchParams) -> SearchPage:
+        plan = SearchPlan.of(params, "sqlite")
+        page_sql, page_values = self.sql(plan, "page")
+
+        def read(connection: sqlite3.Connection) -> tuple[int, list[Any], list[Any] | None]:
+            connection.execute("BEGIN")
+            try:
+                rows = connection.execute(page_sql, page_values).fetchall()
+                total = rows[0][0] if rows else connection.execute(*self.sql(plan, "count")).fetchone()[0]
+                walked = connection.execute(*self.sql(plan, "walk")).fetchall() if total > plan.total_cap else None
+                return total, rows, walked
+            finally:
+                connection.execute("ROLLBACK")
+
+        return self.page(plan, *await self._run(read))
+
+    def close(self) -> None:
+        self.threads.shutdown(wait=True)
+        with self.lock:
+            for connection in self.connections:
+                connection.close()
+            self.connections.clear()
+        self.local = threading.local()
+        self.threads = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="vacancy-reads")
+
+
+class _Held:
+    """A connection of the engine's pool held for these reads, and its driver connection."""
+
+    def __init__(self, connection: AsyncConnection, driver: Any) -> None:
+        self.connection = connection
+        self.driver = driver
+
+    def discard(self) -> None:
+        """Close it for good (synchronously: this runs while a read is being cancelled)."""
+        _invalidate(self.connection)
+
+
+def _invalidate(connection: AsyncConnection) -> None:
+    """Close a connection of the pool for good: the pool forgets it and the driver connection is terminated."""
+    with suppress(Exception):
+        if connection.sync_connection is not None:
+            connection.sync_connection.invalidate()
+
+
+class _PostgresReads(_DriverReads):
+    def __init__(self, engine: AsyncEngine) -> None:
+        super().__init__(engine.dialect)
+        self.engine = engine
+        self.idle: asyncio.Queue[_Held] = asyncio.Queue()
+        self.opened = 0
+        self.held: set[_Held] = set()
+
+    async def _take(self) -> _Held:
+        if self.idle.empty() and self.opened < READ_CONNECTIONS:
+            self.opened += 1
+            try:
+                held = await self._open()
+            except BaseException:
+                self.opened -= 1
+                raise
+            self.held.add(held)
+            return held
+        return await self.idle.get()
+
+    async def _open(self) -> _Held:
+        connection = await self.engine.connect()
+        try:
+            driver = (await connection.get_raw_connection()).driver_connection
+            assert driver is not None
+            # planned with each read's own values (see search_vacancies); these connections are never given back
+            # to the pool, so the settings stay with them
+            await driver.execute("SET plan_cache_mode = force_custom_plan; SET jit = off")
+        except BaseException:
+            _invalidate(connection)
+            raise
+        return _Held(connection, driver)
+
+    def _drop(self, held: _Held) -> None:
+        if held in self.held:
+            self.held.discard(held)
+            self.opened -= 1
+            held.discard()
+
+    async def _run(self, work: Callable[[Any], Awaitable[Any]]) -> Any:
+        for attempt in (1, 2):
+            held = await self._take()
+            try:
+                result = await work(held.driver)
+            except BaseException as exc:
+                self._drop(held)
+                if attempt == 1 and _connection_lost(exc):
+                    continue
+                raise
+            self.idle.put_nowait(held)
+            return result
+        raise AssertionError("unreachable")
+
+    async def one(self, vacancy_id: str) -> dict[str, Any] | None:
+        row = await self._run(lambda driver: driver.fetchrow(self.by_id, vacancy_id))
+        return None if row is None else self.rows(row)
+
+    async def search(self, params: SearchParams) -> SearchPage:
+        plan = SearchPlan.of(params, "postgresql")
+
+        async def read(driver: Any) -> tuple[int, list[Any], list[Any] | None]:
+            await driver.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            rows = await driver.fetch(*self._args(plan, "page"))
+            total = rows[0][0] if rows else await driver.fetchval(*self._args(plan, "count"))
+            walked = None
+            if total > plan.total_cap:
+                # the planner would collect every match and sort them: read the sort-order index instead
+                await driver.execute("SET LOCAL enable_bitmapscan = off; SET LOCAL enable_seqscan = off")
+                walked = await driver.fetch(*self._args(plan, "walk"))
+            await driver.execute("ROLLBACK")
+            return total, rows, walked
+
+        return self.page(plan, *await self._run(read))
+
+    def _args(self, plan: SearchPlan, name: Statement) -> tuple[Any, ...]:
+        text, values = self.sql(plan, name)
+        return (text, *values)
+
+    def close(self) -> None:
+        for held in list(self.held):
+            self._drop(held)
+        self.idle = asyncio.Queue()
+
+
+def _connection_lost(exc: BaseException) -> bool:
+    """The read failed because its connection was gone, not because of what it asked."""
+    import asyncpg
+
+    return isinstance(exc, (OSError, asyncpg.exceptions.ConnectionDoesNotExistError, asyncpg.InterfaceError)) or (
+        isinstance(exc, asyncpg.PostgresError) and getattr(exc, "sqlstate", "").startswith(("08", "57P"))
+    )
