@@ -12,15 +12,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event, func, select
+from sqlalchemy import event, func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from labornet.insurance.adapters.tables import transfer, transfer_step
-from labornet.insurance.domain.transfer import Reason, TimeLimits, TransferRefused
-from labornet.insurance.service_layer.records import PersonIn, add_person, ensure_config
+from labornet.insurance.adapters.config import ConfigCopy
+from labornet.insurance.adapters.tables import benefit_config, transfer, transfer_step
+from labornet.insurance.domain.transfer import Reason, TimeLimits, Transfer, TransferRefused
+from labornet.insurance.service_layer.records import BenefitConfigIn, PersonIn, RecordService, add_person, ensure_config
 from labornet.insurance.service_layer.transfers import TransferService
 from labornet.shared.db import create_engine, outbox, readonly_sessionmaker, sessionmaker
 from labornet.shared.envelope import Envelope
+from labornet.shared.identifiers import make_resident_id
 from labornet.shared.keys import NodeKeys
 from labornet.shared.migrations import upgrade
 from labornet.shared.outbox import Outbox, decode_headers
@@ -136,6 +138,9 @@ async def test_an_auto_answered_letter_is_stored_once_and_a_message_reads_its_ca
     assert not touching(sent, "UPDATE", "transfer"), sent
     assert len(touching(sent, "INSERT", "transfer_step")) == 1, sent
     assert len(touching(sent, "UPDATE", "insured_person")) == 1, sent
+    # the sheet goes into the outbox at commit: one counter statement for its stream, one insert
+    assert len(touching(sent, "INSERT", "outbox_stream")) == 1, sent
+    assert len(touching(sent, "INSERT", "outbox")) == 1, sent
     async with readonly_sessionmaker(sc_engine)() as session:
         steps = (await session.execute(select(transfer_step.c.state).order_by(transfer_step.c.id))).scalars().all()
         version = (await session.execute(select(transfer.c.version))).scalar_one()
@@ -161,3 +166,62 @@ def test_due_dates_are_the_working_day_count_of_their_own_calendar(days: int) ->
         at = datetime(2026, 9, 20, tzinfo=UTC) + timedelta(hours=hour)
         for calendar in (plain, festive, plain):  # answers computed for one calendar are not the other's
             assert TimeLimits(calendar).due(at, days) == calendar.add_workdays(at, days)
+
+
+async def test_the_benefit_configuration_is_read_once_and_again_after_a_change(
+    new_database_url: Callable[[], Awaitable[str]], node_keys: dict[str, NodeKeys]
+) -> None:
+    """Steps use the process's copy of the configuration; a change through this process applies to the next step,
+    one made elsewhere (another replica) once the copy is older than its maximum age."""
+    engine = create_engine(await new_database_url())
+    await upgrade(engine, "labornet.insurance:migrations")
+    async with sessionmaker(engine)() as session, session.begin():
+        await ensure_config(session, ZJ)
+    now = [0.0]
+    copy = ConfigCopy(ZJ, max_age_s=5.0, clock=lambda: now[0])
+    service = TransferService(
+        province=ZJ,
+        sessions=sessionmaker(engine),
+        outbox=Outbox(ZJ, "insurance", Signer.from_file(node_keys[ZJ].signing_key, ZJ)),
+        calendar=WorkCalendar(),
+        members=[SC, ZJ],
+        benefit_config=copy,
+    )
+    records = RecordService(province=ZJ, sessions=sessionmaker(engine), benefit_config=copy)
+    filed_at = datetime(2026, 11, 23, 9, tzinfo=UTC)  # a Monday
+    service.clock = lambda: filed_at
+
+    async def file(n: int) -> tuple[Transfer, list[str]]:
+        resident_id = make_resident_id("330106", date(1990, 5, 17), n)
+        with statements(engine) as sent:
+            case = await service.file(
+                resident_id=resident_id,
+                name="李娜",
+                from_province=SC,
+                reason=Reason.CLAIMANT_RELOCATION,
+                new_employer=None,
+                filed_by=resident_id,
+            )
+        return case, touching(sent, "SELECT", "benefit_config")
+
+    try:
+        first, reads = await file(1)
+        assert (len(reads), first.answer_due) == (1, date(2026, 11, 30))  # 5 working days
+        second, reads = await file(2)
+        assert (len(reads), second.answer_due) == (0, first.answer_due), "the copy serves the next step"
+
+        current = await records.config()
+        await records.set_config(BenefitConfigIn.model_validate(current | {"answer_limit_days": 2}))
+        third, reads = await file(3)
+        assert (len(reads), third.answer_due) == (1, date(2026, 11, 25)), "a change here applies to the next step"
+
+        async with sessionmaker(engine)() as session, session.begin():  # another replica changes it
+            await session.execute(update(benefit_config).values(answer_limit_days=3))
+        now[0] += 4.9
+        fourth, reads = await file(4)
+        assert (len(reads), fourth.answer_due) == (0, date(2026, 11, 25))
+        now[0] += 0.2
+        fifth, reads = await file(5)
+        assert (len(reads), fifth.answer_due) == (1, date(2026, 11, 26)), "and the copy's age is bounded"
+    finally:
+        await engine.dispose()

@@ -125,6 +125,12 @@ class Settings(BaseSettings):
         False, description="insurance: answer contact letters at once from the records, without an officer"
     )
     insurance_sweep_interval_s: float = Field(15.0, gt=0, description="insurance: how often deadlines are counted")
+    insurance_config_max_age_s: float = Field(
+        5.0,
+        ge=0,
+        description="insurance: how long a process keeps its copy of the benefit configuration, i.e. how soon a "
+        "change made through another replica applies (0: read it in every step)",
+    )
     provinces_path: Path | None = Field(None, description="province registry (JSON); default: the bundled nine regions")
 
     auth_jwks_url: str | None = Field(None, description="production: JWKS URL of the identity provider")

@@ -17,6 +17,7 @@ from prometheus_client import Gauge
 from labornet.insurance import __doc__ as description
 from labornet.insurance import __version__
 from labornet.insurance.adapters import settlements, transfers
+from labornet.insurance.adapters.config import ConfigCopy
 from labornet.insurance.domain.settlement import Direction
 from labornet.insurance.domain.transfer import Side
 from labornet.insurance.entrypoints import api
@@ -43,15 +44,20 @@ SETTLEMENTS_RECEIVABLE = Gauge(
 
 
 def setup(runtime: Runtime) -> None:
+    province = runtime.settings.province
+    benefit_config = ConfigCopy(province, max_age_s=runtime.settings.insurance_config_max_age_s)
     runtime.extras["transfers"] = TransferService(
-        province=runtime.settings.province,
+        province=province,
         sessions=runtime.sessions,
         outbox=runtime.outbox,
         calendar=runtime.settings.calendar(),
         members=runtime.registry.codes(),
         auto_answer=runtime.settings.insurance_auto_answer,
+        benefit_config=benefit_config,
     )
-    runtime.extras["records"] = RecordService(province=runtime.settings.province, sessions=runtime.sessions)
+    runtime.extras["records"] = RecordService(
+        province=province, sessions=runtime.sessions, benefit_config=benefit_config
+    )
 
 
 async def startup(runtime: Runtime) -> None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -19,6 +20,38 @@ from labornet.shared.workdays import WorkCalendar
 async def load(session: AsyncSession, province: str) -> dict[str, Any]:
     row = (await session.execute(select(benefit_config).where(benefit_config.c.province == province))).mappings().one()
     return dict(row)
+
+
+class ConfigCopy:
+    """The province's benefit configuration as this process last read it, so that a saga step does not read it again.
+
+    Every step needs it (limits, standard, multiplier) and an officer changes it a few times a year. The copy is
+    dropped when this process changes the configuration (:meth:`changed`, after the commit) and read again at most
+    ``max_age_s`` after it was read, which is how long a change made through another replica of the service takes
+    to reach this one (``LABORNET_INSURANCE_CONFIG_MAX_AGE_S``; 0: read it in every step)."""
+
+    def __init__(self, province: str, max_age_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.province = province
+        self.max_age_s = max_age_s
+        self.clock = clock
+        self._held: tuple[float, dict[str, Any]] | None = None
+        self._generation = 0
+
+    async def get(self, session: AsyncSession) -> dict[str, Any]:
+        """The configuration: the copy while it is fresh, otherwise read in the transaction ``session`` is in."""
+        now = self.clock()
+        if self._held is not None and now - self._held[0] < self.max_age_s:
+            return dict(self._held[1])
+        generation = self._generation
+        values = await load(session, self.province)
+        if generation == self._generation:  # not changed meanwhile (that read may have seen the old values)
+            self._held = (now, values)
+        return dict(values)
+
+    def changed(self) -> None:
+        """This process changed the configuration (call it once the change is committed)."""
+        self._generation += 1
+        self._held = None
 
 
 def standard_of(config: Mapping[str, Any]) -> Standard:

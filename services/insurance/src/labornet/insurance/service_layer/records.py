@@ -260,10 +260,18 @@ READ_ONLY_CONFIG = {"province", "updated_at"}
 class RecordService:
     """Use cases of the province's records and benefit configuration (one transaction each)."""
 
-    def __init__(self, *, province: str, sessions: async_sessionmaker[AsyncSession], clock: Clock = utcnow) -> None:
+    def __init__(
+        self,
+        *,
+        province: str,
+        sessions: async_sessionmaker[AsyncSession],
+        clock: Clock = utcnow,
+        benefit_config: config.ConfigCopy | None = None,
+    ) -> None:
         self.province = province
         self.sessions = sessions
         self.clock = clock
+        self.benefit_config = benefit_config
 
     async def add(self, person: PersonIn) -> None:
         try:
@@ -308,4 +316,6 @@ class RecordService:
     async def set_config(self, body: BenefitConfigIn) -> dict[str, Any]:
         async with self.sessions() as session, session.begin():
             await config.store(session, self.province, body.model_dump(exclude=READ_ONLY_CONFIG), self.clock())
+        if self.benefit_config is not None:
+            self.benefit_config.changed()
         return await self.config()

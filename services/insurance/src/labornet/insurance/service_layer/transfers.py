@@ -83,6 +83,7 @@ class TransferService:
         members: Sequence[str],
         auto_answer: bool = False,
         clock: Clock = utcnow,
+        benefit_config: config.ConfigCopy | None = None,
     ) -> None:
         self.province = province
         self.sessions = sessions
@@ -91,6 +92,8 @@ class TransferService:
         self.members = list(members)
         self.auto_answer = auto_answer
         self.clock = clock
+        # shared with the records' use cases, which drop it when an officer changes the configuration
+        self.benefit_config = benefit_config or config.ConfigCopy(province, max_age_s=0)
 
     # Receiving side: filing and cancelling ----------------------------------------------------------
 
@@ -119,7 +122,7 @@ class TransferService:
                 filed_by=filed_by,
                 at=at,
                 person=await transfers.load_person(session, resident_id),
-                limits=config.limits_of(await config.load(session, self.province), self.calendar),
+                limits=config.limits_of(await self.benefit_config.get(session), self.calendar),
                 members=self.members,
                 to_province=to_province,
             )
@@ -178,7 +181,7 @@ class TransferService:
         at = self.clock()
         resident_id = letter["person"]["resident_id"]
         person = await transfers.load_person(session, resident_id, for_update=True)
-        settings = await config.load(session, self.province)
+        settings = await self.benefit_config.get(session)
         outcome = rules.receive_letter(
             letter,
             case_id=new_id(self.province, "C"),
@@ -216,7 +219,7 @@ class TransferService:
             at=at,
             person=person,
             live_periods=await transfers.live_periods(session, case.resident_id),
-            standard=config.standard_of(await config.load(session, self.province)),
+            standard=config.standard_of(await self.benefit_config.get(session)),
         )
         await self._commit(session, case, outcome, person, at)
 
@@ -353,7 +356,7 @@ class TransferService:
             at=at,
             person=person,
             live_periods=await transfers.live_periods(session, case.resident_id),
-            standard=config.standard_of(settings or await config.load(session, self.province)),
+            standard=config.standard_of(settings or await self.benefit_config.get(session)),
             fund_held=await transfers.fund_carried_in(session, case.resident_id),
         )
 
