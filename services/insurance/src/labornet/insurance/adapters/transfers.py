@@ -124,17 +124,21 @@ async def load_sending(session: AsyncSession, receiving_case: str, *, for_update
     return await _load_where(session, condition, for_update)
 
 
+_INSERT_STEP = insert(transfer_step)
+
+
 async def _append(session: AsyncSession, case_id: str, steps: Sequence[Step]) -> None:
-    """The new steps in one statement (ids in timeline order: a multi-row VALUES inserts in the order given)."""
+    """The new steps in one statement (ids in timeline order: the rows are inserted in the order given). An
+    executemany rather than a multi-row VALUES, whose SQL differs with the number of rows and is compiled again
+    every time."""
     if not steps:
         return
     await session.execute(
-        insert(transfer_step).values(
-            [
-                {"transfer_id": case_id, "at": s.at, "state": s.state.value, "province": s.province, "note": s.note}
-                for s in steps
-            ]
-        )
+        _INSERT_STEP,
+        [
+            {"transfer_id": case_id, "at": s.at, "state": s.state.value, "province": s.province, "note": s.note}
+            for s in steps
+        ],
     )
 
 
@@ -314,18 +318,24 @@ async def live_periods(session: AsyncSession, resident_id: str) -> list[Period]:
 async def add_periods(
     session: AsyncSession, resident_id: str, periods: Sequence[Period], *, carried_in_by: str | None
 ) -> None:
-    for period in periods:
-        await session.execute(
-            insert(contribution_period).values(
-                resident_id=resident_id,
-                start_month=period.start,
-                end_month=period.end,
-                kind=period.kind.value,
-                province=period.province,
-                employer_credit_code=period.employer_credit_code,
-                carried_in_by=carried_in_by,
-            )
-        )
+    """The periods in one statement."""
+    if not periods:
+        return
+    await session.execute(
+        insert(contribution_period),
+        [
+            {
+                "resident_id": resident_id,
+                "start_month": period.start,
+                "end_month": period.end,
+                "kind": period.kind.value,
+                "province": period.province,
+                "employer_credit_code": period.employer_credit_code,
+                "carried_in_by": carried_in_by,
+            }
+            for period in periods
+        ],
+    )
 
 
 async def carry_out(session: AsyncSession, resident_id: str, case_id: str) -> None:
