@@ -41,6 +41,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, a
 
 from labornet.jobs.adapters.search import (
     RESULT_COLUMNS,
+    TOTAL_CAP,
     SearchPage,
     SearchParams,
     SearchPlan,
@@ -57,7 +58,7 @@ class VacancyReads(Protocol):
     async def one(self, vacancy_id: str) -> dict[str, Any] | None:
         """The vacancy's row (every column but the search tokens), as a session would give it; None if unknown."""
 
-    async def search(self, params: SearchParams) -> SearchPage:
+    async def search(self, params: SearchParams, total_cap: int = TOTAL_CAP) -> SearchPage:
         """What :func:`labornet.jobs.adapters.search.search_vacancies` answers, read through the driver."""
 
 
@@ -89,9 +90,9 @@ class SessionReads:
             row = found.mappings().one_or_none()
         return None if row is None else dict(row)
 
-    async def search(self, params: SearchParams) -> SearchPage:
+    async def search(self, params: SearchParams, total_cap: int = TOTAL_CAP) -> SearchPage:
         async with self.read_sessions() as session:
-            return await search_vacancies(session, params)
+            return await search_vacancies(session, params, total_cap)
 
 
 Processor = Callable[[Any], Any] | None
@@ -193,8 +194,8 @@ class _SqliteReads(_DriverReads):
         row = await self._run(lambda connection: connection.execute(self.by_id, (vacancy_id,)).fetchone())
         return None if row is None else self.rows(row)
 
-    async def search(self, params: SearchParams) -> SearchPage:
-        plan = SearchPlan.of(params, "sqlite")
+    async def search(self, params: SearchParams, total_cap: int = TOTAL_CAP) -> SearchPage:
+        plan = SearchPlan.of(params, "sqlite", total_cap)
         page_sql, page_values = self.sql(plan, "page")
 
         def read(connection: sqlite3.Connection) -> tuple[int, list[Any], list[Any] | None]:
@@ -295,8 +296,8 @@ class _PostgresReads(_DriverReads):
         row = await self._run(lambda driver: driver.fetchrow(self.by_id, vacancy_id))
         return None if row is None else self.rows(row)
 
-    async def search(self, params: SearchParams) -> SearchPage:
-        plan = SearchPlan.of(params, "postgresql")
+    async def search(self, params: SearchParams, total_cap: int = TOTAL_CAP) -> SearchPage:
+        plan = SearchPlan.of(params, "postgresql", total_cap)
 
         async def read(driver: Any) -> tuple[int, list[Any], list[Any] | None]:
             await driver.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")

@@ -1,0 +1,313 @@
+"""The replica's reads through the driver (adapters/reads.py) keep every promise of the reads through a session:
+the same rows and pages, one whole version of a vacancy changed while it is read, no connection left behind by
+cancelled reads, and on the HTTP API the very bytes and headers the response models wrote."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import random
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import insert, select, text, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from labornet.jobs.adapters.reads import (
+    READ_CONNECTIONS,
+    READ_THREADS,
+    SessionReads,
+    VacancyReads,
+    vacancy_reads,
+)
+from labornet.jobs.adapters.search import SearchParams
+from labornet.jobs.adapters.tables import vacancy
+from labornet.jobs.app import create_app
+from labornet.jobs.domain.text import document
+from labornet.jobs.entrypoints.schemas import Vacancy, VacancyPage
+from labornet.jobs.service_layer.vacancies import to_event
+from labornet.shared.db import create_engine, readonly_sessionmaker, sessionmaker
+from labornet.shared.migrations import upgrade
+from labornet.shared.problems import PROBLEM_JSON
+from labornet.shared.settings import Settings
+from labornet.shared.testing import eventually, serving
+
+MIGRATIONS = "labornet.jobs:migrations"
+NOW = datetime.now(UTC).replace(microsecond=123456)
+PROVINCES = ("510000", "330000", "350000")
+TITLES = ("川菜厨师", "Sichuan chef 川菜厨师", "电焊工", "Welder 焊工", "餐厅服务员", "厨房帮工", "维修电工", "保安员")
+# what a replica may hold that JSON writes with care: quotes, backslashes, control characters, a line separator,
+# characters outside the BMP, markup
+AWKWARD = 'say "川菜" \\ back\u2028line\x01\ttab 😀 </script> 100%_off'
+
+
+def make_vacancy(number: int, **fields: Any) -> dict[str, Any]:
+    rng = random.Random(number)
+    province = PROVINCES[number % len(PROVINCES)]
+    title = TITLES[number % len(TITLES)]
+    row: dict[str, Any] = {
+        "id": f"{province}-V-{number:020d}",
+        "owner_province": province,
+        "employer_name": "成都锦江餐饮有限公司",
+        "employer_credit_code": "91510100MA61XXXX0X",
+        "title": title,
+        "description": f"招聘{title}，提供住宿",
+        "occupation_code": rng.choice(("5120", "7212", "7411", "5131")),
+        "occupation_name": "厨师",
+        "division_code": province[:2] + rng.choice(("0100", "0104", "0300")),
+        "city": "成都市",
+        "headcount": 3,
+        "hired": number % 3,
+        "salary_min": 3000 + 500 * (number % 10),
+        "salary_max": 6000 + 500 * (number % 10),
+        "employment_type": rng.choice(("full-time", "seasonal")),
+        "target_groups": rng.choice(([], ["migrant-workers"], ["migrant-workers", "college-graduates"])),
+        "skills": ["健康证"],
+        "brand_id": None if number % 4 else "510000-B-8F14E45FCEEA167A5A36",
+        "contact": "028-12345678",
+        "posted_at": NOW - timedelta(hours=number * 7, microseconds=number),
+        "closing_date": date(2031, 6, 30),
+        "status": ("open", "open", "open", "filled", "expired")[number % 5],
+        "version": 1 + number % 4,
+        "updated_at": NOW - timedelta(minutes=number),
+    }
+    row.update(fields)
+    parts = ("title", "description", "employer_name", "occupation_name", "city")
+    row["search_tokens"] = document([*(row[p] for p in parts), " ".join(row["skills"])])
+    return row
+
+
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(database_url)
+    await upgrade(engine, MIGRATIONS)
+    yield engine
+    await engine.dispose()
+
+
+async def add(engine: AsyncEngine, rows: list[dict[str, Any]]) -> None:
+    async with sessionmaker(engine)() as session, session.begin():
+        await session.execute(insert(vacancy), rows)
+
+
+def driver_reads(engine: AsyncEngine) -> VacancyReads:
+    reads = vacancy_reads(engine, readonly_sessionmaker(engine))
+    assert not isinstance(reads, SessionReads), "a database file and asyncpg read through the driver"
+    return reads
+
+
+QUERIES = [
+    {},
+    {"q": "厨师"},
+    {"q": "厨师", "sort": "salary", "limit": 3},
+    {"q": "chef"},
+    {"q": "焊", "limit": 4},  # a lone CJK character: LIKE
+    {"q": "电 工 维修"},
+    {"q": "厨师", "province": "330000"},
+    {"q": "厨师", "province": "350000"},  # the same shape with another value
+    {"division_code": "510100", "limit": 5},
+    {"division_code": "330300"},
+    {"occupation_code": "5", "statuses": ("open", "filled")},
+    {"occupation_code": "7212", "statuses": ("expired",)},
+    {"occupation_code": "9"},  # a prefix of nines: no upper bound
+    {"employment_type": "seasonal", "target_group": "college-graduates"},
+    {"employment_type": "full-time", "target_group": "migrant-workers", "limit": 2},
+    {"salary_min": 5000, "salary_max": 7000},
+    {"salary_min": 7500},
+    {"posted_since": NOW - timedelta(days=3)},
+    {"posted_since": NOW - timedelta(days=9), "q": "厨师", "sort": "salary"},
+    {"q": "面点师"},  # nothing
+    {"statuses": ("open", "filled", "expired"), "limit": 7},
+]
+
+
+async def test_the_driver_reads_answer_what_the_session_reads_answer(engine: AsyncEngine) -> None:
+    await add(engine, [make_vacancy(n) for n in range(1, 61)])
+    fast, reference = driver_reads(engine), SessionReads(readonly_sessionmaker(engine))
+    for query in QUERIES:
+        params = SearchParams(**query)
+        pages = 0
+        while True:
+            page = await fast.search(params)
+            assert page == await reference.search(params), query
+            pages += 1
+            if page.next_cursor is None:
+                break
+            params = dataclasses.replace(params, cursor=page.next_cursor)
+        assert pages < 30
+    # more matches than the cap: the page is found by walking the sort order, and the count says "cap or more"
+    for query in ({"q": "厨师", "limit": 2}, {"statuses": ("open", "filled"), "sort": "salary", "limit": 3}):
+        params = SearchParams(**query)
+        page = await fast.search(params, total_cap=5)
+        assert (page.total, page.total_exact) == (5, False)
+        assert page == await reference.search(params, total_cap=5)
+        following = dataclasses.replace(params, cursor=page.next_cursor)
+        assert await fast.search(following, total_cap=5) == await reference.search(following, total_cap=5)
+    for number in (1, 4, 5, 60):
+        vacancy_id = make_vacancy(number)["id"]
+        row = await fast.one(vacancy_id)
+        assert row is not None and row == await reference.one(vacancy_id)
+        assert to_event(row) == to_event(make_vacancy(number))
+    assert await fast.one("510000-V-NOSUCHVACANCY") is None
+
+
+async def test_a_vacancy_changed_while_it_is_read_comes_back_whole_at_one_version(engine: AsyncEngine) -> None:
+    """Each change writes the title and then, in a second statement of the same transaction, the version and the
+    salary: a read that saw one statement of a change without the other would show a title of another version."""
+    first = make_vacancy(1, title="v1", version=1, salary_min=10, status="open")
+    await add(engine, [first])
+    reads = driver_reads(engine)
+    changes = 40
+    seen: set[int] = set()
+    done = asyncio.Event()
+
+    this = update(vacancy).where(vacancy.c.id == first["id"])
+
+    async def change() -> None:
+        try:
+            for version in range(2, changes + 2):
+                async with sessionmaker(engine)() as session, session.begin():
+                    await session.execute(this.values(title=f"v{version}"))
+                    await asyncio.sleep(0.002)  # readers come in between the two statements
+                    await session.execute(this.values(version=version, salary_min=10 * version))
+        finally:
+            done.set()
+
+    async def read() -> None:
+        while not done.is_set():
+            row = await reads.one(first["id"])
+            assert row is not None
+            assert (row["title"], row["salary_min"]) == (f"v{row['version']}", 10 * row["version"]), row
+            seen.add(row["version"])
+            page = await reads.search(SearchParams(q=None, limit=1))
+            [item] = page.items
+            assert (item["title"], item["salary_min"]) == (f"v{item['version']}", 10 * item["version"]), item
+            await asyncio.sleep(0)
+
+    await asyncio.gather(change(), read(), read(), read())
+    assert len(seen) > 2, f"the reads saw versions {sorted(seen)}: too few to tell"
+    row = await reads.one(first["id"])
+    assert row is not None and row["version"] == changes + 1
+
+
+async def open_connections(engine: AsyncEngine, database_url: str) -> int:
+    """Connections to the test database: backends on PostgreSQL, this process's open files on SQLite."""
+    if engine.dialect.name == "postgresql":
+        observer = create_engine(database_url)
+        try:
+            async with observer.connect() as connection:
+                others = "datname = current_database() AND pid <> pg_backend_pid()"
+                found = await connection.execute(text(f"SELECT count(*) FROM pg_stat_activity WHERE {others}"))
+                return int(found.scalar_one())
+        finally:
+            await observer.dispose()
+    return _open_files(engine.url.database or "")
+
+
+def _open_files(database: str) -> int:
+    """How many file descriptors of this process are open on the file ``database`` (Linux ``/proc``)."""
+    path, count = os.path.realpath(database), 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            count += os.readlink(f"/proc/self/fd/{fd}") == path
+        except OSError:
+            continue
+    return count
+
+
+async def test_cancelled_reads_leave_no_connection_behind_and_the_engine_closes_them(
+    engine: AsyncEngine, database_url: str
+) -> None:
+    await add(engine, [make_vacancy(n) for n in range(1, 31)])
+    reads = driver_reads(engine)
+    expected = await SessionReads(readonly_sessionmaker(engine)).search(SearchParams(q="厨师"))
+    rng = random.Random(12)
+
+    async def read(number: int) -> None:
+        if number % 2:
+            await reads.one(make_vacancy(number % 30 + 1)["id"])
+        else:
+            await reads.search(SearchParams(q="厨师"))
+
+    for _ in range(10):
+        tasks = [asyncio.create_task(read(n)) for n in range(30)]
+        for _ in range(rng.randrange(1, 6)):  # cancelled at every stage: waiting, in the driver, in the thread
+            await asyncio.sleep(0)
+        for task in tasks[::2]:
+            task.cancel()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        assert all(r is None or isinstance(r, asyncio.CancelledError) for r in results), results
+
+    assert await reads.search(SearchParams(q="厨师")) == expected
+    pool: Any = engine.pool
+    # the reads hold at most their own connections out of the pool (PostgreSQL; SQLite's are their threads'), and
+    # every connection the cancelled reads closed is gone: what is open is the pool's or the reader threads'
+    assert pool.checkedout() <= (READ_CONNECTIONS if engine.dialect.name == "postgresql" else 0)
+    threads = READ_THREADS if engine.dialect.name == "sqlite" else 0
+
+    async def none_left_behind() -> bool:
+        return await open_connections(engine, database_url) <= pool.checkedin() + pool.checkedout() + threads
+
+    await eventually(none_left_behind, timeout_s=10)
+
+    await engine.dispose()
+
+    async def all_closed() -> bool:
+        return await open_connections(engine, database_url) == 0
+
+    await eventually(all_closed, timeout_s=10)
+
+
+# The HTTP API ------------------------------------------------------------------------------------------------
+
+
+async def test_the_api_answers_the_bytes_and_headers_the_response_models_wrote(
+    make_settings: Callable[..., Settings], database_url: str
+) -> None:
+    app = create_app(make_settings("510000", "jobs", database_url))
+    async with serving(app) as client:
+        engine = app.state.runtime.engine
+        awkward = make_vacancy(
+            7, title=AWKWARD, description=AWKWARD, employer_name=AWKWARD, skills=[AWKWARD, "川菜"], status="open"
+        )
+        await add(engine, [awkward, *(make_vacancy(n) for n in range(10, 40))])
+
+        answer = await client.get(f"/api/v1/vacancies/{awkward['id']}")
+        assert answer.status_code == 200
+        model = Vacancy.model_validate(to_event(awkward))
+        assert answer.content == model.model_dump_json().encode()
+        assert answer.json()["title"] == AWKWARD and answer.json()["open_headcount"] == 3 - awkward["hired"]
+        assert [(k, v) for k, v in answer.headers.items() if k not in ("date", "server")] == [
+            ("content-length", str(len(answer.content))),
+            ("content-type", "application/json"),
+            ("etag", f'"{awkward["version"]}"'),
+            ("traceparent", answer.headers["traceparent"]),
+        ]
+
+        for query in ({"q": "厨师", "limit": "3"}, {"q": "川菜", "sort": "salary"}, {"q": "面点师"}):
+            answer = await client.get("/api/v1/vacancies", params=query)
+            assert answer.status_code == 200
+            async with readonly_sessionmaker(engine)() as session:
+                ids = [item["id"] for item in answer.json()["items"]]
+                rows = (await session.execute(select(vacancy).where(vacancy.c.id.in_(ids)))).mappings().all()
+            by_id = {row["id"]: dict(row) for row in rows}
+            page = VacancyPage.model_validate({**answer.json(), "items": [to_event(by_id[i]) for i in ids]})
+            assert answer.content == page.model_dump_json().encode(), query
+            assert answer.headers["content-type"] == "application/json"
+        assert AWKWARD in {item["title"] for item in (await client.get("/api/v1/vacancies?q=川菜")).json()["items"]}
+
+        missing = await client.get("/api/v1/vacancies/510000-V-NOSUCHVACANCY")
+        assert missing.status_code == 404 and missing.headers["content-type"] == PROBLEM_JSON
+        assert missing.json() == {
+            "type": "https://labornet.example/problems/not-found",
+            "title": "Not Found",
+            "status": 404,
+            "detail": "no vacancy 510000-V-NOSUCHVACANCY on this node",
+            "instance": "/api/v1/vacancies/510000-V-NOSUCHVACANCY",
+            "trace_id": missing.headers["traceparent"].split("-")[1],
+        }
+        bad_cursor = await client.get("/api/v1/vacancies", params={"q": "厨师", "cursor": "bm9wZQ"})
+        assert bad_cursor.status_code == 422 and bad_cursor.json()["errors"][0]["field"] == "query.cursor"
