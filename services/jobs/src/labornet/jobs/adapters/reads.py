@@ -52,6 +52,10 @@ from labornet.jobs.adapters.tables import vacancy
 
 READ_THREADS = 2  # SQLite: two reads at once, one per core (the driver lets go of the GIL while SQLite works)
 READ_CONNECTIONS = 2  # PostgreSQL: connections held out of the engine's pool for these reads
+# SQLite: the database file is read through a memory map of up to this size (shared with the OS's page cache)
+# instead of copying every page into each connection's cache of 2 MB: a search that looks up a few hundred matches
+# takes half the time once the replica is larger than that cache (10,000 vacancies are 12 MB)
+READ_MMAP_BYTES = 256 * 1024 * 1024
 
 
 class VacancyReads(Protocol):
@@ -182,6 +186,7 @@ class _SqliteReads(_DriverReads):
             connection = sqlite3.connect(self.database, isolation_level=None, check_same_thread=False)
             connection.execute("PRAGMA busy_timeout=10000")
             connection.execute("PRAGMA query_only=ON")
+            connection.execute(f"PRAGMA mmap_size={READ_MMAP_BYTES}")
             with self.lock:
                 self.connections.append(connection)
             self.local.connection = connection
