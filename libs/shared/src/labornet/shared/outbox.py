@@ -161,7 +161,7 @@ class Outbox:
         of inbox records answers each with a receipt). The stream's counter row, which every transaction sending on
         that stream waits for, is then locked only from that statement to the commit, and the numbers follow the
         order in which transactions commit. Nothing is written if the transaction (or the savepoint the event was
-        queued in) rolls back. Use :meth:`add` when the caller needs the signed envelope back."""
+        queued in) rolls back. Use :meth:`add` when the caller needs the signed envelope back (ADR 0021)."""
         self._check_addressing(topic, destination)
         sync_session = session.sync_session
         queued: list[_Queued] = sync_session.info.setdefault(_QUEUED_KEY, [])
