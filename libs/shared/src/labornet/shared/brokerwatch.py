@@ -16,7 +16,11 @@ knows:
   and log), never silently used.
 
 Consumers subscribe by pattern (see :mod:`labornet.shared.inbox`), so their metadata requests never create a
-topic, and they pick up new partitions and recreated topics within the metadata refresh interval.
+topic. The watch is the process's only frequent metadata poller: one request of every topic per check (a hundred
+topics in a federation of nine) answers the cluster id, the topics and their partition counts. When one of them
+changed, it makes the consumers of its process refresh their metadata at once
+(:func:`~labornet.shared.kafka.refresh_metadata`), so they pick up new partitions and recreated topics within a
+check, while their own refresh (``LABORNET_KAFKA_METADATA_MAX_AGE_MS``) is minutes apart.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from labornet.shared.db import bus_state, readonly_sessionmaker, utcnow
-from labornet.shared.kafka import closed, create_topics, started
+from labornet.shared.kafka import closed, create_topics, refresh_metadata, started
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +100,7 @@ class BrokerWatch:
         self._last_ok: float | None = None
         self._seen_topics: set[str] = set()
         self._ends: dict[TopicPartition, int] = {}
+        self._layout: tuple[str, tuple[tuple[str, int], ...]] | None = None
         self._admin: AIOKafkaAdminClient | None = None
         self._stopping = asyncio.Event()
         self.checked = asyncio.Event()  # set after each completed check (tests wait on it)
@@ -130,8 +135,11 @@ class BrokerWatch:
 
     async def check(self) -> None:
         admin = await self._admin_client()
-        cluster_id = str((await admin.describe_cluster())["cluster_id"])
-        existing = set(await admin.list_topics())
+        # one metadata request of every topic says it all: the cluster id, the topics and their partitions
+        metadata = (await admin._get_cluster_metadata(topics=None)).to_object()
+        cluster_id = str(metadata["cluster_id"])
+        counts = {topic["topic"]: len(topic.get("partitions") or ()) for topic in metadata["topics"]}
+        existing = set(counts)
         self._last_ok = time.monotonic()
         await self._check_cluster(cluster_id)
         vanished = sorted(self._seen_topics - existing)
@@ -143,10 +151,23 @@ class BrokerWatch:
         missing = sorted(set(self.topics) - existing)
         if missing and self.create:
             await create_topics(admin, missing, self.partitions, self.replication)
-            existing |= set(missing)
-        await self._check_partitions(admin, existing)
-        await self._check_offsets(existing)
+            counts |= dict.fromkeys(missing, self.partitions)
+        self._check_partitions(counts)
+        self._follow_layout(cluster_id, counts)
+        await self._check_offsets(set(counts))
         self.checked.set()
+
+    def _follow_layout(self, cluster_id: str, counts: dict[str, int]) -> None:
+        """Tell the consumers of this process to refresh their metadata when the cluster, this service's topics or
+        their partitions changed since the last check (and after the first): consumers refresh on their own only
+        every ``LABORNET_KAFKA_METADATA_MAX_AGE_MS``, so this is how they see a new partition or a recreated topic
+        within a check."""
+        layout = (cluster_id, tuple(sorted((topic, counts[topic]) for topic in self.topics if topic in counts)))
+        if layout == self._layout:
+            return
+        self._layout = layout
+        asked = refresh_metadata(self.client_config["bootstrap_servers"])  # type: ignore[arg-type]
+        log.info("broker layout changed; %d consumers asked to refresh their metadata", asked)
 
     async def _check_cluster(self, cluster_id: str) -> None:
         previous = self.cluster_id
@@ -171,17 +192,14 @@ class BrokerWatch:
             LOG_LOSSES.labels(self.service, "cluster").inc()
             await self.on_log_lost(f"the broker's cluster id changed from {previous} to {cluster_id}")
 
-    async def _check_partitions(self, admin: AIOKafkaAdminClient, existing: set[str]) -> None:
-        topics = [topic for topic in self.topics if topic in existing]
-        if not topics:
-            return
+    def _check_partitions(self, counts: dict[str, int]) -> None:
         mismatched: dict[str, int] = {}
-        for description in await admin.describe_topics(topics):
-            count = len(description.get("partitions") or ())
-            name = description["topic"]
+        for name in self.topics:
+            count = counts.get(name, 0)
             if count and count != self.partitions:
                 mismatched[name] = count
-            PARTITION_MISMATCH.labels(self.service, name).set(1 if name in mismatched else 0)
+            if name in counts:
+                PARTITION_MISMATCH.labels(self.service, name).set(1 if name in mismatched else 0)
         for name, count in mismatched.items():
             if self.mismatched.get(name) != count:
                 log.warning(
