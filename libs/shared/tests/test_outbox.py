@@ -5,15 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Column, Integer, MetaData, String, Table, event, func, select
+from sqlalchemy import Column, Integer, MetaData, String, Table, event, func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from labornet.shared.broker import EmbeddedBroker
-from labornet.shared.db import outbox, readonly_sessionmaker, sessionmaker
+from labornet.shared.db import as_utc, outbox, readonly_sessionmaker, sessionmaker
 from labornet.shared.envelope import Envelope
 from labornet.shared.kafka import ensure_topics, make_producer
 from labornet.shared.keys import NodeKeys
@@ -348,3 +348,40 @@ async def test_queued_events_take_their_numbers_in_commit_order(
     events = await stored_events(engine)
     assert [e.partitionkey for e in events[:2]] == ["committed-first", "queued-first"]
     assert [e.streamseq for e in events] == list(range(1, 27)), "numbers follow the ids without a gap"
+
+
+async def test_a_published_batch_is_marked_sent_with_each_message_s_receipt_wait_in_one_statement(
+    engine: AsyncEngine, writer: Outbox, kafka_broker: EmbeddedBroker
+) -> None:
+    inbox_topic = "labornet.330000.jobs.inbox"
+    async with sessionmaker(engine)() as session, session.begin():
+        for n in range(3):
+            writer.queue(session, topic=inbox_topic, event_type="x.v1", key=f"m{n}", data={}, destination="330000")
+        writer.queue(session, topic=f"t.waits.{id(engine)}", event_type="x.v1", key="b", data={})
+    async with sessionmaker(engine)() as session, session.begin():  # m1 was sent twice before, m2 once
+        await session.execute(update(outbox).where(outbox.c.message_key == b"m1").values(resends=2))
+        await session.execute(update(outbox).where(outbox.c.message_key == b"m2").values(resends=1))
+    relay = relay_for(engine, writer, kafka_broker.bootstrap_servers)
+    sent: list[str] = []
+
+    def record(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        sent.append(" ".join(statement.split()).upper())
+
+    event.listen(engine.sync_engine, "before_cursor_execute", record)
+    try:
+        assert await relay.publish_batch() == 4
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", record)
+        await relay.stop()
+    assert len([s for s in sent if s.startswith("UPDATE OUTBOX")]) == 1, sent
+    async with sessionmaker(engine)() as session:
+        rows = (await session.execute(select(outbox).order_by(outbox.c.id))).all()
+    waits = {
+        r.message_key: (as_utc(r.resend_at) - as_utc(r.sent_at)) if r.resend_at is not None else None for r in rows
+    }
+    assert waits == {
+        b"m0": timedelta(seconds=relay.receipt_wait_s),
+        b"m1": timedelta(seconds=relay.receipt_wait_s * 4),
+        b"m2": timedelta(seconds=relay.receipt_wait_s * 2),
+        b"b": None,
+    }

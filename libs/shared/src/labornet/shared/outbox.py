@@ -26,7 +26,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer, TopicPartition
 from prometheus_client import Counter, Gauge
-from sqlalchemy import and_, delete, func, or_, select, text, update
+from sqlalchemy import and_, case, delete, func, literal, or_, select, text, update
 from sqlalchemy import event as sa_event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -540,15 +540,28 @@ class OutboxRelay:
                 raise
             self.published.update(TopicPartition(c.topic, c.partition) for c in confirmations)
             sent_at = utcnow()
-            waits: dict[int, list[int]] = {}
-            for row in rows:
-                if row.expects_receipt:
-                    waits.setdefault(row.resends, []).append(row.id)
+            # one statement: every row is sent, and a directed message waits for its receipt until a time that
+            # depends on how often it was sent already
+            waits = {
+                resends: sent_at + resend_delay(resends, self.receipt_wait_s, self.receipt_wait_max_s)
+                for resends in sorted({row.resends for row in rows if row.expects_receipt})
+            }
+            awaiting = outbox.c.expects_receipt.is_(True)
+            resend_at = (
+                case(
+                    *(
+                        (awaiting & (outbox.c.resends == n), literal(at, outbox.c.resend_at.type))
+                        for n, at in waits.items()
+                    ),
+                    else_=None,
+                )
+                if waits
+                else None
+            )
             async with self.sessions() as writer, writer.begin():
-                await writer.execute(update(outbox).where(outbox.c.id.in_(ids)).values(sent_at=sent_at))
-                for resends, waiting in waits.items():
-                    resend_at = sent_at + resend_delay(resends, self.receipt_wait_s, self.receipt_wait_max_s)
-                    await writer.execute(update(outbox).where(outbox.c.id.in_(waiting)).values(resend_at=resend_at))
+                await writer.execute(
+                    update(outbox).where(outbox.c.id.in_(ids)).values(sent_at=sent_at, resend_at=resend_at)
+                )
         for row in rows:
             EVENTS_PUBLISHED.labels(self.service, row.topic).inc()
         return len(rows)
