@@ -269,9 +269,6 @@ class _PostgresReads(_DriverReads):
         try:
             driver = (await connection.get_raw_connection()).driver_connection
             assert driver is not None
-            # planned with each read's own values (see search_vacancies); these connections are never given back
-            # to the pool, so the settings stay with them
-            await driver.execute("SET plan_cache_mode = force_custom_plan; SET jit = off")
         except BaseException:
             _invalidate(connection)
             raise
@@ -305,7 +302,11 @@ class _PostgresReads(_DriverReads):
         plan = SearchPlan.of(params, "postgresql", total_cap)
 
         async def read(driver: Any) -> tuple[int, list[Any], list[Any] | None]:
-            await driver.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            # one round trip: the transaction, and a search planned with its own values (see search_vacancies)
+            await driver.execute(
+                "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;"
+                " SET LOCAL plan_cache_mode = force_custom_plan; SET LOCAL jit = off"
+            )
             rows = await driver.fetch(*self._args(plan, "page"))
             total = rows[0][0] if rows else await driver.fetchval(*self._args(plan, "count"))
             walked = None
