@@ -277,7 +277,8 @@ def line(result: dict[str, Any]) -> str:
         f"achieved {result['throughput_per_s']:>5.1f}/s  "
         f"p50 {closed['p50_ms']} ms  p95 {closed['p95_ms']} ms  p99 {closed['p99_ms']} ms  "
         f"filing p95 {result['filing_request']['p95_ms']} ms  "
-        f"refused {result['refused']}  incomplete {incomplete}  locked {result['database_is_locked_logged']}  "
+        f"refused {result['refused']}{' (' + ', '.join(result['refusals']) + ')' if result['refusals'] else ''}  "
+        f"incomplete {incomplete}  locked {result['database_is_locked_logged']}  "
         f"cpu/transfer SC {result['node_cpu_ms_per_transfer'][SC]} ms ZJ {result['node_cpu_ms_per_transfer'][ZJ]} ms  "
         f"load {load}"
     )
