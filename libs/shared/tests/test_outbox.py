@@ -385,3 +385,18 @@ async def test_a_published_batch_is_marked_sent_with_each_message_s_receipt_wait
         b"m2": timedelta(seconds=relay.receipt_wait_s * 2),
         b"b": None,
     }
+
+
+async def test_queued_events_of_a_session_closed_without_a_commit_are_never_written(
+    engine: AsyncEngine, writer: Outbox
+) -> None:
+    """A session that is closed with its transaction open rolls it back; using the same session again later writes
+    only what was queued since."""
+    session = sessionmaker(engine)()
+    await session.execute(select(1))
+    writer.queue(session, topic="t.jobs", event_type="x.v1", key="abandoned", data={})
+    await session.close()
+    async with session.begin():
+        writer.queue(session, topic="t.jobs", event_type="x.v1", key="committed", data={})
+    await session.close()
+    assert [(e.partitionkey, e.streamseq) for e in await stored_events(engine)] == [("committed", 1)]

@@ -377,19 +377,23 @@ def _write_queued(session: Session) -> None:
     session.execute(outbox.insert(), rows)
 
 
-@sa_event.listens_for(Session, "after_soft_rollback")
-def _forget_queued(session: Session, previous_transaction: SessionTransaction) -> None:
-    """Events queued in a transaction (or savepoint) that rolled back are never written."""
+@sa_event.listens_for(Session, "after_transaction_end")
+def _forget_queued(session: Session, transaction: SessionTransaction) -> None:
+    """Events still queued when their transaction (or savepoint) ends were not written: it rolled back, or the
+    session was closed without a commit. They are never written."""
     queued: list[_Queued] = session.info.get(_QUEUED_KEY, [])
     if not queued:
         return
-    if previous_transaction.parent is None:
+    if transaction.parent is None:
         session.info.pop(_QUEUED_KEY, None)
         return
-    session.info[_QUEUED_KEY] = [item for item in queued if not _within(item.transaction, previous_transaction)]
+    session.info[_QUEUED_KEY] = [item for item in queued if not _within(item.transaction, transaction)]
 
 
 def _within(transaction: SessionTransaction | None, ended: SessionTransaction) -> bool:
+    """Whether ``transaction`` is ``ended`` or nested in it (no transaction yet: the session's outermost one)."""
+    if transaction is None:
+        return ended.parent is None
     while transaction is not None:
         if transaction is ended:
             return True
