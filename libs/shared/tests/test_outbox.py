@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Column, Integer, MetaData, String, Table, event, func, select, update
+from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table, event, func, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from labornet.shared.broker import EmbeddedBroker
@@ -400,3 +400,31 @@ async def test_queued_events_of_a_session_closed_without_a_commit_are_never_writ
         writer.queue(session, topic="t.jobs", event_type="x.v1", key="committed", data={})
     await session.close()
     assert [(e.partitionkey, e.streamseq) for e in await stored_events(engine)] == [("committed", 1)]
+
+
+async def test_one_replica_relays_at_a_time_and_its_lock_costs_no_statement_of_its_own(
+    engine: AsyncEngine, writer: Outbox, kafka_broker: EmbeddedBroker, db_backend: str
+) -> None:
+    if db_backend == "sqlite":
+        pytest.skip("one process writes a SQLite file: the replicas' lock is PostgreSQL's")
+    topic = f"t.replicas.{id(engine)}"
+    await publish_vacancy(engine, writer, "510000-V-1", topic)
+    relay = relay_for(engine, writer, kafka_broker.bootstrap_servers)
+    sent: list[str] = []
+
+    def record(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        sent.append(" ".join(statement.split()).upper())
+
+    try:
+        async with engine.connect() as other_replica, other_replica.begin():  # holds the relay's lock
+            await other_replica.execute(select(func.pg_advisory_xact_lock(literal(relay._lock_key, BigInteger))))
+            assert await relay.publish_batch() == 0
+            assert await pending(engine) == 1
+        event.listen(engine.sync_engine, "before_cursor_execute", record)
+        assert await relay.publish_batch() == 1
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", record)
+        await relay.stop()
+    assert await pending(engine) == 0
+    assert [s.split()[0] for s in sent] == ["SELECT", "UPDATE"], sent
+    assert "PG_TRY_ADVISORY_XACT_LOCK" in sent[0]

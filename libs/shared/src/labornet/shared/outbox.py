@@ -26,7 +26,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer, TopicPartition
 from prometheus_client import Counter, Gauge
-from sqlalchemy import and_, case, delete, func, literal, or_, select, text, update
+from sqlalchemy import BigInteger, and_, case, delete, func, literal, or_, select, update
 from sqlalchemy import event as sa_event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -507,26 +507,26 @@ class OutboxRelay:
         held up by a slow or absent broker) and marked sent in a short write transaction afterwards.
         """
         async with self.read_sessions() as session, session.begin():
-            if session.get_bind().dialect.name == "postgresql":
-                got = await session.execute(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": self._lock_key})
-                if not got.scalar_one():
-                    return 0  # another replica is relaying
-            rows = (
-                await session.execute(
-                    select(
-                        outbox.c.id,
-                        outbox.c.topic,
-                        outbox.c.message_key,
-                        outbox.c.headers,
-                        outbox.c.payload,
-                        outbox.c.expects_receipt,
-                        outbox.c.resends,
-                    )
-                    .where(outbox.c.sent_at.is_(None))
-                    .order_by(outbox.c.id)
-                    .limit(self.batch_size)
+            pending = (
+                select(
+                    outbox.c.id,
+                    outbox.c.topic,
+                    outbox.c.message_key,
+                    outbox.c.headers,
+                    outbox.c.payload,
+                    outbox.c.expects_receipt,
+                    outbox.c.resends,
                 )
-            ).all()
+                .where(outbox.c.sent_at.is_(None))
+                .order_by(outbox.c.id)
+                .limit(self.batch_size)
+            )
+            if session.get_bind().dialect.name == "postgresql":
+                # the replica's lock in the same statement: an uncorrelated subquery, evaluated once; no rows while
+                # another replica is relaying
+                lock = func.pg_try_advisory_xact_lock(literal(self._lock_key, BigInteger))
+                pending = pending.where(select(lock).scalar_subquery())
+            rows = (await session.execute(pending)).all()
             if not rows:
                 return 0
             ids = [row.id for row in rows]
