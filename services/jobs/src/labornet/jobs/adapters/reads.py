@@ -269,6 +269,9 @@ class _PostgresReads(_DriverReads):
         try:
             driver = (await connection.get_raw_connection()).driver_connection
             assert driver is not None
+            # every statement planned with its own values (see search_vacancies): these connections are never
+            # given back to the pool, so the settings stay with them
+            await driver.execute("SET plan_cache_mode = force_custom_plan; SET jit = off")
         except BaseException:
             _invalidate(connection)
             raise
@@ -302,11 +305,12 @@ class _PostgresReads(_DriverReads):
         plan = SearchPlan.of(params, "postgresql", total_cap)
 
         async def read(driver: Any) -> tuple[int, list[Any], list[Any] | None]:
-            # one round trip: the transaction, and a search planned with its own values (see search_vacancies)
-            await driver.execute(
-                "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;"
-                " SET LOCAL plan_cache_mode = force_custom_plan; SET LOCAL jit = off"
-            )
+            # most searches are answered by their first statement alone, on a snapshot of its own: one round trip
+            rows = await driver.fetch(*self._args(plan, "page"))
+            if rows and rows[0][0] <= plan.total_cap:
+                return rows[0][0], rows, None
+            # a page without rows needs the count, more matches than the cap a walk: all on one snapshot
+            await driver.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             rows = await driver.fetch(*self._args(plan, "page"))
             total = rows[0][0] if rows else await driver.fetchval(*self._args(plan, "count"))
             walked = None
