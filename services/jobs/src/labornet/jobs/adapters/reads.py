@@ -187,6 +187,7 @@ class _SqliteReads(_DriverReads):
             connection.execute("PRAGMA busy_timeout=10000")
             connection.execute("PRAGMA query_only=ON")
             connection.execute(f"PRAGMA mmap_size={READ_MMAP_BYTES}")
+            connection.execute("PRAGMA temp_store=MEMORY")  # a search sorts its matches in memory, not a file
             with self.lock:
                 self.connections.append(connection)
             self.local.connection = connection
