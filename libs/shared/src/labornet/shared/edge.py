@@ -56,9 +56,17 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         limit = self.import_max_bytes if scope["path"] in self.import_paths else self.max_bytes
-        declared = next((value for name, value in scope["headers"] if name == b"content-length"), None)
+        declared, chunked = None, False
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                declared = value
+            elif name == b"transfer-encoding":
+                chunked = True
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
             await _refuse(scope, send, BodyTooLarge(limit))
+            return
+        if declared is None and not chunked:  # no body at all (HTTP/1.1, RFC 9112 6.3): nothing to count
+            await self.app(scope, receive, send)
             return
         received = 0
         started = False

@@ -259,6 +259,7 @@ class HttpMetrics:
     def __init__(self, app: ASGIApp, service: str) -> None:
         self.app = app
         self.service = service
+        self.timers: dict[tuple[str, str, str], Any] = {}  # the histogram's series by method, route and code
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -283,7 +284,8 @@ class HttpMetrics:
             current_traceparent.reset(token)
         finally:
             route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
-            HTTP_REQUEST_DURATION.labels(self.service, scope["method"], template, str(code)).observe(
-                time.perf_counter() - started
-            )
+            labels = (scope["method"], getattr(route, "path", None) or "unmatched", str(code))
+            timer = self.timers.get(labels)
+            if timer is None:
+                timer = self.timers[labels] = HTTP_REQUEST_DURATION.labels(self.service, *labels)
+            timer.observe(time.perf_counter() - started)
