@@ -311,3 +311,28 @@ async def test_the_api_answers_the_bytes_and_headers_the_response_models_wrote(
         }
         bad_cursor = await client.get("/api/v1/vacancies", params={"q": "厨师", "cursor": "bm9wZQ"})
         assert bad_cursor.status_code == 422 and bad_cursor.json()["errors"][0]["field"] == "query.cursor"
+
+
+async def test_reads_go_on_after_the_server_closed_their_connections(engine: AsyncEngine, database_url: str) -> None:
+    """A restart or pg_terminate_backend: the held connections the driver knows closed are replaced before use,
+    and a read whose connection turns out to be gone is tried again on a new one."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite's reader connections are files of this process")
+    await add(engine, [make_vacancy(n) for n in range(1, 11)])
+    reads = driver_reads(engine)
+    wanted = make_vacancy(3)["id"]
+    await asyncio.gather(*(reads.one(wanted) for _ in range(8)))  # every held connection open
+    observer = create_engine(database_url)
+    try:
+        async with observer.connect() as connection:
+            others = "datname = current_database() AND pid <> pg_backend_pid()"
+            ended = await connection.execute(
+                text(f"SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE {others}")
+            )
+            assert ended.scalar_one() >= 1
+    finally:
+        await observer.dispose()
+    await asyncio.sleep(0.2)  # the driver reads the end of each connection
+    rows = await asyncio.gather(*(reads.one(wanted) for _ in range(8)))
+    assert {row["id"] for row in rows if row is not None} == {wanted} and None not in rows
+    assert (await reads.search(SearchParams(q="厨师"))).total > 0

@@ -2,25 +2,28 @@
 
 They are the node's hottest paths (every worker's search, every page of a vacancy), and through a session each paid
 for far more than its query: on SQLite a BEGIN, the statement, the fetch and a ROLLBACK each crossed to
-aiosqlite's thread and back; on PostgreSQL the pool's pre-ping (BEGIN, SELECT 1, ROLLBACK), the isolation level set
-and reset and the transaction cost six round trips; and SQLAlchemy built, keyed and processed the statement every
-time. About 1 ms of CPU for a query that takes 20 µs (ADR 21).
+aiosqlite's thread and back; on PostgreSQL the isolation level set and reset and the transaction cost round trips
+of their own; and SQLAlchemy built, keyed and processed the statement every time: about 2 ms of CPU for a query
+that SQLite answers in 20 µs (ADR 23).
 
-Here a statement is compiled once (a search once per shape, see :mod:`labornet.jobs.adapters.search`), run by the
-driver, and its row turned into what a session would give with SQLAlchemy's own result processors for the column
-types, so that callers get the same values either way:
+Here a statement is compiled once (a search once per shape, see :class:`labornet.jobs.adapters.search.SearchPlan`),
+run by the driver, and its rows turned into what a session would give with SQLAlchemy's own result processors for
+the column types, so that callers get the same values either way:
 
 * **SQLite**: the reads run in threads of their own (``READ_THREADS``), each with its own connection to the
-  database file, ``query_only``; a read is one hop to that thread and back, and whatever happens to the request
-  the connection stays with its thread. Under WAL a reader never blocks a writer nor waits for one.
+  database file, ``query_only``, the file memory-mapped; a read is one hop to that thread and back, and whatever
+  happens to the request the connection stays with its thread. Under WAL a reader never blocks a writer nor
+  waits for one.
 * **PostgreSQL**: a few connections (``READ_CONNECTIONS``) taken from the engine's pool once and held; a read uses
   one of them alone. A connection that fails, or whose read is cancelled midway (it may be inside a query or a
-  transaction), is closed and never used again; a read that failed because its connection was gone (the server
-  restarted) is tried once more on a new one, which replaces the pre-ping. They are closed with the engine.
+  transaction), is closed and never used again; one the driver knows closed, or as old as the pool renews its
+  own (``POOL_RECYCLE_S``), is replaced before use; a read that failed because its connection was gone is tried
+  once more on a new one. They are closed with the engine.
 
 A read of one statement sees one committed state (SQLite runs a statement in a read transaction of its own,
 PostgreSQL on a snapshot of its own), so a vacancy changed while it is read comes back whole, at one version. A
-search of more than one statement runs them in one read transaction (SQLite's, or REPEATABLE READ on PostgreSQL).
+search that needs more than one statement (a page without rows and its count, a walk past the cap) runs them in
+one read transaction (SQLite's, or REPEATABLE READ on PostgreSQL).
 
 Anything else (an in-memory SQLite database, another driver) reads through sessions, as before.
 """
@@ -30,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
@@ -49,6 +53,7 @@ from labornet.jobs.adapters.search import (
     search_vacancies,
 )
 from labornet.jobs.adapters.tables import vacancy
+from labornet.shared.db import POOL_RECYCLE_S
 
 READ_THREADS = 2  # SQLite: two reads at once, one per core (the driver lets go of the GIL while SQLite works)
 READ_CONNECTIONS = 2  # PostgreSQL: connections held out of the engine's pool for these reads
@@ -232,6 +237,7 @@ class _Held:
     def __init__(self, connection: AsyncConnection, driver: Any) -> None:
         self.connection = connection
         self.driver = driver
+        self.since = time.monotonic()
 
     def discard(self) -> None:
         """Close it for good (synchronously: this runs while a read is being cancelled)."""
@@ -254,16 +260,20 @@ class _PostgresReads(_DriverReads):
         self.held: set[_Held] = set()
 
     async def _take(self) -> _Held:
-        if self.idle.empty() and self.opened < READ_CONNECTIONS:
-            self.opened += 1
-            try:
-                held = await self._open()
-            except BaseException:
-                self.opened -= 1
-                raise
-            self.held.add(held)
-            return held
-        return await self.idle.get()
+        while True:
+            if self.idle.empty() and self.opened < READ_CONNECTIONS:
+                self.opened += 1
+                try:
+                    held = await self._open()
+                except BaseException:
+                    self.opened -= 1
+                    raise
+                self.held.add(held)
+                return held
+            held = await self.idle.get()
+            if not held.driver.is_closed() and time.monotonic() - held.since < POOL_RECYCLE_S:
+                return held
+            self._drop(held)  # the server closed it, or it is as old as the pool lets its own connections get
 
     async def _open(self) -> _Held:
         connection = await self.engine.connect()
