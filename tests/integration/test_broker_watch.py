@@ -264,6 +264,25 @@ async def test_partitions_that_appear_later_are_read_within_30_s(
     assert {tp.partition for tp in consumer._consumer.assignment()} == {0, 1, 2, 3, 4}  # type: ignore[union-attr]
 
 
+async def test_the_watches_of_one_process_share_the_answer_of_the_broker(
+    zhejiang: Callable[..., Awaitable[Province]], kafka_broker: EmbeddedBroker
+) -> None:
+    """A node's four services run in one process under `labornet serve-node`: one metadata request of every topic
+    serves their four watches when it is recent enough, and an explicit check still asks the broker itself."""
+    node = await zhejiang()
+    topics = [events_topic(SC, node.service)]
+    async with admin_of(kafka_broker.bootstrap_servers) as admin:
+        await admin.create_topics([NewTopic(topics[0], 3, 1)])
+    first, second = node.watch(topics), node.watch(topics)
+    await asyncio.wait_for(first.check(), 15)
+    await asyncio.wait_for(second.check(shared_within_s=60), 15)
+    assert second._admin is None, "the second watch asked the broker again"
+    assert second.cluster_id == first.cluster_id is not None
+    assert second.silent_for() < 60
+    await asyncio.wait_for(second.check(), 15)
+    assert second._admin is not None, "an explicit check asks the broker itself"
+
+
 async def test_a_consumer_never_creates_a_topic_and_reads_it_once_the_platform_has(
     zhejiang: Callable[..., Awaitable[Province]], node_keys: dict[str, NodeKeys], kafka_broker: EmbeddedBroker
 ) -> None:

@@ -38,6 +38,7 @@ async def test_a_consumer_paces_its_fetches_while_idle_and_fetches_fast_again_wh
         kafka_fetch_max_wait_ms=10,
         kafka_fetch_idle_wait_ms=50,
         kafka_fetch_idle_pause_ms=300,
+        kafka_fetch_idle_fetch_every_ms=2000,
         kafka_fetch_idle_after_s=0.3,
     )
     topic = f"labornet.510000.pacing-{uuid.uuid4().hex[:8]}.events"
@@ -55,7 +56,7 @@ async def test_a_consumer_paces_its_fetches_while_idle_and_fetches_fast_again_wh
             return consumer.idle
 
         await eventually(idle, timeout_s=20)
-        assert (consumer.fetch_wait_ms, consumer.fetch_pause_ms) == (50, 300)
+        assert (consumer.fetch_wait_ms, consumer.fetch_pause_ms) == (50, 2000)
 
         await producer.send_and_wait(topic, b"{}", key=b"k")
 

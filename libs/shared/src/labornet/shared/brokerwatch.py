@@ -17,7 +17,9 @@ knows:
 
 Consumers subscribe by pattern (see :mod:`labornet.shared.inbox`), so their metadata requests never create a
 topic. The watch is the process's only frequent metadata poller: one request of every topic per check (a hundred
-topics in a federation of nine) answers the cluster id, the topics and their partition counts. When one of them
+topics in a federation of nine) answers the cluster id, the topics and their partition counts, and the watches of
+one process (a node's four services under ``labornet serve-node``) share an answer younger than half their interval
+instead of asking again. When one of them
 changed, it makes the consumers of its process refresh their metadata at once
 (:func:`~labornet.shared.kafka.refresh_metadata`), so they pick up new partitions and recreated topics within a
 check, while their own refresh (``LABORNET_KAFKA_METADATA_MAX_AGE_MS``) is minutes apart.
@@ -29,7 +31,9 @@ import asyncio
 import contextlib
 import logging
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Collection, Sequence
+from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -59,6 +63,21 @@ PARTITION_MISMATCH = Gauge(
     ["service", "topic"],
 )
 LOSS_SIGNS = ("cluster", "topic", "offsets")
+
+
+@dataclass(frozen=True)
+class BrokerView:
+    """What the broker answered to a metadata request of every topic, and when."""
+
+    answered_at: float  # time.monotonic()
+    cluster_id: str
+    counts: dict[str, int]  # partitions per topic
+
+
+# the last answer per event loop and broker, shared by the watches of one process
+_VIEWS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, ...], BrokerView]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 class BrokerWatch:
@@ -117,7 +136,7 @@ class BrokerWatch:
     async def run(self) -> None:
         while not self._stopping.is_set():
             try:
-                await asyncio.wait_for(self.check(), self.timeout_s)
+                await asyncio.wait_for(self.check(shared_within_s=self.interval_s / 2), self.timeout_s)
                 self.last_error = None
             except asyncio.CancelledError:
                 raise
@@ -133,14 +152,24 @@ class BrokerWatch:
         self._stopping.set()
         await self._close()
 
-    async def check(self) -> None:
-        admin = await self._admin_client()
-        # one metadata request of every topic says it all: the cluster id, the topics and their partitions
-        metadata = (await admin._get_cluster_metadata(topics=None)).to_object()
-        cluster_id = str(metadata["cluster_id"])
-        counts = {topic["topic"]: len(topic.get("partitions") or ()) for topic in metadata["topics"]}
+    async def check(self, shared_within_s: float = 0.0) -> None:
+        """Ask the broker and act on its answer; with ``shared_within_s``, an answer another watch of this process
+        got from the same broker at most that long ago serves instead (a node's four services share one loop)."""
+        cluster = tuple(sorted(self.client_config["bootstrap_servers"]))  # type: ignore[call-overload]
+        views = _VIEWS.setdefault(asyncio.get_running_loop(), {})
+        view = views.get(cluster)
+        if view is None or time.monotonic() - view.answered_at > shared_within_s:
+            admin = await self._admin_client()
+            # one metadata request of every topic says it all: the cluster id, the topics and their partitions
+            metadata = (await admin._get_cluster_metadata(topics=None)).to_object()
+            view = views[cluster] = BrokerView(
+                time.monotonic(),
+                str(metadata["cluster_id"]),
+                {topic["topic"]: len(topic.get("partitions") or ()) for topic in metadata["topics"]},
+            )
+        cluster_id, counts = view.cluster_id, dict(view.counts)
         existing = set(counts)
-        self._last_ok = time.monotonic()
+        self._last_ok = max(view.answered_at, self._last_ok or 0.0)
         await self._check_cluster(cluster_id)
         vanished = sorted(self._seen_topics - existing)
         self._seen_topics = existing & set(self.topics)
@@ -150,7 +179,7 @@ class BrokerWatch:
             await self.on_log_lost(f"topics {vanished} vanished from the broker")
         missing = sorted(set(self.topics) - existing)
         if missing and self.create:
-            await create_topics(admin, missing, self.partitions, self.replication)
+            await create_topics(await self._admin_client(), missing, self.partitions, self.replication)
             counts |= dict.fromkeys(missing, self.partitions)
         self._check_partitions(counts)
         self._follow_layout(cluster_id, counts)

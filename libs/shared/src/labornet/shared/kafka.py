@@ -8,11 +8,13 @@ import logging
 import time
 import weakref
 from collections.abc import Iterable
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.client import AIOKafkaClient
+from aiokafka.errors import IllegalStateError, TopicAlreadyExistsError
+from aiokafka.protocol.offset import OffsetRequest
 
 from labornet.shared.settings import Settings
 
@@ -76,33 +78,48 @@ def make_producer(settings: Settings) -> AIOKafkaProducer:
 
 
 class PacedConsumer(AIOKafkaConsumer):  # type: ignore[misc]  # aiokafka ships no type information
-    """A consumer whose fetching follows the traffic: short waits while records come, a pause between fetches once
-    they stop.
+    """A consumer whose fetching follows the traffic: short waits while records come, few fetches once they stop.
 
     A broker that does not answer a waiting fetch as soon as a record arrives (the embedded broker) delivers a new
     record after about half the fetch wait, so a short wait is what keeps replication fast. While nothing comes,
     every consumer would then ask the broker a hundred times a second. :meth:`pace` is told after every poll
-    whether records came: ``idle_after_s`` after the last one the fetches change to the idle pacing — the broker
-    waits ``idle_wait_ms`` for records, then the consumer pauses ``idle_pause_ms`` before it asks again — and the
-    first record back brings the short wait without pause back. A record that arrives during a quiet spell is read
-    within ``idle_wait_ms + idle_pause_ms``.
+    whether records came: ``idle_after_s`` after the last one the consumer turns idle — the broker waits
+    ``idle_wait_ms`` for records, and a fetch that brought nothing is followed by a pause of ``idle_fetch_every_ms``
+    — and the first record back brings the short wait without pause back.
+
+    During the pause the process's :class:`Doorbell` asks the broker every ``idle_pause_ms`` for the end offsets of
+    every partition its idle consumers hold, in one request, and ends the pause of the consumers whose partitions
+    grew: a record that arrives during a quiet spell is read within about ``idle_pause_ms``, while an idle consumer
+    fetches only every ``idle_fetch_every_ms`` (with ``idle_fetch_every_ms`` at most ``idle_pause_ms`` there is no
+    doorbell: the consumer fetches every ``idle_pause_ms``).
 
     The embedded broker spends CPU on every partition for as long as a fetch waits on it (a consumer of 24
-    partitions waiting 500 ms at a time keeps about 1 % of a core busy there), so an idle fetch should wait as
-    little as it can (``idle_wait_ms`` 1: with 0 it never returns records) and the pause does the pacing. Apache
-    Kafka answers a waiting fetch on arrival: there a long wait and no pause cost no latency at all.
+    partitions waiting 500 ms at a time keeps about 1 % of a core busy there), and aiokafka about 0.7 ms of Python
+    on a fetch of 24 empty partitions, so an idle fetch waits as little as it can (``idle_wait_ms`` 1: with 0 the
+    embedded broker never returns records) and one end-offsets request per process replaces the fetches of all its
+    consumers. Apache Kafka answers a waiting fetch on arrival: there a long wait and no pause cost no latency.
     """
 
     def __init__(
-        self, *, busy_wait_ms: int, idle_wait_ms: int, idle_pause_ms: int, idle_after_s: float, **config: Any
+        self,
+        *,
+        busy_wait_ms: int,
+        idle_wait_ms: int,
+        idle_pause_ms: int,
+        idle_after_s: float,
+        idle_fetch_every_ms: int = 0,
+        **config: Any,
     ) -> None:
         super().__init__(fetch_max_wait_ms=busy_wait_ms, **config)
         self.busy_wait_ms = busy_wait_ms
         self.idle_wait_ms = idle_wait_ms
         self.idle_pause_ms = idle_pause_ms
+        self.idle_fetch_every_ms = max(idle_fetch_every_ms, idle_pause_ms)
         self.idle_after_s = idle_after_s
         self._last_records_at = time.monotonic()
         self._pause_s = 0.0
+        self._ring = asyncio.Event()
+        self.pausing = False  # between two fetches, waiting for the pause to end or the doorbell to ring
 
     async def start(self) -> None:
         await super().start()
@@ -112,12 +129,28 @@ class PacedConsumer(AIOKafkaConsumer):  # type: ignore[misc]  # aiokafka ships n
             """One fetch request; while the consumer is idle and it brought nothing, the pause before the next."""
             has_records: bool = await fetch(*args)
             if not has_records and self._pause_s:
-                with contextlib.suppress(asyncio.CancelledError):  # close() or a new assignment, as in the fetch
-                    await asyncio.sleep(self._pause_s)
+                self._ring.clear()
+                self.pausing = True
+                try:
+                    await asyncio.wait_for(self._ring.wait(), self._pause_s)
+                except (TimeoutError, asyncio.CancelledError):  # close() or a new assignment, as in the fetch
+                    pass
+                finally:
+                    self.pausing = False
             return has_records
 
         # the fetcher's routine sends the next request to a broker only once the previous one has returned
         self._fetcher._proc_fetch_request = fetch_then_pause
+        if self.idle_fetch_every_ms > self.idle_pause_ms:
+            Doorbell.of(self.idle_pause_ms / 1000).join(self)
+
+    async def stop(self) -> None:
+        Doorbell.leave(self)
+        await super().stop()
+
+    def ring(self) -> None:
+        """End the pause: records came (the doorbell saw a partition grow)."""
+        self._ring.set()
 
     @property
     def idle(self) -> bool:
@@ -145,7 +178,92 @@ class PacedConsumer(AIOKafkaConsumer):  # type: ignore[misc]  # aiokafka ships n
             self._pause_s = 0.0
         elif now - self._last_records_at >= self.idle_after_s:
             fetcher._fetch_max_wait_ms = self.idle_wait_ms
-            self._pause_s = self.idle_pause_ms / 1000
+            self._pause_s = self.idle_fetch_every_ms / 1000
+
+
+class Doorbell:
+    """Rings the idle consumers of a process whose partitions grew: one end-offsets request (ListOffsets) per broker
+    every ``interval_s`` for every partition they hold, instead of a fetch per consumer. Runs while consumers are
+    joined; a request that fails changes nothing (the consumers' own pauses end in any case)."""
+
+    _rings: ClassVar[weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[float, Doorbell]]] = (
+        weakref.WeakKeyDictionary()
+    )
+
+    def __init__(self, interval_s: float) -> None:
+        self.interval_s = interval_s
+        self.consumers: weakref.WeakSet[PacedConsumer] = weakref.WeakSet()
+        self._task: asyncio.Task[None] | None = None
+
+    @classmethod
+    def of(cls, interval_s: float) -> Doorbell:
+        """The doorbell of this event loop that rings every ``interval_s``."""
+        bells = cls._rings.setdefault(asyncio.get_running_loop(), {})
+        return bells.setdefault(interval_s, cls(interval_s))
+
+    @classmethod
+    def leave(cls, consumer: PacedConsumer) -> None:
+        with contextlib.suppress(RuntimeError):  # no running loop: no doorbell either
+            for bell in cls._rings.get(asyncio.get_running_loop(), {}).values():
+                bell.consumers.discard(consumer)
+
+    def join(self, consumer: PacedConsumer) -> None:
+        self.consumers.add(consumer)
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name=f"kafka-doorbell-{self.interval_s:g}s")
+
+    async def _run(self) -> None:
+        while self.consumers:
+            await asyncio.sleep(self.interval_s)
+            try:
+                await self.ring_once()
+            except Exception as exc:
+                log.debug("doorbell: end offsets not read (%r)", exc)
+
+    async def ring_once(self) -> int:
+        """Ask for the end offsets of the pausing consumers' partitions; ring those behind; return how many."""
+        pausing = [consumer for consumer in list(self.consumers) if consumer.pausing and not consumer._closed]
+        by_cluster: dict[tuple[str, ...], list[PacedConsumer]] = {}
+        for consumer in pausing:
+            by_cluster.setdefault(tuple(sorted(consumer._client._bootstrap_servers)), []).append(consumer)
+        rung = 0
+        for consumers in by_cluster.values():
+            held = {consumer: consumer.assignment() for consumer in consumers}
+            ends = await end_offsets(consumers[0]._client, set().union(*held.values()))
+            for consumer, partitions in held.items():
+                if _grew(consumer, partitions, ends):
+                    consumer.ring()
+                    rung += 1
+        return rung
+
+
+def _grew(consumer: PacedConsumer, partitions: Iterable[TopicPartition], ends: dict[TopicPartition, int]) -> bool:
+    """Whether a partition of ``consumer`` ends beyond the high watermark its last fetch saw (or it never fetched)."""
+    for tp in partitions:
+        try:
+            seen = consumer.highwater(tp)
+        except (AssertionError, IllegalStateError):  # no longer assigned: the rebalance starts a new fetch anyway
+            continue
+        if ends.get(tp, 0) > (seen or 0):
+            return True
+    return False
+
+
+async def end_offsets(client: AIOKafkaClient, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
+    """The end offset of each of ``partitions`` whose leader ``client`` knows, one request per leader."""
+    by_leader: dict[int, dict[str, list[tuple[int, int]]]] = {}
+    for tp in partitions:
+        leader = client.cluster.leader_for_partition(tp)
+        if leader is not None and leader >= 0:
+            by_leader.setdefault(leader, {}).setdefault(tp.topic, []).append((tp.partition, -1))  # -1: the end
+    ends: dict[TopicPartition, int] = {}
+    for leader, topics in by_leader.items():
+        response = await client.send(leader, OffsetRequest(-1, 0, list(topics.items())))
+        for topic, answers in response.topics:
+            for partition, error, _timestamp, offset, *_ in answers:
+                if error == 0:
+                    ends[TopicPartition(topic, partition)] = offset
+    return ends
 
 
 def make_consumer(settings: Settings, group_id: str) -> PacedConsumer:
@@ -153,6 +271,7 @@ def make_consumer(settings: Settings, group_id: str) -> PacedConsumer:
         busy_wait_ms=settings.kafka_fetch_max_wait_ms,
         idle_wait_ms=settings.kafka_fetch_idle_wait_ms,
         idle_pause_ms=settings.kafka_fetch_idle_pause_ms,
+        idle_fetch_every_ms=settings.kafka_fetch_idle_fetch_every_ms,
         idle_after_s=settings.kafka_fetch_idle_after_s,
         **client_config(settings),
         group_id=group_id,

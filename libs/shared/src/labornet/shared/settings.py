@@ -56,17 +56,24 @@ class Settings(BaseSettings):
         ge=1,
         description="consumer fetch wait once no record came for kafka_fetch_idle_after_s. The embedded broker spends "
         "CPU on every partition for as long as a fetch waits, does not answer a waiting fetch when a record arrives, "
-        "and never returns records to a fetch that may not wait at all (0), so there an idle fetch waits 1 ms and "
-        "kafka_fetch_idle_pause_ms paces it; with Apache Kafka, which answers on arrival, 500 and a pause of 0 read "
-        "the first record after a quiet spell at once",
+        "and never returns records to a fetch that may not wait at all (0), so there an idle fetch waits 1 ms; with "
+        "Apache Kafka, which answers on arrival, 500 reads the first record after a quiet spell at once",
     )
     kafka_fetch_idle_pause_ms: int = Field(
         400,
-        ge=0,
+        ge=1,
         le=5000,
-        description="pause between a consumer's fetches that brought nothing, once no record came for "
-        "kafka_fetch_idle_after_s: the first record after a quiet spell is read within kafka_fetch_idle_wait_ms + "
-        "this (the federation promises a vacancy in another province within a second)",
+        description="once no record came for kafka_fetch_idle_after_s: how often a process asks the broker, in one "
+        "request, whether records came to the partitions of its idle consumers, and wakes the consumers they came "
+        "to. The first record after a quiet spell is read within about this (the federation promises a vacancy in "
+        "another province within a second)",
+    )
+    kafka_fetch_idle_fetch_every_ms: int = Field(
+        5000,
+        ge=1,
+        description="how far apart an idle consumer's own fetches are when no record came; at most "
+        "kafka_fetch_idle_pause_ms turns the process's single request off and every consumer fetches every "
+        "kafka_fetch_idle_pause_ms",
     )
     kafka_fetch_idle_after_s: float = Field(2.0, ge=0, description="quiet time before the idle pacing begins")
     kafka_session_timeout_ms: int = Field(
