@@ -1,10 +1,10 @@
 """Idle benchmark: what a federation that does nothing costs, and how soon it is ready.
 
 Runs ``labornet up`` (no demo data) for the chosen provinces, waits until it says it is ready, lets it settle, then
-adds up the CPU time of every process of the run (the broker included, read from /proc) over a window. The anchor
-is the same federation with the pacing of earlier releases (fetch wait 10 ms always, no pause between fetches,
-consumers' metadata refreshed every 10 s, relay poll every 50 ms), measured in the same run. CPU is also given per
-kind of process (the broker, the nodes, the consoles), which says where an idle federation's CPU goes.
+adds up the CPU time of every process of the run (the broker included, read from /proc) over a window, in all and per
+kind of process (the broker, the nodes or services, the consoles). The anchor is the same federation with the pacing
+of earlier releases (fetch wait 10 ms always, no pause between fetches and no doorbell, consumers' metadata refreshed
+every 10 s, relay poll every 50 ms), measured in the same run.
 
     python -m benchmarks idle                          # nine provinces, one process per node
     python -m benchmarks idle --process-per service    # 36 service processes as deployed
@@ -13,6 +13,7 @@ kind of process (the broker, the nodes, the consoles), which says where an idle 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import signal
@@ -28,6 +29,7 @@ READY = re.compile(r"ready in ([0-9.]+)s")
 EAGER = {
     "LABORNET_KAFKA_FETCH_IDLE_WAIT_MS": "10",
     "LABORNET_KAFKA_FETCH_IDLE_PAUSE_MS": "0",
+    "LABORNET_KAFKA_FETCH_IDLE_FETCH_EVERY_MS": "0",
     "LABORNET_KAFKA_METADATA_MAX_AGE_MS": "10000",
     "LABORNET_OUTBOX_POLL_INTERVAL_S": "0.05",
 }
@@ -95,7 +97,9 @@ def measure(process_per: str, provinces: str | None, settle_s: float, window_s: 
         ready_in = None
         try:
             assert proc.stdout is not None
+            said: list[str] = []
             for line in proc.stdout:
+                said = [*said[-20:], line]
                 found = READY.search(line)
                 if found:
                     ready_in = float(found.group(1))
@@ -103,7 +107,7 @@ def measure(process_per: str, provinces: str | None, settle_s: float, window_s: 
                 if time.monotonic() - started > 300:
                     raise SystemExit("the federation was not ready within 300 s")
             if ready_in is None:
-                raise SystemExit(f"labornet up stopped before it was ready (exit {proc.wait()})")
+                raise SystemExit(f"labornet up stopped before it was ready (exit {proc.wait()}):\n{''.join(said)}")
             time.sleep(settle_s)
             pids = tree(proc.pid)
             kinds = {pid: kind(pid) for pid in pids}
@@ -113,7 +117,8 @@ def measure(process_per: str, provinces: str | None, settle_s: float, window_s: 
             kinds |= {pid: kind(pid) for pid in pids if pid not in kinds}
             after, elapsed = cpu_seconds(pids), time.monotonic() - t0
         finally:
-            os.killpg(proc.pid, signal.SIGINT)
+            with contextlib.suppress(ProcessLookupError):  # it may have stopped on its own
+                os.killpg(proc.pid, signal.SIGINT)
             try:
                 proc.wait(timeout=60)
             except subprocess.TimeoutExpired:

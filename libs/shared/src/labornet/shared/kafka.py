@@ -90,8 +90,8 @@ class PacedConsumer(AIOKafkaConsumer):  # type: ignore[misc]  # aiokafka ships n
     During the pause the process's :class:`Doorbell` asks the broker every ``idle_pause_ms`` for the end offsets of
     every partition its idle consumers hold, in one request, and ends the pause of the consumers whose partitions
     grew: a record that arrives during a quiet spell is read within about ``idle_pause_ms``, while an idle consumer
-    fetches only every ``idle_fetch_every_ms`` (with ``idle_fetch_every_ms`` at most ``idle_pause_ms`` there is no
-    doorbell: the consumer fetches every ``idle_pause_ms``).
+    fetches only every ``idle_fetch_every_ms`` (with ``idle_fetch_every_ms`` at most ``idle_pause_ms``, or
+    ``idle_pause_ms`` 0, there is no doorbell: the consumer pauses the longer of the two).
 
     The embedded broker spends CPU on every partition for as long as a fetch waits on it (a consumer of 24
     partitions waiting 500 ms at a time keeps about 1 % of a core busy there), and aiokafka about 0.7 ms of Python
@@ -141,7 +141,7 @@ class PacedConsumer(AIOKafkaConsumer):  # type: ignore[misc]  # aiokafka ships n
 
         # the fetcher's routine sends the next request to a broker only once the previous one has returned
         self._fetcher._proc_fetch_request = fetch_then_pause
-        if self.idle_fetch_every_ms > self.idle_pause_ms:
+        if 0 < self.idle_pause_ms < self.idle_fetch_every_ms:
             Doorbell.of(self.idle_pause_ms / 1000).join(self)
 
     async def stop(self) -> None:

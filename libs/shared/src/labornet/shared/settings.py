@@ -61,19 +61,19 @@ class Settings(BaseSettings):
     )
     kafka_fetch_idle_pause_ms: int = Field(
         400,
-        ge=1,
+        ge=0,
         le=5000,
         description="once no record came for kafka_fetch_idle_after_s: how often a process asks the broker, in one "
         "request, whether records came to the partitions of its idle consumers, and wakes the consumers they came "
         "to. The first record after a quiet spell is read within about this (the federation promises a vacancy in "
-        "another province within a second)",
+        "another province within a second); 0 turns this request off",
     )
     kafka_fetch_idle_fetch_every_ms: int = Field(
         5000,
-        ge=1,
+        ge=0,
         description="how far apart an idle consumer's own fetches are when no record came; at most "
         "kafka_fetch_idle_pause_ms turns the process's single request off and every consumer fetches every "
-        "kafka_fetch_idle_pause_ms",
+        "kafka_fetch_idle_pause_ms (both 0: no pause at all)",
     )
     kafka_fetch_idle_after_s: float = Field(2.0, ge=0, description="quiet time before the idle pacing begins")
     kafka_session_timeout_ms: int = Field(
