@@ -161,11 +161,12 @@ class BrokerWatch:
         if view is None or time.monotonic() - view.answered_at > shared_within_s:
             admin = await self._admin_client()
             # one metadata request of every topic says it all: the cluster id, the topics and their partitions
-            metadata = (await admin._get_cluster_metadata(topics=None)).to_object()
+            metadata = await admin._get_cluster_metadata(topics=None)
             view = views[cluster] = BrokerView(
                 time.monotonic(),
-                str(metadata["cluster_id"]),
-                {topic["topic"]: len(topic.get("partitions") or ()) for topic in metadata["topics"]},
+                str(metadata.cluster_id),
+                # each topic is (error_code, topic, [is_internal,] partitions): read as it is, without to_object()
+                {topic[1]: len(topic[-1] or ()) for topic in metadata.topics},
             )
         cluster_id, counts = view.cluster_id, dict(view.counts)
         existing = set(counts)
@@ -227,7 +228,7 @@ class BrokerWatch:
             count = counts.get(name, 0)
             if count and count != self.partitions:
                 mismatched[name] = count
-            if name in counts:
+            if name in counts and (name in mismatched) != (name in self.mismatched):
                 PARTITION_MISMATCH.labels(self.service, name).set(1 if name in mismatched else 0)
         for name, count in mismatched.items():
             if self.mismatched.get(name) != count:
