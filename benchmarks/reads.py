@@ -5,6 +5,10 @@ is served by uvicorn in its own process exactly as ``labornet serve jobs`` runs 
 app in the same kind of process returning, from memory, bodies of the same size. Both are loaded by wrk (one
 thread, 32 connections) one after the other, for a vacancy by id and for a text search (20 results).
 
+Besides requests per second (``ratio``: LaborNet's over the anchor's), each row gives the server process's CPU time
+per request over the run (``cpu_ms_per_request``; ``cpu_ratio``: the anchor's over LaborNet's), which moves far less
+with what else the shared machine runs. The PostgreSQL server's own CPU is not in it.
+
     python -m benchmarks reads --vacancies 10000
     LABORNET_BENCH_POSTGRES_URL=postgresql+asyncpg://postgres@127.0.0.1:5432/test python -m benchmarks reads
 """
