@@ -82,7 +82,9 @@ def write_csv(path: Path, rows: int) -> None:
 
 
 @contextmanager
-def jobs_node(province: str, port: int, data_dir: Path, database_url: str, broker: str) -> Iterator[None]:
+def jobs_node(
+    province: str, port: int, data_dir: Path, database_url: str, broker: str
+) -> Iterator[subprocess.Popen[bytes]]:
     env = {
         **os.environ,
         "LABORNET_PROVINCE": province,
@@ -99,7 +101,7 @@ def jobs_node(province: str, port: int, data_dir: Path, database_url: str, broke
     command = [sys.executable, "-m", "labornet.shared.cli", "serve", "jobs", "--port", str(port)]
     proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        yield
+        yield proc
     finally:
         proc.terminate()
         proc.wait(timeout=30)

@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import pytest
 from aiokafka import AIOKafkaProducer, ConsumerRecord
 from prometheus_client import REGISTRY
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from labornet.shared.db import inbox, quarantine, sessionmaker
 from labornet.shared.envelope import Envelope, encode_data, event_source
-from labornet.shared.inbox import EventRejected
+from labornet.shared.inbox import EventRejected, batched
 from labornet.shared.keys import NodeKeys
 from labornet.shared.signing import Signer, generate_private_key, key_id_for
 from labornet.shared.testing import consume_all, eventually
@@ -311,3 +313,47 @@ async def test_a_backlog_is_applied_in_runs_and_one_bad_record_is_found_and_quar
     async with sessionmaker(federation.zhejiang.engine)() as session:
         rows = (await session.execute(select(quarantine.c.event_id, quarantine.c.reason))).all()
     assert [(r.event_id, r.reason) for r in rows] == [(poison.id, "handler-failed")]
+
+
+async def test_a_batched_handler_gets_the_consecutive_new_events_of_a_run_in_order(federation: Federation) -> None:
+    """Consecutive new events whose handler is :func:`batched` reach it together, in partition order; an event of
+    another handler between them ends the group, and duplicates never reach it again."""
+    topic, key, other = federation.topic, "510000-V-9", "org.labornet.jobs.vacancy.noticed.v1"
+    calls: list[list[str]] = []
+    singles: list[str] = []
+
+    async def apply_many(session: AsyncSession, envelopes: Sequence[Envelope]) -> None:
+        calls.append([envelope.id for envelope in envelopes])
+        for envelope in envelopes:
+            await federation.handlers.apply(session, envelope)
+
+    async def apply_other(session: AsyncSession, envelope: Envelope) -> None:
+        singles.append(envelope.id)
+
+    first = [await federation.sichuan.write(topic, key, title=f"焊工 {n}") for n in range(10)]
+    async with sessionmaker(federation.sichuan.engine)() as session, session.begin():
+        between = await federation.sichuan.outbox.add(session, topic=topic, event_type=other, key=key, data={"id": key})
+    then = [await federation.sichuan.write(topic, key, title=f"焊工 {n}") for n in range(10, 20)]
+    consumer = federation.make_consumer()
+    consumer.handlers.update({VACANCY_PUBLISHED: batched(apply_many), other: apply_other})
+    async with consuming(consumer):
+
+        async def all_applied() -> bool:
+            return len(await federation.zhejiang.applied()) == 20 and singles == [between.id]
+
+        await eventually(all_applied, timeout_s=40)
+    written = [e.id for e in first + then]
+    assert [event_id for call in calls for event_id in call] == written, "each event once, in partition order"
+    assert any(len(call) > 1 for call in calls), "events of a run were applied together"
+    assert not any(first[-1].id in call and then[0].id in call for call in calls), "the other type ends a group"
+
+    replay = federation.make_consumer(group=f"replay-{uuid.uuid4().hex[:8]}")
+    replay.handlers.update({VACANCY_PUBLISHED: batched(apply_many), other: apply_other})
+    calls.clear()
+    async with consuming(replay):
+
+        async def all_seen_again() -> bool:
+            return metric("labornet_events_consumed_total", service="jobs", topic=topic, outcome="duplicate") >= 21
+
+        await eventually(all_seen_again, timeout_s=40)
+    assert calls == [] and singles == [between.id], "duplicates reach no handler"

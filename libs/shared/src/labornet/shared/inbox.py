@@ -70,6 +70,24 @@ def topic_pattern(topics: Sequence[str]) -> str:
 
 
 Handler = Callable[[AsyncSession, Envelope], Awaitable[None]]
+BatchHandler = Callable[[AsyncSession, Sequence[Envelope]], Awaitable[None]]
+
+
+def batched(apply_many: BatchHandler) -> Handler:
+    """A handler that applies one event as a run of one, and lets the consumer hand ``apply_many`` the consecutive
+    new events of a run that share it (in partition order, in the run's transaction).
+
+    ``apply_many`` must leave the state that applying its events one after the other would (a later version of a
+    record wins over an earlier one in the same call), and raise as the single event would: an exception rolls the
+    whole run back, and the consumer then applies its records one by one, which finds and quarantines the bad one.
+    """
+
+    async def apply_one(session: AsyncSession, envelope: Envelope) -> None:
+        await apply_many(session, [envelope])
+
+    apply_one.apply_many = apply_many  # type: ignore[attr-defined]
+    return apply_one
+
 
 INBOX_RUN_SIZE = Histogram(
     "labornet_inbox_run_records",
@@ -506,16 +524,28 @@ class EventConsumer:
         try:
             async with self.sessions() as session, session.begin():
                 fresh = await self._enter_inbox(session, run)
+                group: list[Envelope] = []  # consecutive new events whose handler takes several at once
+
+                async def apply_group() -> None:
+                    if group:
+                        outcomes.extend(await self._apply_fresh_group(session, group))
+                        group.clear()
+
                 for _, envelope in run:
-                    token = current_traceparent.set(envelope.traceparent)
-                    try:
-                        if envelope.id in fresh:
-                            fresh.discard(envelope.id)  # a second copy in the same run is a duplicate
-                            outcomes.append(await self._apply_fresh(session, envelope))
-                        else:
-                            outcomes.append(await self._answer_duplicate(session, envelope))
-                    finally:
-                        current_traceparent.reset(token)
+                    if envelope.id not in fresh:  # a second copy in the same run is a duplicate
+                        await apply_group()
+                        outcomes.append(await self._answer_duplicate(session, envelope))
+                        continue
+                    fresh.discard(envelope.id)
+                    apply_many = getattr(self.handlers[envelope.type], "apply_many", None)
+                    if apply_many is None:
+                        await apply_group()
+                        outcomes.append(await self._apply_fresh(session, envelope))
+                        continue
+                    if group and getattr(self.handlers[group[0].type], "apply_many", None) != apply_many:
+                        await apply_group()
+                    group.append(envelope)
+                await apply_group()
         except INFRASTRUCTURE_ERRORS:
             raise
         except Exception as exc:
@@ -584,11 +614,12 @@ class EventConsumer:
             }
             for record, envelope in run
         ]
+        # many parameter sets for one statement: compiled once and cached, sent as multi-row INSERTs by the dialect
         result = await session.execute(
             insert(inbox)
-            .values(rows)
             .on_conflict_do_nothing(index_elements=[inbox.c.consumer, inbox.c.event_id])
-            .returning(inbox.c.event_id)
+            .returning(inbox.c.event_id),
+            rows,
         )
         return set(result.scalars())
 
@@ -600,21 +631,40 @@ class EventConsumer:
 
     async def _apply_fresh(self, session: AsyncSession, envelope: Envelope) -> Outcome:
         """Apply an event just entered in the inbox, and acknowledge it when it is a directed message."""
-        directed = envelope.destprovince is not None and envelope.type != RECEIPT
-        await self.handlers[envelope.type](session, envelope)
-        if directed:
-            await send_receipt(session, self.outbox, envelope, ReceiptOutcome.APPLIED)
-            # a resent message that failed before (e.g. it came ahead of its predecessor) is settled now
-            await session.execute(
-                update(quarantine)
-                .where(
-                    quarantine.c.consumer == self.name,
-                    quarantine.c.event_id == envelope.id,
-                    quarantine.c.status == "quarantined",
-                )
-                .values(status="replayed", resolved_at=utcnow())
-            )
+        token = current_traceparent.set(envelope.traceparent)
+        try:
+            await self.handlers[envelope.type](session, envelope)
+            await self._acknowledge(session, envelope)
+        finally:
+            current_traceparent.reset(token)
         return Outcome("applied")
+
+    async def _apply_fresh_group(self, session: AsyncSession, envelopes: Sequence[Envelope]) -> list[Outcome]:
+        """Apply consecutive new events sharing a :func:`batched` handler with one call, then acknowledge each."""
+        token = current_traceparent.set(envelopes[0].traceparent)
+        try:
+            await self.handlers[envelopes[0].type].apply_many(session, envelopes)  # type: ignore[attr-defined]
+            for envelope in envelopes:
+                await self._acknowledge(session, envelope)
+        finally:
+            current_traceparent.reset(token)
+        return [Outcome("applied")] * len(envelopes)
+
+    async def _acknowledge(self, session: AsyncSession, envelope: Envelope) -> None:
+        """A directed message just applied: its receipt, and its quarantine row (if an earlier copy failed) settled."""
+        if envelope.destprovince is None or envelope.type == RECEIPT:
+            return
+        await send_receipt(session, self.outbox, envelope, ReceiptOutcome.APPLIED)
+        # a resent message that failed before (e.g. it came ahead of its predecessor) is settled now
+        await session.execute(
+            update(quarantine)
+            .where(
+                quarantine.c.consumer == self.name,
+                quarantine.c.event_id == envelope.id,
+                quarantine.c.status == "quarantined",
+            )
+            .values(status="replayed", resolved_at=utcnow())
+        )
 
     async def _apply_receipt(self, session: AsyncSession, envelope: Envelope) -> None:
         await apply_receipt(session, envelope, self.service)

@@ -9,11 +9,12 @@ vacancy only refreshes the version and status the worker sees, never notifies tw
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Row, exists, insert, or_, select, update
+from sqlalchemy import Row, bindparam, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -75,29 +76,69 @@ async def match_vacancy(
 
     ``subscription_id`` narrows both steps to one subscription (used when a subscription is created).
     """
+    return await match_vacancies(session, [vacancy], now=now, subscription_id=subscription_id)
+
+
+async def match_vacancies(
+    session: AsyncSession,
+    vacancies: Sequence[Mapping[str, Any]],
+    *,
+    now: datetime | None = None,
+    subscription_id: str | None = None,
+) -> list[int]:
+    """:func:`match_vacancy` for several vacancies (distinct ids) at once, in a fixed number of statements: the
+    matches they already have, the active subscriptions that may accept any of them, one insert of the new matches
+    and one of their webhook deliveries, and a refresh of the existing matches (only of vacancies that have some).
+    The result is the same as matching them one after the other; new match ids follow the order of ``vacancies``.
+    """
+    if not vacancies:
+        return []
     now = now or utcnow()
-    refresh = (
-        update(match)
-        .where(match.c.vacancy_id == vacancy["id"], match.c.vacancy_version <= vacancy["version"])
-        .values(vacancy_version=vacancy["version"], vacancy_status=vacancy["status"], updated_at=now)
-    )
+    ids = [row["id"] for row in vacancies]
+    existing_query = select(match.c.subscription_id, match.c.vacancy_id).where(match.c.vacancy_id.in_(ids))
     if subscription_id is not None:
-        refresh = refresh.where(match.c.subscription_id == subscription_id)
-    await session.execute(refresh)
-    if vacancy["status"] != Status.OPEN:
+        existing_query = existing_query.where(match.c.subscription_id == subscription_id)
+    existing = {(sub_id, vacancy_id) for sub_id, vacancy_id in await session.execute(existing_query)}
+    matched_vacancies = {vacancy_id for _, vacancy_id in existing}
+    refreshed = [row for row in vacancies if row["id"] in matched_vacancies]
+    if refreshed:
+        refresh = (
+            update(match)
+            .where(
+                match.c.vacancy_id == bindparam("b_id"),
+                match.c.vacancy_version <= bindparam("b_version"),
+            )
+            .values(vacancy_version=bindparam("b_version"), vacancy_status=bindparam("b_status"), updated_at=now)
+        )
+        if subscription_id is not None:
+            refresh = refresh.where(match.c.subscription_id == subscription_id)
+        await session.execute(
+            refresh,
+            [{"b_id": row["id"], "b_version": row["version"], "b_status": row["status"]} for row in refreshed],
+        )
+    open_vacancies = [row for row in vacancies if row["status"] == Status.OPEN]
+    if not open_vacancies:
         return []
 
-    candidates = await _unmatched_candidates(session, vacancy, subscription_id)
-    accepts = vacancy_matcher(vacancy)
-    matched = [row for row in candidates if accepts(criteria_of(row))]
-    if not matched:
+    candidates = [
+        (row.id, row, criteria_of(row)) for row in await _candidates(session, open_vacancies, subscription_id)
+    ]
+    pairs: list[tuple[Row[Any], Mapping[str, Any]]] = []
+    for vacancy in open_vacancies:
+        accepts, vacancy_id = vacancy_matcher(vacancy), vacancy["id"]
+        pairs.extend(
+            (row, vacancy)
+            for row_id, row, criteria in candidates
+            if accepts(criteria) and (row_id, vacancy_id) not in existing
+        )
+    if not pairs:
         return []
 
     insert_match = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
     statement = (
         insert_match(match)
         .on_conflict_do_nothing(index_elements=[match.c.subscription_id, match.c.vacancy_id])
-        .returning(match.c.id, match.c.subscription_id)
+        .returning(match.c.id, match.c.subscription_id, match.c.vacancy_id)
     )
     rows = [
         {
@@ -109,27 +150,33 @@ async def match_vacancy(
             "matched_at": now,
             "updated_at": now,
         }
-        for row in matched
+        for row, vacancy in pairs
     ]
-    created = {sub_id: match_id for match_id, sub_id in (await session.execute(statement, rows)).all()}
+    inserted = await session.execute(statement, rows)
+    created = {(sub_id, vacancy_id): match_id for match_id, sub_id, vacancy_id in inserted}
 
     deliveries = [
         {
-            "match_id": created[row.id],
+            "match_id": created[row.id, vacancy["id"]],
             "subscription_id": row.id,
-            "payload": webhook_payload(created[row.id], row.id, vacancy),
+            "payload": webhook_payload(created[row.id, vacancy["id"]], row.id, vacancy),
             "attempts": 0,
             "next_attempt_at": now,
         }
-        for row in matched
-        if row.webhook_url and row.id in created
+        for row, vacancy in pairs
+        if row.webhook_url and (row.id, vacancy["id"]) in created
     ]
     if deliveries:
         await session.execute(insert(webhook_delivery), deliveries)
-    if created:  # counted once the match is durable: a handler rolled back and retried would count it twice
-        recorded = MATCHES.labels(vacancy["owner_province"])
-        on_commit(session, lambda: recorded.inc(len(created)))
+    if created:  # counted once the matches are durable: a handler rolled back and retried would count them twice
+        by_owner = Counter(vacancy["owner_province"] for row, vacancy in pairs if (row.id, vacancy["id"]) in created)
+        on_commit(session, lambda: _count_matches(by_owner))
     return sorted(created.values())
+
+
+def _count_matches(by_owner: Counter[str]) -> None:
+    for owner, count in by_owner.items():
+        MATCHES.labels(owner).inc(count)
 
 
 async def match_open_vacancies(
@@ -168,21 +215,20 @@ async def match_open_vacancies(
     return created
 
 
-async def _unmatched_candidates(
-    session: AsyncSession, vacancy: Mapping[str, Any], subscription_id: str | None
+async def _candidates(
+    session: AsyncSession, vacancies: Sequence[Mapping[str, Any]], subscription_id: str | None
 ) -> Sequence[Row[Any]]:
-    """Active subscriptions without a match for ``vacancy`` that pass the criteria cheap to check in SQL.
-
-    Salary and target group are filtered here; the list criteria (prefixes, provinces, keywords) are checked in
-    Python by the domain, which is simpler than dialect-specific JSON queries and fast for thousands of rows.
-    """
-    already = exists().where(match.c.subscription_id == subscription.c.id, match.c.vacancy_id == vacancy["id"])
+    """Active subscriptions that may accept one of ``vacancies`` by the criteria cheap to check in SQL (salary and
+    target group); each pair is checked again in Python with the list criteria (prefixes, provinces, keywords),
+    which is simpler than dialect-specific JSON queries and fast for thousands of rows."""
     query = select(subscription).where(
         subscription.c.active.is_(True),
-        ~already,
-        or_(subscription.c.min_salary.is_(None), subscription.c.min_salary <= vacancy["salary_max"]),
+        or_(
+            subscription.c.min_salary.is_(None),
+            subscription.c.min_salary <= max(row["salary_max"] for row in vacancies),
+        ),
     )
-    target_groups = [str(group) for group in vacancy.get("target_groups") or ()]
+    target_groups = sorted({str(group) for row in vacancies for group in row.get("target_groups") or ()})
     query = query.where(
         or_(subscription.c.target_group.is_(None), subscription.c.target_group.in_(target_groups))
         if target_groups

@@ -2,7 +2,7 @@
 
 The owner node publishes, updates, closes and expires its vacancies and writes the event into the outbox in the
 same transaction; every node (the owner included) runs the matching of subscriptions in that transaction too.
-Partners apply the events to their replica through :meth:`VacancyService.apply_event`, which holds them to the
+Partners apply the events to their replica through :meth:`VacancyService.apply_events`, which holds them to the
 same rules first.
 """
 
@@ -15,12 +15,12 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge
 from sqlalchemy import func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from labornet.jobs.adapters.brands import BrandRegister, BrandRegisterUnavailable
-from labornet.jobs.adapters.tables import subscription, vacancy
+from labornet.jobs.adapters.tables import vacancy
 from labornet.jobs.domain import text
-from labornet.jobs.domain.subscriptions import vacancy_matcher
 from labornet.jobs.domain.vacancy import (
     CLOSED,
     PUBLISHED,
@@ -41,11 +41,11 @@ from labornet.jobs.domain.vacancy import (
     now,
     occupations,
 )
-from labornet.jobs.service_layer.matching import criteria_of, match_vacancy
+from labornet.jobs.service_layer.matching import match_vacancies, match_vacancy
 from labornet.shared.clock import today_in_china
 from labornet.shared.divisions import DivisionRegistry, InvalidDivision
 from labornet.shared.envelope import Envelope, format_time
-from labornet.shared.inbox import RuleViolation, check_version_continuity, describe
+from labornet.shared.inbox import Handler, RuleViolation, batched, check_version_continuity, describe
 from labornet.shared.observability import set_counts
 from labornet.shared.outbox import Outbox
 from labornet.shared.problems import Forbidden, NotFound, Problem, Unprocessable
@@ -122,6 +122,8 @@ class VacancyService:
         self.brands = brands
         self.max_version_jump = max_version_jump  # LABORNET_REPLICA_MAX_VERSION_JUMP; 0 = no limit
         self.topic = events_topic(province, "jobs")
+        # the consumer's handler of every vacancy event type: one event at a time, or a run's events together
+        self.apply_event: Handler = batched(self.apply_events)
 
     def _place(self, division_code: str, city: str | None) -> tuple[str, str]:
         try:
@@ -178,20 +180,13 @@ class VacancyService:
     async def insert_published(self, session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
         """Write new vacancies and their published events in the caller's transaction (the bulk import's batches).
 
-        The rows go in with one statement, and the active subscriptions are read once for all of them: a vacancy
-        that none of them accepts has nothing to match (it is new, so no match of it exists to refresh), and only
-        the others go through :func:`match_vacancy`, as a single publish does."""
+        The rows go in with one statement and are matched together (:func:`match_vacancies`: the active
+        subscriptions are read once for all of them)."""
         await session.execute(insert(vacancy), rows)
-        subscribed = [
-            criteria_of(found) for found in await session.execute(select(subscription).where(subscription.c.active))
-        ]
         await self.outbox.add_many(
             session, topic=self.topic, event_type=PUBLISHED, events=[(row["id"], to_event(row)) for row in rows]
         )
-        for row in rows:
-            accepts = vacancy_matcher(row)
-            if any(accepts(criteria) for criteria in subscribed):
-                await match_vacancy(session, row)
+        await match_vacancies(session, rows)
 
     async def update(self, vacancy_id: str, changes: VacancyChanges, if_match: int | None) -> dict[str, Any]:
         await self._check_brand(changes.brand_id)
@@ -298,23 +293,66 @@ class VacancyService:
             session, topic=self.topic, event_type=event_type, key=row["id"], subject=row["id"], data=to_event(row)
         )
 
-    async def apply_event(self, session: AsyncSession, envelope: Envelope) -> None:
-        """Apply a partner's vacancy event to the replica: newer versions win, older or equal ones change nothing.
+    async def apply_events(self, session: AsyncSession, envelopes: Sequence[Envelope]) -> None:
+        """Apply partners' vacancy events to the replica, in order: newer versions win, older or equal ones change
+        nothing (the consumer hands over the consecutive events of a run; one event is a run of one).
 
-        The event is first held to the rules the owner's API enforces (:class:`VacancyRecord`, the division
+        Each event is first held to the rules the owner's API enforces (:class:`VacancyRecord`, the division
         registry, what its type may carry) and to version continuity
         (:func:`~labornet.shared.inbox.check_version_continuity`); one that breaks any is a :class:`RuleViolation`,
-        quarantined at once."""
-        try:
-            row = from_event(envelope.json())
-            check_replicated(envelope.type, row)
-            check_owner(row, envelope, "owner_province", "vacancy")
-            self.divisions.resolve(row["owner_province"], row["division_code"])
-        except ValueError as exc:  # pydantic's ValidationError, VacancyRuleError, InvalidDivision, bad JSON
-            raise RuleViolation(f"vacancy event {envelope.id} breaks the publishing rules: {describe(exc)}") from exc
-        held = (await session.execute(select(vacancy.c.version).where(vacancy.c.id == row["id"]))).scalar()
-        check_version_continuity(envelope, row["version"], held, self.max_version_jump)
-        await apply_replica_row(session, row)
+        quarantined at once (the consumer finds it by applying a failed run's events one by one).
+
+        The work is one read of the held versions, one upsert of the newest row of each vacancy and one round of
+        matching for them all, whatever the number of events. A vacancy changed several times in one run is
+        matched in its last version: one that opened and closed within the run matches no subscription."""
+        rows: list[tuple[Envelope, dict[str, Any]]] = []
+        for envelope in envelopes:
+            try:
+                row = from_event(envelope.json())
+                check_replicated(envelope.type, row)
+                check_owner(row, envelope, "owner_province", "vacancy")
+                self.divisions.resolve(row["owner_province"], row["division_code"])
+            except ValueError as exc:  # pydantic's ValidationError, VacancyRuleError, InvalidDivision, bad JSON
+                raise RuleViolation(
+                    f"vacancy event {envelope.id} breaks the publishing rules: {describe(exc)}"
+                ) from exc
+            rows.append((envelope, row))
+        found = await session.execute(
+            select(vacancy.c.id, vacancy.c.version).where(vacancy.c.id.in_({row["id"] for _, row in rows}))
+        )
+        held: dict[str, int] = {vacancy_id: version for vacancy_id, version in found}
+        newest: dict[str, dict[str, Any]] = {}
+        results: list[str] = []
+        for envelope, row in rows:
+            current = held.get(row["id"])
+            check_version_continuity(envelope, row["version"], current, self.max_version_jump)
+            if current is not None and row["version"] <= current:
+                results.append("stale")
+                continue
+            results.append("inserted" if current is None else "updated")
+            held[row["id"]] = row["version"]
+            newest[row["id"]] = row
+        await apply_replica_rows(session, list(newest.values()))
+        for result in results:
+            REPLICA_CHANGES.labels(result).inc()
+
+
+async def apply_replica_rows(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    """Upsert partners' vacancies already known to be newer than the replica's copies (distinct ids), with one
+    statement, and match them. The upsert itself keeps a held copy of a higher version (a concurrent writer)."""
+    if not rows:
+        return
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    statement = dialect.insert(vacancy)
+    await session.execute(
+        statement.on_conflict_do_update(
+            index_elements=[vacancy.c.id],
+            set_={name: statement.excluded[name] for name in rows[0] if name != "id"},
+            where=vacancy.c.version < statement.excluded.version,
+        ),
+        list(rows),
+    )
+    await match_vacancies(session, rows)
 
 
 async def apply_replica_row(session: AsyncSession, row: dict[str, Any]) -> str:
