@@ -13,7 +13,7 @@ from typing import Any, ClassVar, TypeVar
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.client import AIOKafkaClient
-from aiokafka.errors import IllegalStateError, TopicAlreadyExistsError
+from aiokafka.errors import TopicAlreadyExistsError
 from aiokafka.protocol.offset import OffsetRequest
 
 from labornet.shared.settings import Settings
@@ -88,10 +88,11 @@ class PacedConsumer(AIOKafkaConsumer):  # type: ignore[misc]  # aiokafka ships n
     — and the first record back brings the short wait without pause back.
 
     During the pause the process's :class:`Doorbell` asks the broker every ``idle_pause_ms`` for the end offsets of
-    every partition its idle consumers hold, in one request, and ends the pause of the consumers whose partitions
-    grew: a record that arrives during a quiet spell is read within about ``idle_pause_ms``, while an idle consumer
-    fetches only every ``idle_fetch_every_ms`` (with ``idle_fetch_every_ms`` at most ``idle_pause_ms``, or
-    ``idle_pause_ms`` 0, there is no doorbell: the consumer pauses the longer of the two).
+    every partition its idle consumers hold, in one request, and ends the pause of the consumers that have records
+    to read (a partition ends beyond the consumer's position) or a position to reset (a new log): a record that
+    arrives during a quiet spell is read within about ``idle_pause_ms``, while an idle consumer fetches only every
+    ``idle_fetch_every_ms`` (with ``idle_fetch_every_ms`` at most ``idle_pause_ms``, or ``idle_pause_ms`` 0, there
+    is no doorbell: the consumer pauses the longer of the two).
 
     The embedded broker spends CPU on every partition for as long as a fetch waits on it (a consumer of 24
     partitions waiting 500 ms at a time keeps about 1 % of a core busy there), and aiokafka about 0.7 ms of Python
@@ -182,9 +183,9 @@ class PacedConsumer(AIOKafkaConsumer):  # type: ignore[misc]  # aiokafka ships n
 
 
 class Doorbell:
-    """Rings the idle consumers of a process whose partitions grew: one end-offsets request (ListOffsets) per broker
-    every ``interval_s`` for every partition they hold, instead of a fetch per consumer. Runs while consumers are
-    joined; a request that fails changes nothing (the consumers' own pauses end in any case)."""
+    """Rings the idle consumers of a process that have records to read: one end-offsets request (ListOffsets) per
+    broker every ``interval_s`` for every partition they hold, instead of a fetch per consumer. Runs while consumers
+    are joined; a request that fails changes nothing (the consumers' own pauses end in any case)."""
 
     _rings: ClassVar[weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[float, Doorbell]]] = (
         weakref.WeakKeyDictionary()
@@ -238,13 +239,17 @@ class Doorbell:
 
 
 def _grew(consumer: PacedConsumer, partitions: Iterable[TopicPartition], ends: dict[TopicPartition, int]) -> bool:
-    """Whether a partition of ``consumer`` ends beyond the high watermark its last fetch saw (or it never fetched)."""
+    """Whether ``consumer`` has records to read: a partition ends beyond its position, or its position is to be
+    reset (a new log, a seek), which the fetcher does only after the pause."""
+    subscription = consumer._subscription.subscription
+    assignment = subscription.assignment if subscription is not None else None
+    if assignment is None:
+        return False
     for tp in partitions:
-        try:
-            seen = consumer.highwater(tp)
-        except (AssertionError, IllegalStateError):  # no longer assigned: the rebalance starts a new fetch anyway
+        state = assignment.state_value(tp)
+        if state is None:  # no longer assigned: the rebalance starts a new fetch anyway
             continue
-        if ends.get(tp, 0) > (seen or 0):
+        if not state.has_valid_position or ends.get(tp, 0) > state.position:
             return True
     return False
 
