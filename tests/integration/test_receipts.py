@@ -32,7 +32,7 @@ from labornet.shared.inbox import EventConsumer
 from labornet.shared.kafka import ensure_topics, make_consumer, make_producer
 from labornet.shared.keys import NodeKeys
 from labornet.shared.outbox import Outbox, OutboxRelay, resend_delay
-from labornet.shared.receipts import RECEIPT, Receipt, ReceiptOutcome, apply_receipt
+from labornet.shared.receipts import RECEIPT, Receipt, ReceiptOutcome, apply_receipt, apply_receipts
 from labornet.shared.settings import Settings
 from labornet.shared.signing import Signer, TrustListFile
 from labornet.shared.testing import eventually, outbox_events, platform_engine
@@ -57,12 +57,12 @@ async def holds(check: Callable[[], Awaitable[bool]], for_s: float, interval_s: 
         await asyncio.sleep(interval_s)
 
 
-def signed_receipt(keys: NodeKeys, service: str, letter_id: str) -> Envelope:
+def signed_receipt(
+    keys: NodeKeys, service: str, letter_id: str, outcome: ReceiptOutcome = ReceiptOutcome.APPLIED
+) -> Envelope:
     """A receipt for letter ``letter_id`` that the province of ``keys`` signs and sends to Sichuan's inbox."""
     province, topic = keys.province, inbox_topic(SENDER, service)
-    receipt = Receipt(
-        event_id=letter_id, event_type=CONTACT_LETTER, outcome=ReceiptOutcome.APPLIED, received_at=utcnow()
-    )
+    receipt = Receipt(event_id=letter_id, event_type=CONTACT_LETTER, outcome=outcome, received_at=utcnow())
     return Signer.from_file(keys.signing_key, province).sign(
         Envelope(
             id=new_event_id(),
@@ -434,6 +434,31 @@ async def test_the_relay_writes_the_doubling_wait_and_stops_at_the_receipt(
     async with sessionmaker(sender.engine)() as session, session.begin():
         await session.execute(update(outbox).values(resend_at=utcnow() - timedelta(days=1)))
     assert await relay.resend_unacknowledged() == 0, "an acknowledged letter was queued again"
+
+
+async def test_receipts_of_a_run_acknowledge_as_they_would_one_by_one(
+    bus: BusFactory, node_keys: dict[str, NodeKeys]
+) -> None:
+    """The receipts of an inbox run go in with a statement per group (one sender, one outcome); the first receipt of
+    a letter wins as it would alone, a receipt from a province the letter was not sent to matches nothing."""
+    federation = await bus()
+    sender, service = federation.sender, federation.service
+    letters = [await sender.send_letter(RECEIVER) for _ in range(4)]
+    receiver, third = node_keys[RECEIVER], node_keys[THIRD]
+    run = [
+        signed_receipt(receiver, service, letters[0].id),
+        signed_receipt(receiver, service, letters[1].id),
+        signed_receipt(receiver, service, letters[1].id),  # again: matches nothing
+        signed_receipt(third, service, letters[2].id),  # not the letter's destination
+        signed_receipt(receiver, service, letters[2].id, ReceiptOutcome.DUPLICATE),
+        signed_receipt(receiver, service, letters[2].id),  # the duplicate's came first
+        signed_receipt(receiver, service, letters[3].id, ReceiptOutcome.REJECTED),
+    ]
+    async with sessionmaker(sender.engine)() as session, session.begin():
+        matched = await apply_receipts(session, run, service)
+    assert matched == [True, True, False, False, True, False, True]  # in order
+    outcomes = [(await sender.row(letter.id)).receipt_outcome for letter in letters]
+    assert outcomes == ["applied", "applied", "duplicate", "rejected"]
 
 
 async def test_the_purge_keeps_letters_awaiting_a_receipt_and_deletes_old_acknowledged_ones(bus: BusFactory) -> None:

@@ -56,7 +56,7 @@ from labornet.shared.observability import (
     current_traceparent,
 )
 from labornet.shared.outbox import Outbox, decode_headers, encode_headers, record_fingerprint
-from labornet.shared.receipts import RECEIPT, ReceiptOutcome, apply_receipt, init_receipt_metrics, send_receipt
+from labornet.shared.receipts import RECEIPT, ReceiptOutcome, apply_receipts, init_receipt_metrics, send_receipt
 from labornet.shared.settings import Settings
 from labornet.shared.signing import SignatureRejected, TrustListFile
 from labornet.shared.topics import is_inbox_topic
@@ -272,7 +272,7 @@ class EventConsumer:
         self.topics = list(topics)
         self.handlers = dict(handlers)
         if any(is_inbox_topic(topic) for topic in topics):  # directed messages come back with receipts
-            self.handlers.setdefault(RECEIPT, self._apply_receipt)
+            self.handlers.setdefault(RECEIPT, batched(self._apply_receipts))
             init_receipt_metrics(service)
         self.sessions = sessions
         # lookups take no write lock (on SQLite a write session begins with BEGIN IMMEDIATE)
@@ -666,8 +666,8 @@ class EventConsumer:
             .values(status="replayed", resolved_at=utcnow())
         )
 
-    async def _apply_receipt(self, session: AsyncSession, envelope: Envelope) -> None:
-        await apply_receipt(session, envelope, self.service)
+    async def _apply_receipts(self, session: AsyncSession, envelopes: Sequence[Envelope]) -> None:
+        await apply_receipts(session, envelopes, self.service)
 
     async def _reject(
         self, record: ConsumerRecord[bytes, bytes], envelope: Envelope | None, reason: str, error: str

@@ -19,6 +19,7 @@ the receipt is signed by its origin and matched on the message's destination.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import datetime
 from enum import StrEnum
 
@@ -86,24 +87,47 @@ async def send_receipt(session: AsyncSession, writer: Outbox, envelope: Envelope
 
 async def apply_receipt(session: AsyncSession, envelope: Envelope, service: str) -> bool:
     """Mark the message a receipt acknowledges; ``False`` when it names no message this service sent its origin."""
-    receipt = Receipt.model_validate_json(envelope.data)
-    result = await session.execute(
-        update(outbox)
-        .where(
-            outbox.c.event_id == receipt.event_id,
-            outbox.c.destination == envelope.originprovince,
-            outbox.c.expects_receipt.is_(True),
-            outbox.c.acked_at.is_(None),
+    (matched,) = await apply_receipts(session, [envelope], service)
+    return matched
+
+
+async def apply_receipts(session: AsyncSession, envelopes: Sequence[Envelope], service: str) -> list[bool]:
+    """:func:`apply_receipt` for receipts in the order they came, with one statement per group of consecutive
+    receipts of one sender and outcome (a receipt naming a message again starts a new group, so the first receipt of
+    a message wins as it would alone). Whether each one matched a message, in order."""
+    receipts = [(envelope, Receipt.model_validate_json(envelope.data)) for envelope in envelopes]
+    matched: list[bool] = []
+    at = 0
+    while at < len(receipts):
+        origin, outcome = receipts[at][0].originprovince, receipts[at][1].outcome
+        group: list[str] = []
+        while (
+            at + len(group) < len(receipts)
+            and receipts[at + len(group)][0].originprovince == origin
+            and receipts[at + len(group)][1].outcome is outcome
+            and receipts[at + len(group)][1].event_id not in group
+        ):
+            group.append(receipts[at + len(group)][1].event_id)
+        result = await session.execute(
+            update(outbox)
+            .where(
+                outbox.c.event_id.in_(group),
+                outbox.c.destination == origin,
+                outbox.c.expects_receipt.is_(True),
+                outbox.c.acked_at.is_(None),
+            )
+            .values(acked_at=utcnow(), receipt_outcome=outcome.value, resend_at=None)
+            .returning(outbox.c.event_id)
         )
-        .values(acked_at=utcnow(), receipt_outcome=receipt.outcome.value, resend_at=None)
-    )
-    matched = bool(result.rowcount)  # type: ignore[attr-defined]
-    if matched and receipt.outcome is ReceiptOutcome.REJECTED:
-        log.warning(
-            "%s refused directed message %s (%s): it broke the receiver's rules and is in its quarantine",
-            envelope.originprovince,
-            receipt.event_id,
-            receipt.event_type,
-        )
-    RECEIPTS.labels(service, "received", receipt.outcome.value if matched else "unmatched").inc()
+        acknowledged = set(result.scalars())
+        for event_id in group:
+            matched.append(event_id in acknowledged)
+            RECEIPTS.labels(service, "received", outcome.value if event_id in acknowledged else "unmatched").inc()
+            if event_id in acknowledged and outcome is ReceiptOutcome.REJECTED:
+                log.warning(
+                    "%s refused directed message %s: it broke the receiver's rules and is in its quarantine",
+                    origin,
+                    event_id,
+                )
+        at += len(group)
     return matched
