@@ -13,7 +13,7 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from labornet.shared.auth import TokenVerifier
-from labornet.shared.broker import EmbeddedBroker, tansu_binary
+from labornet.shared.broker import EmbeddedBroker, free_port, port_open, tansu_binary
 from labornet.shared.cli import app
 from labornet.shared.federation import Federation, ServiceProcess, prometheus_targets, write_prometheus_targets
 from labornet.shared.signing import TrustList, load_public_key
@@ -133,3 +133,32 @@ def test_the_targets_file_is_replaced_whole(tmp_path: Path) -> None:
         {"targets": ["127.0.0.1:8000"], "labels": {"province": "510000", "service": "jobs"}}
     ]
     assert [p.name for p in tmp_path.iterdir()] == ["prometheus-targets.json"], "no partial file left behind"
+
+
+def test_labornet_up_starts_a_broker_that_exited_again_on_its_port(tmp_path: Path) -> None:
+    """The embedded broker dies under a running federation: the supervisor starts a new one on the same address
+    (a new cluster, an empty log the nodes recover from) instead of leaving every node without a broker."""
+    federation = Federation(
+        data_dir=tmp_path,
+        provinces=["510000"],
+        port_base=18100,
+        broker_port=free_port(),
+        bootstrap_servers=None,
+        database_url_template=None,
+        console=Console(file=io.StringIO()),
+    )
+    assert federation.broker is not None
+    federation.broker.start()
+    try:
+        first_cluster = federation.broker.cluster_id
+        federation.supervise()  # nothing to do
+        assert federation.broker.cluster_id == first_cluster
+        federation.broker._process.kill()  # type: ignore[union-attr]
+        federation.broker._process.wait()  # type: ignore[union-attr]
+        assert not federation.broker.running
+        federation.supervise()
+        assert federation.broker.running and federation.broker.cluster_id != first_cluster
+        assert port_open("127.0.0.1", federation.broker.port)
+        assert "starting it again" in federation.console.file.getvalue()  # type: ignore[attr-defined]
+    finally:
+        federation.broker.stop()

@@ -187,17 +187,31 @@ class Federation:
                 return
             signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
             while True:
-                for proc in [*self._units, *self.consoles]:
-                    if proc.process is not None and proc.process.poll() is not None:
-                        raise FederationError(
-                            f"{proc.service} of {proc.province} exited with code {proc.process.returncode}; "
-                            f"see {self.data_dir / 'logs' / f'{proc.province}-{proc.service}.log'}"
-                        )
+                self.supervise()
                 time.sleep(1)
         except KeyboardInterrupt:
             self.console.print("stopping…")
         finally:
             self.stop()
+
+    def supervise(self) -> None:
+        """One look at the running federation: a service or console that exited ends the run (its log named); an
+        embedded broker that exited is started again on its port. Its log is new and empty, which the nodes notice
+        and recover from by themselves (consumers read the new log from its beginning, relays publish again what
+        the old log held, directed messages are resent until their receipts come), so the federation heals without
+        an operator and the run goes on."""
+        for proc in [*self._units, *self.consoles]:
+            if proc.process is not None and proc.process.poll() is not None:
+                raise FederationError(
+                    f"{proc.service} of {proc.province} exited with code {proc.process.returncode}; "
+                    f"see {self.data_dir / 'logs' / f'{proc.province}-{proc.service}.log'}"
+                )
+        if self.broker is not None and not self.broker.running:
+            self.console.print(
+                f"[yellow]the embedded broker exited; starting it again on {self.bootstrap_servers} "
+                f"(a new, empty log: the nodes rewind, republish and resend by themselves; see {self.broker.log_path})"
+            )
+            self.broker.start()
 
     def _start(self, progress: Progress) -> None:
         if self.broker is not None:
