@@ -60,6 +60,11 @@ def as_utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+def as_utc_or_none(value: datetime | None) -> datetime | None:
+    """:func:`as_utc` of an optional time."""
+    return as_utc(value) if value is not None else None
+
+
 def utc_values(values: Mapping[str, Any]) -> dict[str, Any]:
     """``values`` for an insert or update with every aware time in UTC: SQLite keeps a time's wall clock and drops
     its offset, so a time given as 14:30+08:00 would read back as 14:30 UTC."""

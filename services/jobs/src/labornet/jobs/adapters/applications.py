@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from labornet.jobs.adapters.tables import application_entry, application_notice, job_application, vacancy
 from labornet.jobs.domain.application import ENDED_UNHIRED, FINAL, Application, ApplicationState, Entry
 from labornet.jobs.domain.vacancy import Status as VacancyStatus
-from labornet.shared.db import as_utc, utc_values
+from labornet.shared.db import as_utc, as_utc_or_none, utc_values
 
 
 @dataclass(frozen=True)
@@ -63,10 +63,6 @@ def columns(application: Application) -> dict[str, Any]:
     )
 
 
-def _time(value: datetime | None) -> datetime | None:
-    return as_utc(value) if value is not None else None
-
-
 def application_of(row: Mapping[Any, Any], entries: Sequence[Mapping[Any, Any]]) -> Application:
     interview_at = row["interview_at"]
     return Application.model_validate(
@@ -103,7 +99,7 @@ def application_of(row: Mapping[Any, Any], entries: Sequence[Mapping[Any, Any]])
                 if row["offer_salary"] is not None
                 else None
             ),
-            "hired_at": _time(row["hired_at"]),
+            "hired_at": as_utc_or_none(row["hired_at"]),
             "reason": row["reason"],
             "timeline": [
                 {
@@ -126,7 +122,7 @@ def stored(row: Mapping[Any, Any], entries: Sequence[Mapping[Any, Any]]) -> Stor
     return StoredApplication(
         application=application_of(row, entries),
         worker=row["worker"],
-        withdrawal_requested_at=_time(row["withdrawal_requested_at"]),
+        withdrawal_requested_at=as_utc_or_none(row["withdrawal_requested_at"]),
         updated_at=as_utc(row["updated_at"]),
     )
 

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from labornet.jobs.adapters.tables import dispatch as dispatch_table
 from labornet.jobs.adapters.tables import metadata
 from labornet.jobs.domain.dispatch import Dispatch, DispatchRole, State
-from labornet.shared.db import as_utc, utc_values
+from labornet.shared.db import as_utc, as_utc_or_none, utc_values
 
 FAIR_TABLE = "recruitment_fair"
 
@@ -54,10 +54,6 @@ def columns(dispatch: Dispatch) -> dict[str, Any]:
     )
 
 
-def _time(value: datetime | None) -> datetime | None:
-    return as_utc(value) if value is not None else None
-
-
 def dispatch_of(row: Mapping[Any, Any]) -> Dispatch:
     arrival = None
     if row["arrival_confirmed_at"] is not None:
@@ -87,7 +83,7 @@ def dispatch_of(row: Mapping[Any, Any]) -> Dispatch:
             "note": row["note"],
             "announced_at": as_utc(row["announced_at"]),
             "changed_at": as_utc(row["changed_at"]),
-            "cancelled_at": _time(row["cancelled_at"]),
+            "cancelled_at": as_utc_or_none(row["cancelled_at"]),
             "cancellation_reason": row["cancellation_reason"],
             "arrival": arrival,
         }
