@@ -97,12 +97,14 @@ class Federation:
         found: dict[str, Any] = response.json()
         return found
 
-    async def wait(self, province: str, case_id: str, status: str, version: int | None = None) -> dict[str, Any]:
+    async def wait(
+        self, province: str, case_id: str, status: str, version: int | None = None, timeout_s: float = 30
+    ) -> dict[str, Any]:
         async def reached() -> bool:
             found = await self.case(province, case_id)
             return found is not None and found["status"] == status and version in (None, found["version"])
 
-        await eventually(reached, timeout_s=30)
+        await eventually(reached, timeout_s=timeout_s)
         found = await self.case(province, case_id)
         assert found is not None
         return found
@@ -337,7 +339,9 @@ async def test_a_referral_in_flight_completes_after_the_broker_loses_its_log(
     await nodes.act(JS, case_id, "accept", {"note": "予以受理"})
     private_broker.stop()
     private_broker.start()
-    await nodes.wait(SC, case_id, "investigating", version=2)
+    # on the second new log: after the broker watch, the resend backoff and the consumers' rejoin (as the insurance
+    # transfer's test allows; two test workers on two cores took more than 30 s in a CI run)
+    await nodes.wait(SC, case_id, "investigating", version=2, timeout_s=90)
     await nodes.act(JS, case_id, "resolve", {"amount_recovered": "1000.00", "workers_paid": 1, "note": "已支付"})
     at_home = await nodes.wait(SC, case_id, "resolved", version=3)
     assert without_side(at_home) == without_side(await nodes.case(JS, case_id) or {})
