@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from benchmarks import chosen_backends
 from benchmarks.search import load_postgresql, load_sqlite, synthetic_vacancies
 from labornet.jobs.entrypoints.federation import SPEC
 from labornet.shared.antientropy import Digest, canonical_json, cut, fold, stored_hashes
@@ -109,11 +110,7 @@ def main() -> None:
     parser.add_argument("--range-rows", type=int, default=1000, help="rows per digest range")
     parser.add_argument("--backends", default="sqlite,postgresql", help="comma-separated: sqlite, postgresql")
     args = parser.parse_args()
-    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
-    base_url = os.environ.get("LABORNET_BENCH_POSTGRES_URL") or None
-    if base_url is None and "postgresql" in backends:
-        print("LABORNET_BENCH_POSTGRES_URL is not set: running SQLite only", flush=True)
-        backends = [b for b in backends if b != "postgresql"]
+    backends, base_url = chosen_backends(args.backends)
     for size in (int(s) for s in args.sizes.split(",") if s.strip()):
         for backend in backends:
             print(json.dumps(asyncio.run(run(backend, size, args.range_rows, base_url))), flush=True)

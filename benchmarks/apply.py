@@ -37,6 +37,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from sqlalchemy import func, select
 
+from benchmarks import chosen_backends
 from benchmarks.imports import DIVISIONS, OCCUPATIONS, PROVINCES, ZJ, jobs_node, write_csv
 from benchmarks.saga import cpu_seconds
 from labornet.jobs.adapters.tables import vacancy
@@ -264,11 +265,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=5000, help="vacancy events in the backlog")
     parser.add_argument("--backends", default="sqlite,postgresql", help="comma-separated: sqlite, postgresql")
     args = parser.parse_args()
-    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
-    base_url = os.environ.get("LABORNET_BENCH_POSTGRES_URL") or None
-    if base_url is None and "postgresql" in backends:
-        print("LABORNET_BENCH_POSTGRES_URL is not set: running SQLite only", flush=True)
-        backends = [b for b in backends if b != "postgresql"]
+    backends, base_url = chosen_backends(args.backends)
     for backend in backends:
         print(json.dumps(asyncio.run(run(args.events, backend, base_url)), ensure_ascii=False), flush=True)
 

@@ -34,6 +34,7 @@ from typing import Any
 import httpx
 from sqlalchemy import func, select
 
+from benchmarks import chosen_backends
 from labornet.jobs.adapters.tables import vacancy
 from labornet.jobs.domain.imports import CSV_COLUMNS
 from labornet.shared.broker import EmbeddedBroker, free_port
@@ -229,11 +230,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=100_000, help="vacancies in the imported file")
     parser.add_argument("--backends", default="sqlite,postgresql", help="comma-separated: sqlite, postgresql")
     args = parser.parse_args()
-    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
-    base_url = os.environ.get("LABORNET_BENCH_POSTGRES_URL") or None
-    if base_url is None and "postgresql" in backends:
-        print("LABORNET_BENCH_POSTGRES_URL is not set: running SQLite only", flush=True)
-        backends = [b for b in backends if b != "postgresql"]
+    backends, base_url = chosen_backends(args.backends)
     for backend in backends:
         print(json.dumps(asyncio.run(run(args.rows, backend, base_url)), ensure_ascii=False), flush=True)
 
