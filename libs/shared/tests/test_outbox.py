@@ -17,6 +17,7 @@ from labornet.shared.db import as_utc, outbox, readonly_sessionmaker, sessionmak
 from labornet.shared.envelope import Envelope
 from labornet.shared.kafka import ensure_topics, make_producer
 from labornet.shared.keys import NodeKeys
+from labornet.shared.observability import current_traceparent
 from labornet.shared.outbox import Outbox, OutboxRelay, decode_headers
 from labornet.shared.settings import Settings
 from labornet.shared.signing import Signer, TrustList
@@ -400,6 +401,23 @@ async def test_queued_events_of_a_session_closed_without_a_commit_are_never_writ
         writer.queue(session, topic="t.jobs", event_type="x.v1", key="committed", data={})
     await session.close()
     assert [(e.partitionkey, e.streamseq) for e in await stored_events(engine)] == [("committed", 1)]
+
+
+async def test_a_queued_event_carries_the_trace_it_was_queued_in(engine: AsyncEngine, writer: Outbox) -> None:
+    """Events queued in one transaction by steps of different traces (an inbox run answering several messages)
+    each carry their own trace, not the one current at the commit; added events carry the current one."""
+    first, second = (f"00-{n:032x}-{n:016x}-01" for n in (1, 2))
+    async with sessionmaker(engine)() as session, session.begin():
+        token = current_traceparent.set(first)
+        writer.queue(session, topic="t.jobs", event_type="x.v1", key="one", data={})
+        current_traceparent.reset(token)
+        token = current_traceparent.set(second)
+        writer.queue(session, topic="t.jobs", event_type="x.v1", key="two", data={})
+        await writer.add(session, topic="t.jobs", event_type="x.v1", key="added", data={})
+        # the commit below happens in the second trace
+    current_traceparent.reset(token)
+    traces = {e.partitionkey: e.traceparent for e in await stored_events(engine)}
+    assert traces == {"one": first, "two": second, "added": second}
 
 
 async def test_one_replica_relays_at_a_time_and_its_lock_costs_no_statement_of_its_own(

@@ -625,8 +625,12 @@ class EventConsumer:
 
     async def _answer_duplicate(self, session: AsyncSession, envelope: Envelope) -> Outcome:
         if envelope.destprovince is not None and envelope.type != RECEIPT:
-            # the sender did not get our receipt: answer again
-            await send_receipt(session, self.outbox, envelope, ReceiptOutcome.DUPLICATE)
+            # the sender did not get our receipt: answer again, in the message's trace
+            token = current_traceparent.set(envelope.traceparent)
+            try:
+                await send_receipt(session, self.outbox, envelope, ReceiptOutcome.DUPLICATE)
+            finally:
+                current_traceparent.reset(token)
         return Outcome("duplicate")
 
     async def _apply_fresh(self, session: AsyncSession, envelope: Envelope) -> Outcome:

@@ -136,6 +136,7 @@ class Outbox:
             destination=destination,
             schema_version=schema_version,
             expects_receipt=receipt,
+            traceparent=current_traceparent.get(),
         )
         await session.execute(outbox.insert().values(**row))
         self._wake_after_commit(session)
@@ -178,6 +179,8 @@ class Outbox:
                     "destination": destination,
                     "schema_version": schema_version,
                     "expects_receipt": destination is not None if expects_receipt is None else expects_receipt,
+                    # the trace of the step that queued it (an inbox run applies many events, each in its own trace)
+                    "traceparent": current_traceparent.get(),
                 },
             )
         )
@@ -237,9 +240,18 @@ class Outbox:
         stream = stream_id(self.province, topic)
         last = await self._next_seq(session, stream, len(events))
         first = last - len(events) + 1
+        traceparent = current_traceparent.get()
         signed = [
             self._signed(
-                topic, event_type, key, data, stream=stream, seq=seq, subject=key, schema_version=schema_version
+                topic,
+                event_type,
+                key,
+                data,
+                stream=stream,
+                seq=seq,
+                subject=key,
+                schema_version=schema_version,
+                traceparent=traceparent,
             )
             for seq, (key, data) in enumerate(events, start=first)
         ]
@@ -262,8 +274,10 @@ class Outbox:
         destination: str | None = None,
         schema_version: int = 1,
         expects_receipt: bool = False,
+        traceparent: str | None,
     ) -> tuple[Envelope, dict[str, Any]]:
-        """The signed envelope of one event at ``seq`` of its stream, and the outbox row that publishes it."""
+        """The signed envelope of one event at ``seq`` of its stream, and the outbox row that publishes it
+        (``traceparent``: the trace the event was written in)."""
         envelope = self.signer.sign(
             Envelope(
                 id=new_event_id(),
@@ -277,7 +291,7 @@ class Outbox:
                 streamseq=seq,
                 schemaversion=schema_version,
                 subject=subject,
-                traceparent=current_traceparent.get(),
+                traceparent=traceparent,
                 data=encode_data(data),
             )
         )
