@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import pytest
-from aiokafka import AIOKafkaProducer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from prometheus_client import REGISTRY
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -271,6 +271,37 @@ async def test_a_consumer_reads_a_new_log_from_its_beginning(federation: Federat
 
         await eventually(handled_again, timeout_s=15)
     assert len(await federation.zhejiang.applied()) == 12
+
+
+async def test_a_consumer_beyond_the_end_of_a_partition_reads_it_from_its_beginning(federation: Federation) -> None:
+    """The group's offsets were committed on a log that is gone (before the broker watch noticed the new one, a
+    commit of the old positions reached the new broker), so a member starts far beyond the new log's end. Apache
+    Kafka would answer OFFSET_OUT_OF_RANGE; the embedded broker answers with nothing, and a consumer that waited
+    there would skip every record below offset 50. It must read each partition from its beginning instead."""
+    group = f"beyond-the-end-{uuid.uuid4().hex[:8]}"
+    stale = AIOKafkaConsumer(bootstrap_servers=federation.bootstrap, group_id=group, enable_auto_commit=False)
+    await stale.start()
+    try:
+        partitions = [
+            TopicPartition(federation.topic, p) for p in range(federation.zhejiang.settings.kafka_topic_partitions)
+        ]
+        stale.assign(partitions)
+        await stale.commit({tp: 50 for tp in partitions})
+    finally:
+        await stale.stop()
+    consumer = federation.make_consumer(group=group)
+    consumer.lag_interval_s = 0.5
+    rewinds = metric("labornet_consumer_log_rewinds_total", service="jobs", group=consumer.group_id)
+    async with consuming(consumer):
+        for n in range(6):
+            await federation.sichuan.write(federation.topic, f"510000-V-{n}", title="焊工")
+
+        async def six_applied() -> bool:
+            return len(await federation.zhejiang.applied()) == 6
+
+        await eventually(six_applied, timeout_s=30)
+    assert metric("labornet_consumer_log_rewinds_total", service="jobs", group=consumer.group_id) > rewinds
+    assert sorted(v for _, v in await federation.zhejiang.applied()) == [f"510000-V-{n}" for n in range(6)]
 
 
 async def test_a_backlog_is_applied_in_runs_and_one_bad_record_is_found_and_quarantined_alone(

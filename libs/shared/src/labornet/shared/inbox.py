@@ -31,7 +31,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
-from aiokafka.errors import IllegalStateError
+from aiokafka.errors import IllegalStateError, KafkaError
 from aiokafka.structs import OffsetAndMetadata
 from prometheus_client import Counter, Histogram
 from pydantic import ValidationError
@@ -94,6 +94,11 @@ INBOX_RUN_SIZE = Histogram(
     "Records of one partition applied together in one transaction",
     ["service"],
     buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500),
+)
+LOG_LOSSES_SEEN = Counter(
+    "labornet_consumer_log_rewinds_total",
+    "Partitions a consumer read again from their beginning because it stood beyond their end (the log went back)",
+    ["service", "group"],
 )
 INBOX_RUNS_SPLIT = Counter(
     "labornet_inbox_runs_split_total",
@@ -892,16 +897,52 @@ class EventConsumer:
             return
         try:
             async with asyncio.timeout(min(self.lag_interval_s, 5.0)):
+                # positions first: they only move forward in this task, so one beyond an end read after it means the
+                # partition's log went back (ends never shrink on a log that kept its records)
+                positions = {tp: await consumer.position(tp) for tp in partitions}
                 ends: dict[TopicPartition, int] = await consumer.end_offsets(partitions)
-                positions = {tp: await consumer.position(tp) for tp in ends}
         except Exception as exc:
             log.info("consumer %s: lag not measured, the broker did not give end offsets (%r)", self.group_id, exc)
+            return
+        behind_the_end = sorted(tp for tp, end in ends.items() if positions[tp] > end)
+        if behind_the_end:
+            await self._rewind_lost(consumer, behind_the_end, positions, ends)
             return
         for tp, end in ends.items():
             CONSUMER_LAG.labels(self.service, self.group_id, tp.topic, str(tp.partition)).set(
                 max(end - positions[tp], 0)
             )
         CONSUMER_LAG_MEASURED.labels(self.service, self.group_id).set_to_current_time()
+
+    async def _rewind_lost(
+        self,
+        consumer: AIOKafkaConsumer,
+        partitions: Sequence[TopicPartition],
+        positions: Mapping[TopicPartition, int],
+        ends: Mapping[TopicPartition, int],
+    ) -> None:
+        """Read ``partitions`` again from their beginning: this consumer stands beyond their end, so the log it read
+        is gone and a new, shorter one took its place.
+
+        Apache Kafka answers a fetch beyond the end with OFFSET_OUT_OF_RANGE and the client resets to the earliest
+        offset; the embedded broker answers it with no records, and the consumer would wait there — skipping every
+        record the new log holds below that offset. Each lost log is noticed by the broker watch's cluster id too
+        (:meth:`_follow_cluster`), but a position can come back after that rewind: committed to the new broker from
+        the old log before the watch saw it, and handed to the member that joins next. Whatever is read twice the
+        inbox drops."""
+        LOG_LOSSES_SEEN.labels(self.service, self.group_id).inc(len(partitions))
+        log.warning(
+            "consumer %s: positions beyond the end of the log (%s); the log went back, reading these partitions "
+            "from their beginning",
+            self.group_id,
+            ", ".join(f"{tp.topic}[{tp.partition}] at {positions[tp]}, end {ends[tp]}" for tp in partitions),
+        )
+        try:
+            await consumer.seek_to_beginning(*partitions)
+            # the group's offsets too, so that the member that holds them next does not start beyond the end again
+            await consumer.commit({tp: OffsetAndMetadata(await consumer.position(tp), "") for tp in partitions})
+        except (IllegalStateError, KafkaError) as exc:  # moved to another member meanwhile: the next check sees it
+            log.info("consumer %s: rewinding postponed to the next check (%r)", self.group_id, exc)
 
     async def _count_quarantined(self) -> None:
         now = asyncio.get_running_loop().time()

@@ -7,7 +7,7 @@ import contextlib
 import logging
 import time
 import weakref
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, ClassVar, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -142,6 +142,7 @@ class PacedConsumer(AIOKafkaConsumer):  # type: ignore[misc]  # aiokafka ships n
 
         # the fetcher's routine sends the next request to a broker only once the previous one has returned
         self._fetcher._proc_fetch_request = fetch_then_pause
+        self._fetcher.close = _closing_surely(self._fetcher)
         if 0 < self.idle_pause_ms < self.idle_fetch_every_ms:
             Doorbell.of(self.idle_pause_ms / 1000).join(self)
 
@@ -180,6 +181,28 @@ class PacedConsumer(AIOKafkaConsumer):  # type: ignore[misc]  # aiokafka ships n
         elif now - self._last_records_at >= self.idle_after_s:
             fetcher._fetch_max_wait_ms = self.idle_wait_ms
             self._pause_s = self.idle_fetch_every_ms / 1000
+
+
+def _closing_surely(fetcher: Any, ask_every_s: float = 0.5) -> Callable[[], Awaitable[None]]:
+    """The fetcher's ``close``, asking its routine to end again until it has.
+
+    aiokafka's fetch routine waits for its in-flight requests to end whenever the consumer loses its assignment,
+    and ignores a cancellation that arrives during that wait. A consumer stopped at that moment — the group
+    coordinator's own close revokes the assignment just before the fetcher is closed, and a broker that lost its
+    log makes the group rebalance at the same time — would wait for its routine forever, and the service's inbox
+    with it: nothing more is read from the bus, with no error anywhere."""
+    close = fetcher.close
+
+    async def close_surely() -> None:
+        closing = asyncio.ensure_future(close())
+        while True:
+            done, _ = await asyncio.wait({closing}, timeout=ask_every_s)
+            if done:
+                return closing.result()  # type: ignore[no-any-return]
+            log.info("kafka consumer: the fetch routine ignored its cancellation; asking again")
+            fetcher._fetch_task.cancel()
+
+    return close_surely
 
 
 class Doorbell:
