@@ -897,18 +897,21 @@ class EventConsumer:
             return
         try:
             async with asyncio.timeout(min(self.lag_interval_s, 5.0)):
-                # positions first: they only move forward in this task, so one beyond an end read after it means the
-                # partition's log went back (ends never shrink on a log that kept its records)
                 positions = {tp: await consumer.position(tp) for tp in partitions}
+                # the end the last fetch of each partition reported: a position can only pass it if the log went
+                # back (the embedded broker's end-offsets answer cannot tell: it counts a batch of records as one)
+                fetched_ends = {tp: consumer.highwater(tp) for tp in partitions}
+                beyond = sorted(tp for tp, end in fetched_ends.items() if end is not None and positions[tp] > end)
+                if beyond:
+                    await self._rewind_lost(consumer, beyond, positions, fetched_ends)
+                    return
                 ends: dict[TopicPartition, int] = await consumer.end_offsets(partitions)
         except Exception as exc:
             log.info("consumer %s: lag not measured, the broker did not give end offsets (%r)", self.group_id, exc)
             return
-        behind_the_end = sorted(tp for tp, end in ends.items() if positions[tp] > end)
-        if behind_the_end:
-            await self._rewind_lost(consumer, behind_the_end, positions, ends)
-            return
         for tp, end in ends.items():
+            # the later of the two ends: the embedded broker's answer falls short by a batch's further records
+            end = max(end, fetched_ends.get(tp) or 0)
             CONSUMER_LAG.labels(self.service, self.group_id, tp.topic, str(tp.partition)).set(
                 max(end - positions[tp], 0)
             )
@@ -919,7 +922,7 @@ class EventConsumer:
         consumer: AIOKafkaConsumer,
         partitions: Sequence[TopicPartition],
         positions: Mapping[TopicPartition, int],
-        ends: Mapping[TopicPartition, int],
+        ends: Mapping[TopicPartition, int | None],
     ) -> None:
         """Read ``partitions`` again from their beginning: this consumer stands beyond their end, so the log it read
         is gone and a new, shorter one took its place.
