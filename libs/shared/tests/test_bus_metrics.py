@@ -93,11 +93,13 @@ def test_the_reasons_counted_are_the_ones_initialised() -> None:
 
 
 class FakeBroker:
-    """The two consumer calls lag needs; ``answers`` False makes the broker silent."""
+    """The consumer calls lag needs; ``answers`` False makes the broker silent; ``fetched`` is the end each
+    partition's last fetch reported (none before the first)."""
 
     def __init__(self, ends: dict[TopicPartition, int], positions: dict[TopicPartition, int]) -> None:
         self.ends = ends
         self.positions = positions
+        self.fetched: dict[TopicPartition, int] = {}
         self.answers = True
         self.asked = 0
 
@@ -112,6 +114,9 @@ class FakeBroker:
 
     async def position(self, tp: TopicPartition) -> int:
         return self.positions[tp]
+
+    def highwater(self, tp: TopicPartition) -> int | None:
+        return self.fetched.get(tp)
 
 
 def lag_consumer() -> EventConsumer:
@@ -137,6 +142,11 @@ async def test_lag_is_the_brokers_end_offset_minus_the_position_and_stays_when_t
     assert value("labornet_consumer_lag", **labels, partition="0") == 100, "the last measured value stays"
     again = value("labornet_consumer_lag_measured_timestamp_seconds", service="lag-test", group=consumer.group_id)
     assert again == measured, "and says when it was measured"
+
+    # a fetch saw further records than the end-offsets answer counts (the embedded broker counts a batch as one)
+    broker.answers, broker.ends[tp0], broker.fetched[tp0] = True, 121, 140
+    await consumer._update_lag(broker)  # type: ignore[arg-type]
+    assert value("labornet_consumer_lag", **labels, partition="0") == 120
 
 
 async def test_lag_is_asked_of_the_broker_once_per_interval() -> None:
