@@ -147,6 +147,11 @@ async def test_forged_events_are_quarantined_counted_and_never_applied(
 
         await eventually(dead_letters_published)
 
+        async def gauge_counts_them() -> bool:  # counted again when the consumer quarantined them (not every 30 s)
+            return metric("labornet_quarantined_events", service="jobs") == 4
+
+        await eventually(gauge_counts_them, timeout_s=10)
+
     assert await federation.zhejiang.applied() == [(honest.id, "510000-V-honest")]
     async with sessionmaker(federation.zhejiang.engine)() as session:
         reasons = dict((await session.execute(select(quarantine.c.event_id, quarantine.c.reason))).all())

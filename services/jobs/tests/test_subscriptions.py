@@ -483,6 +483,32 @@ async def test_the_dispatcher_retries_with_exponential_backoff(engine: AsyncEngi
     assert (await delivery(engine))["attempts"] == 3
 
 
+async def test_a_dispatcher_at_rest_wakes_when_deliveries_are_queued_and_when_a_retry_falls_due(
+    engine: AsyncEngine, receiver: Receiver
+) -> None:
+    """With a minute between looks, a match committed while the dispatcher sleeps is sent at once (the commit that
+    queued it wakes the dispatcher of its process) and the retry is sent when it falls due, not a minute later."""
+    receiver.script = [500]
+    await add_subscription(engine, webhook_url=receiver.url, keywords=["厨师"])
+    dispatcher = dispatcher_for(engine, fast_settings(poll_interval_s=60, first_backoff_s=0.3))
+    task = asyncio.create_task(dispatcher.run())
+    try:
+        await asyncio.sleep(0.3)  # it looked, found nothing, and sleeps
+        assert not task.done()
+        await put_vacancy(engine, make_vacancy())
+
+        async def delivered() -> bool:
+            return (await delivery(engine))["delivered_at"] is not None
+
+        await eventually(delivered, timeout_s=10)
+    finally:
+        await dispatcher.stop()
+        await asyncio.wait_for(task, 5)
+    first, second = (at for at, _, _ in receiver.requests)
+    assert 0.3 <= second - first < 10
+    assert (await delivery(engine))["attempts"] == 2
+
+
 async def test_the_dispatcher_gives_up_after_the_last_attempt(engine: AsyncEngine, receiver: Receiver) -> None:
     receiver.default = 503
     before = deliveries("webhook", "retrying"), deliveries("webhook", "failed")

@@ -24,10 +24,11 @@ import contextlib
 import logging
 import re
 import uuid
+import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
@@ -38,7 +39,7 @@ from pydantic import ValidationError
 from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import InterfaceError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from labornet.shared.db import inbox, quarantine, readonly_sessionmaker, utcnow
 from labornet.shared.envelope import Envelope, MalformedEvent
@@ -294,7 +295,6 @@ class EventConsumer:
         self._processing = asyncio.Lock()
         self._assigned = asyncio.Event()
         self._stopping = asyncio.Event()
-        self._last_quarantine_count = 0.0
         # the broker's cluster id as the broker watch last saw it; a new one means a new log (see _follow_cluster)
         self._cluster = cluster
         self._read_cluster: str | None = None
@@ -785,6 +785,7 @@ class EventConsumer:
                 headers=dlq_headers,
                 payload=stored.payload or b"",
             )
+        self._quarantine_changed()
         return True
 
     async def _database_answers(self) -> bool:
@@ -874,6 +875,7 @@ class EventConsumer:
                 .where(quarantine.c.id == quarantine_id, quarantine.c.consumer == self.name)
                 .values(**values)
             )
+        self._quarantine_changed()
 
     # Metrics ---------------------------------------------------------------------------------------
 
@@ -947,11 +949,21 @@ class EventConsumer:
         except (IllegalStateError, KafkaError) as exc:  # moved to another member meanwhile: the next check sees it
             log.info("consumer %s: rewinding postponed to the next check (%r)", self.group_id, exc)
 
+    # How often the quarantine is counted when this process changed nothing in it (a replay or discard by another
+    # replica), and when each database last was: the consumers of one service share its count.
+    quarantine_count_interval_s: float = 30.0
+    _quarantine_counted: ClassVar[weakref.WeakKeyDictionary[AsyncEngine, float]] = weakref.WeakKeyDictionary()
+
+    def _quarantine_changed(self) -> None:
+        """This process quarantined, replayed or discarded a record: count again at the next poll."""
+        self._quarantine_counted.pop(self.sessions.kw["bind"], None)
+
     async def _count_quarantined(self) -> None:
         now = asyncio.get_running_loop().time()
-        if now - self._last_quarantine_count < 5.0:
+        engine = self.sessions.kw["bind"]
+        if now - self._quarantine_counted.get(engine, float("-inf")) < self.quarantine_count_interval_s:
             return
-        self._last_quarantine_count = now
+        self._quarantine_counted[engine] = now
         async with self.read_sessions() as session:
             pending = (
                 await session.execute(

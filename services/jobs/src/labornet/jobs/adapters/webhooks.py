@@ -45,6 +45,7 @@ import ipaddress
 import json
 import logging
 import socket
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -53,12 +54,12 @@ from typing import Any
 import httpx
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from sqlalchemy import ColumnElement, select, update
+from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from labornet.jobs.adapters.tables import subscription, webhook_delivery
 from labornet.jobs.metrics import MATCH_DELIVERIES
-from labornet.shared.db import utcnow
+from labornet.shared.db import as_utc_or_none, on_commit, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,9 @@ SIGNATURE_HEADER = "X-LaborNet-Signature"
 DELIVERY_HEADER = "X-LaborNet-Delivery"
 TIMESTAMP_HEADER = "X-LaborNet-Timestamp"
 _MAX_ERROR_LENGTH = 500
+
+# the dispatchers of this process, woken when a transaction that queued deliveries commits
+_dispatchers: weakref.WeakSet[WebhookDispatcher] = weakref.WeakSet()
 
 
 class WebhookSettings(BaseSettings):
@@ -78,7 +82,13 @@ class WebhookSettings(BaseSettings):
     backoff_factor: float = Field(2.0, ge=1, description="each further retry waits this many times longer")
     max_backoff_s: float = Field(3600.0, gt=0, description="longest wait between two attempts")
     max_attempts: int = Field(8, ge=1, description="attempts before a delivery is marked failed")
-    poll_interval_s: float = Field(1.0, gt=0, description="how often due deliveries are looked for")
+    poll_interval_s: float = Field(
+        30.0,
+        gt=0,
+        description="longest wait between two looks for due deliveries. The dispatcher wakes when a transaction of "
+        "its process that queued deliveries commits and when the earliest retry falls due; this look finds what "
+        "another replica queued",
+    )
     batch_size: int = Field(20, ge=1, le=1000, description="deliveries claimed and sent concurrently per pass")
     lease_s: float = Field(60.0, gt=0, description="how long a claimed delivery is left to the replica that took it")
     max_error_backoff_s: float = Field(30.0, gt=0, description="longest pause while the database is unreachable")
@@ -171,6 +181,16 @@ class _Outcome:
     give_up: bool = False  # no point in retrying
 
 
+def wake_after_commit(session: AsyncSession) -> None:
+    """Wake this process's dispatchers when ``session``'s transaction, which queued deliveries, commits."""
+    on_commit(session, _wake_dispatchers)
+
+
+def _wake_dispatchers() -> None:
+    for dispatcher in list(_dispatchers):
+        dispatcher.wake()
+
+
 class WebhookDispatcher:
     """Sends due webhook deliveries until :meth:`stop` (or cancellation); survives database and network trouble."""
 
@@ -187,7 +207,9 @@ class WebhookDispatcher:
         self.settings = settings or WebhookSettings()
         self.clock = clock
         self._stopping = asyncio.Event()
+        self._queued = asyncio.Event()
         self._client: httpx.AsyncClient | None = None
+        _dispatchers.add(self)
 
     async def run(self) -> None:
         """Deliver until stopped; a cancelled run closes its HTTP client and ends."""
@@ -204,21 +226,39 @@ class WebhookDispatcher:
                     await self._sleep(error_backoff)
                     continue
                 if sent < self.settings.batch_size:
-                    await self._sleep(self.settings.poll_interval_s)
+                    await self._wait_for_work()
         finally:
             client, self._client = self._client, None
             await client.aclose()
 
     async def stop(self) -> None:
         self._stopping.set()
+        self._queued.set()
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), seconds)
 
+    async def _wait_for_work(self) -> None:
+        """Until the earliest pending delivery falls due, a transaction of this process queues deliveries, or
+        ``poll_interval_s`` has passed; a dispatcher at rest asks the database nothing in between."""
+        wait = self.settings.poll_interval_s
+        if self._next_due is not None:
+            wait = min(wait, max((self._next_due - self.clock()).total_seconds(), 0.0))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._queued.wait(), wait)
+        self._queued.clear()
+
+    def wake(self) -> None:
+        """Deliveries were queued: look at once."""
+        self._queued.set()
+
+    _next_due: datetime | None = None  # when the earliest pending delivery falls due, as of the last look
+
     async def deliver_due(self) -> int:
         """One pass: claim due deliveries, send them concurrently, record the outcomes; return how many were tried."""
-        if not await self._any_due():
+        self._next_due = await self._earliest_pending()
+        if self._next_due is None or self._next_due > self.clock():
             return 0
         claimed = await self._claim()
         if not claimed:
@@ -241,11 +281,14 @@ class WebhookDispatcher:
             webhook_delivery.c.next_attempt_at <= now,
         )
 
-    async def _any_due(self) -> bool:
-        """A read-only look first, so that an idle dispatcher never takes SQLite's write lock."""
+    async def _earliest_pending(self) -> datetime | None:
+        """When the earliest delivery neither delivered nor failed is due (None: there is none). A read-only look
+        first, so that an idle dispatcher never takes SQLite's write lock."""
         async with self.read_sessions() as session, session.begin():
-            query = select(webhook_delivery.c.id).where(*self._due(self.clock())).limit(1)
-            return (await session.execute(query)).first() is not None
+            query = select(func.min(webhook_delivery.c.next_attempt_at)).where(
+                webhook_delivery.c.delivered_at.is_(None), webhook_delivery.c.failed_at.is_(None)
+            )
+            return as_utc_or_none((await session.execute(query)).scalar_one())
 
     async def _claim(self) -> list[_Claimed]:
         now = self.clock()

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from labornet.jobs.adapters.tables import match, subscription, webhook_delivery
 from labornet.jobs.adapters.tables import vacancy as vacancy_table
+from labornet.jobs.adapters.webhooks import wake_after_commit
 from labornet.jobs.domain.subscriptions import SubscriptionCriteria, matches, significant_prefix, vacancy_matcher
 from labornet.jobs.domain.vacancy import Status
 from labornet.jobs.metrics import MATCHES
@@ -168,6 +169,7 @@ async def match_vacancies(
     ]
     if deliveries:
         await session.execute(insert(webhook_delivery), deliveries)
+        wake_after_commit(session)
     if created:  # counted once the matches are durable: a handler rolled back and retried would count them twice
         by_owner = Counter(vacancy["owner_province"] for row, vacancy in pairs if (row.id, vacancy["id"]) in created)
         on_commit(session, lambda: _count_matches(by_owner))
