@@ -82,7 +82,9 @@ async def test_a_body_beyond_the_limit_is_refused_before_it_is_read(
             answer, elapsed = await raw_request(port, head, b'{"title": "')  # the rest is never sent
             assert answer.startswith(b"HTTP/1.1 413"), answer
             assert b"application/problem+json" in answer and b"1048576 bytes" in answer
-            assert elapsed < 0.1, elapsed
+            # refused without waiting for the body, which never comes (the wait for an answer would end at 5 s);
+            # not a speed test: a loaded machine takes some tenths of a second
+            assert elapsed < 3, elapsed
 
         async def chunks() -> AsyncIterator[bytes]:
             for _ in range(40):

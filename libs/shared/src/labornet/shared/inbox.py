@@ -252,6 +252,9 @@ class EventConsumer:
 
     # How much of a quarantined record is stored and dead-lettered (LABORNET_QUARANTINE_MAX_RECORD_BYTES).
     quarantine_max_record_bytes: int = Settings.model_fields["quarantine_max_record_bytes"].default
+    # How long a poll of a consumer at rest waits for records before the loop's own checks (the broker's new log,
+    # the lag, the quarantine count) run again.
+    idle_poll_ms: int = 2000
     # How many records of one partition are applied in one transaction (LABORNET_INBOX_BATCH_SIZE; 1: one each).
     batch_size: int = Settings.model_fields["inbox_batch_size"].default
 
@@ -389,8 +392,11 @@ class EventConsumer:
 
     async def _poll_once(self, consumer: AIOKafkaConsumer) -> None:
         await self._follow_cluster(consumer)
-        batches = await consumer.getmany(timeout_ms=500)
-        if isinstance(consumer, PacedConsumer):
+        # records end the wait as they come; the timeout only paces this loop's own checks, so a consumer at rest
+        # runs it less often
+        paced = isinstance(consumer, PacedConsumer)
+        batches = await consumer.getmany(timeout_ms=self.idle_poll_ms if paced and consumer.idle else 500)
+        if paced:
             consumer.pace(bool(batches))
         async with self._processing:
             pending = list(batches.items())
