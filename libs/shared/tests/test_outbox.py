@@ -194,6 +194,62 @@ async def test_relay_survives_a_broker_outage(
     assert attempts >= 1, "failed attempts are recorded on the waiting rows"
 
 
+class SilentProducer:
+    """A producer whose broker vanished mid-request: sends are accepted and never confirmed, and stopping waits for
+    them forever."""
+
+    instances = 0
+
+    def __init__(self) -> None:
+        SilentProducer.instances += 1
+        self.client = self
+
+    async def start(self) -> None:
+        return None
+
+    async def fetch_all_metadata(self) -> SilentProducer:
+        return self
+
+    def topics(self) -> set[str]:
+        return {"t.silent"}
+
+    async def send(self, *_: object, **__: object) -> asyncio.Future[None]:
+        return asyncio.get_running_loop().create_future()  # never confirmed
+
+    async def stop(self) -> None:
+        await asyncio.Event().wait()  # waits for the unconfirmed batch forever
+
+
+async def test_a_relay_whose_broker_never_answers_gives_up_the_batch_and_its_producer(
+    engine: AsyncEngine, writer: Outbox
+) -> None:
+    """The batch is given up after the publish timeout with its rows still unsent, and the producer after the stop
+    timeout: the relay tries again with a new producer instead of waiting forever."""
+    relay = OutboxRelay(
+        sessionmaker(engine),
+        readonly_sessionmaker(engine),
+        SilentProducer,  # type: ignore[arg-type]
+        writer,
+        service="jobs",
+        poll_interval_s=0.02,
+        max_backoff_s=0.1,
+        publish_timeout_s=0.3,
+        stop_timeout_s=0.3,
+    )
+    SilentProducer.instances = 0
+    await publish_vacancy(engine, writer, "silent-1", "t.silent")
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(relay.publish_batch(), 5)
+    assert await pending(engine) == 1
+    async with running(relay):
+
+        async def tried_again_with_new_producers() -> bool:
+            return SilentProducer.instances >= 3
+
+        await eventually(tried_again_with_new_producers, timeout_s=60)
+    assert await pending(engine) == 1
+
+
 async def test_directed_messages_only_go_to_the_destination_inbox(engine: AsyncEngine, writer: Outbox) -> None:
     async with sessionmaker(engine)() as session, session.begin():
         with pytest.raises(ValueError, match=r"must go to labornet\.330000\.jobs\.inbox"):

@@ -59,11 +59,19 @@ async def started(client: Client) -> Client:
     return client
 
 
-async def closed(client: Client | None) -> None:
-    """Stop ``client`` (if any), ignoring the errors of a connection that is already gone."""
-    if client is not None:
-        with contextlib.suppress(Exception):
+async def closed(client: Client | None, timeout_s: float = 15.0) -> None:
+    """Stop ``client`` (if any), ignoring the errors of a connection that is already gone, and giving up after
+    ``timeout_s``: a producer's stop waits for its pending batches and a consumer's for its group and fetches,
+    which a broker that vanished mid-request may leave waiting; the caller goes on with a new client either way."""
+    if client is None:
+        return
+    try:
+        async with asyncio.timeout(timeout_s):
             await (client.close() if isinstance(client, AIOKafkaAdminClient) else client.stop())
+    except TimeoutError:
+        log.warning("kafka %s did not stop within %.0f s; left behind", type(client).__name__, timeout_s)
+    except Exception as exc:
+        log.debug("kafka %s stopped with %r", type(client).__name__, exc)
 
 
 def make_producer(settings: Settings) -> AIOKafkaProducer:

@@ -434,8 +434,12 @@ class OutboxRelay:
         receipt_wait_s: float = 15.0,
         receipt_wait_max_s: float = 600.0,
         republish_window: timedelta = timedelta(hours=1),
+        publish_timeout_s: float = 30.0,
+        stop_timeout_s: float = 15.0,
     ) -> None:
         self.sessions = sessions
+        self.publish_timeout_s = publish_timeout_s
+        self.stop_timeout_s = stop_timeout_s
         self.read_sessions = read_sessions
         self.producer_factory = producer_factory
         self.producer: AIOKafkaProducer | None = None
@@ -493,7 +497,7 @@ class OutboxRelay:
 
     async def _close_producer(self) -> None:
         producer, self.producer = self.producer, None
-        await closed(producer)
+        await closed(producer, self.stop_timeout_s)
 
     async def _check_topics(self, producer: AIOKafkaProducer, topics: set[str]) -> AIOKafkaProducer:
         """Make sure the broker knows every topic before sending to it.
@@ -545,14 +549,17 @@ class OutboxRelay:
                 return 0
             ids = [row.id for row in rows]
             try:
-                producer = await self._check_topics(await self._ensure_producer(), {row.topic for row in rows})
-                futures = [
-                    await producer.send(
-                        row.topic, row.payload, key=row.message_key, headers=decode_headers(row.headers)
-                    )
-                    for row in rows
-                ]
-                confirmations = await asyncio.gather(*futures)
+                # bounded: a broker that vanished mid-request may leave a send waiting; the rows stay unsent and the
+                # next try starts with a new producer
+                async with asyncio.timeout(self.publish_timeout_s):
+                    producer = await self._check_topics(await self._ensure_producer(), {row.topic for row in rows})
+                    futures = [
+                        await producer.send(
+                            row.topic, row.payload, key=row.message_key, headers=decode_headers(row.headers)
+                        )
+                        for row in rows
+                    ]
+                    confirmations = await asyncio.gather(*futures)
             except Exception as exc:
                 await self._record_failure(ids, exc)
                 raise
