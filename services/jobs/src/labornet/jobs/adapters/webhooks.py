@@ -208,6 +208,7 @@ class WebhookDispatcher:
         self.clock = clock
         self._stopping = asyncio.Event()
         self._queued = asyncio.Event()
+        self._next_due: datetime | None = None  # when the earliest pending delivery falls due, as of the last look
         self._client: httpx.AsyncClient | None = None
         _dispatchers.add(self)
 
@@ -253,8 +254,6 @@ class WebhookDispatcher:
         """Deliveries were queued: look at once."""
         self._queued.set()
 
-    _next_due: datetime | None = None  # when the earliest pending delivery falls due, as of the last look
-
     async def deliver_due(self) -> int:
         """One pass: claim due deliveries, send them concurrently, record the outcomes; return how many were tried."""
         self._next_due = await self._earliest_pending()
@@ -273,21 +272,18 @@ class WebhookDispatcher:
     def _new_client(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(timeout=self.settings.timeout_s, follow_redirects=False)
 
-    @staticmethod
-    def _due(now: datetime) -> tuple[ColumnElement[bool], ...]:
-        return (
-            webhook_delivery.c.delivered_at.is_(None),
-            webhook_delivery.c.failed_at.is_(None),
-            webhook_delivery.c.next_attempt_at <= now,
-        )
+    # neither delivered nor failed
+    _PENDING = (webhook_delivery.c.delivered_at.is_(None), webhook_delivery.c.failed_at.is_(None))
+
+    @classmethod
+    def _due(cls, now: datetime) -> tuple[ColumnElement[bool], ...]:
+        return (*cls._PENDING, webhook_delivery.c.next_attempt_at <= now)
 
     async def _earliest_pending(self) -> datetime | None:
         """When the earliest delivery neither delivered nor failed is due (None: there is none). A read-only look
         first, so that an idle dispatcher never takes SQLite's write lock."""
         async with self.read_sessions() as session, session.begin():
-            query = select(func.min(webhook_delivery.c.next_attempt_at)).where(
-                webhook_delivery.c.delivered_at.is_(None), webhook_delivery.c.failed_at.is_(None)
-            )
+            query = select(func.min(webhook_delivery.c.next_attempt_at)).where(*self._PENDING)
             return as_utc_or_none((await session.execute(query)).scalar_one())
 
     async def _claim(self) -> list[_Claimed]:
