@@ -95,23 +95,26 @@ async def apply_receipts(session: AsyncSession, envelopes: Sequence[Envelope], s
     """:func:`apply_receipt` for receipts in the order they came, with one statement per group of consecutive
     receipts of one sender and outcome (a receipt naming a message again starts a new group, so the first receipt of
     a message wins as it would alone). Whether each one matched a message, in order."""
-    receipts = [(envelope, Receipt.model_validate_json(envelope.data)) for envelope in envelopes]
-    matched: list[bool] = []
-    at = 0
-    while at < len(receipts):
-        origin, outcome = receipts[at][0].originprovince, receipts[at][1].outcome
-        group: list[str] = []
-        while (
-            at + len(group) < len(receipts)
-            and receipts[at + len(group)][0].originprovince == origin
-            and receipts[at + len(group)][1].outcome is outcome
-            and receipts[at + len(group)][1].event_id not in group
+    # consecutive receipts of one sender and outcome, each message at most once per group
+    groups: list[tuple[str, ReceiptOutcome, dict[str, Receipt]]] = []
+    for envelope in envelopes:
+        receipt = Receipt.model_validate_json(envelope.data)
+        last = groups[-1] if groups else None
+        if (
+            last
+            and last[0] == envelope.originprovince
+            and last[1] is receipt.outcome
+            and receipt.event_id not in last[2]
         ):
-            group.append(receipts[at + len(group)][1].event_id)
+            last[2][receipt.event_id] = receipt
+        else:
+            groups.append((envelope.originprovince, receipt.outcome, {receipt.event_id: receipt}))
+    matched: list[bool] = []
+    for origin, outcome, group in groups:
         result = await session.execute(
             update(outbox)
             .where(
-                outbox.c.event_id.in_(group),
+                outbox.c.event_id.in_(list(group)),
                 outbox.c.destination == origin,
                 outbox.c.expects_receipt.is_(True),
                 outbox.c.acked_at.is_(None),
@@ -120,14 +123,14 @@ async def apply_receipts(session: AsyncSession, envelopes: Sequence[Envelope], s
             .returning(outbox.c.event_id)
         )
         acknowledged = set(result.scalars())
-        for event_id in group:
+        for event_id, receipt in group.items():
             matched.append(event_id in acknowledged)
             RECEIPTS.labels(service, "received", outcome.value if event_id in acknowledged else "unmatched").inc()
             if event_id in acknowledged and outcome is ReceiptOutcome.REJECTED:
                 log.warning(
-                    "%s refused directed message %s: it broke the receiver's rules and is in its quarantine",
+                    "%s refused directed message %s (%s): it broke the receiver's rules and is in its quarantine",
                     origin,
                     event_id,
+                    receipt.event_type,
                 )
-        at += len(group)
     return matched
