@@ -18,6 +18,9 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 from pydantic import ValidationError
 from sqlalchemy import delete, func, insert, select, update
@@ -31,7 +34,7 @@ from labornet.jobs.adapters.webhooks import (
     check_webhook_url,
     public_address,
 )
-from labornet.jobs.domain.subscriptions import SubscriptionCriteria, matches
+from labornet.jobs.domain.subscriptions import CriteriaIndex, SubscriptionCriteria, matches, vacancy_matcher
 from labornet.jobs.domain.text import document
 from labornet.jobs.entrypoints.subscriptions import (
     WEBHOOK_DISPATCHER,
@@ -150,6 +153,56 @@ def test_criteria_combine_with_and_and_only_open_vacancies_match() -> None:
     assert not matches(criteria(occupation_codes=["51"], provinces=["510000"]), make_vacancy())
     for status in ("filled", "withdrawn", "expired"):
         assert not matches(criteria(occupation_codes=["5"]), make_vacancy(status=status))
+
+
+PROVINCE_CODES = ("330000", "320000", "510000")
+OCCUPATION_CODES = ("5", "51", "512", "5120", "5121", "52", "7", "71", "8")
+
+
+@hypothesis_settings(max_examples=300, deadline=None)
+@given(
+    subscribed=st.lists(
+        st.fixed_dictionaries(
+            {
+                "provinces": st.lists(st.sampled_from(PROVINCE_CODES), max_size=2),
+                "occupation_codes": st.lists(st.sampled_from(OCCUPATION_CODES), max_size=3),
+                "min_salary": st.none() | st.integers(5000, 10000),
+            }
+        ).filter(lambda values: values["provinces"] or values["occupation_codes"] or values["min_salary"]),
+        max_size=30,
+    ),
+    vacancies=st.lists(
+        st.tuples(st.sampled_from(PROVINCE_CODES), st.sampled_from(("5120", "5121", "5200", "7110", "8", "51"))),
+        min_size=1,
+        max_size=10,
+    ),
+)
+def test_the_criteria_index_finds_every_subscription_that_matches(
+    subscribed: list[dict[str, Any]], vacancies: list[tuple[str, str]]
+) -> None:
+    """The index passes over no subscription that would match: for any subscriptions and vacancies, the matches
+    found among its candidates are the matches found by testing every subscription, in the same order."""
+    items = [(n, criteria(**values)) for n, values in enumerate(subscribed)]
+    index = CriteriaIndex(items)
+    for number, (province, occupation) in enumerate(vacancies):
+        row = make_vacancy(number, owner_province=province, occupation_code=occupation)
+        accepts = vacancy_matcher(row)
+        candidates = index.candidates(row)
+        assert [n for n, c in candidates] == sorted({n for n, c in candidates})  # in order, each once
+        assert [n for n, c in candidates if accepts(c)] == [n for n, c in items if accepts(c)]
+
+
+def test_the_criteria_index_leaves_out_other_provinces_and_occupations() -> None:
+    items = [
+        ("cook in Zhejiang", criteria(provinces=["330000"], occupation_codes=["512"])),
+        ("cook anywhere", criteria(occupation_codes=["5120"])),
+        ("anything in Zhejiang", criteria(provinces=["330000"])),
+        ("well paid", criteria(min_salary=8000)),
+        ("cook in Sichuan", criteria(provinces=["510000"], occupation_codes=["5120"])),
+        ("driver in Zhejiang", criteria(provinces=["330000"], occupation_codes=["8"])),
+    ]
+    found = [name for name, _ in CriteriaIndex(items).candidates(make_vacancy())]
+    assert found == ["cook in Zhejiang", "cook anywhere", "anything in Zhejiang", "well paid"]
 
 
 @pytest.mark.parametrize(

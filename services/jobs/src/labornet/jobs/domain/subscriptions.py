@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import functools
 import unicodedata
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
-from typing import Annotated, Any
+from typing import Annotated, Any, Generic, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationInfo, model_validator
 
@@ -180,6 +181,39 @@ def vacancy_matcher(vacancy: Mapping[str, Any]) -> Callable[[SubscriptionCriteri
         )
 
     return accepts
+
+
+T = TypeVar("T")
+
+
+class CriteriaIndex(Generic[T]):
+    """Many subscriptions' criteria, looked up by a vacancy's owner province and occupation code.
+
+    :meth:`candidates` gives every item whose provinces and occupation codes admit the vacancy (the other criteria
+    are not looked at), so a vacancy is tested by :func:`vacancy_matcher` against the subscriptions for its province
+    and kind of work rather than against all of them; what matches is the same."""
+
+    def __init__(self, items: Iterable[tuple[T, SubscriptionCriteria]]) -> None:
+        self._items = list(items)
+        # (province or None for "any", occupation code or prefix or None for "any") -> positions in _items
+        self._positions: defaultdict[tuple[str | None, str | None], list[int]] = defaultdict(list)
+        for position, (_, criteria) in enumerate(self._items):
+            for province in criteria.provinces or (None,):
+                for code in criteria.occupation_codes or (None,):
+                    self._positions[province, code].append(position)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def candidates(self, vacancy: Mapping[str, Any]) -> list[tuple[T, SubscriptionCriteria]]:
+        """The items that may accept ``vacancy`` (a mapping with the ``vacancy`` table's columns), in their order."""
+        occupation = str(vacancy["occupation_code"])
+        codes = (None, *(occupation[:length] for length in range(1, len(occupation) + 1)))
+        found: set[int] = set()
+        for province in (str(vacancy["owner_province"]), None):
+            for code in codes:
+                found.update(self._positions.get((province, code), ()))
+        return [self._items[position] for position in sorted(found)]
 
 
 def matches(criteria: SubscriptionCriteria, vacancy: Mapping[str, Any]) -> bool:

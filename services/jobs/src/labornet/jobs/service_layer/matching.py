@@ -21,7 +21,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from labornet.jobs.adapters.tables import match, subscription, webhook_delivery
 from labornet.jobs.adapters.tables import vacancy as vacancy_table
 from labornet.jobs.adapters.webhooks import wake_after_commit
-from labornet.jobs.domain.subscriptions import SubscriptionCriteria, matches, significant_prefix, vacancy_matcher
+from labornet.jobs.domain.subscriptions import (
+    CriteriaIndex,
+    SubscriptionCriteria,
+    matches,
+    significant_prefix,
+    vacancy_matcher,
+)
 from labornet.jobs.domain.vacancy import Status
 from labornet.jobs.metrics import MATCHES
 from labornet.shared.db import on_commit, utcnow
@@ -121,16 +127,16 @@ async def match_vacancies(
     if not open_vacancies:
         return []
 
-    candidates = [
-        (row.id, row, criteria_of(row)) for row in await _candidates(session, open_vacancies, subscription_id)
-    ]
+    # each vacancy is tested against the subscriptions for its province and occupation only
+    subscribed = await _candidates(session, open_vacancies, subscription_id)
+    index = CriteriaIndex((row, criteria_of(row)) for row in subscribed)
     pairs: list[tuple[Row[Any], Mapping[str, Any]]] = []
     for vacancy in open_vacancies:
         accepts, vacancy_id = vacancy_matcher(vacancy), vacancy["id"]
         pairs.extend(
             (row, vacancy)
-            for row_id, row, criteria in candidates
-            if accepts(criteria) and (row_id, vacancy_id) not in existing
+            for row, criteria in index.candidates(vacancy)
+            if accepts(criteria) and (row.id, vacancy_id) not in existing
         )
     if not pairs:
         return []
