@@ -243,3 +243,34 @@ def test_signed_documents_bind_province_context_and_body(sichuan: tuple[Signer, 
     with pytest.raises(SignatureRejected) as caught:
         trust.verify_document("330000", signer.key_id, signature, "/snapshot?after=", body)
     assert caught.value.reason == "province-mismatch"
+
+
+@pytest.mark.parametrize(
+    "signature",
+    ["", "not base64 at all!", "AAAA", "A" * 86, "A" * 200, "%%%%", "\u6c49\u5b57"],
+    ids=["empty", "not-base64", "too-short", "zeros", "too-long", "symbols", "chinese"],
+)
+def test_a_malformed_signature_is_a_bad_signature_never_an_error(
+    sichuan: tuple[Signer, TrustList], signature: str
+) -> None:
+    """Whatever the signature field holds, the answer is "bad-signature": never another exception, never accepted."""
+    signer, trust = sichuan
+    forged = dataclasses.replace(signer.sign(make_envelope()), signature=signature)
+    with pytest.raises(SignatureRejected) as caught:
+        trust.verify(forged)
+    assert caught.value.reason == "bad-signature"
+    with pytest.raises(SignatureRejected) as caught:
+        trust.verify_document("510000", signer.key_id, signature, "/snapshot?after=", b"{}")
+    assert caught.value.reason == "bad-signature"
+
+
+def test_a_signature_of_the_right_key_over_other_bytes_is_refused_and_the_true_one_accepted() -> None:
+    """The two Ed25519 implementations agree: signed by OpenSSL (cryptography), checked by libsodium."""
+    key = generate_private_key()
+    trusted = new_trusted_key("510000", key.public_key(), NOW - timedelta(days=1), 30)
+    for message in (b"", b"x", "汉字".encode() * 500):
+        signature = key.sign(message)
+        assert trusted.signed(signature, message)
+        assert not trusted.signed(signature, message + b"\x00")
+        assert not trusted.signed(signature[:-1] + bytes([signature[-1] ^ 1]), message)
+        assert not trusted.signed(signature[:63], message)

@@ -24,9 +24,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from nacl.exceptions import BadSignatureError
+from nacl.signing import VerifyKey
 
 from labornet.shared.envelope import Envelope, format_time, parse_time
 
@@ -152,6 +153,19 @@ class TrustedKey:
     not_before: datetime
     not_after: datetime
     revoked_at: datetime | None = None
+    # the same key for libsodium, which checks an Ed25519 signature in half the time OpenSSL takes (ADR 26)
+    _verify_key: VerifyKey = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_verify_key", VerifyKey(raw_public_key(self.public_key)))
+
+    def signed(self, signature: bytes, message: bytes) -> bool:
+        """Whether ``signature`` is this key's Ed25519 signature of ``message``."""
+        try:
+            self._verify_key.verify(message, signature)
+        except (BadSignatureError, ValueError, TypeError):
+            return False
+        return True
 
     def valid_at(self, moment: datetime) -> bool:
         if self.revoked_at is not None and moment >= self.revoked_at:
@@ -246,9 +260,11 @@ class TrustList:
         if key.province != province:
             raise SignatureRejected("province-mismatch", f"key {key_id} belongs to {key.province}, not {province}")
         try:
-            key.public_key.verify(_unb64(signature), document_bytes(province, context, body))
-        except (InvalidSignature, ValueError) as exc:
-            raise SignatureRejected("bad-signature", "document signature does not match its body") from exc
+            holds = key.signed(_unb64(signature), document_bytes(province, context, body))
+        except ValueError:  # not base64
+            holds = False
+        if not holds:
+            raise SignatureRejected("bad-signature", "document signature does not match its body")
         if not key.valid_at(now or datetime.now(UTC)):
             raise SignatureRejected("expired-key", f"key {key_id} is not valid now")
         return key
@@ -267,12 +283,11 @@ class TrustList:
                 f"belongs to {key.province}",
             )
         try:
-            signature = _unb64(envelope.signature)
-            key.public_key.verify(signature, canonical_bytes(envelope.attributes(), envelope.data))
-        except (InvalidSignature, ValueError) as exc:
-            raise SignatureRejected(
-                "bad-signature", f"event {envelope.id}: signature does not match headers and body"
-            ) from exc
+            holds = key.signed(_unb64(envelope.signature), canonical_bytes(envelope.attributes(), envelope.data))
+        except ValueError:  # not base64, or attributes with no UTF-8 form
+            holds = False
+        if not holds:
+            raise SignatureRejected("bad-signature", f"event {envelope.id}: signature does not match headers and body")
         current = now or datetime.now(UTC)
         if envelope.time > current + self.clock_skew:
             raise SignatureRejected(
