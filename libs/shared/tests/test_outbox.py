@@ -7,8 +7,10 @@ import contextlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
+from aiokafka import TopicPartition
 from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table, event, func, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -248,6 +250,80 @@ async def test_a_relay_whose_broker_never_answers_gives_up_the_batch_and_its_pro
 
         await eventually(tried_again_with_new_producers, timeout_s=60)
     assert await pending(engine) == 1
+
+
+class CountingProducer:
+    """A producer whose broker confirms every record and holds the topics in ``held``; counts metadata requests."""
+
+    held: ClassVar[set[str]] = set()
+    metadata_requests = 0
+    instances = 0
+
+    def __init__(self) -> None:
+        CountingProducer.instances += 1
+        self.client = self
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    async def fetch_all_metadata(self) -> CountingProducer:
+        CountingProducer.metadata_requests += 1
+        return self
+
+    def topics(self) -> set[str]:
+        return set(CountingProducer.held)
+
+    async def send(self, topic: str, *_: object, **__: object) -> asyncio.Future[TopicPartition]:
+        confirmed = asyncio.get_running_loop().create_future()
+        confirmed.set_result(TopicPartition(topic, 0))
+        return confirmed
+
+
+async def test_the_relay_asks_for_the_topics_once_a_second_under_load_and_again_for_a_new_topic(
+    engine: AsyncEngine, writer: Outbox
+) -> None:
+    """A busy relay does not ask the broker for its metadata before every batch: one answer stands for a second for
+    the topics it listed; a topic not in it, or a topic the broker lost (recreated, the producer renewed), is asked
+    for at once."""
+    created: list[set[str]] = []
+
+    async def create_topics(topics: set[str]) -> None:
+        created.append(topics)
+        CountingProducer.held |= topics
+
+    relay = OutboxRelay(
+        sessionmaker(engine),
+        readonly_sessionmaker(engine),
+        CountingProducer,  # type: ignore[arg-type]
+        writer,
+        service="jobs",
+        batch_size=1,
+        create_topics=create_topics,
+        topic_check_interval_s=0.5,
+    )
+    CountingProducer.held, CountingProducer.metadata_requests, CountingProducer.instances = {"t.a", "t.b"}, 0, 0
+    for n in range(5):
+        await publish_vacancy(engine, writer, f"busy-{n}", "t.a")
+    assert [await relay.publish_batch() for _ in range(5)] == [1] * 5
+    assert CountingProducer.metadata_requests == 1, "five batches within the second: one metadata request"
+
+    await publish_vacancy(engine, writer, "other-topic", "t.b")  # held by the broker and listed in the answer
+    assert await relay.publish_batch() == 1
+    assert CountingProducer.metadata_requests == 1
+
+    await asyncio.sleep(0.6)
+    await publish_vacancy(engine, writer, "a-second-later", "t.a")
+    assert await relay.publish_batch() == 1
+    assert CountingProducer.metadata_requests == 2, "the answer is old: asked again"
+
+    await publish_vacancy(engine, writer, "new-topic", "t.c")  # not in the last answer: asked at once
+    assert await relay.publish_batch() == 1
+    assert CountingProducer.metadata_requests == 3
+    assert created == [{"t.c"}] and CountingProducer.instances == 2, "created, and a producer with the new layout"
+    assert await pending(engine) == 0
 
 
 async def test_directed_messages_only_go_to_the_destination_inbox(engine: AsyncEngine, writer: Outbox) -> None:

@@ -201,6 +201,9 @@ def _sqlite_begin(connection: Any) -> None:
 
 # A server connection is replaced after this many seconds, before a firewall or proxy drops it for its age.
 POOL_RECYCLE_S = 300
+# A server database's connections per engine: kept open, and opened beyond them under load (closed on return).
+POOL_SIZE = 10
+POOL_MAX_OVERFLOW = 5
 
 
 def _closed(dbapi_connection: Any) -> bool:
@@ -241,6 +244,11 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
         event.listen(engine.sync_engine, "begin", _sqlite_begin)
         return engine
     kwargs.setdefault("pool_recycle", POOL_RECYCLE_S)
+    # connections kept open: at saturation the default 5 sent every request beyond them to an overflow connection
+    # opened and closed again (a server process forked for each); the most at once stays 15, as by default
+    if "poolclass" not in kwargs:  # other pools (NullPool) take no sizes
+        kwargs.setdefault("pool_size", POOL_SIZE)
+        kwargs.setdefault("max_overflow", POOL_MAX_OVERFLOW)
     engine = create_async_engine(url, **kwargs)
     event.listen(engine.sync_engine, "checkout", _refuse_closed)
     return engine

@@ -436,8 +436,13 @@ class OutboxRelay:
         republish_window: timedelta = timedelta(hours=1),
         publish_timeout_s: float = 30.0,
         stop_timeout_s: float = 15.0,
+        topic_check_interval_s: float = 1.0,
     ) -> None:
         self.sessions = sessions
+        self.topic_check_interval_s = topic_check_interval_s
+        # topics the broker was seen to hold, and when, by the current producer (see _check_topics)
+        self._topics_seen: set[str] = set()
+        self._topics_seen_at = 0.0
         self.publish_timeout_s = publish_timeout_s
         self.stop_timeout_s = stop_timeout_s
         self.read_sessions = read_sessions
@@ -497,18 +502,27 @@ class OutboxRelay:
 
     async def _close_producer(self) -> None:
         producer, self.producer = self.producer, None
+        self._topics_seen = set()  # a new producer checks again before its first batch
         await closed(producer, self.stop_timeout_s)
 
     async def _check_topics(self, producer: AIOKafkaProducer, topics: set[str]) -> AIOKafkaProducer:
         """Make sure the broker knows every topic before sending to it.
 
         A broker that restarted without its data (the embedded broker keeps memory only) may accept records for
-        a topic it no longer has and drop them. Asking for fresh metadata before each batch catches that: missing
-        topics are created again and the producer reconnects with the new layout.
+        a topic it no longer has and drop them. Asking for fresh metadata catches that: missing topics are created
+        again and the producer reconnects with the new layout. The answer stands for ``topic_check_interval_s``
+        for the topics it listed (a metadata request before every batch cost the broker and this node a request
+        per batch under load); a new producer, which every failure brings, asks again. A log lost within that
+        second is still found: the broker watch sees the new cluster and the relay publishes again what it sent.
         """
+        now = asyncio.get_running_loop().time()
+        if topics <= self._topics_seen and now - self._topics_seen_at < self.topic_check_interval_s:
+            return producer
         metadata = await producer.client.fetch_all_metadata()
-        missing = topics - set(metadata.topics())
+        held = set(metadata.topics())
+        missing = topics - held
         if not missing:
+            self._topics_seen, self._topics_seen_at = held, now
             return producer
         log.info("outbox relay: topics %s missing on the broker; recreating them", sorted(missing))
         if self.create_topics is not None:
