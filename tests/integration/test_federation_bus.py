@@ -406,6 +406,43 @@ async def test_a_backlog_is_applied_in_runs_and_one_bad_record_is_found_and_quar
     assert [(r.event_id, r.reason) for r in rows] == [(poison.id, "handler-failed")]
 
 
+async def test_runs_over_several_partitions_keep_their_order_and_a_forged_record_is_refused_wherever_it_falls(
+    federation: Federation, node_keys: dict[str, NodeKeys]
+) -> None:
+    """Across several partitions and many runs, every genuine record is applied once in its partition's order, and
+    forged records at a run's start, middle and end are quarantined alone (each ends the run before it)."""
+    topic = federation.topic
+    signer = Signer.from_file(node_keys["510000"].signing_key, "510000")
+    events, forged = [], []
+    for n in range(60):
+        key = f"510000-V-ahead-{n % 4}"
+        event = signer.sign(vacancy_event("510000", key, topic, title=f"焊工 {n}"))
+        if n in (0, 13, 27, 41, 59):
+            event = dataclasses.replace(event, data=encode_data({"id": key, "title": "forged"}))
+            forged.append(event)
+        events.append(event)
+    await produce_raw(federation.bootstrap, topic, [event.to_kafka() for event in events])
+    genuine = [event for event in events if event not in forged]
+    refused_before = metric("labornet_events_rejected_total", service="jobs", topic=topic, reason="bad-signature")
+    consumer = federation.make_consumer(max_attempts=1)
+    consumer.batch_size = 7
+    async with consuming(consumer):
+
+        async def applied_and_refused() -> bool:
+            refused = metric("labornet_events_rejected_total", service="jobs", topic=topic, reason="bad-signature")
+            return len(await federation.zhejiang.applied()) == len(genuine) and refused - refused_before == 5
+
+        await eventually(applied_and_refused, timeout_s=40)
+    applied = await federation.zhejiang.applied()
+    assert sorted(applied) == sorted((event.id, event.partitionkey) for event in genuine), "each genuine one once"
+    for key in {event.partitionkey for event in events}:
+        in_order = [event.id for event in genuine if event.partitionkey == key]
+        assert [event_id for event_id, vacancy_id in applied if vacancy_id == key] == in_order
+    async with sessionmaker(federation.zhejiang.engine)() as session:
+        reasons = dict((await session.execute(select(quarantine.c.event_id, quarantine.c.reason))).all())
+    assert reasons == {event.id: "bad-signature" for event in forged}
+
+
 async def test_a_batched_handler_gets_the_consecutive_new_events_of_a_run_in_order(federation: Federation) -> None:
     """Consecutive new events whose handler is :func:`batched` reach it together, in partition order; an event of
     another handler between them ends the group, and duplicates never reach it again."""
