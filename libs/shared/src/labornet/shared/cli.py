@@ -207,6 +207,8 @@ def serve(
         factory=True,
         host=host,
         port=port,
+        loop="uvloop",  # ADR 27
+        http="httptools",
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=5,  # open event streams must not hold a shutdown forever
@@ -223,6 +225,8 @@ def serve_console(host: str = "127.0.0.1", port: int = 8000) -> None:
         factory=True,
         host=host,
         port=port,
+        loop="uvloop",  # ADR 27
+        http="httptools",
         log_config=None,
         access_log=False,  # request lines would log the pages' query strings
         timeout_graceful_shutdown=5,
@@ -238,8 +242,10 @@ def serve_node(
     from labornet.shared.node import serve_node as run_node
 
     ports: dict[str, int] = {service: port_base + offset for offset, service in enumerate(SERVICE_NAMES)}
+    import uvloop
+
     try:
-        asyncio.run(run_node(host, ports))
+        uvloop.run(run_node(host, ports))  # the event loop `serve` gets from uvicorn (ADR 27)
     except ValueError as exc:
         _fail(str(exc))
 

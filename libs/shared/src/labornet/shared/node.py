@@ -41,7 +41,13 @@ async def serve_node(host: str, ports: dict[str, int]) -> None:
         settings = Settings(service=service, database_url=template.format(service=service) if template else "")
         app = importlib.import_module(f"labornet.{service}.app").create_app(settings)
         config = uvicorn.Config(
-            app, host=host, port=ports[service], log_config=None, access_log=False, timeout_graceful_shutdown=5
+            app,
+            host=host,
+            port=ports[service],
+            http="httptools",
+            log_config=None,
+            access_log=False,
+            timeout_graceful_shutdown=5,
         )
         servers.append(_Server(config))
 
