@@ -239,11 +239,11 @@ def serve_node(
     port_base: Annotated[int, typer.Option(help="jobs listens here, insurance +1, brands +2, rights +3")] = 8000,
 ) -> None:
     """Run the four services of one node in one process (the light mode of `labornet up`)."""
+    import uvloop
+
     from labornet.shared.node import serve_node as run_node
 
     ports: dict[str, int] = {service: port_base + offset for offset, service in enumerate(SERVICE_NAMES)}
-    import uvloop
-
     try:
         uvloop.run(run_node(host, ports))  # the event loop `serve` gets from uvicorn (ADR 27)
     except ValueError as exc:

@@ -202,9 +202,6 @@ class CriteriaIndex(Generic[T]):
                 for code in criteria.occupation_codes or (None,):
                     self._positions[province, code].append(position)
 
-    def __len__(self) -> int:
-        return len(self._items)
-
     def candidates(self, vacancy: Mapping[str, Any]) -> list[tuple[T, SubscriptionCriteria]]:
         """The items that may accept ``vacancy`` (a mapping with the ``vacancy`` table's columns), in their order."""
         occupation = str(vacancy["occupation_code"])
