@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
+import signal
 import subprocess
+import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -162,3 +167,82 @@ def test_labornet_up_starts_a_broker_that_exited_again_on_its_port(tmp_path: Pat
         assert "starting it again" in federation.console.file.getvalue()  # type: ignore[attr-defined]
     finally:
         federation.broker.stop()
+
+
+def _supervised(supervisor: int) -> list[int]:
+    """The processes `labornet up` (process ``supervisor``) started for its services and consoles."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                environ = (entry / "environ").read_bytes().split(b"\0")
+            except OSError:  # gone, or not ours
+                continue
+            if f"LABORNET_SUPERVISOR_PID={supervisor}".encode() in environ:
+                found.append(int(entry.name))
+    return found
+
+
+def _alive(pids: list[int], timeout_s: float) -> list[int]:
+    """Those of ``pids`` still running (not zombies) after waiting up to ``timeout_s`` for them to end."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        alive = []
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                if Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z":
+                    alive.append(pid)
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.2)
+
+
+@contextlib.contextmanager
+def _running_up(tmp_path: Path, ignore_sigint: bool = False) -> Iterator[tuple[subprocess.Popen[str], list[int]]]:
+    """`labornet up` for Sichuan (its services, its console), as a command line starts it; yields it once ready, with
+    the processes it started. Whatever is left is killed at the end."""
+    port_base = free_port() // 100 * 100 % 50000 + 10000
+    command = [
+        sys.executable, "-m", "labornet.shared.cli", "up", "--provinces", "510000", "--no-demo",
+        "--data-dir", str(tmp_path / "run"), "--port-base", str(port_base), "--broker-port", str(free_port()),
+    ]  # fmt: skip
+    if ignore_sigint:  # as a script's background job starts it
+        command = ["sh", "-c", 'trap "" INT; exec "$@"', "sh", *command]
+    proc = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
+    started: list[int] = []
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if "ready in" in line:
+                break
+        else:
+            pytest.fail(f"labornet up ended before it was ready (exit {proc.wait()})")
+        started = _supervised(proc.pid)
+        assert len(started) >= 2, started  # its services and its console
+        yield proc, started
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        for pid in _alive(started, 0):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_ctrl_c_stops_labornet_up_and_everything_it_started_even_when_started_deaf_to_it(tmp_path: Path) -> None:
+    """A script's background job starts with SIGINT ignored; `labornet up` listens to it all the same and stops its
+    node, its console and its broker."""
+    with _running_up(tmp_path, ignore_sigint=True) as (proc, started):
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=60) == 0
+        assert _alive(started, 30) == []
+
+
+def test_the_services_stop_when_labornet_up_is_killed_outright(tmp_path: Path) -> None:
+    """The supervisor killed with SIGKILL cannot stop anything: its node and console, in sessions of their own, stop
+    by themselves instead of serving on alone (Linux's parent-death signal)."""
+    with _running_up(tmp_path) as (proc, started):
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        assert _alive(started, 30) == []

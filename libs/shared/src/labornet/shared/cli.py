@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -190,6 +192,22 @@ def migrate(service: Annotated[str, typer.Argument(help="jobs, insurance, brands
     typer.echo(f"{service}: migrated {settings.database_url.split('@')[-1]}")
 
 
+def _follow_supervisor() -> None:
+    """A process `labornet up` started (``LABORNET_SUPERVISOR_PID``) gets SIGTERM when its supervisor is gone, however
+    it went (killed outright, its own bug), instead of serving on alone: Linux's parent-death signal, and an exit
+    at once when the supervisor is gone already."""
+    supervisor = os.environ.get("LABORNET_SUPERVISOR_PID")
+    if not supervisor:
+        return
+    if sys.platform == "linux":
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if os.getppid() != int(supervisor):
+        _fail(f"the supervisor (process {supervisor}) is gone")
+
+
 @app.command()
 def serve(
     service: Annotated[str, typer.Argument(help="jobs, insurance, brands or rights")],
@@ -202,6 +220,7 @@ def serve(
     if service not in SERVICE_NAMES:
         _fail(f"unknown service {service!r}; expected one of {', '.join(SERVICE_NAMES)}")
     os.environ["LABORNET_SERVICE"] = service
+    _follow_supervisor()
     uvicorn.run(
         f"labornet.{service}.app:create_app",
         factory=True,
@@ -220,6 +239,7 @@ def serve_console(host: str = "127.0.0.1", port: int = 8000) -> None:
     """Run the officer console of one node (configuration from LABORNET_CONSOLE_* variables)."""
     import uvicorn
 
+    _follow_supervisor()
     uvicorn.run(
         "labornet.console.app:create_app",
         factory=True,
@@ -244,6 +264,7 @@ def serve_node(
     from labornet.shared.node import serve_node as run_node
 
     ports: dict[str, int] = {service: port_base + offset for offset, service in enumerate(SERVICE_NAMES)}
+    _follow_supervisor()
     try:
         uvloop.run(run_node(host, ports))  # the event loop `serve` gets from uvicorn (ADR 27)
     except ValueError as exc:

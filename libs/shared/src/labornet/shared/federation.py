@@ -142,6 +142,7 @@ class Federation:
             LABORNET_SERVICE=proc.service,
             LABORNET_DATA_DIR=str(self.data_dir),
             LABORNET_KAFKA_BOOTSTRAP_SERVERS=self.bootstrap_servers,
+            LABORNET_SUPERVISOR_PID=str(os.getpid()),  # the process stops when this supervisor is gone
         )
         if proc.service == "console":
             return env | self._console_env(proc)
@@ -165,6 +166,8 @@ class Federation:
 
     def run(self, exit_when_ready: bool = False, on_ready: Callable[[], None] | None = None) -> None:
         started = time.monotonic()
+        # Ctrl-C stops the run even when it was started with SIGINT ignored (a background job of a script)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         (self.data_dir / "logs").mkdir(exist_ok=True)
         busy = [p.port for p in [*self.services, *self.consoles] if port_open("127.0.0.1", p.port)]
