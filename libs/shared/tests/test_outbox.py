@@ -196,24 +196,35 @@ async def test_relay_survives_a_broker_outage(
     assert attempts >= 1, "failed attempts are recorded on the waiting rows"
 
 
-class SilentProducer:
-    """A producer whose broker vanished mid-request: sends are accepted and never confirmed, and stopping waits for
-    them forever."""
+class FakeProducer:
+    """A producer without a broker, for the relay: counts its instances and metadata requests (per subclass); the
+    broker holds the topics in ``held``."""
 
+    held: ClassVar[set[str]] = set()
     instances = 0
+    metadata_requests = 0
 
     def __init__(self) -> None:
-        SilentProducer.instances += 1
+        type(self).instances += 1
         self.client = self
 
     async def start(self) -> None:
         return None
 
-    async def fetch_all_metadata(self) -> SilentProducer:
+    async def fetch_all_metadata(self) -> FakeProducer:
+        type(self).metadata_requests += 1
         return self
 
     def topics(self) -> set[str]:
-        return {"t.silent"}
+        return set(type(self).held)
+
+
+class SilentProducer(FakeProducer):
+    """A producer whose broker vanished mid-request: sends are accepted and never confirmed, and stopping waits for
+    them forever."""
+
+    held: ClassVar[set[str]] = {"t.silent"}
+    instances = 0
 
     async def send(self, *_: object, **__: object) -> asyncio.Future[None]:
         return asyncio.get_running_loop().create_future()  # never confirmed
@@ -252,29 +263,15 @@ async def test_a_relay_whose_broker_never_answers_gives_up_the_batch_and_its_pro
     assert await pending(engine) == 1
 
 
-class CountingProducer:
-    """A producer whose broker confirms every record and holds the topics in ``held``; counts metadata requests."""
+class CountingProducer(FakeProducer):
+    """A producer whose broker confirms every record."""
 
     held: ClassVar[set[str]] = set()
-    metadata_requests = 0
     instances = 0
-
-    def __init__(self) -> None:
-        CountingProducer.instances += 1
-        self.client = self
-
-    async def start(self) -> None:
-        return None
+    metadata_requests = 0
 
     async def stop(self) -> None:
         return None
-
-    async def fetch_all_metadata(self) -> CountingProducer:
-        CountingProducer.metadata_requests += 1
-        return self
-
-    def topics(self) -> set[str]:
-        return set(CountingProducer.held)
 
     async def send(self, topic: str, *_: object, **__: object) -> asyncio.Future[TopicPartition]:
         confirmed = asyncio.get_running_loop().create_future()
