@@ -117,10 +117,11 @@ def in_background(app: FastAPI) -> Iterator[str]:
 
 
 def wait_ready(base_url: str, timeout_s: float = 60.0) -> None:
+    """Wait for ``/readyz``; a service that stays unready is reported with the checks it last gave."""
     deadline = time.monotonic() + timeout_s
-    while httpx.get(f"{base_url}/readyz", timeout=5).status_code != 200:
+    while (answer := httpx.get(f"{base_url}/readyz", timeout=5)).status_code != 200:
         if time.monotonic() > deadline:
-            raise AssertionError(f"{base_url} not ready within {timeout_s:.0f} s")
+            raise AssertionError(f"{base_url} not ready within {timeout_s:.0f} s: {answer.text}")
         time.sleep(0.2)
 
 
