@@ -11,7 +11,6 @@ the message's JSON Schema and its key against the Kafka binding's key schema."""
 from __future__ import annotations
 
 import json
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from labornet.shared.asyncapi import record_problems, service_document
+from labornet.shared.broker import free_ports
 from labornet.shared.outbox import decode_headers
 from labornet.shared.provinces import load_registry
 from labornet.shared.receipts import RECEIPT
@@ -29,34 +29,15 @@ from labornet.shared.settings import SERVICE_NAMES
 PROVINCES = ("510000", "330000", "320000")
 
 
-def _free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
-
-
-def _port_base() -> int:
-    """A first HTTP port whose province ports (ten per province in registry order: the services, the console…) and
-    the broker's are free."""
-    count = len(load_registry().codes())
-    for base in range(24000, 60000, 10 * count + 10):
-        ports = [base + 10 * i + offset for i in range(count) for offset in range(10)]
-        if all(_free(port) for port in [*ports, base + 10 * count]):
-            return base
-    raise RuntimeError("no free block of ports for a federation")
-
-
 @pytest.fixture(scope="module")
 def smoke_federation(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The data directory of a three-province federation that loaded the demo data and walked the smoke story."""
     data_dir = tmp_path_factory.mktemp("asyncapi-smoke")
-    base = _port_base()
+    count = len(load_registry().codes())
+    base = free_ports(10 * count + 1)  # ten for each province in registry order, then the broker's
     command = [sys.executable, "-m", "labornet.shared.cli", "up", "--provinces", ",".join(PROVINCES)]
     command += ["--data-dir", str(data_dir), "--port-base", str(base), "--process-per", "node", "--smoke"]
-    command += ["--broker-port", str(base + 10 * len(load_registry().codes()))]
+    command += ["--broker-port", str(base + 10 * count)]
     result = subprocess.run(command, capture_output=True, text=True, timeout=280)
     assert result.returncode == 0, f"the smoke federation failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
     return data_dir

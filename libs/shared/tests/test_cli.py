@@ -18,7 +18,7 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from labornet.shared.auth import TokenVerifier
-from labornet.shared.broker import EmbeddedBroker, free_port, port_open, tansu_binary
+from labornet.shared.broker import EmbeddedBroker, free_port, free_ports, port_open, tansu_binary
 from labornet.shared.cli import app
 from labornet.shared.federation import Federation, ServiceProcess, prometheus_targets, write_prometheus_targets
 from labornet.shared.signing import TrustList, load_public_key
@@ -201,7 +201,7 @@ def _alive(pids: list[int], timeout_s: float) -> list[int]:
 def _running_up(tmp_path: Path, ignore_sigint: bool = False) -> Iterator[tuple[subprocess.Popen[str], list[int]]]:
     """`labornet up` for Sichuan (its services, its console), as a command line starts it; yields it once ready, with
     the processes it started. Whatever is left is killed at the end."""
-    port_base = free_port() // 100 * 100 % 50000 + 10000
+    port_base = free_ports(10)  # Sichuan, first in the registry: its services and its console
     command = [
         sys.executable, "-m", "labornet.shared.cli", "up", "--provinces", "510000", "--no-demo",
         "--data-dir", str(tmp_path / "run"), "--port-base", str(port_base), "--broker-port", str(free_port()),
@@ -214,11 +214,13 @@ def _running_up(tmp_path: Path, ignore_sigint: bool = False) -> Iterator[tuple[s
     started: list[int] = []
     try:
         assert proc.stdout is not None
+        printed = []
         for line in proc.stdout:
+            printed.append(line)
             if "ready in" in line:
                 break
         else:
-            pytest.fail(f"labornet up ended before it was ready (exit {proc.wait()})")
+            pytest.fail(f"labornet up ended before it was ready (exit {proc.wait()}):\n{''.join(printed)}")
         started = _supervised(proc.pid)
         assert len(started) >= 2, started  # its services and its console
         yield proc, started

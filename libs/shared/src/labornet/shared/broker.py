@@ -53,22 +53,35 @@ def free_port() -> int:
     Taken below the ephemeral range: a port the kernel handed out (``bind(0)``) can be given again to an outgoing
     connection (a Kafka client, a database pool) before the server binds it, and the server then fails with
     "address already in use"."""
+    return free_ports(1)
+
+
+def free_ports(count: int) -> int:
+    """The first of ``count`` consecutive free ports (a node's services and console take a block of ten), chosen
+    as :func:`free_port` chooses one: below the ephemeral range, none handed out before by this process."""
     low, _ = _ephemeral_ports()
     floor = 20000 if low > 21000 else 1024
     for _ in range(100):
-        port = random.randrange(floor, low)
-        if port in _handed_out:  # chosen earlier in this process, perhaps not bound yet
+        first = random.randrange(floor, low - count + 1)
+        block = range(first, first + count)
+        if _handed_out.intersection(block) or not all(_bindable(port) for port in block):
             continue
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        _handed_out.add(port)
-        return port
+        _handed_out.update(block)
+        return first
+    if count > 1:
+        raise RuntimeError(f"no {count} consecutive free ports below {low}")
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def port_open(host: str, port: int) -> bool:
