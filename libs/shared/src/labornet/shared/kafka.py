@@ -49,12 +49,13 @@ Client = TypeVar("Client", AIOKafkaProducer, AIOKafkaConsumer, AIOKafkaAdminClie
 
 
 async def started(client: Client) -> Client:
-    """``client`` started; one that fails to start (no broker yet) is closed before the error is raised, so that
-    no half-open connection or background task is left behind."""
+    """``client`` started; one that fails to start (no broker yet) or whose start is cancelled (the service
+    stopping meanwhile) is closed before the error goes on, so that no half-open connection or background task is
+    left behind."""
     try:
         await client.start()
-    except Exception:
-        await closed(client)
+    except BaseException:
+        await asyncio.shield(closed(client))  # a second cancellation leaves the closing to finish on its own
         raise
     return client
 
