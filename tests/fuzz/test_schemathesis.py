@@ -47,6 +47,7 @@ import httpx
 import pytest
 import requests
 import schemathesis
+from aiokafka.admin import AIOKafkaAdminClient
 from fastapi import FastAPI
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
@@ -62,6 +63,7 @@ from schemathesis.checks import (
 from schemathesis.errors import FailureGroup
 
 from labornet.shared.broker import EmbeddedBroker
+from labornet.shared.kafka import client_config
 from labornet.shared.keys import NodeKeys
 from labornet.shared.settings import Settings
 from labornet.shared.testing import bearer, serving
@@ -116,13 +118,38 @@ def in_background(app: FastAPI) -> Iterator[str]:
         loop.close()
 
 
-def wait_ready(base_url: str, timeout_s: float = 60.0) -> None:
-    """Wait for ``/readyz``; a service that stays unready is reported with the checks it last gave."""
+def wait_ready(base_url: str, settings: Settings, timeout_s: float = 60.0) -> None:
+    """Wait for ``/readyz``; a service that stays unready is reported with the checks it last gave and, for each
+    consumer without partitions, what the broker says of its group (its state and members)."""
     deadline = time.monotonic() + timeout_s
     while (answer := httpx.get(f"{base_url}/readyz", timeout=5)).status_code != 200:
         if time.monotonic() > deadline:
-            raise AssertionError(f"{base_url} not ready within {timeout_s:.0f} s: {answer.text}")
+            checks: dict[str, str] = answer.json().get("checks", {})
+            waiting = [
+                f"labornet.{settings.province}.{settings.service}.{name.removeprefix('consumer:')}"
+                for name, state in checks.items()
+                if name.startswith("consumer:") and state != "assigned"
+            ]
+            groups = asyncio.run(describe_groups(settings, waiting)) if waiting else ""
+            raise AssertionError(f"{base_url} not ready within {timeout_s:.0f} s: {answer.text}\n{groups}")
         time.sleep(0.2)
+
+
+async def describe_groups(settings: Settings, group_ids: list[str]) -> str:
+    """The broker's view of ``group_ids``: state and member ids, or why it could not be asked."""
+    admin = AIOKafkaAdminClient(**client_config(settings))
+    try:
+        await asyncio.wait_for(admin.start(), 10)
+        described = await asyncio.wait_for(admin.describe_consumer_groups(group_ids), 10)
+        return "\n".join(
+            f"group {group[1]}: {group[2]}, members {[member[0] for member in group[-1]]}"
+            for response in described
+            for group in response.groups
+        )
+    except Exception as exc:
+        return f"groups {group_ids} not described: {exc!r}"
+    finally:
+        await admin.close()
 
 
 @pytest.fixture(scope="module", params=SERVICES)
@@ -147,7 +174,7 @@ def running_service(
     keys = node_keys[PROVINCE]
     tokens = {role: bearer(keys, role, sub=f"fuzz-{role}") for role in ("officer", "worker", "admin")}
     with in_background(module.create_app(settings_)) as base_url:
-        wait_ready(base_url)
+        wait_ready(base_url, settings_)
         yield RunningService(service, base_url, tokens)
 
 
