@@ -1,11 +1,11 @@
 """Schemathesis against each service of a real running node: no 5xx, and every response as its OpenAPI says.
 
-Each service runs under uvicorn on a loopback port (``serving``) with its own SQLite database and the session's
-embedded broker, exactly as in the other service tests; schemathesis loads ``/openapi.json`` over HTTP and, for
-every operation, Hypothesis generates valid and invalid requests from it (``APIOperation.as_strategy`` in positive
-and negative mode), and the request examples it documents are sent too. ``/api`` operations are sent with an
-officer's and with a worker's token of the node, ``/admin`` operations with an operator's, so that what lies behind
-authentication is reached.
+Each service runs under uvicorn on a loopback port (``serving``) with its own SQLite database and an embedded
+broker of its own (a fuzzed service's groups share nothing with what earlier tests of the worker left on the
+session's broker); schemathesis loads ``/openapi.json`` over HTTP and, for every operation, Hypothesis generates
+valid and invalid requests from it (``APIOperation.as_strategy`` in positive and negative mode), and the request
+examples it documents are sent too. ``/api`` operations are sent with an officer's and with a worker's token of
+the node, ``/admin`` operations with an operator's, so that what lies behind authentication is reached.
 
 Checks, and why these:
 - ``not_a_server_error``: no 5xx, whatever the input, but for a 502 the operation documents (an origin the caller
@@ -155,25 +155,26 @@ async def describe_groups(settings: Settings, group_ids: list[str]) -> str:
 @pytest.fixture(scope="module", params=SERVICES)
 def running_service(
     request: pytest.FixtureRequest,
-    kafka_broker: EmbeddedBroker,
     federation_dir: Path,
     node_keys: dict[str, NodeKeys],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[RunningService]:
     service: str = request.param
     module = __import__(f"labornet.{service}.app", fromlist=["create_app"])
-    database = tmp_path_factory.mktemp(f"fuzz-{service}") / f"{service}.sqlite3"
+    directory = tmp_path_factory.mktemp(f"fuzz-{service}")
+    database = directory / f"{service}.sqlite3"
+    broker = EmbeddedBroker(log_path=directory / "tansu.log")
     settings_ = Settings(
         province=PROVINCE,
         service=service,
         data_dir=federation_dir,
         database_url=f"sqlite+aiosqlite:///{database}",
-        kafka_bootstrap_servers=kafka_broker.bootstrap_servers,
+        kafka_bootstrap_servers=broker.bootstrap_servers,
         log_json=False,
     )
     keys = node_keys[PROVINCE]
     tokens = {role: bearer(keys, role, sub=f"fuzz-{role}") for role in ("officer", "worker", "admin")}
-    with in_background(module.create_app(settings_)) as base_url:
+    with broker, in_background(module.create_app(settings_)) as base_url:
         wait_ready(base_url, settings_)
         yield RunningService(service, base_url, tokens)
 
