@@ -8,6 +8,8 @@ import asyncio
 import dataclasses
 import os
 import random
+import sqlite3
+import threading
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -246,7 +248,7 @@ async def test_cancelled_reads_leave_no_connection_behind_and_the_engine_closes_
     # the reads hold at most their own connections out of the pool (PostgreSQL; SQLite's are their threads'), and
     # every connection the cancelled reads closed is gone: what is open is the pool's or the reader threads'
     assert pool.checkedout() <= (READ_CONNECTIONS if engine.dialect.name == "postgresql" else 0)
-    threads = READ_THREADS if engine.dialect.name == "sqlite" else 0
+    threads = READ_THREADS + 1 if engine.dialect.name == "sqlite" else 0  # and the event loop's own connection
 
     async def none_left_behind() -> bool:
         return await open_connections(engine, database_url) <= pool.checkedin() + pool.checkedout() + threads
@@ -259,6 +261,45 @@ async def test_cancelled_reads_leave_no_connection_behind_and_the_engine_closes_
         return await open_connections(engine, database_url) == 0
 
     await eventually(all_closed, timeout_s=10)
+
+
+async def test_a_read_by_id_waits_for_a_locked_file_off_the_event_loop(engine: AsyncEngine, database_url: str) -> None:
+    """SQLite reads a vacancy by id on the event loop's thread, never waiting there: a file another connection
+    holds locked is waited for in a reader thread while the loop goes on, and the read answers once the lock is
+    gone. (Under WAL, as the service runs, readers are not locked out by a writer; the lock here is a rollback
+    journal's exclusive one, which is how a file another program holds looks to a reader.)"""
+    if engine.dialect.name != "sqlite":
+        pytest.skip("the event loop's own connection is SQLite's")
+    await add(engine, [make_vacancy(1)])
+    reads = driver_reads(engine)
+    wanted = make_vacancy(1)["id"]
+    await engine.dispose()  # every connection closed (the reads' with the engine), so the journal can change
+    locked, release = threading.Event(), threading.Event()
+
+    def hold() -> None:  # another program holding the file, which lets go after a while in any case
+        holder = sqlite3.connect(engine.url.database or "", isolation_level=None)
+        try:
+            assert holder.execute("PRAGMA journal_mode=DELETE").fetchone() == ("delete",)
+            holder.execute("BEGIN EXCLUSIVE")
+            locked.set()
+            release.wait(5)
+            holder.execute("ROLLBACK")
+        finally:
+            holder.close()
+
+    holding = threading.Thread(target=hold)
+    holding.start()
+    try:
+        assert locked.wait(10)
+        reading = asyncio.create_task(reads.one(wanted))
+        await asyncio.sleep(0.3)  # the loop runs on while the read waits: a read waiting on the loop would end first
+        assert not reading.done(), reading
+    finally:
+        release.set()
+        holding.join()
+    row = await asyncio.wait_for(reading, 10)
+    assert row is not None and row["id"] == wanted
+    assert await reads.one("510000-V-NOSUCHVACANCY00000") is None
 
 
 # The HTTP API ------------------------------------------------------------------------------------------------

@@ -10,10 +10,13 @@ Here a statement is compiled once (a search once per shape, see :class:`labornet
 run by the driver, and its rows turned into what a session would give with SQLAlchemy's own result processors for
 the column types, so that callers get the same values either way:
 
-* **SQLite**: the reads run in threads of their own (``READ_THREADS``), each with its own connection to the
-  database file, ``query_only``, the file memory-mapped; a read is one hop to that thread and back, and whatever
+* **SQLite**: a search runs in a thread of its own (``READ_THREADS``), each with its own connection to the
+  database file, ``query_only``, the file memory-mapped; a search is one hop to that thread and back, and whatever
   happens to the request the connection stays with its thread. Under WAL a reader never blocks a writer nor
-  waits for one.
+  waits for one. A vacancy by id, one lookup of the primary key (about 20 µs), is read on the event loop's own
+  thread through a connection of its own that never waits (``busy_timeout`` 0): the hop to a thread and back cost
+  several times the lookup (futures, a condition, two wake-ups). Should the file be locked (a writer in exclusive
+  locking mode, a WAL being recovered), that read waits in a reader thread instead, never on the loop.
 * **PostgreSQL**: a few connections (``READ_CONNECTIONS``) taken from the engine's pool once and held; a read uses
   one of them alone. A connection that fails, or whose read is cancelled midway (it may be inside a query or a
   transaction), is closed and never used again; one the driver knows closed, or as old as the pool renews its
@@ -184,15 +187,20 @@ class _SqliteReads(_DriverReads):
         self.connections: list[sqlite3.Connection] = []
         self.threads = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="vacancy-reads")
 
-    def _connection(self) -> sqlite3.Connection:
+    def _connection(self, busy_timeout_ms: int = 10_000) -> sqlite3.Connection:
+        """This thread's connection (the event loop's own included), made on first use."""
         connection: sqlite3.Connection | None = getattr(self.local, "connection", None)
         if connection is None:
             # autocommit (a statement is its own read transaction); BEGIN where a read needs more than one
             connection = sqlite3.connect(self.database, isolation_level=None, check_same_thread=False)
-            connection.execute("PRAGMA busy_timeout=10000")
-            connection.execute("PRAGMA query_only=ON")
-            connection.execute(f"PRAGMA mmap_size={READ_MMAP_BYTES}")
-            connection.execute("PRAGMA temp_store=MEMORY")  # a search sorts its matches in memory, not a file
+            try:
+                connection.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
+                connection.execute("PRAGMA query_only=ON")
+                connection.execute(f"PRAGMA mmap_size={READ_MMAP_BYTES}")
+                connection.execute("PRAGMA temp_store=MEMORY")  # a search sorts its matches in memory, not a file
+            except BaseException:
+                connection.close()
+                raise
             with self.lock:
                 self.connections.append(connection)
             self.local.connection = connection
@@ -202,7 +210,12 @@ class _SqliteReads(_DriverReads):
         return await asyncio.get_running_loop().run_in_executor(self.threads, lambda: work(self._connection()))
 
     async def one(self, vacancy_id: str) -> dict[str, Any] | None:
-        row = await self._run(lambda connection: connection.execute(self.by_id, (vacancy_id,)).fetchone())
+        try:  # on the loop's thread, never waiting for a lock
+            row = self._connection(busy_timeout_ms=0).execute(self.by_id, (vacancy_id,)).fetchone()
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode & 0xFF not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                raise
+            row = await self._run(lambda connection: connection.execute(self.by_id, (vacancy_id,)).fetchone())
         return None if row is None else self.rows(row)
 
     async def search(self, params: SearchParams, total_cap: int = TOTAL_CAP) -> SearchPage:
