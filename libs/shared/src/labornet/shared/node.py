@@ -20,11 +20,29 @@ from labornet.shared.settings import SERVICE_NAMES, Settings
 
 
 class _Server(uvicorn.Server):
-    """A uvicorn server that leaves signal handling to the node (several servers share one loop)."""
+    """A uvicorn server that leaves signal handling to the node (several servers share one loop), and whose main
+    loop wakes once a second, and at once when the node stops, instead of ten times a second: uvicorn's tick only
+    refreshes the Date header (once a second) and looks for the signal to exit, and a node's four servers ticking
+    were 40 of the 108 timers a second of a node at rest."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        self.should_exit = True
+        self.stopping.set()
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
         yield
+
+    async def main_loop(self) -> None:
+        counter = 0
+        while not await self.on_tick(counter):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), 1.0)
+            counter += 10  # uvicorn refreshes the Date header on every tenth of its ticks: here every tick
 
 
 async def serve_node(host: str, ports: dict[str, int]) -> None:
@@ -53,7 +71,7 @@ async def serve_node(host: str, ports: dict[str, int]) -> None:
 
     def stop() -> None:
         for server in servers:
-            server.should_exit = True
+            server.stop()
 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -1,0 +1,53 @@
+"""A node's servers (``labornet serve-node``) at rest: one wake-up a second each, and a stop that ends them at once."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+import uvicorn
+
+from labornet.shared.broker import free_port
+from labornet.shared.node import _Server
+from labornet.shared.testing import eventually
+
+
+async def hello(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    assert scope["type"] == "http"
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+async def test_a_node_server_at_rest_wakes_once_a_second_and_stops_at_once() -> None:
+    """uvicorn's own main loop wakes ten times a second to refresh the Date header and look for the signal to
+    exit; four servers in a node made that 40 wake-ups a second of a process doing nothing. The node's server
+    wakes once a second (still refreshing the Date header) and is woken at once by the node's stop."""
+    port = free_port()
+    server = _Server(uvicorn.Config(hello, host="127.0.0.1", port=port, log_config=None, lifespan="off"))
+    ticks = 0
+    tick = server.on_tick
+
+    async def counted(counter: int) -> bool:
+        nonlocal ticks
+        ticks += 1
+        return await tick(counter)
+
+    server.on_tick = counted  # type: ignore[method-assign]
+    serving = asyncio.create_task(server.serve())
+    try:
+
+        async def started() -> bool:
+            return bool(server.started)
+
+        await eventually(started, timeout_s=10)
+        async with httpx.AsyncClient() as client:
+            answer = await client.get(f"http://127.0.0.1:{port}/")
+        assert answer.text == "ok" and answer.headers["date"].endswith("GMT")
+        before = ticks
+        await asyncio.sleep(2.5)
+        assert ticks - before <= 4, f"{ticks - before} ticks in 2.5 s (uvicorn's own main loop: 25)"
+        server.stop()
+        await asyncio.wait_for(serving, 5)  # woken by the stop, not left to its next tick
+    finally:
+        serving.cancel()
