@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import signal
+import socket
 from typing import Any
 
 import httpx
+import pytest
 import uvicorn
 
 from labornet.shared.broker import free_port
-from labornet.shared.node import _Server
+from labornet.shared.node import QuietServer, _Server, run_server
 from labornet.shared.testing import eventually
 
 
@@ -22,7 +25,8 @@ async def hello(scope: dict[str, Any], receive: Any, send: Any) -> None:
 async def test_a_node_server_at_rest_wakes_once_a_second_and_stops_at_once() -> None:
     """uvicorn's own main loop wakes ten times a second to refresh the Date header and look for the signal to
     exit; four servers in a node made that 40 wake-ups a second of a process doing nothing. The node's server
-    wakes once a second (still refreshing the Date header) and is woken at once by the node's stop."""
+    wakes once a second (still refreshing the Date header) and is woken at once by the node's stop (checked with
+    the next tick two minutes away)."""
     port = free_port()
     server = _Server(uvicorn.Config(hello, host="127.0.0.1", port=port, log_config=None, lifespan="off"))
     ticks = 0
@@ -47,7 +51,39 @@ async def test_a_node_server_at_rest_wakes_once_a_second_and_stops_at_once() -> 
         before = ticks
         await asyncio.sleep(2.5)
         assert ticks - before <= 4, f"{ticks - before} ticks in 2.5 s (uvicorn's own main loop: 25)"
+        server.tick_s = 120  # from the next tick on: the stop must wake it, the tick would not come for minutes
+        await asyncio.sleep(1.5)
         server.stop()
-        await asyncio.wait_for(serving, 5)  # woken by the stop, not left to its next tick
+        await asyncio.wait_for(serving, 60)
     finally:
         serving.cancel()
+
+
+async def test_a_service_server_stops_at_once_on_its_exit_signal() -> None:
+    """``labornet serve`` (one service a process) runs the same quiet main loop under uvicorn's own signal handling:
+    the handler's call wakes it through the loop, so SIGTERM ends the server without waiting for a tick."""
+    port = free_port()
+    server = QuietServer(uvicorn.Config(hello, host="127.0.0.1", port=port, log_config=None, lifespan="off"))
+    serving = asyncio.create_task(server._serve())  # the serving part of serve(), without installing handlers
+
+    async def started() -> bool:
+        return bool(server.started)
+
+    try:
+        await eventually(started, timeout_s=10)
+        server.tick_s = 120
+        await asyncio.sleep(1.5)  # at rest: waiting on a tick minutes away
+        asyncio.get_running_loop().call_soon(server.handle_exit, signal.SIGTERM, None)
+        await asyncio.wait_for(asyncio.shield(serving), 60)  # woken by the signal's call, not by a tick
+    finally:
+        serving.cancel()
+
+
+def test_a_service_that_cannot_listen_exits_with_uvicorns_start_up_failure() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        config = uvicorn.Config(hello, host="127.0.0.1", port=taken.getsockname()[1], log_config=None, lifespan="off")
+        with pytest.raises(SystemExit) as exit_:
+            run_server(config)
+    assert exit_.value.code == 3

@@ -217,11 +217,13 @@ def serve(
     """Run one service of one node (configuration from LABORNET_* variables)."""
     import uvicorn
 
+    from labornet.shared.node import run_server
+
     if service not in SERVICE_NAMES:
         _fail(f"unknown service {service!r}; expected one of {', '.join(SERVICE_NAMES)}")
     os.environ["LABORNET_SERVICE"] = service
     _follow_supervisor()
-    uvicorn.run(
+    config = uvicorn.Config(
         f"labornet.{service}.app:create_app",
         factory=True,
         host=host,
@@ -232,6 +234,7 @@ def serve(
         access_log=False,
         timeout_graceful_shutdown=5,  # open event streams must not hold a shutdown forever
     )
+    run_server(config)  # uvicorn.run's, waking once a second at rest (ADR 28)
 
 
 @app.command("serve-console")
@@ -239,8 +242,10 @@ def serve_console(host: str = "127.0.0.1", port: int = 8000) -> None:
     """Run the officer console of one node (configuration from LABORNET_CONSOLE_* variables)."""
     import uvicorn
 
+    from labornet.shared.node import run_server
+
     _follow_supervisor()
-    uvicorn.run(
+    config = uvicorn.Config(
         "labornet.console.app:create_app",
         factory=True,
         host=host,
@@ -251,6 +256,7 @@ def serve_console(host: str = "127.0.0.1", port: int = 8000) -> None:
         access_log=False,  # request lines would log the pages' query strings
         timeout_graceful_shutdown=5,
     )
+    run_server(config)  # uvicorn.run's, waking once a second at rest (ADR 28)
 
 
 @app.command("serve-node")

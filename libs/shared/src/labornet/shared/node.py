@@ -12,37 +12,65 @@ import contextlib
 import importlib
 import os
 import signal
+import sys
 from collections.abc import Generator
+from types import FrameType
 
 import uvicorn
 
 from labornet.shared.settings import SERVICE_NAMES, Settings
 
 
-class _Server(uvicorn.Server):
-    """A uvicorn server that leaves signal handling to the node (several servers share one loop), and whose main
-    loop wakes once a second, and at once when the node stops, instead of ten times a second: uvicorn's tick only
-    refreshes the Date header (once a second) and looks for the signal to exit, and a node's four servers ticking
-    were 40 of the 108 timers a second of a node at rest."""
+class QuietServer(uvicorn.Server):
+    """A uvicorn server whose main loop wakes once a second, and at once when it is told to stop, instead of ten
+    times a second: uvicorn's tick only refreshes the Date header (once a second) and looks for the signal to exit,
+    and four servers ticking were 40 of the 108 timers a second of a node at rest (every service process of a
+    federation run one per service: 36 of them)."""
+
+    tick_s = 1.0
 
     def __init__(self, config: uvicorn.Config) -> None:
         super().__init__(config)
         self.stopping = asyncio.Event()
+        self._serving_loop: asyncio.AbstractEventLoop | None = None
 
     def stop(self) -> None:
+        """End the server (on its event loop's thread)."""
         self.should_exit = True
         self.stopping.set()
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        """SIGINT or SIGTERM (uvicorn's handler, run between two statements of the loop's thread): the main loop is
+        woken through the loop, never by setting the event from inside whatever the signal interrupted."""
+        super().handle_exit(sig, frame)
+        if self._serving_loop is not None:
+            self._serving_loop.call_soon_threadsafe(self.stopping.set)
+
+    async def main_loop(self) -> None:
+        self._serving_loop = asyncio.get_running_loop()
+        counter = 0
+        while not await self.on_tick(counter):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), self.tick_s)
+            counter += 10  # uvicorn refreshes the Date header on every tenth of its ticks: here every tick
+
+
+def run_server(config: uvicorn.Config) -> None:
+    """What ``uvicorn.run`` does for one process without reload or workers, with a :class:`QuietServer`; exits 3
+    (uvicorn's start-up failure) when the server did not start."""
+    server = QuietServer(config)
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run()
+    if not server.started:
+        sys.exit(3)
+
+
+class _Server(QuietServer):
+    """A node's server: the node handles the signals (its four servers share one loop) and stops each."""
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
         yield
-
-    async def main_loop(self) -> None:
-        counter = 0
-        while not await self.on_tick(counter):
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stopping.wait(), 1.0)
-            counter += 10  # uvicorn refreshes the Date header on every tenth of its ticks: here every tick
 
 
 async def serve_node(host: str, ports: dict[str, int]) -> None:
