@@ -215,48 +215,23 @@ def serve(
     port: int = 8000,
 ) -> None:
     """Run one service of one node (configuration from LABORNET_* variables)."""
-    import uvicorn
-
-    from labornet.shared.node import run_server
+    from labornet.shared.node import run_server, server_config
 
     if service not in SERVICE_NAMES:
         _fail(f"unknown service {service!r}; expected one of {', '.join(SERVICE_NAMES)}")
     os.environ["LABORNET_SERVICE"] = service
     _follow_supervisor()
-    config = uvicorn.Config(
-        f"labornet.{service}.app:create_app",
-        factory=True,
-        host=host,
-        port=port,
-        loop="uvloop",  # ADR 27
-        http="httptools",
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=5,  # open event streams must not hold a shutdown forever
-    )
-    run_server(config)  # uvicorn.run's, waking once a second at rest (ADR 28)
+    # uvicorn.run's, waking once a second at rest (ADR 28)
+    run_server(server_config(f"labornet.{service}.app:create_app", host, port, factory=True))
 
 
 @app.command("serve-console")
 def serve_console(host: str = "127.0.0.1", port: int = 8000) -> None:
     """Run the officer console of one node (configuration from LABORNET_CONSOLE_* variables)."""
-    import uvicorn
-
-    from labornet.shared.node import run_server
+    from labornet.shared.node import run_server, server_config
 
     _follow_supervisor()
-    config = uvicorn.Config(
-        "labornet.console.app:create_app",
-        factory=True,
-        host=host,
-        port=port,
-        loop="uvloop",  # ADR 27
-        http="httptools",
-        log_config=None,
-        access_log=False,  # request lines would log the pages' query strings
-        timeout_graceful_shutdown=5,
-    )
-    run_server(config)  # uvicorn.run's, waking once a second at rest (ADR 28)
+    run_server(server_config("labornet.console.app:create_app", host, port, factory=True))
 
 
 @app.command("serve-node")
