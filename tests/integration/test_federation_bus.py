@@ -8,6 +8,7 @@ whole-topic replays, forged events, a poison event and the operator's replay.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import time
 import uuid
@@ -16,8 +17,10 @@ from datetime import UTC, datetime
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.partitioner import murmur2
 from prometheus_client import REGISTRY
-from sqlalchemy import select
+from sqlalchemy import select, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from labornet.shared.db import inbox, quarantine, sessionmaker
@@ -485,3 +488,113 @@ async def test_a_batched_handler_gets_the_consecutive_new_events_of_a_run_in_ord
 
         await eventually(all_seen_again, timeout_s=40)
     assert calls == [] and singles == [between.id], "duplicates reach no handler"
+
+
+def keys_on_partitions(count: int, partitions: int = 4) -> list[str]:
+    """Vacancy ids the producer's default partitioner puts on ``count`` different partitions."""
+    chosen: dict[int, str] = {}
+    for n in range(1000):
+        key = f"510000-V-p{n}"
+        chosen.setdefault((murmur2(key.encode()) & 0x7FFFFFFF) % partitions, key)
+        if len(chosen) == count:
+            return list(chosen.values())
+    raise AssertionError("no keys found for distinct partitions")
+
+
+async def test_the_partitions_of_a_fetch_are_applied_at_once_on_a_server_database_each_in_its_order(
+    federation: Federation, db_backend: str
+) -> None:
+    """On PostgreSQL the partitions of a fetch are applied at the same time, each in its own transaction; on either
+    database every record is applied once and each partition keeps its order. SQLite, with one writer, is given
+    one partition at a time."""
+    topic, keys = federation.topic, keys_on_partitions(4)
+    written = {key: [await federation.sichuan.write(topic, key, title=f"焊工 {n}") for n in range(8)] for key in keys}
+    consumer = federation.make_consumer()
+    server = db_backend == "postgresql"
+    in_flight: set[str] = set()
+    most = 0
+    overlapped = asyncio.Event()  # or given up waiting for
+
+    async def apply(session: AsyncSession, envelope: Envelope) -> None:
+        nonlocal most
+        key = envelope.json()["id"]
+        in_flight.add(key)
+        most = max(most, len(in_flight))
+        if len(in_flight) > 1:
+            overlapped.set()
+        try:
+            if server and not overlapped.is_set():
+                # held until another partition is applied beside it: applied one after the other, they never are
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(overlapped.wait(), 10)
+                overlapped.set()
+            await federation.handlers.apply(session, envelope)
+        finally:
+            in_flight.discard(key)
+
+    consumer.handlers[VACANCY_PUBLISHED] = apply
+    async with consuming(consumer):
+
+        async def all_applied() -> bool:
+            return len(await federation.zhejiang.applied()) == 32
+
+        await eventually(all_applied, timeout_s=60)
+    applied = await federation.zhejiang.applied()
+    for key, events in written.items():
+        assert [event_id for event_id, vacancy_id in applied if vacancy_id == key] == [e.id for e in events]
+    if server:
+        assert most >= 2, "partitions were applied one after the other"
+    else:  # its second transaction would only poll for the write lock the first one holds
+        assert consumer.concurrency == 1
+
+
+async def test_a_deadlock_between_partitions_applied_at_once_is_tried_again_and_counts_against_no_event(
+    federation: Federation, db_backend: str
+) -> None:
+    """Two partitions applied at once that lock the same two rows in opposite orders deadlock; the server ends one
+    transaction (SQLSTATE 40P01). That is the database's doing, not the event's: the partition is read again and
+    applied, even with a single attempt allowed, and nothing is quarantined."""
+    if db_backend != "postgresql":
+        pytest.skip("SQLite applies one partition at a time: there is no second writer to deadlock with")
+    topic, (first_key, second_key) = federation.topic, keys_on_partitions(2)
+    async with federation.zhejiang.engine.begin() as connection:
+        await connection.execute(text("CREATE TABLE crossed (id INTEGER PRIMARY KEY, n INTEGER NOT NULL)"))
+        await connection.execute(text("INSERT INTO crossed VALUES (1, 0), (2, 0)"))
+    events = [await federation.sichuan.write(topic, key, title="焊工") for key in (first_key, second_key)]
+    holding: set[str] = set()
+    both_hold = asyncio.Event()
+    deadlocks = 0
+
+    async def apply(session: AsyncSession, envelope: Envelope) -> None:
+        nonlocal deadlocks
+        key = envelope.json()["id"]
+        rows = (1, 2) if key == first_key else (2, 1)
+        await session.execute(text("UPDATE crossed SET n = n + 1 WHERE id = :id"), {"id": rows[0]})
+        if not both_hold.is_set():
+            holding.add(key)
+            if len(holding) == 2:
+                both_hold.set()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(both_hold.wait(), 10)
+        try:
+            await session.execute(text("UPDATE crossed SET n = n + 1 WHERE id = :id"), {"id": rows[1]})
+        except DBAPIError as exc:
+            deadlocks += getattr(exc.orig, "sqlstate", None) == "40P01"
+            raise
+        await federation.handlers.apply(session, envelope)
+
+    retries = metric("labornet_event_retries_total", service="jobs", topic=topic)
+    consumer = federation.make_consumer(max_attempts=1)
+    consumer.handlers[VACANCY_PUBLISHED] = apply
+    async with consuming(consumer):
+
+        async def both_applied() -> bool:
+            return len(await federation.zhejiang.applied()) == 2
+
+        await eventually(both_applied, timeout_s=60)
+    assert deadlocks == 1, "the two partitions did not meet (applied one after the other?)"
+    assert sorted(await federation.zhejiang.applied()) == sorted((e.id, e.partitionkey) for e in events)
+    assert metric("labornet_event_retries_total", service="jobs", topic=topic) == retries
+    async with federation.zhejiang.engine.connect() as connection:
+        assert (await connection.execute(select(quarantine.c.event_id))).all() == []
+        assert (await connection.execute(text("SELECT n FROM crossed ORDER BY id"))).scalars().all() == [2, 2]

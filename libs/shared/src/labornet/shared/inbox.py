@@ -112,6 +112,19 @@ _DEAD_LETTER_IDS = uuid.UUID("6f1c3f0e-3b9a-5d4c-9a57-2d4c1b0e7a11")
 
 # Failures of the database connection or schema rather than of the event: never counted against the event.
 INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (OperationalError, InterfaceError, OSError)
+# SQLSTATEs of a transaction the server ended because of another one (serialization failure, deadlock detected):
+# the same work succeeds when tried again, so they say nothing about the event either.
+CONFLICT_SQLSTATES = frozenset({"40001", "40P01"})
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether ``exc`` is the database's trouble, not the event's: a connection or schema failure
+    (:data:`INFRASTRUCTURE_ERRORS`) or a transaction ended by a concurrent one (:data:`CONFLICT_SQLSTATES`, as
+    partitions applied at once can meet on a shared row). The consumer rewinds and applies the records again; no
+    attempt is counted against them."""
+    if isinstance(exc, INFRASTRUCTURE_ERRORS):
+        return True
+    return getattr(getattr(exc, "orig", None), "sqlstate", None) in CONFLICT_SQLSTATES
 
 
 class EventRejected(Exception):
@@ -257,6 +270,9 @@ class EventConsumer:
     idle_poll_ms: int = 2000
     # How many records of one partition are applied in one transaction (LABORNET_INBOX_BATCH_SIZE; 1: one each).
     batch_size: int = Settings.model_fields["inbox_batch_size"].default
+    # How many partitions of one fetch are applied at once, each in its own transaction
+    # (LABORNET_INBOX_PARTITION_CONCURRENCY); SQLite has one writer, so there it is always one (see concurrency).
+    partition_concurrency: int = Settings.model_fields["inbox_partition_concurrency"].default
 
     def __init__(
         self,
@@ -395,11 +411,18 @@ class EventConsumer:
         # records end the wait as they come; the timeout only paces this loop's own checks, so a consumer at rest
         # runs it less often
         paced = isinstance(consumer, PacedConsumer)
-        batches = await consumer.getmany(timeout_ms=self.idle_poll_ms if paced and consumer.idle else 500)
+        batches = await consumer.getmany(
+            timeout_ms=self.idle_poll_ms if paced and consumer.idle else 500, max_records=self.batch_size
+        )
+        if batches and self.concurrency > 1:
+            await self._take_more(consumer, batches)
         if paced:
             consumer.pace(bool(batches))
         async with self._processing:
             pending = list(batches.items())
+            if self.concurrency > 1 and len(pending) > 1:
+                await self._process_partitions(consumer, pending)
+                pending = []
             try:
                 while pending and not self._stopping.is_set():
                     tp, records = pending[0]
@@ -411,6 +434,52 @@ class EventConsumer:
                     consumer.seek(tp, records[0].offset)
         await self._update_lag(consumer)
         await self._count_quarantined()
+
+    async def _take_more(
+        self, consumer: AIOKafkaConsumer, batches: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
+    ) -> None:
+        """Add to ``batches`` the records other partitions already hold in the client (a run's worth each, no
+        waiting), until :attr:`concurrency` partitions have some. The client hands out one partition's buffer
+        before the next one's, so a single poll would nearly always bring one partition."""
+        for tp in consumer.assignment():
+            if len(batches) >= self.concurrency:
+                return
+            if tp not in batches:
+                batches.update(await consumer.getmany(tp, timeout_ms=0, max_records=self.batch_size))
+
+    @property
+    def concurrency(self) -> int:
+        """Partitions applied at once: :attr:`partition_concurrency` on a server database, one on SQLite, whose
+        single writer would only make the others wait (and poll for its lock)."""
+        if self.sessions.kw["bind"].dialect.name == "sqlite":
+            return 1
+        return self.partition_concurrency
+
+    async def _process_partitions(
+        self, consumer: AIOKafkaConsumer, batches: Sequence[tuple[TopicPartition, list[ConsumerRecord[bytes, bytes]]]]
+    ) -> None:
+        """Apply the partitions of one fetch at once, :attr:`concurrency` at a time, so that the node works on one
+        partition's events while the database works on another's. Order is kept within each partition (the only
+        order there is); each partition commits its own progress and, when it fails, rewinds itself alone. A
+        partition not begun when the consumer is stopping (or cancelled) is rewound, so nothing is skipped. The
+        first failure is raised once all have ended."""
+        slots = asyncio.Semaphore(self.concurrency)
+
+        async def one(tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+            begun = False
+            try:
+                async with slots:
+                    if not self._stopping.is_set():
+                        begun = True
+                        await self._process_partition(consumer, tp, records)
+            finally:
+                if not begun:
+                    consumer.seek(tp, records[0].offset)
+
+        results = await asyncio.gather(*(one(tp, records) for tp, records in batches), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
 
     async def _process_partition(
         self, consumer: AIOKafkaConsumer, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]
@@ -458,9 +527,9 @@ class EventConsumer:
         """Verify and apply one record; return what happened. ``verified`` is its envelope when the caller has
         already decoded it and passed it through every check (a record of a run that failed is not verified twice).
 
-        Raises :data:`INFRASTRUCTURE_ERRORS` (database unreachable, schema missing) without counting an attempt:
-        such a failure says nothing about the event, so the caller rewinds and tries again later instead of
-        quarantining a good event.
+        Raises the database's own failures (:func:`is_transient`: unreachable, schema missing, a deadlock with a
+        concurrent transaction) without counting an attempt: such a failure says nothing about the event, so the
+        caller rewinds and tries again later instead of quarantining a good event.
         """
         if verified is not None:
             envelope = verified
@@ -482,8 +551,6 @@ class EventConsumer:
             for attempt in range(1, self.max_attempts + 1):
                 try:
                     outcome = await self._apply(record, envelope)
-                except INFRASTRUCTURE_ERRORS:
-                    raise
                 except RuleViolation as exc:  # the event is wrong, not the database: retrying cannot help
                     rejected = await self._reject(record, envelope, exc.reason, describe(exc, 4000))
                     if envelope.destprovince is not None and envelope.type != RECEIPT:
@@ -492,6 +559,8 @@ class EventConsumer:
                             await send_receipt(session, self.outbox, envelope, ReceiptOutcome.REJECTED)
                     return rejected
                 except Exception as exc:
+                    if is_transient(exc):
+                        raise
                     last_error = exc
                     log.warning(
                         "event %s (%s) failed on attempt %d/%d: %s",
@@ -557,9 +626,9 @@ class EventConsumer:
                         await apply_group()
                     group.append(envelope)
                 await apply_group()
-        except INFRASTRUCTURE_ERRORS:
-            raise
         except Exception as exc:
+            if is_transient(exc):
+                raise
             INBOX_RUNS_SPLIT.labels(self.service).inc()
             log.info(
                 "consumer %s: a run of %d records failed (%s); applying them one by one",

@@ -200,10 +200,17 @@ class Settings(BaseSettings):
     receipt_wait_max_s: float = Field(600.0, gt=0, description="directed messages: longest wait between resends")
 
     inbox_batch_size: int = Field(
-        100,
+        500,
         ge=1,
         le=1000,
         description="records of one partition applied in one transaction (a failing run is applied one by one)",
+    )
+    inbox_partition_concurrency: int = Field(
+        4,
+        ge=1,
+        le=32,
+        description="partitions of one fetch applied at once, each in its own transaction (a server database; "
+        "SQLite, with one writer, applies one partition at a time)",
     )
     inbox_max_attempts: int = Field(3, ge=1, description="attempts before an event is dead-lettered")
     inbox_retry_backoff_s: float = Field(0.2, ge=0, description="first retry delay; doubles each attempt")
