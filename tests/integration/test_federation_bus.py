@@ -598,3 +598,51 @@ async def test_a_deadlock_between_partitions_applied_at_once_is_tried_again_and_
     async with federation.zhejiang.engine.connect() as connection:
         assert (await connection.execute(select(quarantine.c.event_id))).all() == []
         assert (await connection.execute(text("SELECT n FROM crossed ORDER BY id"))).scalars().all() == [2, 2]
+
+
+async def test_a_run_of_events_applied_together_grows_past_the_limit_of_events_applied_one_at_a_time(
+    federation: Federation,
+) -> None:
+    """A handler that applies a run's events together does a fixed number of statements per run, so its runs may
+    hold ``batched_run_size`` records; records applied one at a time end a run at ``batch_size``."""
+    topic, key = federation.topic, "510000-V-11"
+    calls: list[int] = []
+
+    async def apply_many(session: AsyncSession, envelopes: Sequence[Envelope]) -> None:
+        calls.append(len(envelopes))
+        for envelope in envelopes:
+            await federation.handlers.apply(session, envelope)
+
+    for n in range(40):
+        await federation.sichuan.write(topic, key, title=f"焊工 {n}")
+    runs_before = metric("labornet_inbox_run_records_count", service="jobs")
+    consumer = federation.make_consumer()
+    consumer.batch_size, consumer.batched_run_size = 5, 20
+    consumer.handlers[VACANCY_PUBLISHED] = batched(apply_many)
+    async with consuming(consumer):
+
+        async def all_applied() -> bool:
+            return len(await federation.zhejiang.applied()) == 40
+
+        await eventually(all_applied, timeout_s=40)
+    assert sum(calls) == 40 and max(calls) > 5, f"runs of {calls}: held to the one-at-a-time limit"
+    assert max(calls) <= 20, f"runs of {calls}: longer than batched_run_size"
+
+    # the same records applied one at a time by their handler: runs of 5 at most
+    again = federation.make_consumer(group=f"one-by-one-{uuid.uuid4().hex[:8]}")
+    again.batch_size, again.batched_run_size = 5, 20
+    sizes: list[int] = []
+    original = again._apply_run
+
+    async def measured(run: Sequence[tuple[ConsumerRecord[bytes, bytes], Envelope]]) -> bool:
+        sizes.append(len(run))
+        return await original(run)
+
+    again._apply_run = measured  # type: ignore[method-assign]
+    async with consuming(again):
+
+        async def all_seen() -> bool:
+            return metric("labornet_inbox_run_records_count", service="jobs") - runs_before >= len(calls) + 8
+
+        await eventually(all_seen, timeout_s=40)
+    assert sizes and max(sizes) <= 5, f"runs of {sizes}"

@@ -198,6 +198,7 @@ async def start_runtime(spec: ServiceSpec, settings: Settings) -> Runtime:
         consumer.lag_interval_s = settings.consumer_lag_interval_s
         consumer.quarantine_max_record_bytes = settings.quarantine_max_record_bytes
         consumer.batch_size = settings.inbox_batch_size
+        consumer.batched_run_size = settings.inbox_batched_run_size
         consumer.partition_concurrency = settings.inbox_partition_concurrency
     init_bus_metrics(spec.name, settings.province, registry.codes(), {c.group_id: c.topics for c in runtime.consumers})
     runtime.tasks.append(asyncio.create_task(broker.run(), name=f"{spec.name}-broker-watch"))

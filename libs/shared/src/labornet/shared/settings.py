@@ -200,17 +200,26 @@ class Settings(BaseSettings):
     receipt_wait_max_s: float = Field(600.0, gt=0, description="directed messages: longest wait between resends")
 
     inbox_batch_size: int = Field(
-        500,
+        100,
         ge=1,
         le=1000,
-        description="records of one partition applied in one transaction (a failing run is applied one by one)",
+        description="records of one partition applied in one transaction, of those whose handler applies them one at "
+        "a time (a failing run is applied one by one; 1: no runs)",
+    )
+    inbox_batched_run_size: int = Field(
+        500,
+        ge=1,
+        le=5000,
+        description="records of one partition applied in one transaction when their handler applies them together "
+        "(partners' replicas, receipts): a fixed number of statements per run, so a longer run costs each less",
     )
     inbox_partition_concurrency: int = Field(
         4,
         ge=1,
         le=32,
-        description="partitions of one fetch applied at once, each in its own transaction (a server database; "
-        "SQLite, with one writer, applies one partition at a time)",
+        description="partitions of one fetch of partners' events (replicas) applied at once, each in its own "
+        "transactions (a server database; SQLite, with one writer, and consumers of directed messages apply one "
+        "partition at a time)",
     )
     inbox_max_attempts: int = Field(3, ge=1, description="attempts before an event is dead-lettered")
     inbox_retry_backoff_s: float = Field(0.2, ge=0, description="first retry delay; doubles each attempt")
