@@ -275,8 +275,8 @@ class EventConsumer:
     # handler does a fixed number of statements per run, while each record of the others adds its own statements
     # and row locks to the transaction, which other writers (an officer's request) then wait for
     batched_run_size: int = Settings.model_fields["inbox_batched_run_size"].default
-    # How many partitions of one fetch are applied at once, each in its own transaction
-    # (LABORNET_INBOX_PARTITION_CONCURRENCY); SQLite has one writer, so there it is always one (see concurrency).
+    # How many partitions of one fetch of partners' events are applied at once, each in its own transactions
+    # (LABORNET_INBOX_PARTITION_CONCURRENCY); one on SQLite and for directed messages (see concurrency).
     partition_concurrency: int = Settings.model_fields["inbox_partition_concurrency"].default
 
     def __init__(
