@@ -425,7 +425,10 @@ class EventConsumer:
         if paced:
             consumer.pace(bool(batches))
         async with self._processing:
-            pending = list(batches.items())
+            # a rebalance while more records were taken (an await) may have given a partition to another member,
+            # which reads it from the committed offset; from here on no revocation runs until this batch is done
+            assigned = consumer.assignment()
+            pending = [(tp, records) for tp, records in batches.items() if tp in assigned]
             if self.concurrency > 1 and len(pending) > 1:
                 await self._process_partitions(consumer, pending)
                 pending = []
