@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.partitioner import murmur2
+from aiokafka.partitioner import DefaultPartitioner
 from prometheus_client import REGISTRY
 from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError
@@ -493,9 +493,10 @@ async def test_a_batched_handler_gets_the_consecutive_new_events_of_a_run_in_ord
 def keys_on_partitions(count: int, partitions: int = 4) -> list[str]:
     """Vacancy ids the producer's default partitioner puts on ``count`` different partitions."""
     chosen: dict[int, str] = {}
+    partitioner, numbers = DefaultPartitioner(), list(range(partitions))
     for n in range(1000):
         key = f"510000-V-p{n}"
-        chosen.setdefault((murmur2(key.encode()) & 0x7FFFFFFF) % partitions, key)
+        chosen.setdefault(partitioner(key.encode(), numbers, numbers), key)
         if len(chosen) == count:
             return list(chosen.values())
     raise AssertionError("no keys found for distinct partitions")

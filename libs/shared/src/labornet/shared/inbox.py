@@ -301,8 +301,8 @@ class EventConsumer:
         self.service = service
         self.topics = list(topics)
         self.handlers = dict(handlers)
-        self._directed = any(is_inbox_topic(topic) for topic in topics)
-        if self._directed:  # directed messages come back with receipts
+        directed = any(is_inbox_topic(topic) for topic in topics)
+        if directed:  # directed messages come back with receipts
             self.handlers.setdefault(RECEIPT, batched(self._apply_receipts))
             init_receipt_metrics(service)
         self.sessions = sessions
@@ -318,6 +318,8 @@ class EventConsumer:
         INBOX_RUNS_SPLIT.labels(service)
         self._consumer: AIOKafkaConsumer | None = None
         self._processing = asyncio.Lock()
+        # SQLite's one writer, or directed messages: one partition at a time whatever partition_concurrency says
+        self._one_partition_at_a_time = directed or sessions.kw["bind"].dialect.name == "sqlite"
         self._assigned = asyncio.Event()
         self._stopping = asyncio.Event()
         # the broker's cluster id as the broker watch last saw it; a new one means a new log (see _follow_cluster)
@@ -431,16 +433,16 @@ class EventConsumer:
             pending = [(tp, records) for tp, records in batches.items() if tp in assigned]
             if self.concurrency > 1 and len(pending) > 1:
                 await self._process_partitions(consumer, pending)
-                pending = []
-            try:
-                while pending and not self._stopping.is_set():
-                    tp, records = pending[0]
-                    await self._process_partition(consumer, tp, records)
-                    pending.pop(0)
-            finally:
-                # Partitions of this batch not (fully) processed are rewound, so no record is ever skipped.
-                for tp, records in pending[1:]:
-                    consumer.seek(tp, records[0].offset)
+            else:
+                try:
+                    while pending and not self._stopping.is_set():
+                        tp, records = pending[0]
+                        await self._process_partition(consumer, tp, records)
+                        pending.pop(0)
+                finally:
+                    # Partitions of this batch not (fully) processed are rewound, so no record is ever skipped.
+                    for tp, records in pending[1:]:
+                        consumer.seek(tp, records[0].offset)
         await self._update_lag(consumer)
         await self._count_quarantined()
 
@@ -461,8 +463,9 @@ class EventConsumer:
         """The most records a run may hold (and a poll asks for, per partition)."""
         return max(self.batch_size, self.batched_run_size)
 
-    def _applied_together(self, envelope: Envelope) -> bool:
-        return getattr(self.handlers.get(envelope.type), "apply_many", None) is not None
+    def _apply_many(self, event_type: str) -> BatchHandler | None:
+        """The run-taking function of the type's handler when it is :func:`batched`; None when it applies one."""
+        return getattr(self.handlers.get(event_type), "apply_many", None)
 
     @property
     def concurrency(self) -> int:
@@ -470,9 +473,7 @@ class EventConsumer:
         database. One on SQLite, whose single writer would only make the others wait (and poll for its lock), and
         one for directed messages, whose steps lock the case, the person and the streams they answer on: the
         transfer saga at 100/s offered on PostgreSQL completed 52.5 transfers/s with one, 35-38/s with four."""
-        if self.sessions.kw["bind"].dialect.name == "sqlite" or self._directed:
-            return 1
-        return self.partition_concurrency
+        return 1 if self._one_partition_at_a_time else self.partition_concurrency
 
     async def _process_partitions(
         self, consumer: AIOKafkaConsumer, batches: Sequence[tuple[TopicPartition, list[ConsumerRecord[bytes, bytes]]]]
@@ -532,7 +533,7 @@ class EventConsumer:
                     next_offset = record.offset + 1
                     continue
                 run.append((record, envelope))
-                one_at_a_time += not self._applied_together(envelope)
+                one_at_a_time += self._apply_many(envelope.type) is None
                 if len(run) >= self.batched_run_size or one_at_a_time >= self.batch_size:
                     await flush()
             await flush()
@@ -640,12 +641,12 @@ class EventConsumer:
                         outcomes.append(await self._answer_duplicate(session, envelope))
                         continue
                     fresh.discard(envelope.id)
-                    apply_many = getattr(self.handlers[envelope.type], "apply_many", None)
+                    apply_many = self._apply_many(envelope.type)
                     if apply_many is None:
                         await apply_group()
                         outcomes.append(await self._apply_fresh(session, envelope))
                         continue
-                    if group and getattr(self.handlers[group[0].type], "apply_many", None) != apply_many:
+                    if group and self._apply_many(group[0].type) != apply_many:
                         await apply_group()
                     group.append(envelope)
                 await apply_group()
