@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ("antientropy", "apply", "bus", "idle", "imports", "reads", "saga", "search")
+BENCHMARKS = ("antientropy", "apply", "bus", "idle", "imports", "reads", "replication", "saga", "search")
 
 
 def main() -> None:

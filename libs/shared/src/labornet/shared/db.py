@@ -11,6 +11,7 @@ Each service owns one database. Besides its own tables it holds the platform tab
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -31,13 +32,17 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    bindparam,
     event,
+    insert,
+    update,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
+from sqlalchemy.sql.dml import Insert, Update
 
 from labornet.shared.clock import utcnow as utcnow
 
@@ -300,3 +305,28 @@ def _forget_on_rollback(session: Session) -> None:
 
 def is_sqlite(engine: AsyncEngine | Engine) -> bool:
     return engine.dialect.name == "sqlite"
+
+
+# Statements of one row, built once --------------------------------------------------------------------------------
+#
+# ``insert(t).values(**row)`` and ``update(t).where(...).values(**row)`` build a new statement for every row: each
+# value becomes a bound parameter object and the statement's cache key is computed again, which costs more Python
+# than the database spends running it. The statements below are built once per table and the row is passed as
+# parameters at execution, as for an executemany; SQLAlchemy compiles each distinct set of keys once.
+
+
+@functools.cache
+def insert_of(table: Table) -> Insert:
+    """``INSERT INTO table``: the columns are the keys of the parameters given at execution."""
+    return insert(table)
+
+
+@functools.cache
+def update_of(table: Table, *where: str) -> Update:
+    """``UPDATE table SET <the parameters' other keys> WHERE <each named column> = :where_<column>``."""
+    return update(table).where(*(table.c[name] == bindparam(f"where_{name}") for name in where))
+
+
+def update_parameters(values: Mapping[str, Any], **where: Any) -> dict[str, Any]:
+    """The parameters of an :func:`update_of` statement: the new ``values`` and the ``where`` columns' values."""
+    return {**values, **{f"where_{name}": value for name, value in where.items()}}

@@ -36,7 +36,7 @@ from aiokafka.errors import IllegalStateError, KafkaError
 from aiokafka.structs import OffsetAndMetadata
 from prometheus_client import Counter, Histogram
 from pydantic import ValidationError
-from sqlalchemy import func, select, text, update
+from sqlalchemy import bindparam, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -106,6 +106,22 @@ INBOX_RUNS_SPLIT = Counter(
     "Runs of records rolled back because one failed, then applied one by one",
     ["service"],
 )
+
+# A directed message applied: the quarantine row of an earlier copy that failed, if any, is settled (built once: it
+# runs with every directed message)
+_SETTLE_QUARANTINED = update(quarantine).where(
+    quarantine.c.consumer == bindparam("settled_consumer"),
+    quarantine.c.event_id == bindparam("settled_event"),
+    quarantine.c.status == "quarantined",
+)
+
+# The inbox rows of a run, those already there left alone; the ids of the rows inserted are returned
+_ENTER_INBOX = {
+    name: dialect.insert(inbox)
+    .on_conflict_do_nothing(index_elements=[inbox.c.consumer, inbox.c.event_id])
+    .returning(inbox.c.event_id)
+    for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
+}
 
 # Namespace of the ids of dead-letter copies (UUID 5 of the consumer group and the record's SHA-256).
 _DEAD_LETTER_IDS = uuid.UUID("6f1c3f0e-3b9a-5d4c-9a57-2d4c1b0e7a11")
@@ -700,7 +716,6 @@ class EventConsumer:
     ) -> set[str]:
         """Insert the inbox rows of ``run`` in one statement; return the ids not seen before (the rest are
         duplicates)."""
-        insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
         now = utcnow()
         rows = [
             {
@@ -719,12 +734,7 @@ class EventConsumer:
             for record, envelope in run
         ]
         # many parameter sets for one statement: compiled once and cached, sent as multi-row INSERTs by the dialect
-        result = await session.execute(
-            insert(inbox)
-            .on_conflict_do_nothing(index_elements=[inbox.c.consumer, inbox.c.event_id])
-            .returning(inbox.c.event_id),
-            rows,
-        )
+        result = await session.execute(_ENTER_INBOX[session.get_bind().dialect.name], rows)
         return set(result.scalars())
 
     async def _answer_duplicate(self, session: AsyncSession, envelope: Envelope) -> Outcome:
@@ -765,13 +775,13 @@ class EventConsumer:
         await send_receipt(session, self.outbox, envelope, ReceiptOutcome.APPLIED)
         # a resent message that failed before (e.g. it came ahead of its predecessor) is settled now
         await session.execute(
-            update(quarantine)
-            .where(
-                quarantine.c.consumer == self.name,
-                quarantine.c.event_id == envelope.id,
-                quarantine.c.status == "quarantined",
-            )
-            .values(status="replayed", resolved_at=utcnow())
+            _SETTLE_QUARANTINED,
+            {
+                "settled_consumer": self.name,
+                "settled_event": envelope.id,
+                "status": "replayed",
+                "resolved_at": utcnow(),
+            },
         )
 
     async def _apply_receipts(self, session: AsyncSession, envelopes: Sequence[Envelope]) -> None:

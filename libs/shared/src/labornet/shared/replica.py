@@ -25,7 +25,7 @@ import httpx
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
-from sqlalchemy import Table, insert, select, update
+from sqlalchemy import Table, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from labornet.shared.antientropy import (
@@ -40,6 +40,7 @@ from labornet.shared.antientropy import (
     canonical_json,
 )
 from labornet.shared.app import AdminDep, Runtime, RuntimeDep
+from labornet.shared.db import insert_of, update_of, update_parameters
 from labornet.shared.envelope import Envelope
 from labornet.shared.problems import Problem, Unprocessable, problem_responses
 
@@ -61,11 +62,11 @@ async def upsert_newer(session: AsyncSession, table: Table, row: Mapping[str, An
     replayed event changes nothing. (Anti-entropy does not use this rule: there the origin's copy wins.)"""
     held = (await session.execute(select(table.c.version).where(table.c.id == row["id"]))).scalar()
     if held is None:
-        await session.execute(insert(table).values(**row))
+        await session.execute(insert_of(table), row)
         return "inserted"
     if row["version"] > held:
         await session.execute(
-            update(table).where(table.c.id == row["id"]).values(**{k: v for k, v in row.items() if k != "id"})
+            update_of(table, "id"), update_parameters({k: v for k, v in row.items() if k != "id"}, id=row["id"])
         )
         return "updated"
     return "stale"

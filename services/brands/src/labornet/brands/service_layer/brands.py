@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from prometheus_client import Counter, Gauge
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -45,6 +45,7 @@ from labornet.brands.domain.brand import (
 )
 from labornet.brands.domain.names import resolve_names
 from labornet.brands.domain.places import InvalidPlace, division_in, members
+from labornet.shared.db import insert_of, update_of, update_parameters
 from labornet.shared.divisions import DivisionRegistry
 from labornet.shared.envelope import Envelope, format_time
 from labornet.shared.inbox import RuleViolation, check_version_continuity, describe
@@ -172,7 +173,7 @@ class BrandService:
         row["search_tokens"] = search_tokens(row)
         async with self.sessions() as session, session.begin():
             await self._claim_name(session, row)
-            await session.execute(insert(brand).values(**row))
+            await session.execute(insert_of(brand), row)
             await self._emit(session, REGISTERED, row)
         return row
 
@@ -267,9 +268,10 @@ class BrandService:
 
     async def _save(self, session: AsyncSession, current: Mapping[str, Any], row: Mapping[str, Any]) -> None:
         result = await session.execute(
-            update(brand)
-            .where(brand.c.id == current["id"], brand.c.version == current["version"])
-            .values(**{k: v for k, v in row.items() if k != "id"})
+            update_of(brand, "id", "version"),
+            update_parameters(
+                {k: v for k, v in row.items() if k != "id"}, id=current["id"], version=current["version"]
+            ),
         )
         if result.rowcount != 1:  # type: ignore[attr-defined]
             raise BrandRuleError(f"brand {current['id']} changed concurrently; reload and retry")

@@ -8,12 +8,12 @@ from dataclasses import asdict
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from labornet.insurance.adapters.tables import settlement
 from labornet.insurance.domain.settlement import Direction, Settlement, SettlementStatus
-from labornet.shared.db import as_utc
+from labornet.shared.db import as_utc, insert_of, update_of, update_parameters
 
 
 def settlement_of(row: Mapping[Any, Any], province: str) -> Settlement:
@@ -43,7 +43,7 @@ def _columns(item: Settlement) -> dict[str, Any]:
 
 
 async def add(session: AsyncSession, item: Settlement) -> None:
-    await session.execute(insert(settlement).values(**_columns(item)))
+    await session.execute(insert_of(settlement), _columns(item))
 
 
 async def load(
@@ -59,9 +59,8 @@ async def load(
 async def replace(session: AsyncSession, before: Settlement, after: Settlement) -> bool:
     """Store ``after`` over ``before``; False if its status changed in between."""
     result = await session.execute(
-        update(settlement)
-        .where(settlement.c.id == before.id, settlement.c.status == before.status.value)
-        .values(**_columns(after))
+        update_of(settlement, "id", "status"),
+        update_parameters(_columns(after), id=before.id, status=before.status.value),
     )
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 

@@ -23,7 +23,7 @@ from labornet.insurance.domain.transfer import (
     Step,
     Transfer,
 )
-from labornet.shared.db import as_utc
+from labornet.shared.db import as_utc, insert_of, update_of, update_parameters
 
 # Transfers ------------------------------------------------------------------------------------------------------
 
@@ -144,7 +144,7 @@ async def _append(session: AsyncSession, case_id: str, steps: Sequence[Step]) ->
 
 async def add(session: AsyncSession, case: Transfer) -> None:
     """Store a new case (an IntegrityError if the person has another open case here)."""
-    await session.execute(insert(transfer).values(**transfer_columns(case)))
+    await session.execute(insert_of(transfer), transfer_columns(case))
     await _append(session, case.id, case.timeline)
 
 
@@ -154,9 +154,8 @@ async def replace(session: AsyncSession, before: Transfer, after: Transfer) -> b
     if after.timeline[:held] != before.timeline:
         raise ValueError(f"transfer {after.id} version {after.version} rewrites the timeline of {before.version}")
     result = await session.execute(
-        update(transfer)
-        .where(transfer.c.id == before.id, transfer.c.version == before.version)
-        .values(**transfer_columns(after))
+        update_of(transfer, "id", "version"),
+        update_parameters(transfer_columns(after), id=before.id, version=before.version),
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
         return False
@@ -272,12 +271,13 @@ async def load_person(session: AsyncSession, resident_id: str, *, for_update: bo
 async def save_person(session: AsyncSession, before: InsuredPerson | None, after: InsuredPerson, at: datetime) -> bool:
     """Insert or update the record; False if it changed since ``before`` was read."""
     if before is None:
-        await session.execute(insert(insured_person).values(**person_columns(after), created_at=at, updated_at=at))
+        await session.execute(insert_of(insured_person), {**person_columns(after), "created_at": at, "updated_at": at})
         return True
     result = await session.execute(
-        update(insured_person)
-        .where(insured_person.c.resident_id == before.resident_id, insured_person.c.version == before.version)
-        .values(**person_columns(after), updated_at=at)
+        update_of(insured_person, "resident_id", "version"),
+        update_parameters(
+            {**person_columns(after), "updated_at": at}, resident_id=before.resident_id, version=before.version
+        ),
     )
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 

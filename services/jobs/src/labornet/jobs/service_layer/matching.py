@@ -73,6 +73,7 @@ async def match_vacancy(
     *,
     now: datetime | None = None,
     subscription_id: str | None = None,
+    new: bool = False,
 ) -> list[int]:
     """Record the matches of ``vacancy`` (a mapping with the ``vacancy`` table's columns) in the caller's transaction.
 
@@ -81,9 +82,10 @@ async def match_vacancy(
     * Existing matches of this vacancy take its version and status (a closed vacancy shows as closed), unless they
       already show a newer version.
 
-    ``subscription_id`` narrows both steps to one subscription (used when a subscription is created).
+    ``subscription_id`` narrows both steps to one subscription (used when a subscription is created). ``new`` says
+    the vacancy was written in this very transaction (published here): it has no match yet, so none is read.
     """
-    return await match_vacancies(session, [vacancy], now=now, subscription_id=subscription_id)
+    return await match_vacancies(session, [vacancy], now=now, subscription_id=subscription_id, new=new)
 
 
 async def match_vacancies(
@@ -92,6 +94,7 @@ async def match_vacancies(
     *,
     now: datetime | None = None,
     subscription_id: str | None = None,
+    new: bool = False,
 ) -> list[int]:
     """:func:`match_vacancy` for several vacancies (distinct ids) at once, in a fixed number of statements: the
     matches they already have, the active subscriptions that may accept any of them, one insert of the new matches
@@ -102,10 +105,12 @@ async def match_vacancies(
         return []
     now = now or utcnow()
     ids = [row["id"] for row in vacancies]
-    existing_query = select(match.c.subscription_id, match.c.vacancy_id).where(match.c.vacancy_id.in_(ids))
-    if subscription_id is not None:
-        existing_query = existing_query.where(match.c.subscription_id == subscription_id)
-    existing = {(sub_id, vacancy_id) for sub_id, vacancy_id in await session.execute(existing_query)}
+    existing: set[tuple[str, str]] = set()
+    if not new:
+        existing_query = select(match.c.subscription_id, match.c.vacancy_id).where(match.c.vacancy_id.in_(ids))
+        if subscription_id is not None:
+            existing_query = existing_query.where(match.c.subscription_id == subscription_id)
+        existing = {(sub_id, vacancy_id) for sub_id, vacancy_id in await session.execute(existing_query)}
     matched_vacancies = {vacancy_id for _, vacancy_id in existing}
     refreshed = [row for row in vacancies if row["id"] in matched_vacancies]
     if refreshed:

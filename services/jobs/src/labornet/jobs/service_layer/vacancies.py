@@ -8,13 +8,14 @@ same rules first.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime
 from typing import Any
 
 from prometheus_client import Counter, Gauge
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -43,6 +44,7 @@ from labornet.jobs.domain.vacancy import (
 )
 from labornet.jobs.service_layer.matching import match_vacancies, match_vacancy
 from labornet.shared.clock import today_in_china
+from labornet.shared.db import insert_of, update_of, update_parameters
 from labornet.shared.divisions import DivisionRegistry, InvalidDivision
 from labornet.shared.envelope import Envelope, format_time
 from labornet.shared.inbox import Handler, RuleViolation, batched, check_version_continuity, describe
@@ -151,8 +153,8 @@ class VacancyService:
         await self._check_brand(draft.brand_id)
         row = self.new_vacancy(draft)
         async with self.sessions() as session, session.begin():
-            await session.execute(insert(vacancy).values(**row))
-            await self._emit(session, PUBLISHED, row)
+            await session.execute(insert_of(vacancy), row)
+            await self._emit(session, PUBLISHED, row, new=True)
         return row
 
     def new_vacancy(self, draft: VacancyDraft) -> dict[str, Any]:
@@ -186,7 +188,7 @@ class VacancyService:
         await self.outbox.add_many(
             session, topic=self.topic, event_type=PUBLISHED, events=[(row["id"], to_event(row)) for row in rows]
         )
-        await match_vacancies(session, rows)
+        await match_vacancies(session, rows, new=True)
 
     async def update(self, vacancy_id: str, changes: VacancyChanges, if_match: int | None) -> dict[str, Any]:
         await self._check_brand(changes.brand_id)
@@ -277,16 +279,17 @@ class VacancyService:
 
     async def _save(self, session: AsyncSession, current: Mapping[str, Any], row: Mapping[str, Any]) -> None:
         result = await session.execute(
-            update(vacancy)
-            .where(vacancy.c.id == current["id"], vacancy.c.version == current["version"])
-            .values(**{k: v for k, v in row.items() if k != "id"})
+            update_of(vacancy, "id", "version"),
+            update_parameters(
+                {k: v for k, v in row.items() if k != "id"}, id=current["id"], version=current["version"]
+            ),
         )
         if result.rowcount != 1:  # type: ignore[attr-defined]
             raise VacancyRuleError(f"vacancy {current['id']} changed concurrently; reload and retry")
 
-    async def _emit(self, session: AsyncSession, event_type: str, row: Mapping[str, Any]) -> None:
+    async def _emit(self, session: AsyncSession, event_type: str, row: Mapping[str, Any], new: bool = False) -> None:
         await self._write_event(session, event_type, row)
-        await match_vacancy(session, row)
+        await match_vacancy(session, row, new=new)
 
     async def _write_event(self, session: AsyncSession, event_type: str, row: Mapping[str, Any]) -> None:
         await self.outbox.add(
@@ -342,17 +345,21 @@ async def apply_replica_rows(session: AsyncSession, rows: Sequence[dict[str, Any
     statement, and match them. The upsert itself keeps a held copy of a higher version (a concurrent writer)."""
     if not rows:
         return
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    statement = dialect.insert(vacancy)
-    await session.execute(
-        statement.on_conflict_do_update(
-            index_elements=[vacancy.c.id],
-            set_={name: statement.excluded[name] for name in rows[0] if name != "id"},
-            where=vacancy.c.version < statement.excluded.version,
-        ),
-        list(rows),
-    )
+    await session.execute(_replica_upsert(session.get_bind().dialect.name, tuple(rows[0])), list(rows))
     await match_vacancies(session, rows)
+
+
+@functools.lru_cache(maxsize=8)
+def _replica_upsert(dialect_name: str, columns: tuple[str, ...]) -> Any:
+    """The replica's upsert of rows with ``columns``, built once per dialect and set of columns (building it, its
+    ``excluded`` alias above all, costs more than running it for a run of a few events)."""
+    dialect = postgresql if dialect_name == "postgresql" else sqlite
+    statement = dialect.insert(vacancy)
+    return statement.on_conflict_do_update(
+        index_elements=[vacancy.c.id],
+        set_={name: statement.excluded[name] for name in columns if name != "id"},
+        where=vacancy.c.version < statement.excluded.version,
+    )
 
 
 async def apply_replica_row(session: AsyncSession, row: dict[str, Any]) -> str:

@@ -1,0 +1,271 @@
+"""Replication benchmark: how long a vacancy posted at one node takes to reach another, beside a raw round trip.
+
+Two jobs nodes (Zhejiang and Sichuan, a registry of these two only) run under uvicorn, each in its own process
+exactly as ``labornet serve jobs`` runs it, with its own SQLite database (or PostgreSQL with
+LABORNET_BENCH_POSTGRES_URL), on the embedded broker. In the same run, one after the other:
+
+1. **anchor**: a bare aiokafka producer (``acks=all``, as the relay) sends N small records at the offered rate to a
+   topic of the same broker, and a bare aiokafka consumer assigned to its partitions (fetch wait 10 ms, the nodes'
+   wait while records come) receives them; the round trip is the receive time minus the send time, in one process.
+2. **LaborNet**: Zhejiang's officers post N vacancies through ``POST /api/v1/vacancies`` at the offered rate (up to
+   64 requests in flight); each is a signed ``vacancy.published`` event that Zhejiang's relay publishes and
+   Sichuan's ``vacancy-replica`` consumer verifies and applies (rules, replica, search index, matching). The latency
+   is read from Sichuan's inbox: the event's time (set in Zhejiang's writing transaction) to the commit that
+   applied it (``applied_at``), both on this machine's clock.
+
+Reported per backend: the anchor's p50/p95/p99, LaborNet's, the ratio of the p99s (goal, issue 12: ≤ 3), the rate
+the API accepted (the offer achieved) and each node's CPU per event.
+
+    python -m benchmarks replication --rate 500 --events 5000
+    LABORNET_BENCH_POSTGRES_URL=postgresql+asyncpg://postgres@127.0.0.1:5432/test python -m benchmarks replication
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from sqlalchemy import func, select
+
+from benchmarks import chosen_backends
+from benchmarks.apply import SC, partitions_of, step, wait_ready
+from benchmarks.imports import DIVISIONS, PROVINCES, ZJ, jobs_node
+from benchmarks.saga import cpu_seconds, summary
+from labornet.shared.broker import EmbeddedBroker, free_port
+from labornet.shared.clock import today_in_china
+from labornet.shared.db import as_utc, create_engine, inbox, readonly_sessionmaker
+from labornet.shared.keys import ensure_node_keys
+from labornet.shared.testing import bearer, create_postgres_database, drop_postgres_database
+
+IN_FLIGHT = 64
+GOAL_RATIO = 3.0
+
+
+async def offered(rate: float, count: int, send: Any) -> float:
+    """Call ``send(n)`` for n in 0..count-1 at ``rate`` a second, at most IN_FLIGHT at once; seconds it took."""
+    slots = asyncio.Semaphore(IN_FLIGHT)
+    tasks = []
+
+    async def one(n: int) -> None:
+        try:
+            await send(n)
+        finally:
+            slots.release()
+
+    started = time.monotonic()
+    for n in range(count):
+        await slots.acquire()
+        tasks.append(asyncio.create_task(one(n)))
+        await asyncio.sleep(max(0.0, started + (n + 1) / rate - time.monotonic()))
+    await asyncio.gather(*tasks)
+    return time.monotonic() - started
+
+
+async def raw_round_trip(bootstrap: str, rate: float, count: int) -> dict[str, Any]:
+    """Bare aiokafka: N records at ``rate``, produced with acks=all and read by an assigned consumer (10 ms wait)."""
+    topic = f"bench-round-trip-{os.getpid()}"
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
+    await producer.start()
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=10)
+    await consumer.start()
+    received: dict[int, float] = {}
+    sent: dict[int, float] = {}
+    try:
+        await producer.send_and_wait(topic, b"warm-up")  # the broker creates the topic
+        partitions = await partitions_of(bootstrap, topic)
+        consumer.assign(partitions)
+        await consumer.seek_to_end(*partitions)
+
+        async def read() -> None:
+            while len(received) < count:
+                for batch in (await consumer.getmany(timeout_ms=200)).values():
+                    now = time.perf_counter()
+                    for record in batch:
+                        if record.value != b"warm-up":
+                            received[int(record.value)] = now
+
+        reader = asyncio.create_task(read())
+        await asyncio.sleep(0.5)  # the consumer's first fetches are out
+
+        async def send(n: int) -> None:
+            sent[n] = time.perf_counter()
+            await producer.send_and_wait(topic, str(n).encode(), key=str(n).encode())
+
+        await offered(rate, count, send)
+        await asyncio.wait_for(reader, 60)
+    finally:
+        await consumer.stop()
+        await producer.stop()
+    return summary([received[n] - sent[n] for n in sent])
+
+
+def draft(n: int) -> dict[str, Any]:
+    return {
+        "employer": {"name": f"浙江第{n % 97}人力资源有限公司", "credit_code": "91350100M000100Y43"},
+        "title": f"电子装配工 rep{n:07d}",
+        "description": "提供食宿，五险一金。",
+        "occupation_code": "8212",
+        "division_code": DIVISIONS[n % len(DIVISIONS)],
+        "headcount": 1 + n % 9,
+        "salary": {"min": 4000 + n % 20 * 100, "max": 7000 + n % 30 * 100},
+        "employment_type": "full-time",
+        "target_groups": ["migrant-workers"],
+        "skills": ["焊接"],
+        "contact": "0571-88000000",
+        "closing_date": (today_in_china() + timedelta(days=60)).isoformat(),
+    }
+
+
+async def applied_latencies(url: str, count: int, since: float = 0.0, timeout_s: float = 300) -> list[float]:
+    """Wait for Sichuan's inbox to hold ``count`` Zhejiang vacancy events; the event-to-applied seconds of those
+    whose event time is ``since`` (epoch seconds) or later."""
+    engine = create_engine(url)
+    query = select(inbox.c.event_time, inbox.c.applied_at).where(
+        inbox.c.consumer == "vacancy-replica", inbox.c.origin_province == ZJ
+    )
+    deadline = time.monotonic() + timeout_s
+    try:
+        async with readonly_sessionmaker(engine)() as session:
+            while True:
+                counted = (await session.execute(select(func.count()).select_from(query.subquery()))).scalar_one()
+                await session.rollback()
+                if counted >= count:
+                    break
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"Sichuan applied {counted} of {count} events within {timeout_s} s")
+                await asyncio.sleep(0.5)
+            rows = (await session.execute(query)).all()
+    finally:
+        await engine.dispose()
+    return [
+        (as_utc(applied) - as_utc(at)).total_seconds() for at, applied in rows if as_utc(at).timestamp() >= since
+    ]
+
+
+async def run(rate: float, events: int, backend: str, base_url: str | None) -> dict[str, Any]:
+    data_dir = Path(tempfile.mkdtemp(prefix="labornet-replication-bench-"))
+    registry = {"version": 1, "provinces": [
+        {"code": code, "zh": zh, "short_zh": short, "en": en} for code, (zh, short, en) in PROVINCES.items()
+        if code in (ZJ, SC)
+    ]}  # fmt: skip
+    (data_dir / "provinces.json").write_text(json.dumps(registry, ensure_ascii=False))
+    keys = {p: ensure_node_keys(p, data_dir / "keys" / p, data_dir / "trust-list.json") for p in (ZJ, SC)}
+    created: list[str] = []
+    urls: dict[str, str] = {}
+    for province in (ZJ, SC):
+        if backend == "postgresql":
+            assert base_url is not None
+            urls[province], name = await create_postgres_database(base_url)
+            created.append(name)
+        else:
+            urls[province] = f"sqlite+aiosqlite:///{data_dir / f'jobs-{province}.sqlite3'}"
+    broker = EmbeddedBroker(log_path=data_dir / "tansu.log")
+    broker.start()
+    ports = {p: free_port() for p in (ZJ, SC)}
+    refused: list[str] = []
+    request_s: list[float] = []
+    try:
+        step(f"{backend}: anchor, {events} raw records at {rate:g}/s")
+        anchor = await raw_round_trip(broker.bootstrap_servers, rate, events)
+        with contextlib.ExitStack() as stack:
+            procs = {p: stack.enter_context(jobs_node(p, ports[p], data_dir, urls[p], broker.bootstrap_servers))
+                     for p in (ZJ, SC)}  # fmt: skip
+            limits = httpx.Limits(max_connections=IN_FLIGHT, max_keepalive_connections=IN_FLIGHT)
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{ports[ZJ]}", timeout=30, limits=limits) as zj:
+                for p in (ZJ, SC):
+                    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{ports[p]}") as client:
+                        await wait_ready(client)
+                officer = bearer(keys[ZJ], "officer", sub="bench-officer")
+                # a few posts first: connections, statement caches and the consumer's first fetches are warm
+                for n in range(20):
+                    (await zj.post("/api/v1/vacancies", headers=officer, json=draft(events + n))).raise_for_status()
+                await applied_latencies(urls[SC], 20)
+                cpu = {p: cpu_seconds(procs[p].pid) for p in (ZJ, SC)}
+                load_before = os.getloadavg()
+
+                async def post(n: int) -> None:
+                    sent = time.monotonic()
+                    try:
+                        answer = await zj.post("/api/v1/vacancies", headers=officer, json=draft(n))
+                    except httpx.HTTPError as exc:
+                        refused.append(type(exc).__name__)
+                        return
+                    request_s.append(time.monotonic() - sent)
+                    if answer.status_code != 201:
+                        refused.append(f"{answer.status_code} {answer.text[:200]}")
+
+                step(f"{backend}: LaborNet, {events} vacancies posted at {rate:g}/s")
+                since = time.time()
+                posting_s = await offered(rate, events, post)
+                latencies = await applied_latencies(urls[SC], 20 + events - len(refused), since)
+                spent = {p: cpu_seconds(procs[p].pid) - cpu[p] for p in (ZJ, SC)}
+                load_after = os.getloadavg()
+    finally:
+        broker.stop()
+        for name in created:
+            assert base_url is not None
+            await drop_postgres_database(base_url, name)
+        shutil.rmtree(data_dir, ignore_errors=True)
+    observed = summary(latencies)
+    ratio = (
+        round(observed["p99_ms"] / anchor["p99_ms"], 2) if observed["p99_ms"] and anchor["p99_ms"] else None
+    )
+    return {
+        "backend": backend,
+        "events": events,
+        "offered_per_s": rate,
+        "achieved_offer_per_s": round(events / posting_s, 1),
+        "refused": len(refused),
+        "refusals": sorted(set(refused)),
+        "anchor_raw_round_trip": anchor,
+        "replication": observed,
+        "ratio_p99": ratio,
+        "goal_ratio_p99": GOAL_RATIO,
+        "met": ratio is not None and ratio <= GOAL_RATIO and not refused,
+        "post_request": summary(request_s),
+        "node_cpu_ms_per_event": {p: round(1000 * spent[p] / events, 3) for p in (ZJ, SC)},
+        "load_avg_before_after": [round(load_before[0], 2), round(load_after[0], 2)],
+    }
+
+
+def line(result: dict[str, Any]) -> str:
+    anchor, observed = result["anchor_raw_round_trip"], result["replication"]
+    cpu = result["node_cpu_ms_per_event"]
+    return (
+        f"replication {result['backend']:<10} offered {result['offered_per_s']:g}/s "
+        f"(API took {result['achieved_offer_per_s']:g}/s, refused {result['refused']})  "
+        f"raw round trip p50/p95/p99 {anchor['p50_ms']}/{anchor['p95_ms']}/{anchor['p99_ms']} ms  "
+        f"LaborNet {observed['p50_ms']}/{observed['p95_ms']}/{observed['p99_ms']} ms  "
+        f"ratio p99 {result['ratio_p99']} (goal <= {GOAL_RATIO:g}: {'met' if result['met'] else 'not met'})  "
+        f"cpu/event ZJ {cpu[ZJ]} ms SC {cpu[SC]} ms  load {result['load_avg_before_after']}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rate", type=float, default=500, help="events offered per second")
+    parser.add_argument("--events", type=int, default=5000)
+    parser.add_argument("--backends", default="sqlite,postgresql", help="comma-separated: sqlite, postgresql")
+    parser.add_argument("--json", action="store_true", help="also print every figure as JSON")
+    args = parser.parse_args()
+    backends, base_url = chosen_backends(args.backends)
+    for backend in backends:
+        result = asyncio.run(run(args.rate, args.events, backend, base_url))
+        print(line(result), flush=True)
+        if args.json:
+            print(json.dumps(result, ensure_ascii=False), flush=True)
+
+
+if __name__ == "__main__":
+    main()
