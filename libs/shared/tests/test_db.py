@@ -163,3 +163,30 @@ async def test_a_connection_lost_unnoticed_fails_one_transaction_and_the_next_on
         assert stored == ["next", "by-request"]
     finally:
         await engine.dispose()
+
+
+async def test_a_row_statement_built_once_sets_only_the_columns_given_and_only_where_they_match(
+    database_url: str,
+) -> None:
+    """``insert_of`` / ``update_of``: one statement per table, the row passed as parameters. An update changes only
+    the columns whose values it is given, only in the row whose ``where`` columns still hold the values given (a
+    version moved on meanwhile: no row), and the ``where`` values never leak into the new values."""
+    engine = await platform_engine(database_url)
+    row = {"event_id": "e-1", "event_type": "t", "topic": "a", "headers": [], "payload": b"{}", "attempts": 0}
+    try:
+        async with sessionmaker(engine)() as session, session.begin():
+            await session.execute(db.insert_of(outbox), {**row, "created_at": utcnow()})
+            await session.execute(db.insert_of(outbox), {**row, "event_id": "e-2", "created_at": utcnow()})
+        statement = db.update_of(outbox, "event_id", "attempts")
+        assert statement is db.update_of(outbox, "event_id", "attempts")  # built once
+        async with sessionmaker(engine)() as session, session.begin():
+            stale = await session.execute(statement, db.update_parameters({"topic": "b"}, event_id="e-1", attempts=5))
+            moved = await session.execute(
+                statement, db.update_parameters({"topic": "c", "attempts": 1}, event_id="e-1", attempts=0)
+            )
+        async with readonly_sessionmaker(engine)() as session:
+            rows = (await session.execute(select(outbox.c.event_id, outbox.c.topic, outbox.c.attempts))).all()
+    finally:
+        await engine.dispose()
+    assert (stale.rowcount, moved.rowcount) == (0, 1)  # type: ignore[attr-defined]
+    assert sorted(map(tuple, rows)) == [("e-1", "c", 1), ("e-2", "a", 0)]

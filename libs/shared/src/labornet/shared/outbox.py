@@ -367,6 +367,42 @@ class Outbox:
         self._wake.clear()
 
 
+# parameters named unlike any column: a parameter named after a column of the table sets that column
+_SENT_IDS = outbox.c.id.in_(bindparam("sent_ids", expanding=True))
+# rows sent, none of them a directed message; or all the directed ones sent as often before (the usual case)
+_MARK_SENT = update(outbox).where(_SENT_IDS).values(sent_at=bindparam("sent_time"), resend_at=None)
+_MARK_SENT_AWAITING = (
+    update(outbox)
+    .where(_SENT_IDS)
+    .values(
+        sent_at=bindparam("sent_time"),
+        resend_at=case(
+            (
+                outbox.c.expects_receipt.is_(True) & (outbox.c.resends == bindparam("sent_resends")),
+                bindparam("receipt_due", type_=outbox.c.resend_at.type),
+            ),
+            else_=None,
+        ),
+    )
+)
+
+
+def _mark_sent(ids: list[int], sent_at: datetime, waits: dict[int, datetime]) -> tuple[Any, dict[str, Any]]:
+    """The statement and parameters that mark rows ``ids`` sent at ``sent_at``, each directed message waiting for
+    its receipt until ``waits[its resends]``; statements built once for the usual cases, per call otherwise."""
+    if not waits:
+        return _MARK_SENT, {"sent_ids": ids, "sent_time": sent_at}
+    if len(waits) == 1:
+        ((resends, at),) = waits.items()
+        return _MARK_SENT_AWAITING, {"sent_ids": ids, "sent_time": sent_at, "sent_resends": resends, "receipt_due": at}
+    awaiting = outbox.c.expects_receipt.is_(True)
+    resend_at = case(
+        *((awaiting & (outbox.c.resends == n), literal(at, outbox.c.resend_at.type)) for n, at in waits.items()),
+        else_=None,
+    )
+    return update(outbox).where(outbox.c.id.in_(ids)).values(sent_at=sent_at, resend_at=resend_at), {}
+
+
 @dataclass(frozen=True)
 class _Queued:
     """An event queued by :meth:`Outbox.queue`: who writes it, the transaction it belongs to, what :meth:`Outbox.add`
@@ -475,6 +511,7 @@ class OutboxRelay:
         for counter in (RESENDS, REPUBLISHED, PUBLISH_FAILURES):
             counter.labels(service)
         self._lock_key = zlib.crc32(f"labornet-outbox-{service}".encode())
+        self._pending_statements: dict[tuple[str, int], Any] = {}
         self._stopping = asyncio.Event()
         self._last_stats = 0.0
         self._last_purge = 0.0
@@ -549,26 +586,7 @@ class OutboxRelay:
         held up by a slow or absent broker) and marked sent in a short write transaction afterwards.
         """
         async with self.read_sessions() as session, session.begin():
-            pending = (
-                select(
-                    outbox.c.id,
-                    outbox.c.topic,
-                    outbox.c.message_key,
-                    outbox.c.headers,
-                    outbox.c.payload,
-                    outbox.c.expects_receipt,
-                    outbox.c.resends,
-                )
-                .where(outbox.c.sent_at.is_(None))
-                .order_by(outbox.c.id)
-                .limit(self.batch_size)
-            )
-            if session.get_bind().dialect.name == "postgresql":
-                # the replica's lock in the same statement: an uncorrelated subquery, evaluated once; no rows while
-                # another replica is relaying
-                lock = func.pg_try_advisory_xact_lock(literal(self._lock_key, BigInteger))
-                pending = pending.where(select(lock).scalar_subquery())
-            rows = (await session.execute(pending)).all()
+            rows = (await session.execute(self._pending(session.get_bind().dialect.name))).all()
             if not rows:
                 return 0
             ids = [row.id for row in rows]
@@ -595,25 +613,37 @@ class OutboxRelay:
                 resends: sent_at + resend_delay(resends, self.receipt_wait_s, self.receipt_wait_max_s)
                 for resends in sorted({row.resends for row in rows if row.expects_receipt})
             }
-            awaiting = outbox.c.expects_receipt.is_(True)
-            resend_at = (
-                case(
-                    *(
-                        (awaiting & (outbox.c.resends == n), literal(at, outbox.c.resend_at.type))
-                        for n, at in waits.items()
-                    ),
-                    else_=None,
-                )
-                if waits
-                else None
-            )
             async with self.sessions() as writer, writer.begin():
-                await writer.execute(
-                    update(outbox).where(outbox.c.id.in_(ids)).values(sent_at=sent_at, resend_at=resend_at)
-                )
+                await writer.execute(*_mark_sent(ids, sent_at, waits))
         for row in rows:
             EVENTS_PUBLISHED.labels(self.service, row.topic).inc()
         return len(rows)
+
+    def _pending(self, dialect: str) -> Any:
+        """The next batch of unsent rows, in id order (built once per dialect and batch size)."""
+        key = (dialect, self.batch_size)
+        if key not in self._pending_statements:
+            pending = (
+                select(
+                    outbox.c.id,
+                    outbox.c.topic,
+                    outbox.c.message_key,
+                    outbox.c.headers,
+                    outbox.c.payload,
+                    outbox.c.expects_receipt,
+                    outbox.c.resends,
+                )
+                .where(outbox.c.sent_at.is_(None))
+                .order_by(outbox.c.id)
+                .limit(self.batch_size)
+            )
+            if dialect == "postgresql":
+                # the replica's lock in the same statement: an uncorrelated subquery, evaluated once; no rows while
+                # another replica is relaying
+                lock = func.pg_try_advisory_xact_lock(literal(self._lock_key, BigInteger))
+                pending = pending.where(select(lock).scalar_subquery())
+            self._pending_statements[key] = pending
+        return self._pending_statements[key]
 
     async def _record_failure(self, ids: list[int], exc: Exception) -> None:
         with contextlib.suppress(Exception):
