@@ -25,7 +25,7 @@ from enum import StrEnum
 
 from prometheus_client import Counter
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import update
+from sqlalchemy import bindparam, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from labornet.shared.db import outbox, utcnow
@@ -91,6 +91,21 @@ async def apply_receipt(session: AsyncSession, envelope: Envelope, service: str)
     return matched
 
 
+# built once (it runs for every receipt); parameters of the WHERE clause are named unlike any column of the outbox,
+# the SET clause's after the columns they set
+_ACKNOWLEDGE = (
+    update(outbox)
+    .where(
+        outbox.c.event_id.in_(bindparam("acknowledged", expanding=True)),
+        outbox.c.destination == bindparam("receipt_from"),
+        outbox.c.expects_receipt.is_(True),
+        outbox.c.acked_at.is_(None),
+    )
+    .values(resend_at=None)
+    .returning(outbox.c.event_id)
+)
+
+
 async def apply_receipts(session: AsyncSession, envelopes: Sequence[Envelope], service: str) -> list[bool]:
     """:func:`apply_receipt` for receipts in the order they came, with one statement per group of consecutive
     receipts of one sender and outcome (a receipt naming a message again starts a new group, so the first receipt of
@@ -112,15 +127,13 @@ async def apply_receipts(session: AsyncSession, envelopes: Sequence[Envelope], s
     matched: list[bool] = []
     for origin, outcome, group in groups:
         result = await session.execute(
-            update(outbox)
-            .where(
-                outbox.c.event_id.in_(list(group)),
-                outbox.c.destination == origin,
-                outbox.c.expects_receipt.is_(True),
-                outbox.c.acked_at.is_(None),
-            )
-            .values(acked_at=utcnow(), receipt_outcome=outcome.value, resend_at=None)
-            .returning(outbox.c.event_id)
+            _ACKNOWLEDGE,
+            {
+                "acknowledged": list(group),
+                "receipt_from": origin,
+                "acked_at": utcnow(),
+                "receipt_outcome": outcome.value,
+            },
         )
         acknowledged = set(result.scalars())
         for event_id, receipt in group.items():

@@ -8,7 +8,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.exc import MultipleResultsFound
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -91,7 +91,7 @@ _STEP_COLUMNS = [
 ]
 
 
-async def _load_where(session: AsyncSession, condition: ColumnElement[bool], for_update: bool) -> Transfer | None:
+def _load_query(condition: ColumnElement[bool], for_update: bool) -> Any:
     """The case and its timeline in one query (one row per step; a case has a handful)."""
     query = (
         select(transfer, *_STEP_COLUMNS)
@@ -99,9 +99,19 @@ async def _load_where(session: AsyncSession, condition: ColumnElement[bool], for
         .where(condition)
         .order_by(transfer_step.c.id)
     )
-    if for_update:
-        query = query.with_for_update(of=transfer)
-    rows = (await session.execute(query)).mappings().all()
+    return query.with_for_update(of=transfer) if for_update else query
+
+
+# The saga's reads and writes are built once, the values passed as parameters: building a statement costs more
+# Python than the database spends running it, and every step of every transfer runs several.
+_BY_ID = transfer.c.id == bindparam("case_id")
+_SENDING_FOR = and_(transfer.c.side == Side.SENDING.value, transfer.c.peer_case == bindparam("receiving_case"))
+_LOAD = {for_update: _load_query(_BY_ID, for_update) for for_update in (False, True)}
+_LOAD_SENDING = {for_update: _load_query(_SENDING_FOR, for_update) for for_update in (False, True)}
+
+
+async def _loaded(session: AsyncSession, query: Any, parameters: dict[str, Any]) -> Transfer | None:
+    rows = (await session.execute(query, parameters)).mappings().all()
     if not rows:
         return None
     if len({row["id"] for row in rows}) > 1:
@@ -115,13 +125,12 @@ async def _load_where(session: AsyncSession, condition: ColumnElement[bool], for
 
 
 async def load(session: AsyncSession, case_id: str, *, for_update: bool = False) -> Transfer | None:
-    return await _load_where(session, transfer.c.id == case_id, for_update)
+    return await _loaded(session, _LOAD[for_update], {"case_id": case_id})
 
 
 async def load_sending(session: AsyncSession, receiving_case: str, *, for_update: bool = False) -> Transfer | None:
     """This node's sending case answering ``receiving_case`` (another province's case number)."""
-    condition = and_(transfer.c.side == Side.SENDING.value, transfer.c.peer_case == receiving_case)
-    return await _load_where(session, condition, for_update)
+    return await _loaded(session, _LOAD_SENDING[for_update], {"receiving_case": receiving_case})
 
 
 _INSERT_STEP = insert(transfer_step)
@@ -199,19 +208,21 @@ async def listed(
     return [transfer_of(row) for row in (await session.execute(query)).mappings()]
 
 
+_LAST_CARRIED_IN = (
+    select(transfer.c.sheet)
+    .where(
+        transfer.c.resident_id == bindparam("resident_id"),
+        transfer.c.side == Side.RECEIVING.value,
+        transfer.c.state == State.COMPLETED.value,
+    )
+    .order_by(transfer.c.closed_at.desc(), transfer.c.id.desc())
+    .limit(1)
+)
+
+
 async def fund_carried_in(session: AsyncSession, resident_id: str) -> bool:
     """Whether the transfer that last brought the person here brought their fund too."""
-    query = (
-        select(transfer.c.sheet)
-        .where(
-            transfer.c.resident_id == resident_id,
-            transfer.c.side == Side.RECEIVING.value,
-            transfer.c.state == State.COMPLETED.value,
-        )
-        .order_by(transfer.c.closed_at.desc(), transfer.c.id.desc())
-        .limit(1)
-    )
-    sheet = (await session.execute(query)).scalar()
+    sheet = (await session.execute(_LAST_CARRIED_IN, {"resident_id": resident_id})).scalar()
     return sheet is not None and Decimal(str(sheet["fund_due"])) > 0
 
 
@@ -260,11 +271,12 @@ def person_columns(person: InsuredPerson) -> dict[str, Any]:
     }
 
 
+_PERSON_QUERY = select(insured_person).where(insured_person.c.resident_id == bindparam("resident_id"))
+_PERSON = {False: _PERSON_QUERY, True: _PERSON_QUERY.with_for_update()}
+
+
 async def load_person(session: AsyncSession, resident_id: str, *, for_update: bool = False) -> InsuredPerson | None:
-    query = select(insured_person).where(insured_person.c.resident_id == resident_id)
-    if for_update:
-        query = query.with_for_update()
-    row = (await session.execute(query)).mappings().one_or_none()
+    row = (await session.execute(_PERSON[for_update], {"resident_id": resident_id})).mappings().one_or_none()
     return person_of(row) if row is not None else None
 
 
@@ -305,13 +317,15 @@ def _period(row: Any) -> Period:
     return Period(row.start_month, row.end_month, PeriodKind(row.kind), row.province, row.employer_credit_code)
 
 
+# (parameters of an update are named unlike the table's columns: a parameter named after a column sets it)
+_LIVE = and_(contribution_period.c.resident_id == bindparam("person"), contribution_period.c.carried_out_by.is_(None))
+_LIVE_PERIODS = select(contribution_period).where(_LIVE).order_by(contribution_period.c.start_month)
+_CARRY_OUT = update(contribution_period).where(_LIVE).values(carried_out_by=bindparam("carried_by"))
+
+
 async def live_periods(session: AsyncSession, resident_id: str) -> list[Period]:
     """The periods this province holds of the person (not carried out by a transfer)."""
-    rows = await session.execute(
-        select(contribution_period)
-        .where(contribution_period.c.resident_id == resident_id, contribution_period.c.carried_out_by.is_(None))
-        .order_by(contribution_period.c.start_month)
-    )
+    rows = await session.execute(_LIVE_PERIODS, {"person": resident_id})
     return [_period(row) for row in rows]
 
 
@@ -339,8 +353,4 @@ async def add_periods(
 
 
 async def carry_out(session: AsyncSession, resident_id: str, case_id: str) -> None:
-    await session.execute(
-        update(contribution_period)
-        .where(contribution_period.c.resident_id == resident_id, contribution_period.c.carried_out_by.is_(None))
-        .values(carried_out_by=case_id)
-    )
+    await session.execute(_CARRY_OUT, {"person": resident_id, "carried_by": case_id})
