@@ -86,7 +86,7 @@ def make_producer(settings: Settings) -> AIOKafkaProducer:
         **client_config(settings),
         acks="all",
         enable_idempotence=settings.kafka_enable_idempotence,
-        linger_ms=2,
+        linger_ms=0,
         request_timeout_ms=10_000,
         retry_backoff_ms=200,
     )
