@@ -234,19 +234,30 @@ async def _candidates(
     """Active subscriptions that may accept one of ``vacancies`` by the criteria cheap to check in SQL (salary and
     target group); each pair is checked again in Python with the list criteria (prefixes, provinces, keywords),
     which is simpler than dialect-specific JSON queries and fast for thousands of rows."""
+    target_groups = sorted({str(group) for row in vacancies for group in row.get("target_groups") or ()})
+    parameters: dict[str, Any] = {"salary_max": max(row["salary_max"] for row in vacancies)}
+    if target_groups:
+        parameters["target_groups"] = target_groups
+    if subscription_id is not None:
+        parameters["subscription_id"] = subscription_id
+    query = _CANDIDATES[bool(target_groups), subscription_id is not None]
+    return (await session.execute(query, parameters)).all()
+
+
+def _candidates_query(with_target_groups: bool, one_subscription: bool) -> Any:
     query = select(subscription).where(
         subscription.c.active.is_(True),
+        or_(subscription.c.min_salary.is_(None), subscription.c.min_salary <= bindparam("salary_max")),
         or_(
-            subscription.c.min_salary.is_(None),
-            subscription.c.min_salary <= max(row["salary_max"] for row in vacancies),
-        ),
+            subscription.c.target_group.is_(None),
+            subscription.c.target_group.in_(bindparam("target_groups", expanding=True)),
+        )
+        if with_target_groups
+        else subscription.c.target_group.is_(None),
     )
-    target_groups = sorted({str(group) for row in vacancies for group in row.get("target_groups") or ()})
-    query = query.where(
-        or_(subscription.c.target_group.is_(None), subscription.c.target_group.in_(target_groups))
-        if target_groups
-        else subscription.c.target_group.is_(None)
-    )
-    if subscription_id is not None:
-        query = query.where(subscription.c.id == subscription_id)
-    return (await session.execute(query)).all()
+    return query.where(subscription.c.id == bindparam("subscription_id")) if one_subscription else query
+
+
+# built once (every vacancy published or replicated is matched): with or without target groups, for every
+# subscription or one
+_CANDIDATES = {(groups, one): _candidates_query(groups, one) for groups in (False, True) for one in (False, True)}
