@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import json
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -38,15 +37,14 @@ from aiokafka.admin import AIOKafkaAdminClient
 from sqlalchemy import func, select
 
 from benchmarks import chosen_backends
-from benchmarks.imports import DIVISIONS, OCCUPATIONS, PROVINCES, ZJ, jobs_node, write_csv
+from benchmarks.imports import DIVISIONS, OCCUPATIONS, ZJ, jobs_node, prepare_provinces, release, write_csv
 from benchmarks.saga import cpu_seconds
 from labornet.jobs.adapters.tables import vacancy
 from labornet.shared.broker import EmbeddedBroker, free_port
 from labornet.shared.db import create_engine, inbox, outbox, readonly_sessionmaker
 from labornet.shared.envelope import Envelope
-from labornet.shared.keys import ensure_node_keys
 from labornet.shared.signing import TrustListFile
-from labornet.shared.testing import bearer, create_postgres_database, drop_postgres_database
+from labornet.shared.testing import bearer
 from labornet.shared.topics import events_topic
 
 SC = "510000"
@@ -171,22 +169,8 @@ def step(message: str) -> None:
 
 async def run(events: int, backend: str, base_url: str | None) -> dict[str, Any]:
     data_dir = Path(tempfile.mkdtemp(prefix="labornet-apply-bench-"))
-    registry = {"version": 1, "provinces": [
-        {"code": code, "zh": zh, "short_zh": short, "en": en} for code, (zh, short, en) in PROVINCES.items()
-        if code in (ZJ, SC)
-    ]}  # fmt: skip
-    (data_dir / "provinces.json").write_text(json.dumps(registry, ensure_ascii=False))
-    keys = {p: ensure_node_keys(p, data_dir / "keys" / p, data_dir / "trust-list.json") for p in (ZJ, SC)}
+    keys, urls, created = await prepare_provinces(data_dir, [ZJ, SC], backend, base_url)
     trust = TrustListFile(data_dir / "trust-list.json")
-    created: list[str] = []
-    urls: dict[str, str] = {}
-    for province in (ZJ, SC):
-        if backend == "postgresql":
-            assert base_url is not None
-            urls[province], name = await create_postgres_database(base_url)
-            created.append(name)
-        else:
-            urls[province] = f"sqlite+aiosqlite:///{data_dir / f'jobs-{province}.sqlite3'}"
     source = data_dir / "vacancies.csv"
     write_csv(source, events)
     broker = EmbeddedBroker(log_path=data_dir / "tansu.log")
@@ -234,11 +218,7 @@ async def run(events: int, backend: str, base_url: str | None) -> dict[str, Any]
                     matched = (await sc.get("/metrics")).text
             load_after = os.getloadavg()
     finally:
-        broker.stop()
-        for name in created:
-            assert base_url is not None
-            await drop_postgres_database(base_url, name)
-        shutil.rmtree(data_dir, ignore_errors=True)
+        await release(broker, created, base_url, data_dir)
     span = (result["last"] - result["first"]).total_seconds()
     rate = (result["inbox_rows"] - 1) / span if span > 0 else float("inf")
     matches = sum(

@@ -25,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from datetime import timedelta
 from pathlib import Path
@@ -40,7 +40,7 @@ from labornet.jobs.domain.imports import CSV_COLUMNS
 from labornet.shared.broker import EmbeddedBroker, free_port
 from labornet.shared.clock import today_in_china
 from labornet.shared.db import create_engine, readonly_sessionmaker
-from labornet.shared.keys import ensure_node_keys
+from labornet.shared.keys import NodeKeys, ensure_node_keys
 from labornet.shared.testing import bearer, create_postgres_database, drop_postgres_database
 
 ZJ = "330000"
@@ -80,6 +80,38 @@ def write_csv(path: Path, rows: int) -> None:
                     "closing_date": closing,
                 }
             )
+
+
+async def prepare_provinces(
+    data_dir: Path, provinces: Sequence[str], backend: str, base_url: str | None
+) -> tuple[dict[str, NodeKeys], dict[str, str], list[str]]:
+    """A registry of ``provinces`` only, their keys and trust list, and a database each (a SQLite file, or a new
+    PostgreSQL database on ``base_url``): the keys, the database URLs and the PostgreSQL databases to drop after."""
+    registry = {"version": 1, "provinces": [
+        {"code": code, "zh": zh, "short_zh": short, "en": en} for code, (zh, short, en) in PROVINCES.items()
+        if code in provinces
+    ]}  # fmt: skip
+    (data_dir / "provinces.json").write_text(json.dumps(registry, ensure_ascii=False))
+    keys = {p: ensure_node_keys(p, data_dir / "keys" / p, data_dir / "trust-list.json") for p in provinces}
+    created: list[str] = []
+    urls: dict[str, str] = {}
+    for province in provinces:
+        if backend == "postgresql":
+            assert base_url is not None
+            urls[province], name = await create_postgres_database(base_url)
+            created.append(name)
+        else:
+            urls[province] = f"sqlite+aiosqlite:///{data_dir / f'jobs-{province}.sqlite3'}"
+    return keys, urls, created
+
+
+async def release(broker: EmbeddedBroker, created: Sequence[str], base_url: str | None, data_dir: Path) -> None:
+    """Stop the broker, drop the PostgreSQL databases :func:`prepare_provinces` created, remove the run's files."""
+    broker.stop()
+    for name in created:
+        assert base_url is not None
+        await drop_postgres_database(base_url, name)
+    shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @contextmanager
@@ -125,20 +157,7 @@ async def held(urls: dict[str, str]) -> dict[str, int]:
 
 async def run(rows: int, backend: str, base_url: str | None) -> dict[str, Any]:
     data_dir = Path(tempfile.mkdtemp(prefix="labornet-imports-bench-"))
-    registry = {"version": 1, "provinces": [
-        {"code": code, "zh": zh, "short_zh": short, "en": en} for code, (zh, short, en) in PROVINCES.items()
-    ]}  # fmt: skip
-    (data_dir / "provinces.json").write_text(json.dumps(registry, ensure_ascii=False))
-    keys = {p: ensure_node_keys(p, data_dir / "keys" / p, data_dir / "trust-list.json") for p in PROVINCES}
-    created: list[str] = []
-    urls: dict[str, str] = {}
-    for province in PROVINCES:
-        if backend == "postgresql":
-            assert base_url is not None
-            urls[province], name = await create_postgres_database(base_url)
-            created.append(name)
-        else:
-            urls[province] = f"sqlite+aiosqlite:///{data_dir / f'jobs-{province}.sqlite3'}"
+    keys, urls, created = await prepare_provinces(data_dir, list(PROVINCES), backend, base_url)
     source = data_dir / "vacancies.csv"
     write_csv(source, rows)
     size = source.stat().st_size
@@ -205,11 +224,7 @@ async def run(rows: int, backend: str, base_url: str | None) -> dict[str, Any]:
             for client in clients.values():
                 await client.aclose()
     finally:
-        broker.stop()
-        for name in created:
-            assert base_url is not None
-            await drop_postgres_database(base_url, name)
-        shutil.rmtree(data_dir, ignore_errors=True)
+        await release(broker, created, base_url, data_dir)
     return {
         "backend": backend,
         "rows": rows,

@@ -27,7 +27,6 @@ import asyncio
 import contextlib
 import json
 import os
-import shutil
 import tempfile
 import time
 from datetime import timedelta
@@ -40,13 +39,12 @@ from sqlalchemy import func, select
 
 from benchmarks import chosen_backends
 from benchmarks.apply import SC, partitions_of, step, wait_ready
-from benchmarks.imports import DIVISIONS, PROVINCES, ZJ, jobs_node
+from benchmarks.imports import DIVISIONS, ZJ, jobs_node, prepare_provinces, release
 from benchmarks.saga import cpu_seconds, summary
 from labornet.shared.broker import EmbeddedBroker, free_port
 from labornet.shared.clock import today_in_china
 from labornet.shared.db import as_utc, create_engine, inbox, outbox, readonly_sessionmaker
-from labornet.shared.keys import ensure_node_keys
-from labornet.shared.testing import bearer, create_postgres_database, drop_postgres_database
+from labornet.shared.testing import bearer
 from labornet.shared.topics import events_topic
 
 IN_FLIGHT = 64
@@ -169,21 +167,7 @@ async def publish_latencies(url: str, since: float) -> list[float]:
 
 async def run(rate: float, events: int, backend: str, base_url: str | None) -> dict[str, Any]:
     data_dir = Path(tempfile.mkdtemp(prefix="labornet-replication-bench-"))
-    registry = {"version": 1, "provinces": [
-        {"code": code, "zh": zh, "short_zh": short, "en": en} for code, (zh, short, en) in PROVINCES.items()
-        if code in (ZJ, SC)
-    ]}  # fmt: skip
-    (data_dir / "provinces.json").write_text(json.dumps(registry, ensure_ascii=False))
-    keys = {p: ensure_node_keys(p, data_dir / "keys" / p, data_dir / "trust-list.json") for p in (ZJ, SC)}
-    created: list[str] = []
-    urls: dict[str, str] = {}
-    for province in (ZJ, SC):
-        if backend == "postgresql":
-            assert base_url is not None
-            urls[province], name = await create_postgres_database(base_url)
-            created.append(name)
-        else:
-            urls[province] = f"sqlite+aiosqlite:///{data_dir / f'jobs-{province}.sqlite3'}"
+    keys, urls, created = await prepare_provinces(data_dir, [ZJ, SC], backend, base_url)
     broker = EmbeddedBroker(log_path=data_dir / "tansu.log")
     broker.start()
     ports = {p: free_port() for p in (ZJ, SC)}
@@ -227,11 +211,7 @@ async def run(rate: float, events: int, backend: str, base_url: str | None) -> d
                 spent = {p: cpu_seconds(procs[p].pid) - cpu[p] for p in (ZJ, SC)}
                 load_after = os.getloadavg()
     finally:
-        broker.stop()
-        for name in created:
-            assert base_url is not None
-            await drop_postgres_database(base_url, name)
-        shutil.rmtree(data_dir, ignore_errors=True)
+        await release(broker, created, base_url, data_dir)
     observed = summary(latencies)
     ratio = round(observed["p99_ms"] / anchor["p99_ms"], 2) if observed["p99_ms"] and anchor["p99_ms"] else None
     return {
