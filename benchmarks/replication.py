@@ -238,7 +238,8 @@ def line(result: dict[str, Any]) -> str:
     cpu = result["node_cpu_ms_per_event"]
     return (
         f"replication {result['backend']:<10} offered {result['offered_per_s']:g}/s "
-        f"(API took {result['achieved_offer_per_s']:g}/s, refused {result['refused']})  "
+        f"(API took {result['achieved_offer_per_s']:g}/s, refused {result['refused']}"
+        f"{': ' + '; '.join(result['refusals']) if result['refusals'] else ''})  "
         f"raw round trip p50/p95/p99 {anchor['p50_ms']}/{anchor['p95_ms']}/{anchor['p99_ms']} ms  "
         f"LaborNet {observed['p50_ms']}/{observed['p95_ms']}/{observed['p99_ms']} ms "
         f"(to the broker {sent['p50_ms']}/{sent['p95_ms']}/{sent['p99_ms']} ms)  "
