@@ -37,6 +37,7 @@ from sqlalchemy import (
     insert,
     update,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
@@ -307,12 +308,18 @@ def is_sqlite(engine: AsyncEngine | Engine) -> bool:
     return engine.dialect.name == "sqlite"
 
 
-# Statements of one row, built once --------------------------------------------------------------------------------
+# Statements built once ------------------------------------------------------------------------------------------
 #
 # ``insert(t).values(**row)`` and ``update(t).where(...).values(**row)`` build a new statement for every row: each
 # value becomes a bound parameter object and the statement's cache key is computed again, which costs more Python
 # than the database spends running it. The statements below are built once per table and the row is passed as
 # parameters at execution, as for an executemany; SQLAlchemy compiles each distinct set of keys once.
+
+
+def for_each_dialect(build: Callable[[Callable[[Table], Any]], Any]) -> dict[str, Any]:
+    """A statement built once for each database LaborNet runs on, from that dialect's ``insert`` (the one with
+    ``ON CONFLICT``); look it up with ``session.get_bind().dialect.name``."""
+    return {"postgresql": build(postgresql.insert), "sqlite": build(sqlite.insert)}
 
 
 @functools.cache

@@ -41,7 +41,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from labornet.shared.db import inbox, quarantine, readonly_sessionmaker, utcnow
+from labornet.shared.db import for_each_dialect, inbox, quarantine, readonly_sessionmaker, utcnow
 from labornet.shared.envelope import Envelope, MalformedEvent
 from labornet.shared.kafka import PacedConsumer, closed, started
 from labornet.shared.observability import (
@@ -116,12 +116,13 @@ _SETTLE_QUARANTINED = update(quarantine).where(
 )
 
 # The inbox rows of a run, those already there left alone; the ids of the rows inserted are returned
-_ENTER_INBOX = {
-    name: dialect.insert(inbox)
-    .on_conflict_do_nothing(index_elements=[inbox.c.consumer, inbox.c.event_id])
-    .returning(inbox.c.event_id)
-    for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
-}
+_ENTER_INBOX = for_each_dialect(
+    lambda insert: (
+        insert(inbox)
+        .on_conflict_do_nothing(index_elements=[inbox.c.consumer, inbox.c.event_id])
+        .returning(inbox.c.event_id)
+    )
+)
 
 # Namespace of the ids of dead-letter copies (UUID 5 of the consumer group and the record's SHA-256).
 _DEAD_LETTER_IDS = uuid.UUID("6f1c3f0e-3b9a-5d4c-9a57-2d4c1b0e7a11")

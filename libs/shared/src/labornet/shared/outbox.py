@@ -28,11 +28,10 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from prometheus_client import Counter, Gauge
 from sqlalchemy import BigInteger, and_, bindparam, case, delete, func, literal, or_, select, update
 from sqlalchemy import event as sa_event
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session, SessionTransaction
 
-from labornet.shared.db import as_utc, outbox, outbox_stream, utcnow
+from labornet.shared.db import as_utc, for_each_dialect, outbox, outbox_stream, utcnow
 from labornet.shared.envelope import Envelope, encode_data, event_source, new_event_id
 from labornet.shared.kafka import closed, started
 from labornet.shared.observability import (
@@ -81,7 +80,7 @@ def _reserve_statement(insert: Any) -> Any:
 
 
 # built once: a statement built per call costs more Python than the database spends running it
-_RESERVE = {"postgresql": _reserve_statement(postgresql.insert), "sqlite": _reserve_statement(sqlite.insert)}
+_RESERVE = for_each_dialect(_reserve_statement)
 _INSERT_ROW = outbox.insert()
 _QUEUED_KEY = "labornet_outbox_queued"
 

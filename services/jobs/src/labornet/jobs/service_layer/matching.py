@@ -15,7 +15,6 @@ from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import Row, bindparam, insert, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from labornet.jobs.adapters.tables import match, subscription, webhook_delivery
@@ -30,7 +29,7 @@ from labornet.jobs.domain.subscriptions import (
 )
 from labornet.jobs.domain.vacancy import Status
 from labornet.jobs.metrics import MATCHES
-from labornet.shared.db import on_commit, utcnow
+from labornet.shared.db import for_each_dialect, on_commit, utcnow
 
 # what a webhook receives about the vacancy (no employer identifiers, no contact: the worker opens the vacancy)
 WEBHOOK_VACANCY_FIELDS = (
@@ -146,12 +145,6 @@ async def match_vacancies(
     if not pairs:
         return []
 
-    insert_match = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-    statement = (
-        insert_match(match)
-        .on_conflict_do_nothing(index_elements=[match.c.subscription_id, match.c.vacancy_id])
-        .returning(match.c.id, match.c.subscription_id, match.c.vacancy_id)
-    )
     rows = [
         {
             "subscription_id": row.id,
@@ -164,7 +157,7 @@ async def match_vacancies(
         }
         for row, vacancy in pairs
     ]
-    inserted = await session.execute(statement, rows)
+    inserted = await session.execute(_INSERT_MATCHES[session.get_bind().dialect.name], rows)
     created = {(sub_id, vacancy_id): match_id for match_id, sub_id, vacancy_id in inserted}
 
     deliveries = [
@@ -257,6 +250,15 @@ def _candidates_query(with_target_groups: bool, one_subscription: bool) -> Any:
     )
     return query.where(subscription.c.id == bindparam("subscription_id")) if one_subscription else query
 
+
+# The new matches, those already there left alone; their ids are returned
+_INSERT_MATCHES = for_each_dialect(
+    lambda insert: (
+        insert(match)
+        .on_conflict_do_nothing(index_elements=[match.c.subscription_id, match.c.vacancy_id])
+        .returning(match.c.id, match.c.subscription_id, match.c.vacancy_id)
+    )
+)
 
 # built once (every vacancy published or replicated is matched): with or without target groups, for every
 # subscription or one
