@@ -211,6 +211,12 @@ def batches(rows: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[str
         yield batch
 
 
+def _as_datetime(value: Any) -> datetime:
+    """The newest posting of a reused database, as the aware ``now`` its query kinds are relative to."""
+    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).replace(microsecond=0)
+
+
 def _copy_value(value: Any) -> Any:
     """COPY takes the JSON columns as JSON text."""
     return json.dumps(value, ensure_ascii=False) if isinstance(value, list) else value
@@ -296,7 +302,7 @@ def query_kinds(engine: AsyncEngine, now: datetime) -> dict[str, QueryFactory]:
         "text only": text_only,
         "occupation+province": occupation_only,
         "deep page 11": deep_page,
-        "single character (LIKE)": single_character,
+        "single character": single_character,
     }
 
 
@@ -310,7 +316,7 @@ async def measure(engine: AsyncEngine, now: datetime, queries: int, seed: int) -
     sessions = readonly_sessionmaker(engine)
     results: dict[str, Any] = {}
     for kind, make in query_kinds(engine, now).items():
-        count = min(queries, 20) if kind.startswith("single character") else queries
+        count = queries
         timings: list[float] = []
         matches: list[int] = []
         for n in range(count + 3):  # the first three warm the caches and are not counted
@@ -332,25 +338,43 @@ async def measure(engine: AsyncEngine, now: datetime, queries: int, seed: int) -
     return results
 
 
-async def run(backend: str, size: int, queries: int, base_url: str | None) -> dict[str, Any]:
+async def run(
+    backend: str, size: int, queries: int, base_url: str | None, keep: bool = False, reuse: str | None = None
+) -> dict[str, Any]:
+    """Load ``size`` vacancies into a new database and time the query kinds on it.
+
+    ``keep`` leaves the database in place and prints its URL; ``reuse`` (such a URL) skips the load and times the
+    query kinds on what it holds, so that a change to the search can be measured again in minutes, not a load.
+    """
     now = datetime.now(UTC).replace(microsecond=0)
     directory = Path(tempfile.mkdtemp(prefix="labornet-search-bench-"))
     name = None
-    if backend == "postgresql":
+    if reuse is not None:
+        url = reuse
+    elif backend == "postgresql":
         assert base_url is not None
         url, name = await create_postgres_database(base_url)
     else:
         url = f"sqlite+aiosqlite:///{directory / 'jobs.sqlite3'}"
     engine = create_engine(url)
+    load_s = None
     try:
-        await upgrade(engine, "labornet.jobs:migrations")
-        rows = synthetic_vacancies(size, seed=size, now=now)
-        started = time.perf_counter()
-        if backend == "postgresql":
-            await load_postgresql(url, rows)
+        if reuse is None:
+            await upgrade(engine, "labornet.jobs:migrations")
+            rows = synthetic_vacancies(size, seed=size, now=now)
+            started = time.perf_counter()
+            if backend == "postgresql":
+                await load_postgresql(url, rows)
+            else:
+                await load_sqlite(engine, rows)
+            load_s = time.perf_counter() - started
         else:
-            await load_sqlite(engine, rows)
-        load_s = time.perf_counter() - started
+            async with engine.connect() as connection:
+                size = int((await connection.execute(text("SELECT count(*) FROM vacancy"))).scalar_one())
+                newest = (await connection.execute(text("SELECT max(posted_at) FROM vacancy"))).scalar_one()
+            now = _as_datetime(newest)
+        if keep:
+            print(f"kept: {url}", flush=True)
         async with engine.connect() as connection:
             if backend == "postgresql":
                 size_sql = "SELECT pg_database_size(current_database())"
@@ -360,13 +384,13 @@ async def run(backend: str, size: int, queries: int, base_url: str | None) -> di
         latency = await measure(engine, now, queries, seed=7)
     finally:
         await engine.dispose()
-        if name is not None and base_url is not None:
+        if name is not None and base_url is not None and not keep:
             await drop_postgres_database(base_url, name)
     return {
         "backend": backend,
         "vacancies": size,
-        "load_s": round(load_s, 1),
-        "rows_per_s": round(size / load_s),
+        "load_s": None if load_s is None else round(load_s, 1),
+        "rows_per_s": None if load_s is None else round(size / load_s),
         "database_mb": round(database_mb),
         "latency": latency,
         "load_avg": [round(v, 2) for v in os.getloadavg()],
@@ -379,6 +403,8 @@ def main() -> None:
     parser.add_argument("--sizes", default="100000,1000000", help="comma-separated numbers of vacancies")
     parser.add_argument("--queries", type=int, default=200, help="timed queries per kind")
     parser.add_argument("--backends", default="sqlite,postgresql", help="comma-separated: sqlite, postgresql")
+    parser.add_argument("--keep", action="store_true", help="leave the loaded databases in place; print their URLs")
+    parser.add_argument("--reuse", help="URL of a database an earlier --keep loaded: time the queries, load nothing")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
@@ -389,7 +415,7 @@ def main() -> None:
     results = []
     for size in sizes:
         for backend in backends:
-            result = asyncio.run(run(backend, size, args.queries, base_url))
+            result = asyncio.run(run(backend, size, args.queries, base_url, keep=args.keep, reuse=args.reuse))
             print(json.dumps(result, ensure_ascii=False), flush=True)
             results.append(result)
     print(json.dumps(results, indent=2, ensure_ascii=False))

@@ -46,7 +46,7 @@ SEARCH_INDEX = {
     "postgresql": {
         ("remove_column", "search_vector"),
         ("remove_index", "ix_vacancy_search_vector"),
-        ("remove_index", "ix_vacancy_open_search_vector"),
+        ("remove_index", "ix_vacancy_open_search"),
         ("remove_index", "ix_vacancy_owner_status_posted"),
         ("remove_index", "ix_vacancy_owner_status_salary"),
     },

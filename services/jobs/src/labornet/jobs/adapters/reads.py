@@ -48,6 +48,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, a
 
 from labornet.jobs.adapters.search import (
     RESULT_COLUMNS,
+    SEARCH_SETTINGS,
     TOTAL_CAP,
     SearchPage,
     SearchParams,
@@ -295,7 +296,7 @@ class _PostgresReads(_DriverReads):
             assert driver is not None
             # every statement planned with its own values (see search_vacancies): these connections are never
             # given back to the pool, so the settings stay with them
-            await driver.execute("SET plan_cache_mode = force_custom_plan; SET jit = off")
+            await driver.execute("; ".join(f"SET {name} = '{value}'" for name, value in SEARCH_SETTINGS.items()))
         except BaseException:
             _invalidate(connection)
             raise

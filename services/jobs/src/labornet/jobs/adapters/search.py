@@ -4,8 +4,9 @@ Text goes through :func:`labornet.jobs.domain.text.tokens`, the function that fi
 token must match: CJK bigrams exactly, Latin words as prefixes (``chef`` finds ``chefs``). SQLite answers from the
 FTS5 table ``vacancy_search``, PostgreSQL from the generated ``search_vector`` column, which also holds a facet
 lexeme for every equality filter, and its GIN indexes (migrations jobs_0003 to jobs_0005; ADR 6 and 7). A lone CJK
-character has no bigram; it is looked up with LIKE in ``search_tokens``, which holds every CJK character of the
-searchable text inside its bigrams — correct, but not indexed.
+character has no bigram: PostgreSQL looks it up among the characters of open vacancies, a second column of their
+text index (jobs_0012, ADR 31); SQLite, and a search of closed vacancies, with LIKE in ``search_tokens``, which holds
+every CJK character of the searchable text inside its bigrams — correct, but not indexed.
 
 Pages are keyset pages: the cursor carries the sort key of the last row given out, so paging neither skips nor
 repeats rows while others insert. ``total`` counts every match of the filters, whatever the cursor, up to
@@ -93,6 +94,12 @@ class SearchParams:
 
 
 TOTAL_CAP = 1_000
+# PostgreSQL's settings for a search. Every search is planned with its own values (a generic plan cached with the
+# driver's prepared statement cannot tell a word in one vacancy of ten from a word in one of ten thousand); a query
+# of a few milliseconds is not worth the 30 ms of compiling it to machine code; and the bitmap of a broad lookup
+# (a character in most vacancies of a province: 143,000 rows at 1M) stays exact: with the default 4 MB it loses
+# its rows, keeps pages, and every row of those pages is checked again (55 ms where 30 ms do)
+SEARCH_SETTINGS = {"plan_cache_mode": "force_custom_plan", "jit": "off", "work_mem": "16MB"}
 
 
 @dataclass
@@ -112,10 +119,7 @@ async def search_vacancies(
     picks the page: when the matches are that few, it is the whole answer. When there are more, they are
     plentiful, and the page is found by walking the sort order (see :class:`SearchPlan`)."""
     plan = SearchPlan.of(params, session.get_bind().dialect.name, total_cap, now)
-    # every search is planned with its own values (a generic plan cached with the driver's prepared statement
-    # cannot tell a word in one vacancy of ten from a word in one of ten thousand), and a query of a few
-    # milliseconds is not worth the 30 ms of compiling it to machine code
-    async with _planner(session, plan_cache_mode="force_custom_plan", jit="off"):
+    async with _planner(session, **SEARCH_SETTINGS):
         rows = [dict(row) for row in (await session.execute(plan.statement("page"), plan.values)).mappings()]
         if rows:
             total = int(rows[0]["total"])
@@ -131,6 +135,13 @@ async def search_vacancies(
 
 
 Statement = Literal["page", "count", "walk"]
+LOOKUPS = ("words", "facets", "words_and_facets", "characters")  # filters answered by PostgreSQL's text indexes
+# the CJK characters of a vacancy as lexemes: the second column of the index ix_vacancy_open_search (jobs_0012),
+# which the planner uses only for this very expression
+CHARACTERS: ColumnElement[Any] = literal_column(
+    "array_to_tsvector(string_to_array("
+    "translate(vacancy.search_tokens, ' 0123456789abcdefghijklmnopqrstuvwxyz', ''), NULL))"
+)
 # A filter as the statements hold it: its kind and the names of its values (the values are the plan's)
 Filter = tuple[str, tuple[str, ...]]
 
@@ -234,8 +245,10 @@ def _filters(
     ``faceted`` (PostgreSQL): the words and every equality or prefix filter become one lookup in the text index,
     their facet lexemes (migrations jobs_0004, jobs_0005) joined to the words, and a recent "posted since" as the
     weeks it spans (``now`` ends them); the ranges also stay column conditions (a week or a salary is coarser than
-    the filter), as do lone CJK characters. Otherwise every filter is a column condition: SQLite, and the walk
-    along a sort-order index, which needs the province and status as columns."""
+    the filter), checked on the rows found; in a search of open vacancies lone CJK characters are looked up in the
+    same index (its second column, jobs_0012).
+    Otherwise every filter is a column condition: SQLite, and the walk along a sort-order index, which needs the
+    province and status as columns."""
     filters: list[Filter] = []
 
     def add(kind: str, *given: Any) -> None:
@@ -245,12 +258,17 @@ def _filters(
 
     query_tokens = tokens(params.q) if params.q is not None else []
     indexed = list(dict.fromkeys(t for t in query_tokens if not (len(t) == 1 and is_cjk(t))))
-    for single in dict.fromkeys(t for t in query_tokens if len(t) == 1 and is_cjk(t)):
-        add("contains", _like_escape(single))
+    singles = list(dict.fromkeys(t for t in query_tokens if len(t) == 1 and is_cjk(t)))
+    characters_indexed = faceted and params.statuses == OPEN  # the text index of open vacancies (jobs_0012)
+    if not characters_indexed:
+        for single in singles:
+            add("contains", _like_escape(single))
     if dialect == "sqlite":
         if indexed:
             add("fts", " ".join(_fts5_term(t) for t in indexed))
     else:
+        if characters_indexed and singles:
+            add("characters", " & ".join(_lexeme(single) for single in singles))
         facets = _facets(params, now) if faceted else []
         words = " & ".join(_tsquery_term(t) for t in indexed)
         if indexed and facets:
@@ -274,10 +292,13 @@ def _filters(
             add("employment_type", params.employment_type)
         if params.target_group is not None:
             add("target_group", [params.target_group] if dialect == "postgresql" else params.target_group)
+    # beside a lookup in the text index a salary is checked on the rows it finds, never read from a salary index: the
+    # planner intersects the two (400,000 entries of "salary_max >= 12000" read for 24,000 welders: 95 ms, not 10)
+    checked = "_checked" if faceted and any(kind in LOOKUPS for kind, _ in filters) else ""
     if params.salary_min is not None:
-        add("salary_min", params.salary_min)
+        add("salary_min" + checked, params.salary_min)
     if params.salary_max is not None:
-        add("salary_max", params.salary_max)
+        add("salary_max" + checked, params.salary_max)
     if params.posted_since is not None:
         add("posted_since", as_utc(params.posted_since))
     return tuple(filters)
@@ -294,6 +315,8 @@ def _condition(given: Filter, dialect: str) -> ColumnElement[bool]:
         fts_rows: Select[tuple[int]] = select(literal_column("rowid")).select_from(table("vacancy_search"))
         match = fts_rows.where(literal_column("vacancy_search").match(bindparam(names[0], type_=String)))
         return literal_column("vacancy.rowid").in_(match)
+    if kind == "characters":
+        return CHARACTERS.bool_op("@@")(cast(bindparam(names[0], type_=String), TSQUERY))
     if kind in ("words", "facets", "words_and_facets"):
         parts: list[ColumnElement[Any]] = []
         if kind != "facets":
@@ -322,6 +345,10 @@ def _condition(given: Filter, dialect: str) -> ColumnElement[bool]:
         return v.salary_max >= binds[0]
     if kind == "salary_max":
         return v.salary_min <= binds[0]
+    if kind == "salary_min_checked":  # an expression no index holds: a condition on the rows found
+        return v.salary_max + literal_column("0") >= binds[0]
+    if kind == "salary_max_checked":
+        return v.salary_min + literal_column("0") <= binds[0]
     if kind == "posted_since":
         return v.posted_at >= bindparam(names[0], type_=v.posted_at.type)
     raise ValueError(f"unknown filter {kind}")
