@@ -136,6 +136,8 @@ class PacedConsumer(AIOKafkaConsumer):  # type: ignore[misc]  # aiokafka ships n
         self._pause_s = 0.0
         self._ring = asyncio.Event()
         self.pausing = False  # between two fetches, waiting for the pause to end or the doorbell to ring
+        self._heard: dict[TopicPartition, int] = {}  # the end offsets the doorbell last read for this consumer
+        self._heard_at = float("-inf")  # when (time.monotonic())
 
     async def start(self) -> None:
         await super().start()
@@ -168,6 +170,25 @@ class PacedConsumer(AIOKafkaConsumer):  # type: ignore[misc]  # aiokafka ships n
     def ring(self) -> None:
         """End the pause: records came (the doorbell saw a partition grow)."""
         self._ring.set()
+
+    def heard(self, ends: dict[TopicPartition, int], at: float) -> None:
+        """The end offsets of this consumer's partitions, as the doorbell read them at ``at`` (time.monotonic())."""
+        self._heard, self._heard_at = ends, at
+
+    def heard_ends(
+        self, partitions: Iterable[TopicPartition], max_age_s: float = 1.0
+    ) -> tuple[dict[TopicPartition, int], float] | None:
+        """The end offsets of ``partitions`` as the doorbell read them at most ``max_age_s`` ago, and when (as
+        time.monotonic()), while this consumer is idle: it then measures its lag from them instead of asking the
+        broker again. None when the consumer is busy (its lag is what matters then, read afresh), or the doorbell
+        did not read every one of ``partitions`` that recently."""
+        wanted = list(partitions)
+        heard = self._heard
+        if not self.idle or time.monotonic() - self._heard_at > max_age_s or not wanted:
+            return None
+        if any(tp not in heard for tp in wanted):
+            return None
+        return {tp: heard[tp] for tp in wanted}, self._heard_at
 
     @property
     def idle(self) -> bool:
@@ -268,8 +289,10 @@ class Doorbell:
         rung = 0
         for consumers in by_cluster.values():
             held = {consumer: consumer.assignment() for consumer in consumers}
+            asked_at = time.monotonic()
             ends = await end_offsets(consumers[0]._client, set().union(*held.values()))
             for consumer, partitions in held.items():
+                consumer.heard({tp: ends[tp] for tp in partitions if tp in ends}, asked_at)
                 if _grew(consumer, partitions, ends):
                     consumer.ring()
                     rung += 1
