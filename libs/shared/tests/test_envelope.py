@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from cloudevents.core.bindings import kafka as ce_kafka
 from cloudevents.core.v1.event import CloudEvent
+from hypothesis import given
+from hypothesis import strategies as st
 
-from labornet.shared.envelope import Envelope, MalformedEvent, encode_data, format_time, parse_time
+from labornet.shared.envelope import (
+    Envelope,
+    MalformedEvent,
+    encode_data,
+    format_stored_time,
+    format_time,
+    parse_time,
+)
 
 WHEN = datetime(2026, 11, 23, 8, 30, 15, 123456, tzinfo=UTC)
 
@@ -134,3 +143,20 @@ def test_time_format_is_utc_with_z() -> None:
     assert parse_time("2026-11-23T16:30:15.123456+08:00") == WHEN
     with pytest.raises(ValueError, match="timezone-aware"):
         format_time(datetime(2026, 1, 1))
+
+
+@given(
+    moment=st.datetimes(min_value=datetime(1000, 1, 2), max_value=datetime(9999, 12, 30)),
+    offset_minutes=st.integers(min_value=-14 * 60, max_value=14 * 60),
+)
+def test_times_are_written_as_strftime_wrote_them_and_read_back_to_the_same_instant(
+    moment: datetime, offset_minutes: int
+) -> None:
+    """Signed events carry these strings: the faster writing must give the text the earlier one gave, for any
+    instant and offset, and a naive time from the database (UTC) the same text as its aware twin."""
+    aware = moment.replace(tzinfo=timezone(timedelta(minutes=offset_minutes)))
+    written = format_time(aware)
+    assert written == aware.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    assert parse_time(written) == aware
+    in_utc = aware.astimezone(UTC)
+    assert format_stored_time(in_utc.replace(tzinfo=None)) == format_stored_time(in_utc) == written

@@ -46,7 +46,7 @@ from labornet.jobs.service_layer.matching import match_vacancies, match_vacancy
 from labornet.shared.clock import today_in_china
 from labornet.shared.db import insert_of, update_of, update_parameters
 from labornet.shared.divisions import DivisionRegistry, InvalidDivision
-from labornet.shared.envelope import Envelope, format_time
+from labornet.shared.envelope import Envelope, format_stored_time
 from labornet.shared.inbox import Handler, RuleViolation, batched, check_version_continuity, describe
 from labornet.shared.observability import set_counts
 from labornet.shared.outbox import Outbox
@@ -83,7 +83,7 @@ def to_event(row: Mapping[str, Any]) -> dict[str, Any]:
     for name in EVENT_FIELDS:
         value = row[name]
         if isinstance(value, datetime):  # SQLite hands back naive datetimes; every stored time is UTC
-            data[name] = format_time(value if value.tzinfo else value.replace(tzinfo=UTC))
+            data[name] = format_stored_time(value)
         elif isinstance(value, date):
             data[name] = value.isoformat()
         else:
