@@ -1,5 +1,6 @@
 """The API edge of a jobs node over real HTTP: integers beyond 64 bits are a 422, a partner province's token is a
-403 naming this node's issuer, bodies beyond the limit a 413 before they are read, rate limits a 429."""
+403 naming this node's issuer, bodies beyond the limit a 413 before they are read, rate limits a 429, every bad
+search parameter a 422 naming it."""
 
 import asyncio
 import time
@@ -134,3 +135,40 @@ async def test_rate_limits_answer_429_with_retry_after(
         answer = await client.get("/livez")
         assert_problem(answer, 429, "limit 400 per 1 minute")
         assert "retry-after" in answer.headers
+
+
+BAD_QUERIES = (
+    ("province=51", "query.province"),
+    ("division_code=5101", "query.division_code"),
+    ("occupation_code=12345", "query.occupation_code"),
+    ("salary_min=-1", "query.salary_min"),
+    ("employment_type=forever", "query.employment_type"),
+    ("target_group=everyone", "query.target_group"),
+    ("posted_since=yesterday", "query.posted_since"),
+    ("status=open&status=lost", "query.status.1"),
+    ("sort=oldest", "query.sort"),
+    ("limit=0", "query.limit"),
+    ("limit=101", "query.limit"),
+    (f"q={'厨' * 101}", "query.q"),
+    (f"cursor={'x' * 501}", "query.cursor"),
+)
+
+
+async def test_every_bad_search_parameter_is_a_422_naming_it_and_good_ones_pass(
+    make_settings: Callable[..., Settings], database_url: str
+) -> None:
+    """Each of the search's fourteen query parameters, when bad, is a problem naming it; repeated ``status`` is a
+    list, an unknown parameter is ignored, and a salary range upside down is refused by the search itself."""
+    async with serving(create_app(make_settings("510000", "jobs", database_url))) as client:
+        for query, field in BAD_QUERIES:
+            body = assert_problem(await client.get(f"/api/v1/vacancies?{query}"), 422)
+            assert [error["field"] for error in body["errors"]] == [field], (query, body)  # type: ignore[index]
+        good = (
+            "q=厨师&province=510000&division_code=510104&occupation_code=5120&salary_min=3000&salary_max=9000"
+            "&employment_type=full-time&target_group=migrant-workers&posted_since=2026-01-01T00:00:00Z"
+            "&status=open&status=filled&sort=salary&limit=100&unknown=1"
+        )
+        answer = await client.get(f"/api/v1/vacancies?{good}")
+        assert answer.status_code == 200, answer.text
+        assert answer.json() == {"items": [], "next_cursor": None, "total": 0, "total_exact": True}
+        assert_problem(await client.get("/api/v1/vacancies?salary_min=9000&salary_max=3000"), 422, "salary_min")
