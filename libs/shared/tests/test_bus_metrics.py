@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import ast
 import inspect
-from typing import Any, get_args
+from typing import get_args
 
 from aiokafka import TopicPartition
 from prometheus_client import REGISTRY
@@ -19,6 +19,7 @@ from labornet.shared.observability import (
     init_bus_metrics,
 )
 from labornet.shared.signing import RejectReason
+from labornet.shared.testing import lag_measuring_consumer
 from labornet.shared.topics import deadletter_topic, events_topic, inbox_topic
 
 MEMBERS = ("510000", "330000", "320000")
@@ -120,9 +121,7 @@ class FakeBroker:
 
 
 def lag_consumer() -> EventConsumer:
-    consumer: Any = object.__new__(EventConsumer)  # only what _update_lag reads
-    consumer.service, consumer.group_id, consumer.lag_interval_s = "lag-test", "labornet.510000.lag-test.g", 0.0
-    return consumer  # type: ignore[no-any-return]
+    return lag_measuring_consumer("lag-test", "labornet.510000.lag-test.g")
 
 
 async def test_lag_is_the_brokers_end_offset_minus_the_position_and_stays_when_the_broker_is_silent() -> None:

@@ -12,27 +12,43 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaProducer, TopicPartition
 from prometheus_client import REGISTRY
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from labornet.shared.broker import EmbeddedBroker
 from labornet.shared.db import outbox, readonly_sessionmaker, sessionmaker
-from labornet.shared.inbox import EventConsumer
 from labornet.shared.kafka import PacedConsumer, ensure_topics, make_consumer, make_producer, started
 from labornet.shared.keys import NodeKeys
 from labornet.shared.outbox import Outbox, OutboxRelay
 from labornet.shared.settings import Settings
 from labornet.shared.signing import Signer
-from labornet.shared.testing import eventually, platform_engine
+from labornet.shared.testing import eventually, lag_measuring_consumer, platform_engine
 
 
 def settings_for(broker: EmbeddedBroker, **overrides: object) -> Settings:
     return Settings(kafka_bootstrap_servers=broker.bootstrap_servers, **overrides)  # type: ignore[arg-type]
+
+
+@contextlib.asynccontextmanager
+async def topic_with_reader(
+    settings: Settings, name: str
+) -> AsyncIterator[tuple[str, PacedConsumer, AIOKafkaProducer]]:
+    """A new topic, a consumer of it (the node's own kind, joined) and a producer; both stopped after."""
+    topic = f"labornet.510000.{name}-{uuid.uuid4().hex[:8]}.events"
+    await ensure_topics(settings, [topic])
+    consumer = make_consumer(settings, f"{name}-{uuid.uuid4().hex[:8]}")
+    consumer.subscribe(pattern=f"^{re.escape(topic)}$")
+    await started(consumer)
+    producer = await started(make_producer(settings))
+    try:
+        yield topic, consumer, producer
+    finally:
+        await producer.stop()
+        await consumer.stop()
 
 
 async def test_a_consumer_paces_its_fetches_while_idle_and_fetches_fast_again_when_records_come(
@@ -98,15 +114,9 @@ async def test_a_record_after_a_quiet_spell_is_read_within_a_second_with_the_def
     each time after 10 s of silence."""
     settings = settings_for(kafka_broker)
     assert settings.kafka_fetch_idle_wait_ms + settings.kafka_fetch_idle_pause_ms <= 500
-    topic = f"labornet.510000.quiet-{uuid.uuid4().hex[:8]}.events"
-    await ensure_topics(settings, [topic])
-    consumer = make_consumer(settings, f"quiet-{uuid.uuid4().hex[:8]}")
-    consumer.subscribe(pattern=f"^{re.escape(topic)}$")
-    await started(consumer)
-    producer = await started(make_producer(settings))
     loop = asyncio.get_running_loop()
     delays = []
-    try:
+    async with topic_with_reader(settings, "quiet") as (topic, consumer, producer):
         for n in range(2):
             quiet_until = loop.time() + 10.0
             while loop.time() < quiet_until:
@@ -120,9 +130,6 @@ async def test_a_record_after_a_quiet_spell_is_read_within_a_second_with_the_def
             assert await reading == f"{n}".encode()
             delays.append(loop.time() - sent)
             consumer.pace(True)
-    finally:
-        await producer.stop()
-        await consumer.stop()
     print(f"\nfirst record after 10 s of silence read after {', '.join(f'{d * 1000:.0f} ms' for d in delays)}")
     assert max(delays) < 1.0, f"read {max(delays):.2f} s after it was sent; the promise is a second"
 
@@ -192,24 +199,17 @@ async def test_a_consumer_at_rest_measures_its_lag_from_the_doorbell_and_a_busy_
     each consumer asking again for its own every 5 s cost the nine provinces at rest about 0.015 of a core. The lag
     measured from the doorbell's answer must be the lag: records that arrive and are not yet read count."""
     settings = settings_for(kafka_broker, kafka_fetch_idle_after_s=0.2)
-    topic = f"labornet.510000.lag-{uuid.uuid4().hex[:8]}.events"
-    await ensure_topics(settings, [topic])
-    consumer = make_consumer(settings, f"lag-{uuid.uuid4().hex[:8]}")
-    consumer.subscribe(pattern=f"^{re.escape(topic)}$")
-    await started(consumer)
-    producer = await started(make_producer(settings))
-    measuring: Any = object.__new__(EventConsumer)  # only what _update_lag reads
-    measuring.service, measuring.group_id, measuring.lag_interval_s = "lag-rest", consumer._group_id, 0.0
-    asked: list[list[TopicPartition]] = []
-    own_request = consumer.end_offsets
+    async with topic_with_reader(settings, "lag") as (topic, consumer, producer):
+        measuring = lag_measuring_consumer("lag-rest", consumer._group_id)
+        asked: list[list[TopicPartition]] = []
+        own_request = consumer.end_offsets
 
-    async def end_offsets(partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
-        asked.append(partitions)
-        return await own_request(partitions)  # type: ignore[no-any-return]
+        async def end_offsets(partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+            asked.append(partitions)
+            return await own_request(partitions)  # type: ignore[no-any-return]
 
-    consumer.end_offsets = end_offsets
-    labels = {"service": "lag-rest", "group": consumer._group_id, "topic": topic, "partition": "0"}
-    try:
+        consumer.end_offsets = end_offsets
+        labels = {"service": "lag-rest", "group": consumer._group_id, "topic": topic, "partition": "0"}
         for n in range(3):
             await producer.send_and_wait(topic, f"{n}".encode(), partition=0)
         read = 0
@@ -242,6 +242,3 @@ async def test_a_consumer_at_rest_measures_its_lag_from_the_doorbell_and_a_busy_
         await measuring._update_lag(consumer)
         assert len(asked) == 1
         assert REGISTRY.get_sample_value("labornet_consumer_lag", labels) == 2
-    finally:
-        await producer.stop()
-        await consumer.stop()

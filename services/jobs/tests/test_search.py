@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import json
 import random
@@ -183,12 +184,22 @@ async def test_a_single_chinese_character_is_found_anywhere_in_a_word(engine: As
     assert await titles(engine, q="车") == ["货车司机"]
 
 
-async def test_single_characters_of_vacancies_stored_before_their_migration_are_found(database_url: str) -> None:
+@contextlib.asynccontextmanager
+async def stored_before(database_url: str, revision: str, *rows: dict[str, Any]) -> AsyncIterator[AsyncEngine]:
+    """A database whose ``rows`` were stored at ``revision``, then migrated to head."""
     engine = create_engine(database_url)
     try:
-        await upgrade(engine, MIGRATIONS, "jobs_0011")
-        await add(engine, make_vacancy(1, "川菜厨师"), make_vacancy(2, "焊工"))
+        await upgrade(engine, MIGRATIONS, revision)
+        await add(engine, *rows)
         await upgrade(engine, MIGRATIONS)
+        yield engine
+    finally:
+        await engine.dispose()
+
+
+async def test_single_characters_of_vacancies_stored_before_their_migration_are_found(database_url: str) -> None:
+    rows = make_vacancy(1, "川菜厨师"), make_vacancy(2, "焊工")
+    async with stored_before(database_url, "jobs_0011", *rows) as engine:
         assert await titles(engine, q="师") == ["川菜厨师"]
         assert await titles(engine, q="焊", province="510000") == ["焊工"]
         async with engine.begin() as connection:
@@ -198,8 +209,6 @@ async def test_single_characters_of_vacancies_stored_before_their_migration_are_
                 assert (await connection.execute(text(names))).scalars().all() == ["ix_vacancy_open_search_vector"]
         await upgrade(engine, MIGRATIONS)
         assert await titles(engine, q="厨", province="510000") == ["川菜厨师"]
-    finally:
-        await engine.dispose()
 
 
 async def test_text_search_follows_updates_and_deletes(engine: AsyncEngine) -> None:
@@ -223,15 +232,10 @@ async def test_text_search_follows_updates_and_deletes(engine: AsyncEngine) -> N
 
 
 async def test_the_index_covers_vacancies_stored_before_the_migration(database_url: str) -> None:
-    engine = create_engine(database_url)
-    try:
-        await upgrade(engine, MIGRATIONS, "jobs_0002")
-        await add(engine, make_vacancy(1, "川菜厨师 Sichuan chef"), make_vacancy(2, "焊工"))
-        await upgrade(engine, MIGRATIONS)
+    rows = make_vacancy(1, "川菜厨师 Sichuan chef"), make_vacancy(2, "焊工")
+    async with stored_before(database_url, "jobs_0002", *rows) as engine:
         assert await titles(engine, q="厨师") == ["川菜厨师 Sichuan chef"]
         assert await titles(engine, q="chef") == ["川菜厨师 Sichuan chef"]
-    finally:
-        await engine.dispose()
 
 
 async def test_the_facet_migration_goes_down_and_up_again(database_url: str) -> None:

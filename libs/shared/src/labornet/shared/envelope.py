@@ -18,7 +18,7 @@ import json
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 SPECVERSION = "1.0"
@@ -59,6 +59,21 @@ def format_stored_time(value: datetime) -> str:
     """:func:`format_time` of a time as a database hands it back: aware, or naive in UTC (SQLite keeps no offset),
     the naive one written without converting it (three times faster)."""
     return format_time(value) if value.tzinfo is not None else value.isoformat(timespec="microseconds") + "Z"
+
+
+def json_fields(row: Mapping[str, Any], names: Iterable[str]) -> dict[str, Any]:
+    """The fields ``names`` of a stored row as events and APIs carry them: times as :func:`format_stored_time`
+    writes them, dates as ISO dates, every other value as it is."""
+    data: dict[str, Any] = {}
+    for name in names:
+        value = row[name]
+        if isinstance(value, datetime):
+            data[name] = format_stored_time(value)
+        elif isinstance(value, date):
+            data[name] = value.isoformat()
+        else:
+            data[name] = value
+    return data
 
 
 def parse_time(value: str) -> datetime:

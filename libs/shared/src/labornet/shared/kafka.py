@@ -136,7 +136,7 @@ class PacedConsumer(AIOKafkaConsumer):  # type: ignore[misc]  # aiokafka ships n
         self._pause_s = 0.0
         self._ring = asyncio.Event()
         self.pausing = False  # between two fetches, waiting for the pause to end or the doorbell to ring
-        self._heard: dict[TopicPartition, int] = {}  # the end offsets the doorbell last read for this consumer
+        self._heard: dict[TopicPartition, int] = {}  # the end offsets the doorbell last read, this one's among them
         self._heard_at = float("-inf")  # when (time.monotonic())
 
     async def start(self) -> None:
@@ -172,7 +172,8 @@ class PacedConsumer(AIOKafkaConsumer):  # type: ignore[misc]  # aiokafka ships n
         self._ring.set()
 
     def heard(self, ends: dict[TopicPartition, int], at: float) -> None:
-        """The end offsets of this consumer's partitions, as the doorbell read them at ``at`` (time.monotonic())."""
+        """The end offsets the doorbell read at ``at`` (time.monotonic()) for the idle consumers of the process,
+        this one's partitions among them: one answer shared by all, picked from only when a lag is measured."""
         self._heard, self._heard_at = ends, at
 
     def heard_ends(
@@ -292,7 +293,7 @@ class Doorbell:
             asked_at = time.monotonic()
             ends = await end_offsets(consumers[0]._client, set().union(*held.values()))
             for consumer, partitions in held.items():
-                consumer.heard({tp: ends[tp] for tp in partitions if tp in ends}, asked_at)
+                consumer.heard(ends, asked_at)
                 if _grew(consumer, partitions, ends):
                     consumer.ring()
                     rung += 1

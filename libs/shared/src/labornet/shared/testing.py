@@ -13,6 +13,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -29,6 +30,7 @@ from labornet.shared.auth import issue_token
 from labornet.shared.broker import EmbeddedBroker, free_port
 from labornet.shared.db import create_engine, outbox, platform_metadata, sessionmaker
 from labornet.shared.envelope import Envelope
+from labornet.shared.inbox import EventConsumer
 from labornet.shared.keys import NodeKeys, ensure_node_keys
 from labornet.shared.migrations import alembic_config
 from labornet.shared.outbox import decode_headers
@@ -213,6 +215,14 @@ async def consume_all(
     finally:
         await consumer.stop()
     return records
+
+
+def lag_measuring_consumer(service: str, group_id: str) -> EventConsumer:
+    """An :class:`EventConsumer` with only what its lag measurement (``_update_lag``) reads, measuring every time it
+    is asked: the consumer it measures is passed to ``_update_lag``."""
+    consumer: Any = object.__new__(EventConsumer)
+    consumer.service, consumer.group_id, consumer.lag_interval_s = service, group_id, 0.0
+    return consumer  # type: ignore[no-any-return]
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = 20.0, interval_s: float = 0.05) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from datetime import date, datetime
 from typing import Any
 
 from prometheus_client import Counter
@@ -37,7 +36,7 @@ from labornet.brands.domain.demand import (
 from labornet.brands.domain.places import InvalidPlace, division_in
 from labornet.shared.db import as_utc
 from labornet.shared.divisions import DivisionRegistry
-from labornet.shared.envelope import Envelope, format_time
+from labornet.shared.envelope import Envelope, json_fields
 from labornet.shared.inbox import Handler
 from labornet.shared.outbox import Outbox
 from labornet.shared.problems import Forbidden, NotFound, Unprocessable
@@ -74,16 +73,7 @@ def plain(row: Mapping[Any, Any]) -> dict[str, Any]:
 
 def to_record(row: Mapping[str, Any]) -> dict[str, Any]:
     """The demand as messages carry it and the API shows it (JSON types)."""
-    data: dict[str, Any] = {}
-    for name in RECORD_FIELDS:
-        value = row[name]
-        if isinstance(value, datetime):
-            data[name] = format_time(as_utc(value))
-        elif isinstance(value, date):
-            data[name] = value.isoformat()
-        else:
-            data[name] = value
-    return data
+    return json_fields(row, RECORD_FIELDS)
 
 
 def from_record(data: Mapping[str, Any]) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Mapping, Sequence
-from datetime import UTC, date, datetime
+from datetime import UTC, date
 from typing import Any
 
 from prometheus_client import Counter, Gauge
@@ -46,7 +46,7 @@ from labornet.jobs.service_layer.matching import match_vacancies, match_vacancy
 from labornet.shared.clock import today_in_china
 from labornet.shared.db import insert_of, update_of, update_parameters
 from labornet.shared.divisions import DivisionRegistry, InvalidDivision
-from labornet.shared.envelope import Envelope, format_stored_time
+from labornet.shared.envelope import Envelope, json_fields
 from labornet.shared.inbox import Handler, RuleViolation, batched, check_version_continuity, describe
 from labornet.shared.observability import set_counts
 from labornet.shared.outbox import Outbox
@@ -79,16 +79,7 @@ def search_tokens(row: Mapping[str, Any]) -> str:
 
 def to_event(row: Mapping[str, Any]) -> dict[str, Any]:
     """The vacancy as carried by events and APIs (JSON types)."""
-    data: dict[str, Any] = {}
-    for name in EVENT_FIELDS:
-        value = row[name]
-        if isinstance(value, datetime):  # SQLite hands back naive datetimes; every stored time is UTC
-            data[name] = format_stored_time(value)
-        elif isinstance(value, date):
-            data[name] = value.isoformat()
-        else:
-            data[name] = value
-    return data
+    return json_fields(row, EVENT_FIELDS)
 
 
 def from_event(data: Mapping[str, Any]) -> dict[str, Any]:
