@@ -28,21 +28,27 @@ PostgreSQL on a snapshot of its own), so a vacancy changed while it is read come
 search that needs more than one statement (a page without rows and its count, a walk past the cap) runs them in
 one read transaction (SQLite's, or REPEATABLE READ on PostgreSQL).
 
+A search for the API (:meth:`VacancyReads.search_shown`) writes each item as the API shows a vacancy straight from
+the driver's row (:class:`_Shown`), the same values as :func:`shown` of the stored row.
+
 Anything else (an in-memory SQLite database, another driver) reads through sessions, as before.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sqlite3
 import threading
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
+from datetime import date, datetime
 from typing import Any, Protocol
 
-from sqlalchemy import Column, bindparam, event, select
+import orjson
+from sqlalchemy import JSON, Column, Date, DateTime, bindparam, event, select
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -58,6 +64,7 @@ from labornet.jobs.adapters.search import (
 )
 from labornet.jobs.adapters.tables import vacancy
 from labornet.shared.db import POOL_RECYCLE_S
+from labornet.shared.envelope import format_stored_time
 
 READ_THREADS = 2  # SQLite: two reads at once, one per core (the driver lets go of the GIL while SQLite works)
 READ_CONNECTIONS = 2  # PostgreSQL: connections held out of the engine's pool for these reads
@@ -73,6 +80,9 @@ class VacancyReads(Protocol):
 
     async def search(self, params: SearchParams, total_cap: int = TOTAL_CAP) -> SearchPage:
         """What :func:`labornet.jobs.adapters.search.search_vacancies` answers, read through the driver."""
+
+    async def search_shown(self, params: SearchParams, fields: Sequence[str], total_cap: int = TOTAL_CAP) -> SearchPage:
+        """:meth:`search` with every item as the public API shows a vacancy (:func:`shown`)."""
 
 
 def vacancy_reads(engine: AsyncEngine, read_sessions: async_sessionmaker[AsyncSession]) -> VacancyReads:
@@ -107,6 +117,27 @@ class SessionReads:
         async with self.read_sessions() as session:
             return await search_vacancies(session, params, total_cap)
 
+    async def search_shown(self, params: SearchParams, fields: Sequence[str], total_cap: int = TOTAL_CAP) -> SearchPage:
+        page = await self.search(params, total_cap)
+        return dataclasses.replace(page, items=[shown(row, fields) for row in page.items])
+
+
+def shown(row: Mapping[str, Any], fields: Sequence[str]) -> dict[str, Any]:
+    """A stored vacancy as the public API shows it: ``fields`` in their order, times and dates as its events write
+    them (``to_event``), then the open headcount."""
+    data = {name: row[name] for name in fields}
+    for name in _TIMES.intersection(fields):
+        data[name] = format_stored_time(data[name])
+    for name in _DATES.intersection(fields):
+        if data[name] is not None:
+            data[name] = data[name].isoformat()
+    data["open_headcount"] = row["headcount"] - row["hired"]
+    return data
+
+
+_TIMES = frozenset(c.name for c in RESULT_COLUMNS if isinstance(c.type, DateTime))
+_DATES = frozenset(c.name for c in RESULT_COLUMNS if isinstance(c.type, Date))
+
 
 Processor = Callable[[Any], Any] | None
 
@@ -128,6 +159,54 @@ class _Rows:
             if values[index] is not None:
                 values[index] = processor(values[index])
         return dict(zip(self.names, values, strict=True))
+
+
+class _Shown:
+    """:func:`shown` of a driver's row of ``columns``, without making the stored row first.
+
+    On SQLite a time is text as SQLAlchemy writes it (``2026-11-27 08:30:00.000000``, UTC) and is rewritten as text
+    (``2026-11-27T08:30:00.000000Z``) instead of parsed into a time, made aware and written again; a date is its
+    ISO text already; JSON is parsed with orjson. Other columns with a result processor go through it, as in a
+    session. The choice is made once per dialect and field list: from the driver's rows to the response's bytes, a
+    page of twenty vacancies took 0.28 ms of CPU through the stored rows and ``to_event``, 0.06 ms this way (with
+    orjson writing the response)."""
+
+    def __init__(self, dialect: Dialect, columns: Sequence[Column[Any]], fields: Sequence[str]) -> None:
+        index = {column.name: n for n, column in enumerate(columns)}
+        self.picks = [(name, index[name]) for name in fields]
+        self.conversions: list[tuple[str, int, Callable[[Any], Any]]] = []
+        for column in columns:
+            if column.name in fields and (convert := _conversion(dialect, column)) is not None:
+                self.conversions.append((column.name, index[column.name], convert))
+        self.headcount, self.hired = index["headcount"], index["hired"]
+
+    def __call__(self, row: Sequence[Any], offset: int = 0) -> dict[str, Any]:
+        data = {name: row[at + offset] for name, at in self.picks}
+        for name, at, convert in self.conversions:
+            value = row[at + offset]
+            if value is not None:
+                data[name] = convert(value)
+        data["open_headcount"] = row[self.headcount + offset] - row[self.hired + offset]
+        return data
+
+
+def _conversion(dialect: Dialect, column: Column[Any]) -> Callable[[Any], Any] | None:
+    """How a driver's value of ``column`` becomes what :func:`shown` writes of it (None: as it is)."""
+    sqlite = dialect.name == "sqlite"
+    if isinstance(column.type, DateTime):
+        return _sqlite_time if sqlite else format_stored_time
+    if isinstance(column.type, Date):
+        return None if sqlite else date.isoformat
+    if isinstance(column.type, JSON) and sqlite:
+        return orjson.loads
+    return column.type.dialect_impl(dialect).result_processor(dialect, None)
+
+
+def _sqlite_time(text: str) -> str:
+    """A time SQLite holds (naive, UTC) as :func:`format_stored_time` writes it."""
+    if len(text) == 26 and text[10] == " " and text[19] == ".":  # SQLAlchemy's own form, microseconds included
+        return f"{text[:10]}T{text[11:]}Z"
+    return format_stored_time(datetime.fromisoformat(text))
 
 
 class _Compiled:
@@ -161,6 +240,7 @@ class _DriverReads:
         self.rows = _Rows(dialect, RESULT_COLUMNS)
         self.by_id = _Compiled(_BY_ID, dialect).sql
         self.plans: dict[Any, _Compiled] = {}  # a search's statements by shape, compiled once
+        self.shown: dict[tuple[str, ...], _Shown] = {}  # by field list
 
     def sql(self, plan: SearchPlan, name: Statement) -> tuple[str, list[Any]]:
         """One statement of a search plan (``page``, ``count`` or ``walk``) and its parameters in order."""
@@ -170,10 +250,23 @@ class _DriverReads:
             found = self.plans[key] = _Compiled(plan.statement(name), self.dialect)
         return found.sql, found.values(plan.values)
 
-    def page(self, plan: SearchPlan, total: int, rows: list[Any], walked: list[Any] | None) -> SearchPage:
-        """The answer from the driver's rows: the page statement's (the count first), or the walk's."""
+    async def search(self, params: SearchParams, total_cap: int = TOTAL_CAP) -> SearchPage:
+        plan, total, rows, walked = await self._found(params, total_cap)
         items = [self.rows(row) for row in walked] if walked is not None else [self.rows(row, 1) for row in rows]
         return plan.page(items, total)
+
+    async def search_shown(self, params: SearchParams, fields: Sequence[str], total_cap: int = TOTAL_CAP) -> SearchPage:
+        key = tuple(fields)
+        writer = self.shown.get(key) or self.shown.setdefault(key, _Shown(self.dialect, RESULT_COLUMNS, key))
+        plan, total, rows, walked = await self._found(params, total_cap)
+        # the statements read one row more than the page, which says whether there are more
+        chosen, offset = (walked, 0) if walked is not None else (rows, 1)
+        items = [writer(row, offset) for row in chosen[: params.limit]]
+        return plan.shown_page(items, len(chosen) > params.limit, total)
+
+    async def _found(self, params: SearchParams, total_cap: int) -> tuple[SearchPlan, int, list[Any], list[Any] | None]:
+        """The search's plan, its count, the page statement's rows (the count first) and the walk's, if it walked."""
+        raise NotImplementedError
 
     def close(self) -> None:
         raise NotImplementedError
@@ -219,7 +312,7 @@ class _SqliteReads(_DriverReads):
             row = await self._run(lambda connection: connection.execute(self.by_id, (vacancy_id,)).fetchone())
         return None if row is None else self.rows(row)
 
-    async def search(self, params: SearchParams, total_cap: int = TOTAL_CAP) -> SearchPage:
+    async def _found(self, params: SearchParams, total_cap: int) -> tuple[SearchPlan, int, list[Any], list[Any] | None]:
         plan = SearchPlan.of(params, "sqlite", total_cap)
         page_sql, page_values = self.sql(plan, "page")
 
@@ -233,7 +326,7 @@ class _SqliteReads(_DriverReads):
             finally:
                 connection.execute("ROLLBACK")
 
-        return self.page(plan, *await self._run(read))
+        return (plan, *await self._run(read))
 
     def close(self) -> None:
         self.threads.shutdown(wait=True)
@@ -326,7 +419,7 @@ class _PostgresReads(_DriverReads):
         row = await self._run(lambda driver: driver.fetchrow(self.by_id, vacancy_id))
         return None if row is None else self.rows(row)
 
-    async def search(self, params: SearchParams, total_cap: int = TOTAL_CAP) -> SearchPage:
+    async def _found(self, params: SearchParams, total_cap: int) -> tuple[SearchPlan, int, list[Any], list[Any] | None]:
         plan = SearchPlan.of(params, "postgresql", total_cap)
 
         async def read(driver: Any) -> tuple[int, list[Any], list[Any] | None]:
@@ -346,7 +439,7 @@ class _PostgresReads(_DriverReads):
             await driver.execute("ROLLBACK")
             return total, rows, walked
 
-        return self.page(plan, *await self._run(read))
+        return (plan, *await self._run(read))
 
     def _args(self, plan: SearchPlan, name: Statement) -> tuple[Any, ...]:
         text, values = self.sql(plan, name)

@@ -45,6 +45,7 @@ from labornet.jobs.adapters.tables import vacancy
 from labornet.jobs.domain.subscriptions import significant_prefix
 from labornet.jobs.domain.text import is_cjk, tokens
 from labornet.shared.db import as_utc
+from labornet.shared.envelope import parse_time
 from labornet.shared.paging import decode_sort_cursor, encode_sort_cursor
 
 Sort = Literal["newest", "salary"]
@@ -230,7 +231,11 @@ class SearchPlan:
     def page(self, rows: list[dict[str, Any]], total: int) -> SearchPage:
         """The answer from a page's rows (up to ``limit + 1``: one more says there are more) and the count."""
         limit = self.params.limit
-        items, more = [_plain(row) for row in rows[:limit]], len(rows) > limit
+        return self.shown_page([_plain(row) for row in rows[:limit]], len(rows) > limit, total)
+
+    def shown_page(self, items: list[dict[str, Any]], more: bool, total: int) -> SearchPage:
+        """The answer from a page's items (``limit`` at most; ``more``: there are more after them) and the count. The
+        items may be stored rows or vacancies as the API shows them (their ``posted_at`` written as text)."""
         next_cursor = _encode_cursor(self.params.sort, items[-1]) if more else None
         cap = self.total_cap
         return SearchPage(items=items, next_cursor=next_cursor, total=min(total, cap), total_exact=total <= cap)
@@ -452,7 +457,10 @@ def _plain(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _encode_cursor(sort: Sort, last: dict[str, Any]) -> str:
-    return encode_sort_cursor(sort, last["posted_at"] if sort == "newest" else last["salary_max"], last["id"])
+    if sort != "newest":
+        return encode_sort_cursor(sort, last["salary_max"], last["id"])
+    posted_at = last["posted_at"]
+    return encode_sort_cursor(sort, parse_time(posted_at) if isinstance(posted_at, str) else posted_at, last["id"])
 
 
 def _decode_cursor(cursor: str, sort: Sort) -> tuple[datetime | int, str]:

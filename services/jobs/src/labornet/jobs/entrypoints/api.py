@@ -6,11 +6,11 @@ import time
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
+import orjson
 from fastapi import APIRouter, Depends, Header, Query, Response, status
 from prometheus_client import Histogram
-from pydantic_core import to_json
 
-from labornet.jobs.adapters.reads import VacancyReads, vacancy_reads
+from labornet.jobs.adapters.reads import VacancyReads, shown, vacancy_reads
 from labornet.jobs.adapters.search import SearchParams
 from labornet.jobs.domain.vacancy import (
     CloseRequest,
@@ -23,7 +23,7 @@ from labornet.jobs.domain.vacancy import (
     VacancyRuleError,
     VersionRequired,
 )
-from labornet.jobs.entrypoints.schemas import Vacancy, VacancyPage
+from labornet.jobs.entrypoints.schemas import VACANCY_FIELDS, Vacancy, VacancyPage
 from labornet.jobs.service_layer.vacancies import VacancyService, to_event
 from labornet.shared.app import Runtime, RuntimeDep
 from labornet.shared.auth import Principal, Role, require_province_role
@@ -66,20 +66,10 @@ def reads(runtime: Runtime) -> VacancyReads:
     return found
 
 
-_VACANCY_FIELDS = tuple(Vacancy.model_fields)
-
-
-def _shown(data: dict[str, Any]) -> dict[str, Any]:
-    """A vacancy as ``Vacancy`` writes it: its fields in their order, then the computed open headcount."""
-    shown = {name: data[name] for name in _VACANCY_FIELDS}
-    shown["open_headcount"] = data["headcount"] - data["hired"]
-    return shown
-
-
 def _json(content: dict[str, Any]) -> Response:
     """``content`` written as FastAPI writes a response model (pydantic's JSON: compact, UTF-8), without
     validating again what the replica holds: every vacancy in it passed the rules of its event or its API."""
-    return Response(to_json(content), media_type="application/json")
+    return Response(orjson.dumps(content), media_type="application/json")
 
 
 def _respond(row: dict[str, Any], response: Response) -> dict[str, Any]:
@@ -173,7 +163,7 @@ async def get_one(vacancy_id: str, runtime: RuntimeDep) -> Response:
     row = await reads(runtime).one(vacancy_id)
     if row is None:
         raise NotFound(f"no vacancy {vacancy_id} on this node")
-    response = _json(_shown(to_event(row)))
+    response = _json(shown(row, VACANCY_FIELDS))
     response.headers["ETag"] = f'"{row["version"]}"'
     return response
 
@@ -216,14 +206,14 @@ async def search(
         raise Unprocessable(str(exc), errors=[{"field": "query", "message": str(exc)}]) from exc
     started = time.perf_counter()
     try:
-        page = await reads(runtime).search(params)
+        page = await reads(runtime).search_shown(params, VACANCY_FIELDS)
     except InvalidCursor as exc:
         raise Unprocessable(str(exc), errors=[{"field": "query.cursor", "message": str(exc)}]) from exc
     finally:
         SEARCH_LATENCY.observe(time.perf_counter() - started)
     return _json(
         {
-            "items": [_shown(to_event(item)) for item in page.items],
+            "items": page.items,
             "next_cursor": page.next_cursor,
             "total": page.total,
             "total_exact": page.total_exact,

@@ -91,6 +91,10 @@ class Vacancy(BaseModel):
         return self.headcount - self.hired
 
 
+# the stored fields a Vacancy shows, in its order (the reads write them straight from the replica's rows)
+VACANCY_FIELDS = tuple(Vacancy.model_fields)
+
+
 class VacancyPage(BaseModel):
     """One page of a search, in the order asked for."""
 
