@@ -283,7 +283,7 @@ class VacancyService:
         await match_vacancy(session, row, new=new)
 
     async def _write_event(self, session: AsyncSession, event_type: str, row: Mapping[str, Any]) -> None:
-        await self.outbox.add(
+        self.outbox.queue(
             session, topic=self.topic, event_type=event_type, key=row["id"], subject=row["id"], data=to_event(row)
         )
 
