@@ -161,7 +161,10 @@ async def test_the_driver_reads_answer_what_the_session_reads_answer(engine: Asy
         row = await fast.one(vacancy_id)
         assert row is not None and row == await reference.one(vacancy_id)
         assert to_event(row) == to_event(make_vacancy(number))
+        written = await fast.one_shown(vacancy_id, VACANCY_FIELDS)
+        assert written == await reference.one_shown(vacancy_id, VACANCY_FIELDS) == shown(row, VACANCY_FIELDS)
     assert await fast.one("510000-V-NOSUCHVACANCY") is None
+    assert await fast.one_shown("510000-V-NOSUCHVACANCY", VACANCY_FIELDS) is None
 
 
 async def test_times_stored_in_other_forms_are_shown_as_the_session_reads_them(engine: AsyncEngine) -> None:
@@ -181,6 +184,8 @@ async def test_times_stored_in_other_forms_are_shown_as_the_session_reads_them(e
     fast, reference = driver_reads(engine), SessionReads(readonly_sessionmaker(engine))
     for params in (SearchParams(q="厨师"), SearchParams(q="厨师", limit=2), SearchParams(q="厨师", sort="salary")):
         await same_answers(fast, reference, params)
+    for row in rows:
+        assert await fast.one_shown(row["id"], VACANCY_FIELDS) == await reference.one_shown(row["id"], VACANCY_FIELDS)
     written = {item["posted_at"] for item in (await fast.search_shown(SearchParams(q="厨师"), VACANCY_FIELDS)).items}
     assert written >= {"2026-11-20T08:30:00.000000Z", "2026-11-20T08:30:00.250000Z", "2026-11-20T08:30:00.500000Z"}
 

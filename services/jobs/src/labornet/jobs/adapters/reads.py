@@ -28,8 +28,8 @@ PostgreSQL on a snapshot of its own), so a vacancy changed while it is read come
 search that needs more than one statement (a page without rows and its count, a walk past the cap) runs them in
 one read transaction (SQLite's, or REPEATABLE READ on PostgreSQL).
 
-A search for the API (:meth:`VacancyReads.search_shown`) writes each item as the API shows a vacancy straight from
-the driver's row (:class:`_Shown`), the same values as :func:`shown` of the stored row.
+A read for the API (:meth:`VacancyReads.one_shown`, :meth:`VacancyReads.search_shown`) writes each vacancy as the
+API shows it straight from the driver's row (:class:`_Shown`): the same values as :func:`shown` of the stored row.
 
 Anything else (an in-memory SQLite database, another driver) reads through sessions, as before.
 """
@@ -78,6 +78,9 @@ class VacancyReads(Protocol):
     async def one(self, vacancy_id: str) -> dict[str, Any] | None:
         """The vacancy's row (every column but the search tokens), as a session would give it; None if unknown."""
 
+    async def one_shown(self, vacancy_id: str, fields: Sequence[str]) -> dict[str, Any] | None:
+        """:meth:`one` as the public API shows a vacancy (:func:`shown`); None if unknown."""
+
     async def search(self, params: SearchParams, total_cap: int = TOTAL_CAP) -> SearchPage:
         """What :func:`labornet.jobs.adapters.search.search_vacancies` answers, read through the driver."""
 
@@ -112,6 +115,10 @@ class SessionReads:
             found = await session.execute(select(*RESULT_COLUMNS).where(vacancy.c.id == vacancy_id))
             row = found.mappings().one_or_none()
         return None if row is None else dict(row)
+
+    async def one_shown(self, vacancy_id: str, fields: Sequence[str]) -> dict[str, Any] | None:
+        row = await self.one(vacancy_id)
+        return None if row is None else shown(row, fields)
 
     async def search(self, params: SearchParams, total_cap: int = TOTAL_CAP) -> SearchPage:
         async with self.read_sessions() as session:
@@ -250,19 +257,34 @@ class _DriverReads:
             found = self.plans[key] = _Compiled(plan.statement(name), self.dialect)
         return found.sql, found.values(plan.values)
 
+    async def one(self, vacancy_id: str) -> dict[str, Any] | None:
+        row = await self._row(vacancy_id)
+        return None if row is None else self.rows(row)
+
+    async def one_shown(self, vacancy_id: str, fields: Sequence[str]) -> dict[str, Any] | None:
+        row = await self._row(vacancy_id)
+        return None if row is None else self._writer(fields)(row)
+
     async def search(self, params: SearchParams, total_cap: int = TOTAL_CAP) -> SearchPage:
         plan, total, rows, walked = await self._found(params, total_cap)
         items = [self.rows(row) for row in walked] if walked is not None else [self.rows(row, 1) for row in rows]
         return plan.page(items, total)
 
     async def search_shown(self, params: SearchParams, fields: Sequence[str], total_cap: int = TOTAL_CAP) -> SearchPage:
-        key = tuple(fields)
-        writer = self.shown.get(key) or self.shown.setdefault(key, _Shown(self.dialect, RESULT_COLUMNS, key))
+        writer = self._writer(fields)
         plan, total, rows, walked = await self._found(params, total_cap)
         # the statements read one row more than the page, which says whether there are more
         chosen, offset = (walked, 0) if walked is not None else (rows, 1)
         items = [writer(row, offset) for row in chosen[: params.limit]]
         return plan.shown_page(items, len(chosen) > params.limit, total)
+
+    def _writer(self, fields: Sequence[str]) -> _Shown:
+        key = tuple(fields)
+        return self.shown.get(key) or self.shown.setdefault(key, _Shown(self.dialect, RESULT_COLUMNS, key))
+
+    async def _row(self, vacancy_id: str) -> Any:
+        """The driver's row of the vacancy, None if unknown."""
+        raise NotImplementedError
 
     async def _found(self, params: SearchParams, total_cap: int) -> tuple[SearchPlan, int, list[Any], list[Any] | None]:
         """The search's plan, its count, the page statement's rows (the count first) and the walk's, if it walked."""
@@ -303,14 +325,13 @@ class _SqliteReads(_DriverReads):
     async def _run(self, work: Callable[[sqlite3.Connection], Any]) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.threads, lambda: work(self._connection()))
 
-    async def one(self, vacancy_id: str) -> dict[str, Any] | None:
+    async def _row(self, vacancy_id: str) -> Any:
         try:  # on the loop's thread, never waiting for a lock
-            row = self._connection(busy_timeout_ms=0).execute(self.by_id, (vacancy_id,)).fetchone()
+            return self._connection(busy_timeout_ms=0).execute(self.by_id, (vacancy_id,)).fetchone()
         except sqlite3.OperationalError as exc:
             if exc.sqlite_errorcode & 0xFF not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
                 raise
-            row = await self._run(lambda connection: connection.execute(self.by_id, (vacancy_id,)).fetchone())
-        return None if row is None else self.rows(row)
+            return await self._run(lambda connection: connection.execute(self.by_id, (vacancy_id,)).fetchone())
 
     async def _found(self, params: SearchParams, total_cap: int) -> tuple[SearchPlan, int, list[Any], list[Any] | None]:
         plan = SearchPlan.of(params, "sqlite", total_cap)
@@ -415,9 +436,8 @@ class _PostgresReads(_DriverReads):
             return result
         raise AssertionError("unreachable")
 
-    async def one(self, vacancy_id: str) -> dict[str, Any] | None:
-        row = await self._run(lambda driver: driver.fetchrow(self.by_id, vacancy_id))
-        return None if row is None else self.rows(row)
+    async def _row(self, vacancy_id: str) -> Any:
+        return await self._run(lambda driver: driver.fetchrow(self.by_id, vacancy_id))
 
     async def _found(self, params: SearchParams, total_cap: int) -> tuple[SearchPlan, int, list[Any], list[Any] | None]:
         plan = SearchPlan.of(params, "postgresql", total_cap)

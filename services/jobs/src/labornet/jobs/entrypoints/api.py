@@ -10,7 +10,7 @@ import orjson
 from fastapi import APIRouter, Depends, Header, Query, Response, status
 from prometheus_client import Histogram
 
-from labornet.jobs.adapters.reads import VacancyReads, shown, vacancy_reads
+from labornet.jobs.adapters.reads import VacancyReads, vacancy_reads
 from labornet.jobs.adapters.search import SearchParams
 from labornet.jobs.domain.vacancy import (
     CloseRequest,
@@ -160,10 +160,10 @@ async def close(
 )
 async def get_one(vacancy_id: str, runtime: RuntimeDep) -> Response:
     """One vacancy from this node's replica (public)."""
-    row = await reads(runtime).one(vacancy_id)
+    row = await reads(runtime).one_shown(vacancy_id, VACANCY_FIELDS)
     if row is None:
         raise NotFound(f"no vacancy {vacancy_id} on this node")
-    response = _json(shown(row, VACANCY_FIELDS))
+    response = _json(row)
     response.headers["ETag"] = f'"{row["version"]}"'
     return response
 
