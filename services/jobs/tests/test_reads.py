@@ -15,6 +15,9 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from sqlalchemy import insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -30,6 +33,7 @@ from labornet.jobs.adapters.search import SearchPage, SearchParams
 from labornet.jobs.adapters.tables import vacancy
 from labornet.jobs.app import create_app
 from labornet.jobs.domain.text import document
+from labornet.jobs.entrypoints import api
 from labornet.jobs.entrypoints.schemas import VACANCY_FIELDS, Vacancy, VacancyPage
 from labornet.jobs.service_layer.vacancies import to_event
 from labornet.shared.db import create_engine, readonly_sessionmaker, sessionmaker
@@ -386,6 +390,25 @@ async def test_the_api_answers_the_bytes_and_headers_the_response_models_wrote(
         }
         bad_cursor = await client.get("/api/v1/vacancies", params={"q": "厨师", "cursor": "bm9wZQ"})
         assert bad_cursor.status_code == 422 and bad_cursor.json()["errors"][0]["field"] == "query.cursor"
+
+
+@given(
+    st.text(alphabet=st.characters(exclude_categories=("Cs",)), max_size=60),
+    st.lists(st.text(alphabet=st.characters(exclude_categories=("Cs",)), max_size=12), max_size=4),
+    st.integers(min_value=0, max_value=2**31 - 1),
+    st.datetimes(min_value=datetime(1970, 1, 2), max_value=datetime(9999, 1, 1)),
+)
+@hypothesis_settings(max_examples=200, deadline=None)
+def test_the_api_writes_a_vacancy_with_the_bytes_of_its_response_model(
+    text_: str, skills: list[str], salary: int, moment: datetime
+) -> None:
+    """orjson writes what pydantic writes for the response model (ADR 33), whatever the text: quotes, escapes,
+    control characters, characters outside the BMP; any time, to the microsecond."""
+    row = make_vacancy(
+        3, title=text_, description=text_, employer_name=text_, skills=skills, salary_max=salary, updated_at=moment
+    )
+    expected = Vacancy.model_validate(to_event(row)).model_dump_json().encode()
+    assert api._json(shown(row, VACANCY_FIELDS)).body == expected
 
 
 async def test_reads_go_on_after_the_server_closed_their_connections(engine: AsyncEngine, database_url: str) -> None:

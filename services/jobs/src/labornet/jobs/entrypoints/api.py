@@ -67,8 +67,9 @@ def reads(runtime: Runtime) -> VacancyReads:
 
 
 def _json(content: dict[str, Any]) -> Response:
-    """``content`` written as FastAPI writes a response model (pydantic's JSON: compact, UTF-8), without
-    validating again what the replica holds: every vacancy in it passed the rules of its event or its API."""
+    """``content`` written with the bytes FastAPI writes for a response model (pydantic's JSON: compact, UTF-8), by
+    orjson and without validating again what the replica holds: every vacancy in it passed the rules of its event
+    or its API (ADR 33)."""
     return Response(orjson.dumps(content), media_type="application/json")
 
 
