@@ -12,12 +12,12 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from prometheus_client import REGISTRY
 from sqlalchemy import select
@@ -60,7 +60,13 @@ class Province:
         self.watches: list[BrokerWatch] = []
         self.losses: list[str] = []
 
-    def watch(self, topics: list[str], interval_s: float = 5.0) -> BrokerWatch:
+    def watch(
+        self,
+        topics: list[str],
+        interval_s: float = 5.0,
+        published: Callable[[], Collection[TopicPartition]] = set,
+        offsets_interval_s: float = 30.0,
+    ) -> BrokerWatch:
         async def lost(reason: str) -> None:
             self.losses.append(reason)
 
@@ -72,9 +78,10 @@ class Province:
             replication=1,
             create=True,
             sessions=sessionmaker(self.engine),
-            published=set,
+            published=published,
             on_log_lost=lost,
             interval_s=interval_s,
+            offsets_interval_s=offsets_interval_s,
         )
         self.watches.append(watch)
         return watch
@@ -281,6 +288,40 @@ async def test_the_watches_of_one_process_share_the_answer_of_the_broker(
     assert second.silent_for() < 60
     await asyncio.wait_for(second.check(), 15)
     assert second._admin is not None, "an explicit check asks the broker itself"
+
+
+async def test_a_log_that_went_back_without_a_new_cluster_or_a_missing_topic_is_seen_by_its_offsets(
+    zhejiang: Callable[..., Awaitable[Province]], kafka_broker: EmbeddedBroker
+) -> None:
+    """A topic this service published to is deleted and created again between two checks: the cluster id is the
+    same and the watch never sees the topic missing, but its partitions now end below where they ended at the last
+    check, the third sign of a lost log (the relay then republishes). A partition that grew is no sign."""
+    node = await zhejiang()
+    topic = events_topic(ZJ, node.service)
+    partitions = {TopicPartition(topic, p) for p in range(3)}
+    async with admin_of(kafka_broker.bootstrap_servers) as admin:
+        await admin.create_topics([NewTopic(topic, 3, 1)])
+    watch = node.watch([topic], published=lambda: partitions, offsets_interval_s=0)
+    losses = metric("labornet_broker_log_losses_total", service=node.service, sign="offsets")
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_broker.bootstrap_servers, acks="all")
+    await producer.start()
+    try:
+        for _ in range(5):
+            await producer.send_and_wait(topic, b"published", partition=0)
+        await asyncio.wait_for(watch.check(), 15)
+        await producer.send_and_wait(topic, b"published", partition=1)
+        await asyncio.wait_for(watch.check(), 15)
+        assert node.losses == [], "a partition that grew is no sign of a lost log"
+        async with admin_of(kafka_broker.bootstrap_servers) as admin:
+            await admin.delete_topics([topic])
+            await admin.create_topics([NewTopic(topic, 3, 1)])
+        await asyncio.wait_for(watch.check(), 15)
+    finally:
+        await producer.stop()
+    assert node.losses == [f"partitions ['{topic}[0]', '{topic}[1]'] end below where they ended at the last check"]
+    assert metric("labornet_broker_log_losses_total", service=node.service, sign="offsets") == losses + 1
+    await asyncio.wait_for(watch.check(), 15)
+    assert len(node.losses) == 1, "the new log's ends are the ones compared with from now on"
 
 
 async def test_a_consumer_never_creates_a_topic_and_reads_it_once_the_platform_has(
