@@ -34,8 +34,9 @@ import time
 import weakref
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client import Counter, Gauge
 from sqlalchemy import select
@@ -43,7 +44,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from labornet.shared.db import bus_state, readonly_sessionmaker, utcnow
-from labornet.shared.kafka import closed, create_topics, refresh_metadata, started
+from labornet.shared.kafka import closed, create_topics, end_offsets, refresh_metadata, started
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,7 @@ class BrokerView:
     answered_at: float  # time.monotonic()
     cluster_id: str
     counts: dict[str, int]  # partitions per topic
+    metadata: Any  # the answer itself (aiokafka's MetadataResponse): the leaders of every partition
 
 
 # the last answer per event loop and broker, shared by the watches of one process
@@ -120,6 +122,7 @@ class BrokerWatch:
         self._seen_topics: set[str] = set()
         self._ends: dict[TopicPartition, int] = {}
         self._layout: tuple[str, tuple[tuple[str, int], ...]] | None = None
+        self._leaders_from: Any = None  # the metadata answer the admin client's partition leaders come from
         self._admin: AIOKafkaAdminClient | None = None
         self._stopping = asyncio.Event()
         self.checked = asyncio.Event()  # set after each completed check (tests wait on it)
@@ -167,6 +170,7 @@ class BrokerWatch:
                 str(metadata.cluster_id),
                 # each topic is (error_code, topic, [is_internal,] partitions): read as it is, without to_object()
                 {topic[1]: len(topic[-1] or ()) for topic in metadata.topics},
+                metadata,
             )
         cluster_id, counts = view.cluster_id, dict(view.counts)
         existing = set(counts)
@@ -184,7 +188,7 @@ class BrokerWatch:
             counts |= dict.fromkeys(missing, self.partitions)
         self._check_partitions(counts)
         self._follow_layout(cluster_id, counts)
-        await self._check_offsets(set(counts))
+        await self._check_offsets(set(counts), view)
         self.checked.set()
 
     def _follow_layout(self, cluster_id: str, counts: dict[str, int]) -> None:
@@ -237,11 +241,15 @@ class BrokerWatch:
                 )
         self.mismatched = mismatched
 
-    async def _check_offsets(self, existing: set[str]) -> None:
+    async def _check_offsets(self, existing: set[str], view: BrokerView) -> None:
         """A partition's end offset never goes down while the broker keeps its log: compare with the last check.
 
         The partitions watched are those the relay published to. (The offsets the broker confirms to a producer are
-        not compared directly: the embedded broker's confirmations run ahead of its end offsets.)"""
+        not compared directly: the embedded broker's confirmations run ahead of its end offsets.) They are read
+        through the watch's admin client, which learns the partitions' leaders from the metadata answer of this
+        check: that client asks for the metadata of every topic or of none, never of named ones, so it never
+        creates a topic again on a broker that came back without them, which a consumer kept between checks would
+        (one was started for every check before: 4.7 ms of CPU, against 0.17 ms for the request alone)."""
         now = time.monotonic()
         if now - self._offsets_checked < self.offsets_interval_s:
             return
@@ -249,15 +257,14 @@ class BrokerWatch:
         if not watched:
             return
         self._offsets_checked = now
-        # a client of its own per check: a client kept between checks would refresh its topics' metadata on its own
-        # and so create them again, with the broker's partition count, as soon as a wiped broker is back
-        consumer = await started(AIOKafkaConsumer(**self.client_config, enable_auto_commit=False))
-        try:
-            ends = await consumer.end_offsets(watched)
-        finally:
-            await consumer.stop()
+        admin = await self._admin_client()
+        if self._leaders_from is not view.metadata:
+            admin._client.cluster.update_metadata(view.metadata)
+            self._leaders_from = view.metadata
+        ends = await end_offsets(admin._client, watched)
         behind = sorted(f"{tp.topic}[{tp.partition}]" for tp, end in ends.items() if end < self._ends.get(tp, 0))
-        self._ends = dict(ends)
+        # a partition not answered this time (its leader unknown or moving) keeps the end it had
+        self._ends = {tp: end for tp, end in {**self._ends, **ends}.items() if tp.topic in existing}
         if behind:
             LOG_LOSSES.labels(self.service, "offsets").inc()
             await self.on_log_lost(f"partitions {behind} end below where they ended at the last check")
