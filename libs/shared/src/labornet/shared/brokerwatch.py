@@ -122,7 +122,6 @@ class BrokerWatch:
         self._seen_topics: set[str] = set()
         self._ends: dict[TopicPartition, int] = {}
         self._layout: tuple[str, tuple[tuple[str, int], ...]] | None = None
-        self._leaders_from: Any = None  # the metadata answer the admin client's partition leaders come from
         self._admin: AIOKafkaAdminClient | None = None
         self._stopping = asyncio.Event()
         self.checked = asyncio.Event()  # set after each completed check (tests wait on it)
@@ -258,9 +257,7 @@ class BrokerWatch:
             return
         self._offsets_checked = now
         admin = await self._admin_client()
-        if self._leaders_from is not view.metadata:
-            admin._client.cluster.update_metadata(view.metadata)
-            self._leaders_from = view.metadata
+        admin._client.cluster.update_metadata(view.metadata)
         ends = await end_offsets(admin._client, watched)
         behind = sorted(f"{tp.topic}[{tp.partition}]" for tp, end in ends.items() if end < self._ends.get(tp, 0))
         # a partition not answered this time (its leader unknown or moving) keeps the end it had

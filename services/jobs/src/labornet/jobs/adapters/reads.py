@@ -64,7 +64,7 @@ from labornet.jobs.adapters.search import (
 )
 from labornet.jobs.adapters.tables import vacancy
 from labornet.shared.db import POOL_RECYCLE_S
-from labornet.shared.envelope import format_stored_time
+from labornet.shared.envelope import format_stored_time, json_fields
 
 READ_THREADS = 2  # SQLite: two reads at once, one per core (the driver lets go of the GIL while SQLite works)
 READ_CONNECTIONS = 2  # PostgreSQL: connections held out of the engine's pool for these reads
@@ -131,19 +131,8 @@ class SessionReads:
 
 def shown(row: Mapping[str, Any], fields: Sequence[str]) -> dict[str, Any]:
     """A stored vacancy as the public API shows it: ``fields`` in their order, times and dates as its events write
-    them (``to_event``), then the open headcount."""
-    data = {name: row[name] for name in fields}
-    for name in _TIMES.intersection(fields):
-        data[name] = format_stored_time(data[name])
-    for name in _DATES.intersection(fields):
-        if data[name] is not None:
-            data[name] = data[name].isoformat()
-    data["open_headcount"] = row["headcount"] - row["hired"]
-    return data
-
-
-_TIMES = frozenset(c.name for c in RESULT_COLUMNS if isinstance(c.type, DateTime))
-_DATES = frozenset(c.name for c in RESULT_COLUMNS if isinstance(c.type, Date))
+    them (:func:`~labornet.shared.envelope.json_fields`, as ``to_event``), then the open headcount."""
+    return {**json_fields(row, fields), "open_headcount": row["headcount"] - row["hired"]}
 
 
 Processor = Callable[[Any], Any] | None
