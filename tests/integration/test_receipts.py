@@ -19,8 +19,9 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer
+from aiokafka.structs import ConsumerRecord
 from prometheus_client import REGISTRY
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, event, func, insert, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
@@ -31,7 +32,7 @@ from labornet.shared.envelope import Envelope, encode_data, event_source, new_ev
 from labornet.shared.inbox import EventConsumer
 from labornet.shared.kafka import ensure_topics, make_consumer, make_producer
 from labornet.shared.keys import NodeKeys
-from labornet.shared.outbox import Outbox, OutboxRelay, resend_delay
+from labornet.shared.outbox import Outbox, OutboxRelay, decode_headers, resend_delay
 from labornet.shared.receipts import RECEIPT, Receipt, ReceiptOutcome, apply_receipt, apply_receipts
 from labornet.shared.settings import Settings
 from labornet.shared.signing import Signer, TrustListFile
@@ -536,3 +537,81 @@ async def test_receipt_and_resend_series_exist_at_zero_from_start_up(
         assert metric("labornet_topic_partition_mismatch", service=service, topic=topic) == 0
     finally:
         await stop_runtime(runtime)
+
+
+async def test_the_earlier_failed_copies_of_a_run_s_letters_are_settled_together_or_not_at_all(
+    bus: BusFactory,
+) -> None:
+    """Letters whose earlier copies were quarantined (they failed, then were resent) come in one run: their
+    quarantine rows are settled by the run's one settling statement, a letter without such a row changes nothing,
+    and a run that fails settles nothing."""
+    federation = await bus()
+    sender, receiver = federation.sender, federation.receiver
+    letters = [await sender.send_letter(RECEIVER) for _ in range(3)]
+    unreadable = await sender.send_letter(RECEIVER, unreadable=True)
+    rows = {row.event_id: row for row in await sender.outbox_rows()}
+
+    def delivered(envelopes: list[Envelope], offset: int) -> list[tuple[ConsumerRecord[bytes, bytes], Envelope]]:
+        """The records a run brings (the consumer hands verified records and their envelopes to the run)."""
+        return [
+            (
+                ConsumerRecord(
+                    row.topic, 0, offset + n, 0, 0, row.message_key, row.payload, None, 1, 1,
+                    tuple(decode_headers(row.headers)),
+                ),
+                envelope,
+            )
+            for n, envelope in enumerate(envelopes)
+            for row in [rows[envelope.id]]
+        ]  # fmt: skip
+
+    earlier_failed = [letters[0], letters[1], unreadable]  # the third letter never failed
+    async with sessionmaker(receiver.engine)() as session, session.begin():
+        for n, envelope in enumerate(earlier_failed):
+            await session.execute(
+                insert(quarantine).values(
+                    consumer=receiver.consumer.name,
+                    topic=inbox_topic(RECEIVER, federation.service),
+                    partition=0,
+                    offset=n,
+                    event_id=envelope.id,
+                    event_type=CONTACT_LETTER,
+                    origin_province=SENDER,
+                    fingerprint=f"earlier-copy-{n}",
+                    headers=[],
+                    reason="handler-failed",
+                    error="ValueError: the contact letter names no insured person",
+                    attempts=2,
+                )
+            )
+
+    async def statuses() -> dict[str, str]:
+        async with sessionmaker(receiver.engine)() as session:
+            found = await session.execute(select(quarantine.c.event_id, quarantine.c.status))
+            return {event_id: status for event_id, status in found.all()}
+
+    # a run that fails is rolled back whole: nothing applied, nothing settled
+    assert not await receiver.consumer._apply_run(delivered([letters[0], unreadable], 10))
+    assert await receiver.count(inbox) == 0 and await receiver.count(outbox) == 0  # no inbox row, no receipt
+    assert set((await statuses()).values()) == {"quarantined"}
+    federation.letters.applied.clear()  # the handler's own list is not rolled back
+
+    sent: list[str] = []
+
+    def statement(_conn: object, _cursor: object, text: str, *_args: object) -> None:
+        sent.append(" ".join(text.split()).upper())
+
+    event.listen(receiver.engine.sync_engine, "before_cursor_execute", statement)
+    try:
+        assert await receiver.consumer._apply_run(delivered(letters, 20))
+    finally:
+        event.remove(receiver.engine.sync_engine, "before_cursor_execute", statement)
+    assert sorted(federation.letters.applied) == sorted(e.id for e in letters)
+    assert len([s for s in sent if s.startswith("UPDATE QUARANTINE")]) == 1, sent
+    assert await statuses() == {letters[0].id: "replayed", letters[1].id: "replayed", unreadable.id: "quarantined"}
+    answered = {
+        Receipt.model_validate_json(e.data).event_id
+        for e in (await outbox_events(receiver.engine))[0]
+        if e.type == RECEIPT
+    }
+    assert answered == {e.id for e in letters}

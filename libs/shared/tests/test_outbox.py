@@ -7,7 +7,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pytest
 from aiokafka import TopicPartition
@@ -552,6 +552,8 @@ async def test_a_queued_event_carries_the_trace_it_was_queued_in(engine: AsyncEn
 async def test_one_replica_relays_at_a_time_and_its_lock_costs_no_statement_of_its_own(
     engine: AsyncEngine, writer: Outbox, kafka_broker: EmbeddedBroker, db_backend: str
 ) -> None:
+    """On PostgreSQL a batch is one transaction: BEGIN, the read that takes the replicas' lock, the mark, COMMIT
+    (two transactions took six round trips); the lock is held until the rows are marked sent."""
     if db_backend == "sqlite":
         pytest.skip("one process writes a SQLite file: the replicas' lock is PostgreSQL's")
     topic = f"t.replicas.{id(engine)}"
@@ -562,16 +564,61 @@ async def test_one_replica_relays_at_a_time_and_its_lock_costs_no_statement_of_i
     def record(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
         sent.append(" ".join(statement.split()).upper())
 
+    def begun(_conn: object) -> None:
+        sent.append("BEGIN")
+
+    def committed(_conn: object) -> None:
+        sent.append("COMMIT")
+
+    hooks = {"before_cursor_execute": record, "begin": begun, "commit": committed}
     try:
         async with engine.connect() as other_replica, other_replica.begin():  # holds the relay's lock
             await other_replica.execute(select(func.pg_advisory_xact_lock(literal(relay._lock_key, BigInteger))))
             assert await relay.publish_batch() == 0
             assert await pending(engine) == 1
-        event.listen(engine.sync_engine, "before_cursor_execute", record)
+        for name, hook in hooks.items():
+            event.listen(engine.sync_engine, name, hook)
         assert await relay.publish_batch() == 1
     finally:
-        event.remove(engine.sync_engine, "before_cursor_execute", record)
+        for name, hook in hooks.items():
+            if event.contains(engine.sync_engine, name, hook):
+                event.remove(engine.sync_engine, name, hook)
         await relay.stop()
     assert await pending(engine) == 0
-    assert [s.split()[0] for s in sent] == ["SELECT", "UPDATE"], sent
-    assert "PG_TRY_ADVISORY_XACT_LOCK" in sent[0]
+    assert [s.split()[0] for s in sent] == ["BEGIN", "SELECT", "UPDATE", "COMMIT"], sent
+    assert "PG_TRY_ADVISORY_XACT_LOCK" in sent[1]
+
+
+async def test_while_a_replica_publishes_its_batch_the_others_find_nothing_to_relay(
+    engine: AsyncEngine, writer: Outbox, kafka_broker: EmbeddedBroker, db_backend: str
+) -> None:
+    """The lock taken by the read is held through the publishing until the rows are marked sent and committed: a
+    second replica that looks meanwhile relays nothing, and afterwards finds the rows sent."""
+    if db_backend == "sqlite":
+        pytest.skip("one process writes a SQLite file: the replicas' lock is PostgreSQL's")
+    topic = f"t.replicas.held.{id(engine)}"
+    await publish_vacancy(engine, writer, "510000-V-2", topic)
+    first = relay_for(engine, writer, kafka_broker.bootstrap_servers)
+    second = relay_for(engine, writer, kafka_broker.bootstrap_servers)
+    publishing, go_on = asyncio.Event(), asyncio.Event()
+    ensure = first._ensure_producer
+
+    async def held_producer() -> Any:
+        publishing.set()
+        await go_on.wait()  # the first replica holds its batch here, between its read and its mark
+        return await ensure()
+
+    first._ensure_producer = held_producer  # type: ignore[method-assign]
+    try:
+        batch = asyncio.create_task(first.publish_batch())
+        await asyncio.wait_for(publishing.wait(), 10)
+        assert await second.publish_batch() == 0
+        assert await pending(engine) == 1
+        go_on.set()
+        assert await asyncio.wait_for(batch, 30) == 1
+        assert await second.publish_batch() == 0
+        assert await pending(engine) == 0
+    finally:
+        go_on.set()
+        await first.stop()
+        await second.stop()

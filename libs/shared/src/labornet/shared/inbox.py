@@ -108,13 +108,15 @@ INBOX_RUNS_SPLIT = Counter(
     ["service"],
 )
 
-# A directed message applied: the quarantine row of an earlier copy that failed, if any, is settled (built once: it
-# runs with every directed message)
+# The directed messages a transaction applied: the quarantine rows of earlier copies that failed, if any, are
+# settled, all of them with one statement before the commit (built once: it runs with every transaction that applied
+# a directed message)
 _SETTLE_QUARANTINED = update(quarantine).where(
     quarantine.c.consumer == bindparam("settled_consumer"),
-    quarantine.c.event_id == bindparam("settled_event"),
+    quarantine.c.event_id.in_(bindparam("settled_events", expanding=True)),
     quarantine.c.status == "quarantined",
 )
+_TO_SETTLE = "labornet_inbox_to_settle"
 
 # The inbox rows of a run, those already there left alone; the ids of the rows inserted are returned
 _ENTER_INBOX = for_each_dialect(
@@ -668,6 +670,7 @@ class EventConsumer:
                         await apply_group()
                     group.append(envelope)
                 await apply_group()
+                await self._settle(session)
         except Exception as exc:
             if is_transient(exc):
                 raise
@@ -710,7 +713,9 @@ class EventConsumer:
     ) -> Outcome:
         """Record ``envelope`` in the inbox and apply it, in the transaction ``session`` is in."""
         if await self._enter_inbox(session, [(record, envelope)]):
-            return await self._apply_fresh(session, envelope)
+            outcome = await self._apply_fresh(session, envelope)
+            await self._settle(session)
+            return outcome
         return await self._answer_duplicate(session, envelope)
 
     async def _enter_inbox(
@@ -771,20 +776,27 @@ class EventConsumer:
         return [Outcome("applied")] * len(envelopes)
 
     async def _acknowledge(self, session: AsyncSession, envelope: Envelope) -> None:
-        """A directed message just applied: its receipt, and its quarantine row (if an earlier copy failed) settled."""
+        """A directed message just applied: its receipt, and its quarantine row (if an earlier copy failed) to be
+        settled by :meth:`_settle` before the transaction ends."""
         if envelope.destprovince is None or envelope.type == RECEIPT:
             return
         await send_receipt(session, self.outbox, envelope, ReceiptOutcome.APPLIED)
-        # a resent message that failed before (e.g. it came ahead of its predecessor) is settled now
-        await session.execute(
-            _SETTLE_QUARANTINED,
-            {
-                "settled_consumer": self.name,
-                "settled_event": envelope.id,
-                "status": "replayed",
-                "resolved_at": utcnow(),
-            },
-        )
+        session.info.setdefault(_TO_SETTLE, []).append(envelope.id)
+
+    async def _settle(self, session: AsyncSession) -> None:
+        """Settle the quarantine rows of earlier copies of the directed messages this transaction applied (a resent
+        message that failed before, e.g. it came ahead of its predecessor): one statement for all of them."""
+        settled = session.info.pop(_TO_SETTLE, None)
+        if settled:
+            await session.execute(
+                _SETTLE_QUARANTINED,
+                {
+                    "settled_consumer": self.name,
+                    "settled_events": settled,
+                    "status": "replayed",
+                    "resolved_at": utcnow(),
+                },
+            )
 
     async def _apply_receipts(self, session: AsyncSession, envelopes: Sequence[Envelope]) -> None:
         await apply_receipts(session, envelopes, self.service)

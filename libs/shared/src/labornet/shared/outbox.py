@@ -581,10 +581,14 @@ class OutboxRelay:
     async def publish_batch(self) -> int:
         """Publish up to one batch; return how many rows were sent.
 
-        Rows are read in a read-only transaction (on SQLite it takes no write lock, so domain writers are never
-        held up by a slow or absent broker) and marked sent in a short write transaction afterwards.
+        On SQLite rows are read in a read-only transaction (it takes no write lock, so domain writers are never held
+        up by a slow or absent broker) and marked sent in a short write transaction afterwards. On a server database
+        one transaction does both (BEGIN, the read, the mark, COMMIT: four round trips where two transactions took
+        six): the read takes no row lock, so writers are not held up either, and the replicas' advisory lock the read
+        takes is held until the rows are marked.
         """
-        async with self.read_sessions() as session, session.begin():
+        together = self.sessions.kw["bind"].dialect.name != "sqlite"
+        async with (self.sessions if together else self.read_sessions)() as session, session.begin():
             rows = (await session.execute(self._pending(session.get_bind().dialect.name))).all()
             if not rows:
                 return 0
@@ -612,8 +616,11 @@ class OutboxRelay:
                 resends: sent_at + resend_delay(resends, self.receipt_wait_s, self.receipt_wait_max_s)
                 for resends in sorted({row.resends for row in rows if row.expects_receipt})
             }
-            async with self.sessions() as writer, writer.begin():
-                await writer.execute(*_mark_sent(ids, sent_at, waits))
+            if together:
+                await session.execute(*_mark_sent(ids, sent_at, waits))
+            else:
+                async with self.sessions() as writer, writer.begin():
+                    await writer.execute(*_mark_sent(ids, sent_at, waits))
         for row in rows:
             EVENTS_PUBLISHED.labels(self.service, row.topic).inc()
         return len(rows)
