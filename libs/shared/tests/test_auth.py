@@ -155,3 +155,55 @@ def test_a_partner_provinces_token_is_refused_as_foreign_naming_this_nodes_issue
     with pytest.raises(AuthError, match=f"not valid.*{ISSUER}") as refused:
         verifier.verify(unknown)
     assert not isinstance(refused.value, ForeignIssuer)
+
+
+class Clock:
+    """The verifier's clock, moved by the test (PyJWT's own expiry check keeps the real time)."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_verified_token_is_taken_again_without_a_check_for_a_minute_at_most(key: Ed25519PrivateKey) -> None:
+    """The same token is taken from memory (here: still taken after the node's key changed) until ``remember_s``
+    has passed; then it is verified again, and a token its key no longer verifies is refused."""
+    clock = Clock()
+    node = TokenVerifier(issuer=ISSUER, audience="labornet", public_key=key.public_key(), clock=clock)
+    token = issue_token(key, sub="officer-3", province="510000", roles=["officer"], issuer=ISSUER)
+    first = node.verify(token)
+    node.public_key = Ed25519PrivateKey.generate().public_key()  # the key is withdrawn
+    clock.now += 59
+    assert node.verify(token) is first
+    clock.now += 2
+    with pytest.raises(AuthError, match="not valid"):
+        node.verify(token)
+    with pytest.raises(AuthError, match="not valid"):  # and a refused token is not remembered either
+        node.verify(token)
+
+
+def test_a_remembered_token_expires_when_the_token_does() -> None:
+    """A token with 2 s left is refused as expired once they have passed, though it was verified and remembered;
+    the verifier's leeway is counted as PyJWT counts it."""
+    key = Ed25519PrivateKey.generate()
+    node = TokenVerifier(issuer=ISSUER, audience="labornet", public_key=key.public_key(), leeway_s=0)
+    token = issue_token(key, sub="worker-1", province="510000", roles=["worker"], issuer=ISSUER, ttl_s=2)
+    assert node.verify(token).sub == "worker-1"
+    expiry = jwt.decode(token, options={"verify_signature": False})["exp"]
+    time.sleep(max(0.0, expiry - time.time()) + 0.05)
+    assert node.remembered(token) is None
+    with pytest.raises(AuthError, match="expired"):
+        node.verify(token)
+
+
+def test_at_most_remember_count_tokens_are_kept_the_oldest_dropped_first(key: Ed25519PrivateKey) -> None:
+    node = TokenVerifier(issuer=ISSUER, audience="labornet", public_key=key.public_key(), remember_count=2)
+    tokens = [
+        issue_token(key, sub=f"officer-{n}", province="510000", roles=["officer"], issuer=ISSUER) for n in range(3)
+    ]
+    for token in tokens:
+        node.verify(token)
+    assert [node.remembered(token) is not None for token in tokens] == [False, True, True]
+    assert len(node._verified) == 2

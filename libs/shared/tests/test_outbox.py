@@ -517,6 +517,37 @@ async def test_a_published_batch_is_marked_sent_with_each_message_s_receipt_wait
     }
 
 
+async def test_a_commit_that_wrote_events_wakes_the_relay_and_a_rollback_does_not(
+    engine: AsyncEngine, writer: Outbox
+) -> None:
+    """The relay of the writer is woken by the commit of a transaction that added or queued events (a savepoint
+    rolled back inside it changes nothing), never by one that rolled back, nor by a later commit of the same session
+    that wrote none."""
+    woken = writer._wake
+    async with sessionmaker(engine)() as session:
+        with contextlib.suppress(RuntimeError):
+            async with session.begin():
+                writer.queue(session, topic="t.jobs", event_type="x.v1", key="rolled-back", data={})
+                raise RuntimeError("the use case failed")
+        assert not woken.is_set()
+        async with session.begin():
+            await session.execute(select(1))
+        assert not woken.is_set(), "a commit that wrote nothing woke the relay"
+        async with session.begin():
+            await writer.add(session, topic="t.jobs", event_type="x.v1", key="added", data={})
+            assert not woken.is_set(), "woken before the commit"
+        assert woken.is_set()
+    woken.clear()
+    async with sessionmaker(engine)() as session, session.begin():
+        writer.queue(session, topic="t.jobs", event_type="x.v1", key="queued", data={})
+        with contextlib.suppress(RuntimeError):
+            async with session.begin_nested():
+                writer.queue(session, topic="t.jobs", event_type="x.v1", key="in-savepoint", data={})
+                raise RuntimeError("one step failed")
+    assert woken.is_set()
+    assert [e.partitionkey for e in await stored_events(engine)] == ["added", "queued"]
+
+
 async def test_queued_events_of_a_session_closed_without_a_commit_are_never_written(
     engine: AsyncEngine, writer: Outbox
 ) -> None:

@@ -9,6 +9,7 @@ services read from ``LABORNET_AUTH_PUBLIC_KEY_PATH``; ``labornet token`` prints 
 """
 
 import asyncio
+import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -66,7 +67,14 @@ class ForeignIssuer(AuthError):
 
 
 class TokenVerifier:
-    """Verifies bearer tokens with a static public key (dev issuer) or a JWKS URL (production)."""
+    """Verifies bearer tokens with a static public key (dev issuer) or a JWKS URL (production).
+
+    A token verified once is remembered, by its exact text, with the caller it names: the caller's next requests
+    with the same token (an officer's app sends one token for hours) skip the decoding and the signature check,
+    which were the largest part of an authenticated request's own work. A remembered token is verified again after
+    ``remember_s`` (60 s: a key the identity provider withdrew stops its tokens within that of the JWKS client's own
+    refresh) and never outlives its expiry; at most ``remember_count`` are kept, the oldest dropped first. Refused
+    tokens are never remembered."""
 
     def __init__(
         self,
@@ -77,6 +85,9 @@ class TokenVerifier:
         jwks_url: str | None = None,
         leeway_s: int = 30,
         partner_issuers: frozenset[str] = frozenset(),
+        remember_s: float = 60.0,
+        remember_count: int = 4096,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         if public_key is None and jwks_url is None:
             raise ValueError("token verification needs a public key or a JWKS URL")
@@ -86,6 +97,32 @@ class TokenVerifier:
         self.jwks = jwt.PyJWKClient(jwks_url, cache_keys=True, lifespan=300) if jwks_url else None
         self.leeway_s = leeway_s
         self.partner_issuers = partner_issuers - {issuer}
+        self.remember_s = remember_s
+        self.remember_count = remember_count
+        self.clock = clock
+        # token → (the caller it names, until when it is taken without a check); JWKS verification runs in threads
+        self._verified: dict[str, tuple[Principal, float]] = {}
+        self._verified_lock = threading.Lock()
+
+    def remembered(self, token: str) -> Principal | None:
+        """The caller of a token verified recently and not expired since; ``None`` if it must be verified."""
+        found = self._verified.get(token)
+        if found is None:
+            return None
+        principal, until = found
+        if self.clock() < until:
+            return principal
+        with self._verified_lock:
+            self._verified.pop(token, None)
+        return None
+
+    def _remember(self, token: str, principal: Principal) -> None:
+        # PyJWT takes a token as expired once its ``exp`` is ``leeway_s`` in the past
+        until = min(self.clock() + self.remember_s, float(principal.claims["exp"]) + self.leeway_s)
+        with self._verified_lock:
+            while len(self._verified) >= self.remember_count:
+                self._verified.pop(next(iter(self._verified)))  # dicts keep insertion order: the oldest first
+            self._verified[token] = (principal, until)
 
     @classmethod
     def from_settings(
@@ -114,6 +151,14 @@ class TokenVerifier:
             )
 
     def verify(self, token: str) -> Principal:
+        """The caller a valid token names; :class:`AuthError` saying why otherwise."""
+        principal = self.remembered(token)
+        if principal is None:
+            principal = self._verify(token)
+            self._remember(token, principal)
+        return principal
+
+    def _verify(self, token: str) -> Principal:
         self._refuse_partner_token(token)
         try:
             key: Any = self.public_key
@@ -203,7 +248,10 @@ async def current_principal(
     try:
         if credentials is None:
             raise AuthError("this endpoint needs a bearer token (Authorization: Bearer <token>)")
-        if verifier.jwks is not None:  # may fetch the JWKS over HTTP: keep it off the event loop
+        remembered = verifier.remembered(credentials.credentials)
+        if remembered is not None:
+            principal = remembered
+        elif verifier.jwks is not None:  # may fetch the JWKS over HTTP: keep it off the event loop
             principal = await asyncio.to_thread(verifier.verify, credentials.credentials)
         else:
             principal = verifier.verify(credentials.credentials)

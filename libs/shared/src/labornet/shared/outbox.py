@@ -345,20 +345,9 @@ class Outbox:
         return int(session.execute(reserve, {"stream": stream, "count": count}).scalar_one())
 
     def _wake_after_commit(self, session: AsyncSession) -> None:
-        sync_session = session.sync_session
-        if sync_session.info.get(_WAKE_KEY):
-            return
-        sync_session.info[_WAKE_KEY] = True
-
-        def on_commit(_session: Session) -> None:
-            sync_session.info.pop(_WAKE_KEY, None)
-            self._wake.set()
-
-        def on_rollback(_session: Session, _transaction: object) -> None:
-            sync_session.info.pop(_WAKE_KEY, None)
-
-        sa_event.listen(sync_session, "after_commit", on_commit, once=True)
-        sa_event.listen(sync_session, "after_soft_rollback", on_rollback, once=True)
+        """Wake this writer's relay when the transaction ``session`` is in commits (:func:`_wake_writers`: listeners
+        of the Session class, installed once; listening on each session cost more than the rest of this)."""
+        session.sync_session.info.setdefault(_WAKE_KEY, set()).add(self)
 
     async def wait_for_work(self, timeout: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -434,6 +423,20 @@ def _write_queued(session: Session) -> None:
         next_seq[writer_stream] = seq + 1
         rows.append(item.writer._signed(**item.fields, stream=writer_stream[1], seq=seq)[1])
     session.execute(outbox.insert(), rows)
+
+
+@sa_event.listens_for(Session, "after_commit")
+def _wake_writers(session: Session) -> None:
+    """The relays of the writers that wrote or queued events in the transaction just committed look at once."""
+    for writer in session.info.pop(_WAKE_KEY, ()):
+        writer._wake.set()
+
+
+@sa_event.listens_for(Session, "after_transaction_end")
+def _forget_wakes(session: Session, transaction: SessionTransaction) -> None:
+    """The outermost transaction ended without a commit: nothing of it is there to publish."""
+    if transaction.parent is None:
+        session.info.pop(_WAKE_KEY, None)
 
 
 @sa_event.listens_for(Session, "after_transaction_end")
