@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from typing import Any
@@ -18,15 +19,19 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from labornet.jobs.adapters.brands import BrandRegisterUnavailable, FixedBrandRegister, HttpBrandRegister
 from labornet.jobs.adapters.tables import metadata, vacancy
+from labornet.jobs.app import create_app
 from labornet.jobs.domain.vacancy import BrandRef, VacancyChanges, VacancyDraft
 from labornet.jobs.service_layer.vacancies import VacancyService
 from labornet.shared.clock import today_in_china
 from labornet.shared.db import create_engine, platform_metadata, readonly_sessionmaker, sessionmaker
 from labornet.shared.divisions import load_divisions
+from labornet.shared.keys import NodeKeys
 from labornet.shared.migrations import alembic_config, upgrade
 from labornet.shared.outbox import Outbox
 from labornet.shared.problems import Problem, Unprocessable
+from labornet.shared.settings import Settings
 from labornet.shared.signing import Signer, generate_private_key, key_id_for
+from labornet.shared.testing import assert_problem, bearer, serving
 
 MIGRATIONS = "labornet.jobs:migrations"
 SC = "510000"
@@ -226,3 +231,33 @@ async def test_the_register_asks_the_node_s_brands_service() -> None:
         await HttpBrandRegister(lambda: None).find(CHEFS.id)
     with pytest.raises(BrandRegisterUnavailable, match="cannot be reached"):
         await HttpBrandRegister(lambda: "http://127.0.0.1:9", timeout_s=2).find(CHEFS.id)
+
+
+async def test_a_write_the_busy_database_cannot_take_is_a_503_to_send_again_with_nothing_written(
+    make_settings: Callable[..., Settings], database_url: str, node_keys: dict[str, NodeKeys], db_backend: str
+) -> None:
+    """Another writer holds SQLite's write lock past the node's busy timeout (10 s): publishing a vacancy is a 503
+    with Retry-After, not a 500, and nothing of it is stored or queued; sent again once the lock is free, it is
+    published once."""
+    if db_backend != "sqlite":
+        pytest.skip("SQLite's write lock: one writer at a time, waited for up to the busy timeout")
+    officer = bearer(node_keys["510000"], "officer")
+    body = draft()
+    async with serving(create_app(make_settings("510000", "jobs", database_url))) as client:
+        holder = sqlite3.connect(database_url.split(":///", 1)[1], isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        try:
+            refused = await client.post("/api/v1/vacancies", json=body, headers=officer, timeout=60)
+        finally:
+            holder.execute("ROLLBACK")
+        try:
+            stored = holder.execute("SELECT (SELECT count(*) FROM vacancy), (SELECT count(*) FROM outbox)").fetchone()
+        finally:
+            holder.close()
+        assert_problem(refused, 503, "Send it again")
+        assert refused.headers["retry-after"] == "1"
+        assert stored == (0, 0)
+        published = await client.post("/api/v1/vacancies", json=body, headers=officer, timeout=60)
+        assert published.status_code == 201, published.text
+        found = (await client.get("/api/v1/vacancies", params={"q": "川菜厨师"})).json()
+        assert [item["id"] for item in found["items"]] == [published.json()["id"]]

@@ -215,6 +215,22 @@ def _field_errors(errors: Sequence[Any]) -> list[dict[str, Any]]:
     return result
 
 
+# SQLite's "database is locked" (SQLITE_BUSY, SQLITE_LOCKED) once its busy timeout ran out; PostgreSQL's serialization
+# failure, deadlock and lock timeout: each ends the transaction unwritten, and the same request sent again may pass
+_SQLITE_BUSY_CODES = frozenset({5, 6})
+_BUSY_SQLSTATES = frozenset({"40001", "40P01", "55P03"})
+
+
+def database_busy(exc: DBAPIError) -> bool:
+    """Whether the database refused ``exc``'s transaction for being busy, not for what it asked."""
+    for error in (exc.orig, getattr(exc.orig, "__cause__", None)):
+        if getattr(error, "sqlite_errorcode", None) in _SQLITE_BUSY_CODES:
+            return True
+        if getattr(error, "sqlstate", None) in _BUSY_SQLSTATES:
+            return True
+    return "database is locked" in str(exc.orig)
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> JSONResponse:
@@ -239,6 +255,16 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(DBAPIError)
     async def _database(request: Request, exc: DBAPIError) -> JSONResponse:
+        if database_busy(exc):
+            # the transaction was refused or rolled back whole: nothing of the request was written
+            log.warning("database busy on %s %s: %s", request.method, request.url.path, type(exc.orig).__name__)
+            return problem_response(
+                request,
+                503,
+                "the database was too busy to take the request; nothing was written. Send it again.",
+                slug="database-busy",
+                headers={"Retry-After": "1"},
+            )
         if not exc.connection_invalidated:
             return await _unexpected(request, exc)
         # the database connection was lost (the pool does not ping before each transaction); a connection lost
