@@ -180,6 +180,10 @@ bus_state = Table(
 )
 
 
+# SQLSTATEs of a transaction the server ended because of another one (serialization failure, deadlock detected): the
+# same work succeeds when tried again (the inbox applies it again; an HTTP request is told to send it again)
+CONFLICT_SQLSTATES = frozenset({"40001", "40P01"})
+
 READONLY_OPTION = "labornet_readonly"
 
 

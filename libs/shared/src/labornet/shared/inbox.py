@@ -42,7 +42,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from labornet.shared.db import for_each_dialect, inbox, quarantine, readonly_sessionmaker, utcnow
+from labornet.shared.db import CONFLICT_SQLSTATES, for_each_dialect, inbox, quarantine, readonly_sessionmaker, utcnow
 from labornet.shared.envelope import Envelope, MalformedEvent
 from labornet.shared.kafka import PacedConsumer, closed, started
 from labornet.shared.observability import (
@@ -132,9 +132,6 @@ _DEAD_LETTER_IDS = uuid.UUID("6f1c3f0e-3b9a-5d4c-9a57-2d4c1b0e7a11")
 
 # Failures of the database connection or schema rather than of the event: never counted against the event.
 INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (OperationalError, InterfaceError, OSError)
-# SQLSTATEs of a transaction the server ended because of another one (serialization failure, deadlock detected):
-# the same work succeeds when tried again, so they say nothing about the event either.
-CONFLICT_SQLSTATES = frozenset({"40001", "40P01"})
 
 
 def is_transient(exc: BaseException) -> bool:

@@ -21,6 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
 
 from labornet.shared.bounds import INT32_MAX, parse_non_negative_int64
+from labornet.shared.db import CONFLICT_SQLSTATES
 from labornet.shared.observability import current_traceparent, trace_id_of
 
 log = logging.getLogger(__name__)
@@ -215,20 +216,18 @@ def _field_errors(errors: Sequence[Any]) -> list[dict[str, Any]]:
     return result
 
 
-# SQLite's "database is locked" (SQLITE_BUSY, SQLITE_LOCKED) once its busy timeout ran out; PostgreSQL's serialization
-# failure, deadlock and lock timeout: each ends the transaction unwritten, and the same request sent again may pass
+# SQLite's "database is locked" (SQLITE_BUSY, SQLITE_LOCKED) once its busy timeout ran out; PostgreSQL's conflicts
+# between transactions and its lock timeout: each ends the transaction unwritten, and the request sent again may pass
 _SQLITE_BUSY_CODES = frozenset({5, 6})
-_BUSY_SQLSTATES = frozenset({"40001", "40P01", "55P03"})
+_BUSY_SQLSTATES = CONFLICT_SQLSTATES | {"55P03"}
 
 
 def database_busy(exc: DBAPIError) -> bool:
     """Whether the database refused ``exc``'s transaction for being busy, not for what it asked."""
-    for error in (exc.orig, getattr(exc.orig, "__cause__", None)):
-        if getattr(error, "sqlite_errorcode", None) in _SQLITE_BUSY_CODES:
-            return True
-        if getattr(error, "sqlstate", None) in _BUSY_SQLSTATES:
-            return True
-    return "database is locked" in str(exc.orig)
+    return (
+        getattr(exc.orig, "sqlite_errorcode", None) in _SQLITE_BUSY_CODES
+        or getattr(exc.orig, "sqlstate", None) in _BUSY_SQLSTATES
+    )
 
 
 def install_problem_handlers(app: FastAPI) -> None:
