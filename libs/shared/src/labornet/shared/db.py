@@ -11,7 +11,10 @@ Each service owns one database. Besides its own tables it holds the platform tab
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import sqlite3
+import weakref
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -38,12 +41,13 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DisconnectionError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session
-from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
+from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection, PoolResetState
 from sqlalchemy.sql.dml import Insert, Update
+from sqlalchemy.util import await_only
 
 from labornet.shared.clock import utcnow as utcnow
 
@@ -187,26 +191,152 @@ CONFLICT_SQLSTATES = frozenset({"40001", "40P01"})
 READONLY_OPTION = "labornet_readonly"
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
-    # Let SQLAlchemy's "begin" event issue BEGIN itself (see _sqlite_begin).
+# How long a SQLite writer waits for the write lock: behind the other writers of its process (SQLiteWriters), then
+# in SQLite's own busy handler behind other processes'
+SQLITE_BUSY_TIMEOUT_S = 10.0
+# SQLite's "database is locked"
+SQLITE_BUSY = 5
+
+
+def _sqlite_pragmas(busy_timeout_s: float, dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+    # Let SQLAlchemy's "begin" event issue BEGIN itself (see SQLiteWriters.begin).
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
 
 
-def _sqlite_begin(connection: Any) -> None:
-    """Writers take SQLite's write lock up front (BEGIN IMMEDIATE).
+def _info_of(connection: Any) -> dict[Any, Any] | None:
+    """The ``info`` of a pool's connection or record; None for a connection the pool does not manage (the dialect's
+    first connection, whose proxy has no ``info``), which never holds a writer's turn."""
+    try:
+        return getattr(connection, "info", None)
+    except NotImplementedError:
+        return None
 
-    A deferred transaction that reads and then writes fails with SQLITE_BUSY when another writer committed in
-    between, whatever the busy timeout; taking the lock first makes writers queue instead. Read-only sessions
-    (see :func:`readonly_sessionmaker`) use a plain BEGIN and never block writers under WAL.
+
+_WRITERS: weakref.WeakKeyDictionary[Engine, SQLiteWriters] = weakref.WeakKeyDictionary()
+
+
+class SQLiteWriters:
+    """The writers of one process queue for a SQLite database's write lock in the process, first come first served.
+
+    Writers take SQLite's write lock up front (``BEGIN IMMEDIATE``): a deferred transaction that reads and then
+    writes fails with SQLITE_BUSY when another writer committed in between, whatever the busy timeout. But a
+    ``BEGIN IMMEDIATE`` that finds the lock taken waits in SQLite's busy handler, which sleeps and tries again
+    (1, 2, 5, 10 … 100 ms) and is never woken when the lock frees: under load a writer that loses a few times waits
+    hundreds of milliseconds while the lock stands free. So a writer of this process first waits its turn here, on
+    an asyncio lock handed from one writer to the next as each transaction ends, and only then sends
+    ``BEGIN IMMEDIATE`` (which waits in SQLite's handler only for another process).
+
+    The turn is taken in SQLAlchemy's ``begin`` event and given back as soon as the transaction ends: after the
+    driver's commit or rollback, and in every way a connection can leave its user (returned to the pool, reset,
+    invalidated, closed), so no path keeps it. A writer that waits longer than the busy timeout fails as SQLite's
+    "database is locked" would (an HTTP request is answered 503, an inbox transaction is tried again). Read-only
+    sessions (see :func:`readonly_sessionmaker`) use a plain ``BEGIN``, never wait here, and under WAL never block
+    writers.
     """
-    readonly = connection.get_execution_options().get(READONLY_OPTION, False)
-    connection.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
+
+    _HOLDS = "labornet.sqlite_writer_turn"
+
+    def __init__(self, timeout_s: float = SQLITE_BUSY_TIMEOUT_S) -> None:
+        self.timeout_s = timeout_s
+        # one lock per event loop: an asyncio lock belongs to the loop it first waited in
+        self._locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
+        self._waiting = 0
+
+    @staticmethod
+    def of(engine: AsyncEngine | Engine) -> SQLiteWriters | None:
+        """The queue of ``engine``'s writers (None for a server database)."""
+        return _WRITERS.get(engine.sync_engine if isinstance(engine, AsyncEngine) else engine)
+
+    def install(self, engine: AsyncEngine) -> None:
+        sync_engine = engine.sync_engine
+        _WRITERS[sync_engine] = self
+        event.listen(sync_engine, "begin", self.begin)
+        # the driver's commit and rollback (the pool's rollback on return included) give the turn back once done;
+        # the pool's events catch a connection that leaves its user without either
+        for name in ("checkin", "invalidate", "close", "detach"):
+            event.listen(sync_engine.pool, name, self._give_back_any)
+        event.listen(sync_engine.pool, "reset", self._give_back_unless_rolled_back)
+        dialect = sync_engine.dialect
+        for method in ("do_commit", "do_rollback"):
+            setattr(dialect, method, self._giving_back_after(getattr(dialect, method)))
+
+    def waiting(self) -> int:
+        """Writers of this process waiting for their turn."""
+        return self._waiting
+
+    def taken(self) -> bool:
+        """Whether a writer of this process holds the turn (in the running loop)."""
+        lock = self._locks.get(asyncio.get_running_loop())
+        return lock is not None and lock.locked()
+
+    def begin(self, connection: Connection) -> None:
+        if connection.get_execution_options().get(READONLY_OPTION, False):
+            connection.exec_driver_sql("BEGIN")
+            return
+        info = connection.connection.info
+        if self._HOLDS not in info:
+            info[self._HOLDS] = self._take_turn()
+        try:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        except BaseException:
+            self._give_back(info)
+            raise
+
+    def _take_turn(self) -> tuple[asyncio.AbstractEventLoop, asyncio.Lock]:
+        loop = asyncio.get_running_loop()
+        lock = self._locks.get(loop)
+        if lock is None:
+            lock = self._locks[loop] = asyncio.Lock()
+        if not lock.locked():  # free: taken at once, no timer needed
+            await_only(lock.acquire())
+            return loop, lock
+        self._waiting += 1
+        try:
+            await_only(asyncio.wait_for(lock.acquire(), self.timeout_s))
+        except TimeoutError:
+            busy = sqlite3.OperationalError("database is locked (waited for this process's other writers)")
+            busy.sqlite_errorcode = SQLITE_BUSY
+            raise OperationalError("BEGIN IMMEDIATE", None, busy) from None
+        finally:
+            self._waiting -= 1
+        return loop, lock
+
+    def _giving_back_after(self, end: Callable[[Any], None]) -> Callable[[Any], None]:
+        def ended(dbapi_connection: Any) -> None:
+            try:
+                end(dbapi_connection)
+            finally:
+                self._give_back(_info_of(dbapi_connection))
+
+        return ended
+
+    def _give_back_any(self, _dbapi_connection: Any, record: Any, *_: Any) -> None:
+        self._give_back(_info_of(record))
+
+    def _give_back_unless_rolled_back(self, _dbapi_connection: Any, record: Any, state: PoolResetState) -> None:
+        # a connection the pool can only terminate (a task cancelled mid-transaction) is not rolled back first
+        if state.terminate_only or not state.asyncio_safe:
+            self._give_back(_info_of(record))
+
+    def _give_back(self, info: dict[Any, Any] | None) -> None:
+        turn = info.pop(self._HOLDS, None) if info is not None else None
+        if turn is None:
+            return
+        loop, lock = turn
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            lock.release()
+        elif not loop.is_closed():  # a connection collected as garbage on another thread
+            loop.call_soon_threadsafe(lock.release)
 
 
 # A server connection is replaced after this many seconds, before a firewall or proxy drops it for its age.
@@ -230,8 +360,9 @@ def _refuse_closed(dbapi_connection: Any, _record: ConnectionPoolEntry, _proxy: 
         raise DisconnectionError("the server closed this connection while it was idle in the pool")
 
 
-def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
-    """An async engine; SQLite gets WAL, a busy timeout and foreign keys, and its directory is created.
+def create_engine(url: str, *, busy_timeout_s: float = SQLITE_BUSY_TIMEOUT_S, **kwargs: Any) -> AsyncEngine:
+    """An async engine; SQLite gets WAL, a busy timeout (``busy_timeout_s``), foreign keys and its writers queued
+    in the process (:class:`SQLiteWriters`), and its directory is created.
 
     Statement parameters are hidden from error messages and logs (``hide_parameters``): they hold event payloads
     and personal data, and a database error is logged and stored in quarantine with its message.
@@ -250,8 +381,8 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
 
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         engine = create_async_engine(url, **kwargs)
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
-        event.listen(engine.sync_engine, "begin", _sqlite_begin)
+        event.listen(engine.sync_engine, "connect", functools.partial(_sqlite_pragmas, busy_timeout_s))
+        SQLiteWriters(busy_timeout_s).install(engine)
         return engine
     kwargs.setdefault("pool_recycle", POOL_RECYCLE_S)
     # connections kept open: at saturation the default 5 sent every request beyond them to an overflow connection
