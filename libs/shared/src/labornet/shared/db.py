@@ -298,7 +298,7 @@ class SQLiteWriters:
             return loop, lock
         self._waiting += 1
         try:
-            await_only(asyncio.wait_for(lock.acquire(), self.timeout_s))
+            await_only(self._wait_for_turn(lock))
         except TimeoutError:
             busy = sqlite3.OperationalError("database is locked (waited for this process's other writers)")
             busy.sqlite_errorcode = SQLITE_BUSY
@@ -306,6 +306,11 @@ class SQLiteWriters:
         finally:
             self._waiting -= 1
         return loop, lock
+
+    async def _wait_for_turn(self, lock: asyncio.Lock) -> None:
+        # in the writer's own task (no task of its own, as wait_for would make)
+        async with asyncio.timeout(self.timeout_s):
+            await lock.acquire()
 
     def _giving_back_after(self, end: Callable[[Any], None]) -> Callable[[Any], None]:
         def ended(dbapi_connection: Any) -> None:
