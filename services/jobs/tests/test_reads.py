@@ -434,3 +434,72 @@ async def test_reads_go_on_after_the_server_closed_their_connections(engine: Asy
     rows = await asyncio.gather(*(reads.one(wanted) for _ in range(8)))
     assert {row["id"] for row in rows if row is not None} == {wanted} and None not in rows
     assert (await reads.search(SearchParams(q="厨师"))).total > 0
+
+
+async def test_reads_waiting_for_a_connection_are_served_in_the_order_they_came(engine: AsyncEngine) -> None:
+    """PostgreSQL: every held connection busy, reads queue for one; a connection given back goes to the first read
+    waiting, not to one that arrives at that moment (which waits its turn behind them), so no read is passed over
+    again and again while others take a millisecond."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite reads in threads of their own, not on held connections")
+    await add(engine, [make_vacancy(n) for n in range(1, 4)])
+    reads: Any = driver_reads(engine)
+    wanted = make_vacancy(1)["id"]
+    served: list[str] = []  # the reads in the order they were given a connection
+    take = reads._take
+
+    async def taking() -> Any:
+        held = await take()
+        served.append(asyncio.current_task().get_name())  # type: ignore[union-attr]
+        return held
+
+    reads._take = taking
+    release = asyncio.Event()
+
+    async def holding() -> None:
+        async def work(driver: Any) -> None:
+            await driver.fetchrow("SELECT 1")
+            await release.wait()
+
+        await reads._run(work)
+
+    async def reading() -> None:
+        assert (await reads.one(wanted))["id"] == wanted
+
+    holders = [asyncio.create_task(holding(), name=f"holder-{n}") for n in range(READ_CONNECTIONS)]
+    await eventually(lambda: asyncio.sleep(0, len(reads.held) == READ_CONNECTIONS), timeout_s=10)
+    queued = []
+    for n in range(4):
+        queued.append(asyncio.create_task(reading(), name=f"queued-{n}"))
+        await eventually(lambda n=n: asyncio.sleep(0, len(reads.waiting) == n + 1), timeout_s=10)
+    release.set()  # the holders give their connections back (to the first two queued) …
+    late = asyncio.create_task(reading(), name="late")  # … in the very moment a new read arrives
+    await asyncio.wait_for(asyncio.gather(*holders, *queued, late), timeout=30)
+    assert served[READ_CONNECTIONS:] == ["queued-0", "queued-1", "queued-2", "queued-3", "late"]
+
+
+async def test_reads_waiting_when_a_connection_fails_open_another_in_its_place(engine: AsyncEngine) -> None:
+    """A held connection closed for good while reads wait (its read failed): the first read waiting opens a new
+    one in its place rather than waiting for a connection that will not come back."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite reads in threads of their own, not on held connections")
+    await add(engine, [make_vacancy(n) for n in range(1, 4)])
+    reads: Any = driver_reads(engine)
+    wanted = make_vacancy(2)["id"]
+    release = asyncio.Event()
+
+    async def failing(driver: Any) -> None:
+        await driver.fetchrow("SELECT 1")
+        await release.wait()
+        raise ValueError("the read asked for something wrong")
+
+    holders = [asyncio.create_task(reads._run(failing)) for _ in range(READ_CONNECTIONS)]
+    await eventually(lambda: asyncio.sleep(0, len(reads.held) == READ_CONNECTIONS), timeout_s=10)
+    waiting = [asyncio.create_task(reads.one(wanted)) for _ in range(3)]
+    await eventually(lambda: asyncio.sleep(0, len(reads.waiting) == 3), timeout_s=10)
+    release.set()
+    failed = await asyncio.gather(*holders, return_exceptions=True)
+    assert all(isinstance(f, ValueError) for f in failed)
+    rows = await asyncio.wait_for(asyncio.gather(*waiting), timeout=30)
+    assert [row["id"] for row in rows] == [wanted] * 3
+    assert (reads.opened, len(reads.held)) == (READ_CONNECTIONS, READ_CONNECTIONS)

@@ -37,6 +37,7 @@ Anything else (an in-memory SQLite database, another driver) reads through sessi
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import sqlite3
 import threading
@@ -372,25 +373,84 @@ class _PostgresReads(_DriverReads):
     def __init__(self, engine: AsyncEngine) -> None:
         super().__init__(engine.dialect)
         self.engine = engine
-        self.idle: asyncio.Queue[_Held] = asyncio.Queue()
+        self.idle: collections.deque[_Held] = collections.deque()
+        # reads waiting for a connection, first come first served: a connection given back goes to the first of
+        # them directly, so a read arriving meanwhile cannot take it first (an asyncio.Queue lets it, and a waiter
+        # passed over that way waits again at the back: some reads waited half a second while most took a
+        # millisecond)
+        self.waiting: collections.deque[asyncio.Future[_Held | None]] = collections.deque()
         self.opened = 0
         self.held: set[_Held] = set()
 
     async def _take(self) -> _Held:
         while True:
-            if self.idle.empty() and self.opened < READ_CONNECTIONS:
+            if self.idle:
+                held = self.idle.popleft()
+            elif self.opened < READ_CONNECTIONS:
                 self.opened += 1
-                try:
-                    held = await self._open()
-                except BaseException:
-                    self.opened -= 1
-                    raise
-                self.held.add(held)
-                return held
-            held = await self.idle.get()
+                return await self._open_in_place()
+            else:
+                given = await self._wait()
+                if given is None:  # a place freed by a connection closed for good: open one in it
+                    return await self._open_in_place()
+                held = given
             if not held.driver.is_closed() and time.monotonic() - held.since < POOL_RECYCLE_S:
                 return held
-            self._drop(held)  # the server closed it, or it is as old as the pool lets its own connections get
+            # the server closed it, or it is as old as the pool lets its own connections get: another in its place
+            self.held.discard(held)
+            held.discard()
+            return await self._open_in_place()
+
+    async def _open_in_place(self) -> _Held:
+        """Open a connection in a place already counted in ``opened``."""
+        try:
+            held = await self._open()
+        except BaseException:
+            self._free_place()
+            raise
+        self.held.add(held)
+        return held
+
+    async def _wait(self) -> _Held | None:
+        """Wait for a connection given back (or None: a place to open one in)."""
+        turn: asyncio.Future[_Held | None] = asyncio.get_running_loop().create_future()
+        self.waiting.append(turn)
+        try:
+            return await turn
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled():  # given its turn just as it was cancelled: pass it on
+                given = turn.result()
+                if given is None:
+                    self._free_place()
+                else:
+                    self._give(given)
+            else:
+                with suppress(ValueError):
+                    self.waiting.remove(turn)
+            raise
+
+    def _first_waiting(self) -> asyncio.Future[_Held | None] | None:
+        while self.waiting:
+            turn = self.waiting.popleft()
+            if not turn.done():
+                return turn
+        return None
+
+    def _give(self, held: _Held) -> None:
+        """A connection back from a read: to the first waiting read, else kept for the next."""
+        turn = self._first_waiting()
+        if turn is None:
+            self.idle.append(held)
+        else:
+            turn.set_result(held)
+
+    def _free_place(self) -> None:
+        """A connection closed for good (or never opened): the first waiting read opens one in its place."""
+        turn = self._first_waiting()
+        if turn is None:
+            self.opened -= 1
+        else:
+            turn.set_result(None)
 
     async def _open(self) -> _Held:
         connection = await self.engine.connect()
@@ -408,8 +468,8 @@ class _PostgresReads(_DriverReads):
     def _drop(self, held: _Held) -> None:
         if held in self.held:
             self.held.discard(held)
-            self.opened -= 1
             held.discard()
+            self._free_place()
 
     async def _run(self, work: Callable[[Any], Awaitable[Any]]) -> Any:
         for attempt in (1, 2):
@@ -421,7 +481,7 @@ class _PostgresReads(_DriverReads):
                 if attempt == 1 and _connection_lost(exc):
                     continue
                 raise
-            self.idle.put_nowait(held)
+            self._give(held)
             return result
         raise AssertionError("unreachable")
 
@@ -455,9 +515,13 @@ class _PostgresReads(_DriverReads):
         return (text, *values)
 
     def close(self) -> None:
+        waiting, self.waiting = self.waiting, collections.deque()
+        for turn in waiting:
+            if not turn.done():
+                turn.set_exception(RuntimeError("the replica's reads are closed"))
         for held in list(self.held):
             self._drop(held)
-        self.idle = asyncio.Queue()
+        self.idle.clear()
 
 
 def _connection_lost(exc: BaseException) -> bool:
