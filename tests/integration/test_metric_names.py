@@ -154,4 +154,8 @@ async def test_metrics_of_a_running_service_are_named_and_documented(
         in exposition
     )
     assert "labornet_events_published_total{" in exposition, "a counter of the bus, created at start-up"
+    # SQLite: the queue of the process's writers for the write lock (ADR 35); the jobs service's start-up writers
+    # may be in it
+    assert re.search(rf'^labornet_db_writers_waiting{{service="{service}"}} \d+\.0$', exposition, re.MULTILINE)
+    assert "# TYPE labornet_db_writers_refused_total counter" in exposition
     assert naming_problems(exposition, documented_metrics(DOCS.read_text("utf-8"))) == []

@@ -216,6 +216,8 @@ async def test_a_writer_that_waits_past_the_busy_timeout_is_refused_as_busy_with
     the queue; sent again once the lock is free it passes."""
     engine = await _engine(tmp_path / "writers.db", busy_timeout_s=0.3)
     writers = _writers(engine)
+    refusals: list[None] = []
+    writers.on_refused = lambda: refusals.append(None)  # the service counts them in a metric
     release = asyncio.Event()
 
     async def late() -> None:
@@ -230,10 +232,11 @@ async def test_a_writer_that_waits_past_the_busy_timeout_is_refused_as_busy_with
                 await late()
             assert database_busy(refused.value)
             assert refused.value.orig.sqlite_errorcode == sqlite3.SQLITE_BUSY  # type: ignore[union-attr]
-            assert writers.waiting() == 0
+            assert (writers.waiting(), len(refusals)) == (0, 1)
             release.set()
             await holder
             await late()
+            assert len(refusals) == 1
         assert await _stored(engine) == ["first", "late"]
     finally:
         await engine.dispose()

@@ -34,11 +34,25 @@ from labornet.shared.asyncapi import asyncapi_router
 from labornet.shared.auth import Principal, Role, TokenVerifier, current_principal, require_province_role
 from labornet.shared.bounds import Int64, NonNegativeInt64
 from labornet.shared.brokerwatch import BrokerWatch
-from labornet.shared.db import StoredTime, create_engine, outbox, quarantine, readonly_sessionmaker, sessionmaker
+from labornet.shared.db import (
+    SQLiteWriters,
+    StoredTime,
+    create_engine,
+    outbox,
+    quarantine,
+    readonly_sessionmaker,
+    sessionmaker,
+)
 from labornet.shared.edge import AddressRateLimit, BodyLimit, RateLimits
 from labornet.shared.inbox import EventConsumer, EventRejected, Handler
 from labornet.shared.kafka import client_config, ensure_topics, make_consumer, make_producer
-from labornet.shared.observability import HttpMetrics, configure_logging, init_bus_metrics
+from labornet.shared.observability import (
+    DB_WRITERS_REFUSED,
+    DB_WRITERS_WAITING,
+    HttpMetrics,
+    configure_logging,
+    init_bus_metrics,
+)
 from labornet.shared.outbox import Outbox, OutboxRelay, decode_headers
 from labornet.shared.problems import (
     Conflict,
@@ -115,6 +129,10 @@ async def start_runtime(spec: ServiceSpec, settings: Settings) -> Runtime:
     registry = load_registry(settings.provinces_path)
     registry.get(settings.province)  # refuses a province that is not a federation member
     engine = create_engine(settings.database_url)
+    writers = SQLiteWriters.of(engine)
+    if writers is not None:
+        DB_WRITERS_WAITING.labels(spec.name).set_function(writers.waiting)
+        writers.on_refused = DB_WRITERS_REFUSED.labels(spec.name).inc
     if settings.migrate_on_start:
         await migrations.upgrade(engine, spec.migrations)
     assert settings.signing_key_path is not None and settings.trust_list_path is not None

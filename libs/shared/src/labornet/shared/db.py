@@ -247,6 +247,7 @@ class SQLiteWriters:
         # one lock per event loop: an asyncio lock belongs to the loop it first waited in
         self._locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
         self._waiting = 0
+        self.on_refused: Callable[[], None] | None = None  # called for each writer refused after the timeout
 
     @staticmethod
     def of(engine: AsyncEngine | Engine) -> SQLiteWriters | None:
@@ -300,6 +301,8 @@ class SQLiteWriters:
         try:
             await_only(self._wait_for_turn(lock))
         except TimeoutError:
+            if self.on_refused is not None:
+                self.on_refused()
             busy = sqlite3.OperationalError("database is locked (waited for this process's other writers)")
             busy.sqlite_errorcode = SQLITE_BUSY
             raise OperationalError("BEGIN IMMEDIATE", None, busy) from None

@@ -82,6 +82,16 @@ CONSUMER_ASSIGNED_PARTITIONS = Gauge(
     "labornet_consumer_assigned_partitions", "Partitions assigned to this consumer", ["service", "group"]
 )
 QUARANTINED = Gauge("labornet_quarantined_events", "Quarantined records awaiting an operator", ["service"])
+DB_WRITERS_WAITING = Gauge(
+    "labornet_db_writers_waiting",
+    "Writers of this process waiting their turn for the SQLite database's write lock (not set on PostgreSQL)",
+    ["service"],
+)
+DB_WRITERS_REFUSED = Counter(
+    "labornet_db_writers_refused_total",
+    "Writers refused as busy after waiting their turn for the SQLite database's write lock past the busy timeout",
+    ["service"],
+)
 CONSUMER_LAG_MEASURED = Gauge(
     "labornet_consumer_lag_measured_timestamp_seconds",
     "When the consumer lag was last measured against the broker's end offsets (Unix time); "
