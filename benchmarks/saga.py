@@ -193,9 +193,8 @@ async def measure(
     first_filed = min((filed for filed, _ in receiving.values()), default=0.0)
     last_done = max((sending[c][1] for c in done), default=first_filed)
     first_done = min((sending[c][1] for c in done), default=last_done)
-    # transfers in the order they were filed: a queue that grows makes the later half slower than the earlier
-    by_filing = sorted(done, key=lambda c: receiving[c][0])
-    halves = by_filing[: len(by_filing) // 2], by_filing[len(by_filing) // 2 :]
+    # filing to settlement, in the order the transfers were filed: a queue that grows makes the later half slower
+    closed = [sending[c][1] - receiving[c][0] for c in sorted(done, key=lambda c: receiving[c][0])]
     return {
         "transfers": transfers,
         "offered_rate_per_s": rate,
@@ -208,9 +207,9 @@ async def measure(
         # replication benchmark: httpx spent a few milliseconds of CPU a request, as much as a node's share)
         "client_cpu_ms_per_transfer": round(1000 * client_cpu / transfers, 2),
         "relationship_opened_at_receiving": summary([done_at - filed for filed, done_at in receiving.values()]),
-        "closed_at_sending_with_settlement": summary([sending[c][1] - receiving[c][0] for c in done]),
+        "closed_at_sending_with_settlement": summary(closed),
         "closed_p95_ms_earlier_and_later_half": [
-            summary([sending[c][1] - receiving[c][0] for c in half])["p95_ms"] for half in halves
+            summary(half)["p95_ms"] for half in (closed[: len(closed) // 2], closed[len(closed) // 2 :])
         ],
         # first filing to last settlement: includes one transfer's latency, so it stays below the offered rate
         # even when the nodes keep up (1,000 at 100/s with 0.5 s to the last settlement: 95/s)

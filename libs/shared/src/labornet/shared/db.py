@@ -194,8 +194,6 @@ READONLY_OPTION = "labornet_readonly"
 # How long a SQLite writer waits for the write lock: behind the other writers of its process (SQLiteWriters), then
 # in SQLite's own busy handler behind other processes'
 SQLITE_BUSY_TIMEOUT_S = 10.0
-# SQLite's "database is locked"
-SQLITE_BUSY = 5
 
 
 def _sqlite_pragmas(busy_timeout_s: float, dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
@@ -304,7 +302,7 @@ class SQLiteWriters:
             if self.on_refused is not None:
                 self.on_refused()
             busy = sqlite3.OperationalError("database is locked (waited for this process's other writers)")
-            busy.sqlite_errorcode = SQLITE_BUSY
+            busy.sqlite_errorcode = sqlite3.SQLITE_BUSY
             raise OperationalError("BEGIN IMMEDIATE", None, busy) from None
         finally:
             self._waiting -= 1

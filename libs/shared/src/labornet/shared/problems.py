@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 from collections.abc import Mapping, Sequence
 from http import HTTPStatus
 from typing import Any
@@ -218,7 +219,7 @@ def _field_errors(errors: Sequence[Any]) -> list[dict[str, Any]]:
 
 # SQLite's "database is locked" (SQLITE_BUSY, SQLITE_LOCKED) once its busy timeout ran out; PostgreSQL's conflicts
 # between transactions and its lock timeout: each ends the transaction unwritten, and the request sent again may pass
-_SQLITE_BUSY_CODES = frozenset({5, 6})
+_SQLITE_BUSY_CODES = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
 _BUSY_SQLSTATES = CONFLICT_SQLSTATES | {"55P03"}
 
 
