@@ -5,6 +5,11 @@ is served by uvicorn in its own process exactly as ``labornet serve jobs`` runs 
 app in the same kind of process returning, from memory, bodies of the same size. Both are loaded by wrk (one
 thread, 32 connections) one after the other, for a vacancy by id and for a text search (20 results).
 
+Two more rows ask for many things instead of one (a wrk script picks each request's path at random): a vacancy by
+id among 1,000 of the replica (``by_id_varied``), and a search of one of the benchmark's job titles, alone or with
+one of the nine provinces (``search_varied``: 630 searches, pages of about the same size). Their anchor is the bare
+app's figure for the same kind of read.
+
 Besides requests per second (``ratio``: LaborNet's over the anchor's), each row gives the server process's CPU time
 per request over the run (``cpu_ms_per_request``; ``cpu_ratio``: the anchor's over LaborNet's), which moves far less
 with what else the shared machine runs. The PostgreSQL server's own CPU is not in it.
@@ -30,11 +35,12 @@ from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
-from sqlalchemy import update
+from sqlalchemy import select, update
 
-from benchmarks.search import load_postgresql, load_sqlite, synthetic_vacancies
+from benchmarks.search import JOBS, PROVINCE_WEIGHTS, load_postgresql, load_sqlite, synthetic_vacancies
 from labornet.jobs.adapters.tables import vacancy
 from labornet.shared.broker import free_port
 from labornet.shared.db import create_engine
@@ -97,13 +103,32 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def wrk(url: str, seconds: int, connections: int, pid: int) -> dict[str, float]:
+# a path of the file given after wrk's "--", at random, for every request
+VARIED = textwrap.dedent(
+    """
+    local paths = {}
+    function init(args)
+      for line in io.lines(args[1]) do paths[#paths + 1] = line end
+      math.randomseed(os.time())
+    end
+    function request()
+      return wrk.format("GET", paths[math.random(#paths)])
+    end
+    """
+)
+
+
+def wrk(url: str, seconds: int, connections: int, pid: int, paths: Path | None = None) -> dict[str, float]:
     """wrk's rate and latency, and the server's CPU time per request over the run: the figure that does not move
-    with what else the machine runs."""
+    with what else the machine runs. With ``paths``, each request asks for one of the paths in that file."""
     cpu_before = cpu_seconds(pid)
-    out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", url], capture_output=True, text=True
-    ).stdout
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", url]
+    if paths is not None:
+        script = paths.with_suffix(".lua")
+        script.write_text(VARIED)
+        command[-1:-1] = ["-s", str(script)]
+        command += ["--", str(paths)]
+    out = subprocess.run(command, capture_output=True, text=True).stdout
     cpu = cpu_seconds(pid) - cpu_before
     rate = float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1))  # type: ignore[union-attr]
     requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
@@ -119,7 +144,18 @@ def wrk(url: str, seconds: int, connections: int, pid: int) -> dict[str, float]:
     return result
 
 
-async def prepare(backend: str, size: int, directory: Path, base_url: str | None) -> tuple[str, str | None]:
+def varied_paths(ids: list[str]) -> dict[str, list[str]]:
+    """The paths of the varied rows: the vacancies by id given, and a search of each job title, alone and with each
+    province."""
+    searches = []
+    for title, *_ in JOBS:
+        for province in ("", *PROVINCE_WEIGHTS):
+            query = f"q={quote(title)}&limit=20" + (f"&province={province}" if province else "")
+            searches.append(f"/api/v1/vacancies?{query}")
+    return {"by_id_varied": [f"/api/v1/vacancies/{i}" for i in ids], "search_varied": searches}
+
+
+async def prepare(backend: str, size: int, directory: Path, base_url: str | None) -> tuple[str, str | None, list[str]]:
     if backend == "postgresql":
         assert base_url is not None
         url, name = await create_postgres_database(base_url)
@@ -141,14 +177,22 @@ async def prepare(backend: str, size: int, directory: Path, base_url: str | None
                 .where(vacancy.c.owner_province == PROVINCE, vacancy.c.status == "open")
                 .values(closing_date=date.today() + timedelta(days=30))
             )
+            found = await connection.execute(select(vacancy.c.id).order_by(vacancy.c.id).limit(1_000))
+            ids = list(found.scalars())
     finally:
         await engine.dispose()
-    return url, name
+    return url, name, ids
 
 
 def run(backend: str, size: int, seconds: int, connections: int, base_url: str | None) -> dict[str, Any]:
     directory = Path(tempfile.mkdtemp(prefix="labornet-reads-bench-"))
-    url, name = asyncio.run(prepare(backend, size, directory, base_url))
+    url, name, ids = asyncio.run(prepare(backend, size, directory, base_url))
+    varied: dict[str, Path] = {}
+    counts: dict[str, int] = {}
+    for kind, lines in varied_paths(ids).items():
+        varied[kind] = directory / f"{kind}.txt"
+        varied[kind].write_text("\n".join(lines) + "\n")
+        counts[kind] = len(lines)
     ensure_node_keys(PROVINCE, directory / "keys" / PROVINCE, directory / "trust-list.json")
     port = free_port()
     env = {
@@ -172,6 +216,8 @@ def run(backend: str, size: int, seconds: int, connections: int, base_url: str |
             wrk(base + paths["by_id"], 2, connections, server.pid)  # warm-up
             for kind, path in paths.items():
                 results[kind] = {"labornet": wrk(base + path, seconds, connections, server.pid)}
+            for kind, file in varied.items():
+                results[kind] = {"labornet": wrk(base + "/", seconds, connections, server.pid, file)}
         body_file = directory / "bodies.json"
         body_file.write_text(json.dumps(bodies, ensure_ascii=False))
         app_file = directory / "bare.py"
@@ -186,6 +232,9 @@ def run(backend: str, size: int, seconds: int, connections: int, base_url: str |
         if name is not None and base_url is not None:
             asyncio.run(drop_postgres_database(base_url, name))
         shutil.rmtree(directory, ignore_errors=True)
+    for kind, count in counts.items():  # the anchor answers any vacancy or search alike
+        results[kind]["bare_fastapi"] = results[kind.removesuffix("_varied")]["bare_fastapi"]
+        results[kind]["paths"] = count
     for row in results.values():
         row["ratio"] = round(row["labornet"]["req_per_s"] / row["bare_fastapi"]["req_per_s"], 3)
         bare_cpu, labornet_cpu = row["bare_fastapi"]["cpu_ms_per_request"], row["labornet"]["cpu_ms_per_request"]

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from sqlalchemy import insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from labornet.jobs.adapters import reads as reads_module
 from labornet.jobs.adapters.reads import (
     READ_CONNECTIONS,
     READ_THREADS,
@@ -436,24 +437,8 @@ async def test_reads_go_on_after_the_server_closed_their_connections(engine: Asy
     assert (await reads.search(SearchParams(q="厨师"))).total > 0
 
 
-async def test_reads_waiting_for_a_connection_are_served_in_the_order_they_came(engine: AsyncEngine) -> None:
-    """PostgreSQL: every held connection busy, reads queue for one; a connection given back goes to the first read
-    waiting, not to one that arrives at that moment (which waits its turn behind them), so no read is passed over
-    again and again while others take a millisecond."""
-    if engine.dialect.name != "postgresql":
-        pytest.skip("SQLite reads in threads of their own, not on held connections")
-    await add(engine, [make_vacancy(n) for n in range(1, 4)])
-    reads: Any = driver_reads(engine)
-    wanted = make_vacancy(1)["id"]
-    served: list[str] = []  # the reads in the order they were given a connection
-    take = reads._take
-
-    async def taking() -> Any:
-        held = await take()
-        served.append(asyncio.current_task().get_name())  # type: ignore[union-attr]
-        return held
-
-    reads._take = taking
+def holding_every_connection(reads: Any) -> tuple[list[asyncio.Task[None]], asyncio.Event]:
+    """Tasks that each hold one of the reads' connections (after a statement) until the event is set."""
     release = asyncio.Event()
 
     async def holding() -> None:
@@ -463,19 +448,217 @@ async def test_reads_waiting_for_a_connection_are_served_in_the_order_they_came(
 
         await reads._run(work)
 
-    async def reading() -> None:
-        assert (await reads.one(wanted))["id"] == wanted
+    return [asyncio.create_task(holding(), name=f"holder-{n}") for n in range(READ_CONNECTIONS)], release
 
-    holders = [asyncio.create_task(holding(), name=f"holder-{n}") for n in range(READ_CONNECTIONS)]
+
+async def all_held(reads: Any) -> None:
     await eventually(lambda: asyncio.sleep(0, len(reads.held) == READ_CONNECTIONS), timeout_s=10)
+
+
+def counting_statements(reads: Any) -> list[str]:
+    """The names of the tasks that ran a read on a held connection, in the order they were given one."""
+    served: list[str] = []
+    take = reads._take
+
+    async def taking() -> Any:
+        held = await take()
+        served.append(asyncio.current_task().get_name())  # type: ignore[union-attr]
+        return held
+
+    reads._take = taking
+    return served
+
+
+async def test_reads_waiting_for_a_connection_are_served_in_the_order_they_came(engine: AsyncEngine) -> None:
+    """PostgreSQL: every held connection busy, reads queue for one; a connection given back goes to the first read
+    waiting, not to one that arrives at that moment (which waits its turn behind them), so no read is passed over
+    again and again while others take a millisecond. A read by id that comes while others wait joins them: they
+    are answered together, at the place of the first."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite reads in threads of their own, not on held connections")
+    await add(engine, [make_vacancy(n) for n in range(1, 4)])
+    reads: Any = driver_reads(engine)
+    ids = [make_vacancy(n)["id"] for n in (1, 2)]
+    holders, release = holding_every_connection(reads)
+    await all_held(reads)
+    served = counting_statements(reads)
+
+    async def by_id(vacancy_id: str) -> None:
+        assert (await reads.one(vacancy_id))["id"] == vacancy_id
+
+    async def searching(limit: int) -> None:
+        assert (await reads.search(SearchParams(q="厨师", limit=limit))).items
+
     queued = []
-    for n in range(4):
-        queued.append(asyncio.create_task(reading(), name=f"queued-{n}"))
-        await eventually(lambda n=n: asyncio.sleep(0, len(reads.waiting) == n + 1), timeout_s=10)
-    release.set()  # the holders give their connections back (to the first two queued) …
-    late = asyncio.create_task(reading(), name="late")  # … in the very moment a new read arrives
+    for n, (read, waiting) in enumerate(
+        [(searching(1), 1), (by_id(ids[0]), 2), (searching(2), 3), (by_id(ids[1]), 3), (by_id(ids[0]), 3)]
+    ):
+        queued.append(asyncio.create_task(read, name=f"queued-{n}"))
+        await eventually(lambda w=waiting: asyncio.sleep(0, len(reads.waiting) == w), timeout_s=10)
+    release.set()  # the holders give their connections back (to the first two waiting) …
+    late = asyncio.create_task(searching(3), name="late")  # … in the very moment a new read arrives
     await asyncio.wait_for(asyncio.gather(*holders, *queued, late), timeout=30)
-    assert served[READ_CONNECTIONS:] == ["queued-0", "queued-1", "queued-2", "queued-3", "late"]
+    assert served == [f"reads gathered by {name}" for name in ("queued-0", "queued-1", "queued-2", "late")]
+
+
+async def test_reads_by_id_that_wait_are_answered_together_by_one_statement(
+    engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every connection busy, reads of vacancies by id wait: known, unknown, the same one many times, an id
+    PostgreSQL's text cannot hold (no vacancy has it; it must not fail the others' statement) and an id longer
+    than any. One statement answers each what it would have answered alone; past GATHER_MAX ids a statement of
+    their own answers the rest."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite reads in threads of their own, not on held connections")
+    await add(engine, [make_vacancy(n) for n in range(1, 21)])
+    reads: Any = driver_reads(engine)
+    reference = SessionReads(readonly_sessionmaker(engine))
+    wanted = [make_vacancy(n)["id"] for n in range(1, 21)] + ["510000-V-NOSUCHVACANCY", "x" * 5000, "510000-V-\x00"]
+    asked = wanted * 3
+    random.Random(3).shuffle(asked)
+    expected = {i: await reference.one_shown(i, VACANCY_FIELDS) for i in wanted if "\x00" not in i}
+
+    async def gathered(asked: list[str], statements: int) -> list[Any]:
+        holders, release = holding_every_connection(reads)
+        await all_held(reads)
+        served = counting_statements(reads)
+        tasks = [asyncio.create_task(reads.one_shown(i, VACANCY_FIELDS)) for i in asked]
+        await eventually(lambda: asyncio.sleep(0, len(reads.waiting) == statements), timeout_s=10)
+        release.set()
+        await asyncio.gather(*holders)
+        answers = await asyncio.wait_for(asyncio.gather(*tasks), timeout=30)
+        del reads._take
+        assert len(served) == statements, served
+        return answers
+
+    answers = await gathered(asked, statements=1)
+    assert answers == [expected.get(i) for i in asked]
+    assert sum(a is not None for a in answers) == 60
+    monkeypatch.setattr(reads_module, "GATHER_MAX", 8)  # 22 ids (the NUL one is never asked): 8, 8 and 6
+    assert await gathered(wanted, statements=3) == [expected.get(i) for i in wanted]
+
+
+async def test_the_same_search_waiting_twice_is_asked_once(engine: AsyncEngine) -> None:
+    """Every connection busy, the same search asked by many while they wait is run once for them all (each gets
+    a page of its own); another search, or the same with another page size, is run for itself."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite reads in threads of their own, not on held connections")
+    await add(engine, [make_vacancy(n) for n in range(1, 41)])
+    reads: Any = driver_reads(engine)
+    reference = SessionReads(readonly_sessionmaker(engine))
+    searches = [SearchParams(q="厨师")] * 10 + [SearchParams(q="厨师", limit=3), SearchParams(q="焊工")] * 2
+    holders, release = holding_every_connection(reads)
+    await all_held(reads)
+    served = counting_statements(reads)
+    tasks = [asyncio.create_task(reads.search_shown(p, VACANCY_FIELDS)) for p in searches]
+    await eventually(lambda: asyncio.sleep(0, len(reads.waiting) == 3), timeout_s=10)
+    release.set()
+    pages = await asyncio.wait_for(asyncio.gather(*tasks), timeout=30)
+    await asyncio.gather(*holders)
+    assert len(served) == 3
+    for params, page in zip(searches, pages, strict=True):
+        assert page == await reference.search_shown(params, VACANCY_FIELDS)
+    assert pages[0].items and pages[0].items[0] is not pages[1].items[0]
+
+
+class _Gate:
+    """A driver whose statements run at once but answer only when the gate opens (or fail, if told to)."""
+
+    def __init__(self, driver: Any, ran: asyncio.Event, opened: asyncio.Event, failing: Exception | None) -> None:
+        self.driver, self.ran, self.opened, self.failing = driver, ran, opened, failing
+
+    async def fetch(self, *args: Any) -> Any:
+        rows = await self.driver.fetch(*args)
+        self.ran.set()
+        await self.opened.wait()
+        if self.failing is not None:
+            raise self.failing
+        return rows
+
+
+def gating(reads: Any, opened: asyncio.Event, failing: Exception | None = None) -> asyncio.Event:
+    """The next statement of gathered reads by id waits at the gate once it has run (later ones run as usual);
+    the event returned is set when it has run."""
+    run, ran = reads._run, asyncio.Event()
+
+    async def once(work: Any) -> Any:
+        reads._run = run
+        return await run(lambda driver: work(_Gate(driver, ran, opened, failing)))
+
+    reads._run = once
+    return ran
+
+
+async def test_a_read_never_joins_a_statement_that_has_started(engine: AsyncEngine) -> None:
+    """A statement of gathered reads has run (before a vacancy was committed) and its answer is on its way back;
+    a read of that vacancy that comes after the commit must see it: it waits for a statement of its own, it does
+    not take the answer of one that started before it came."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite reads in threads of their own, not on held connections")
+    await add(engine, [make_vacancy(n) for n in range(1, 3)])
+    reads: Any = driver_reads(engine)
+    late = make_vacancy(16)  # open, a chef
+    holders, release = holding_every_connection(reads)
+    await all_held(reads)
+    opened = asyncio.Event()
+    ran = gating(reads, opened)
+    first = [asyncio.create_task(reads.one(i)) for i in (make_vacancy(1)["id"], late["id"])]
+    await eventually(lambda: asyncio.sleep(0, len(reads.waiting) == 1), timeout_s=10)
+    release.set()  # the gathered statement runs and waits at the gate
+    await asyncio.wait_for(ran.wait(), timeout=10)
+    held_again, release_again = holding_every_connection(reads)  # the other connection, held again
+    await eventually(lambda: asyncio.sleep(0, not reads.idle and len(reads.waiting) == 1), timeout_s=10)
+    await add(engine, [late])
+    after = asyncio.create_task(reads.one(late["id"]))
+    after_search = asyncio.create_task(reads.search(SearchParams(q="厨师", limit=100)))
+    await eventually(lambda: asyncio.sleep(0, len(reads.waiting) == 3), timeout_s=10)
+    opened.set()
+    release_again.set()
+    known, unknown = await asyncio.wait_for(asyncio.gather(*first), timeout=30)
+    assert known is not None and unknown is None  # the gathered statement ran before the commit
+    assert (await asyncio.wait_for(after, timeout=30))["id"] == late["id"]
+    assert late["id"] in {item["id"] for item in (await asyncio.wait_for(after_search, timeout=30)).items}
+    await asyncio.gather(*holders, *held_again)
+
+
+async def test_a_gathered_statement_that_fails_fails_its_reads_alone(engine: AsyncEngine) -> None:
+    """The statement of gathered reads fails: each of them gets the error, a read cancelled while it waited is
+    not run at all, and the reads that come after are answered."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite reads in threads of their own, not on held connections")
+    await add(engine, [make_vacancy(n) for n in range(1, 6)])
+    reads: Any = driver_reads(engine)
+    ids = [make_vacancy(n)["id"] for n in range(1, 6)]
+    holders, release = holding_every_connection(reads)
+    await all_held(reads)
+    opened = asyncio.Event()
+    gating(reads, opened, failing=ValueError("the statement failed"))
+    failing = [asyncio.create_task(reads.one(i)) for i in ids[:3]]
+    await eventually(lambda: asyncio.sleep(0, len(reads.waiting) == 1), timeout_s=10)
+    release.set()
+    await asyncio.gather(*holders)
+    opened.set()
+    outcomes = await asyncio.wait_for(asyncio.gather(*failing, return_exceptions=True), timeout=30)
+    assert all(isinstance(o, ValueError) for o in outcomes), outcomes
+    # every reader of a gathering cancelled before its statement: it is not run, the others' is
+    holders, release = holding_every_connection(reads)
+    await all_held(reads)
+    cancelled = [asyncio.create_task(reads.search(SearchParams(q="焊工"))) for _ in range(3)]
+    kept = [asyncio.create_task(reads.one(i)) for i in ids]
+    await eventually(lambda: asyncio.sleep(0, len(reads.waiting) == 2), timeout_s=10)
+    statements: list[str] = []
+    args = reads._args
+    reads._args = lambda plan, name: statements.append(name) or args(plan, name)
+    for task in cancelled:
+        task.cancel()
+    release.set()
+    rows = await asyncio.wait_for(asyncio.gather(*kept), timeout=30)
+    assert [row["id"] for row in rows] == ids
+    await asyncio.gather(*holders)
+    assert statements == []
+    assert all(task.cancelled() for task in cancelled)
+    await eventually(lambda: asyncio.sleep(0, not reads.answering and not reads.gathering), timeout_s=10)
+    assert (await reads.search(SearchParams(q="焊工"))).total > 0
 
 
 async def test_reads_waiting_when_a_connection_fails_open_another_in_its_place(engine: AsyncEngine) -> None:
@@ -496,10 +679,11 @@ async def test_reads_waiting_when_a_connection_fails_open_another_in_its_place(e
     holders = [asyncio.create_task(reads._run(failing)) for _ in range(READ_CONNECTIONS)]
     await eventually(lambda: asyncio.sleep(0, len(reads.held) == READ_CONNECTIONS), timeout_s=10)
     waiting = [asyncio.create_task(reads.one(wanted)) for _ in range(3)]
-    await eventually(lambda: asyncio.sleep(0, len(reads.waiting) == 3), timeout_s=10)
+    waiting.append(asyncio.create_task(reads.search(SearchParams(q="厨师"))))
+    await eventually(lambda: asyncio.sleep(0, len(reads.waiting) == 2), timeout_s=10)  # the reads by id gathered
     release.set()
     failed = await asyncio.gather(*holders, return_exceptions=True)
     assert all(isinstance(f, ValueError) for f in failed)
-    rows = await asyncio.wait_for(asyncio.gather(*waiting), timeout=30)
-    assert [row["id"] for row in rows] == [wanted] * 3
+    *rows, page = await asyncio.wait_for(asyncio.gather(*waiting), timeout=30)
+    assert [row["id"] for row in rows] == [wanted] * 3 and page.total > 0
     assert (reads.opened, len(reads.held)) == (READ_CONNECTIONS, READ_CONNECTIONS)

@@ -18,10 +18,17 @@ the column types, so that callers get the same values either way:
   several times the lookup (futures, a condition, two wake-ups). Should the file be locked (a writer in exclusive
   locking mode, a WAL being recovered), that read waits in a reader thread instead, never on the loop.
 * **PostgreSQL**: a few connections (``READ_CONNECTIONS``) taken from the engine's pool once and held; a read uses
-  one of them alone. A connection that fails, or whose read is cancelled midway (it may be inside a query or a
-  transaction), is closed and never used again; one the driver knows closed, or as old as the pool renews its
-  own (``POOL_RECYCLE_S``), is replaced before use; a read that failed because its connection was gone is tried
-  once more on a new one. They are closed with the engine.
+  one of them alone. Reads that come while every one is busy wait their turn first come, first served, and are
+  **gathered** meanwhile (:class:`_Gathering`): the reads by id waiting are answered together by one statement
+  (``id = ANY(…)``, up to ``GATHER_MAX`` ids), and the same search asked again while it waits is answered by that
+  one search. Each read waiting has arrived before its statement starts, so what it answers is at least as new as
+  what it would have answered alone; a statement once started never takes a read that arrives after. Under load
+  this spares the database server most of its work (32 clients asking the same search: 2.2 times the searches
+  answered) and the process a round trip a read; when a connection is free the read runs alone at once.
+  A connection that fails, or whose read is cancelled midway (it may be inside a query or a transaction), is
+  closed and never used again; one the driver knows closed, or as old as the pool renews its own
+  (``POOL_RECYCLE_S``), is replaced before use; a read that failed because its connection was gone is tried once
+  more on a new one. They are closed with the engine.
 
 A read of one statement sees one committed state (SQLite runs a statement in a read transaction of its own,
 PostgreSQL on a snapshot of its own), so a vacancy changed while it is read comes back whole, at one version. A
@@ -42,14 +49,15 @@ import dataclasses
 import sqlite3
 import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from datetime import date, datetime
 from typing import Any, Protocol
 
 import orjson
-from sqlalchemy import JSON, Column, Date, DateTime, bindparam, event, select
+from sqlalchemy import JSON, Column, Date, DateTime, any_, bindparam, event, select
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -69,6 +77,7 @@ from labornet.shared.envelope import format_stored_time, json_fields
 
 READ_THREADS = 2  # SQLite: two reads at once, one per core (the driver lets go of the GIL while SQLite works)
 READ_CONNECTIONS = 2  # PostgreSQL: connections held out of the engine's pool for these reads
+GATHER_MAX = 256  # PostgreSQL: reads by id answered by one statement at most
 # SQLite: the database file is read through a memory map of up to this size (shared with the OS's page cache)
 # instead of copying every page into each connection's cache of 2 MB: a search that looks up a few hundred matches
 # takes half the time once the replica is larger than that cache (10,000 vacancies are 12 MB)
@@ -229,6 +238,8 @@ class _Compiled:
 
 
 _BY_ID = select(*RESULT_COLUMNS).where(vacancy.c.id == bindparam("id"))
+_BY_IDS = select(*RESULT_COLUMNS).where(vacancy.c.id == any_(bindparam("ids", type_=ARRAY(vacancy.c.id.type))))
+_ID_AT = [column.name for column in RESULT_COLUMNS].index("id")
 
 
 class _DriverReads:
@@ -369,6 +380,42 @@ def _invalidate(connection: AsyncConnection) -> None:
             connection.sync_connection.invalidate()
 
 
+class _Gathering:
+    """Reads that came while every held connection was busy, to be answered together by one statement once a
+    connection is free: what each wants (a vacancy id, a search) and the futures of the reads that want it."""
+
+    def __init__(self) -> None:
+        self.readers: dict[Hashable, list[asyncio.Future[Any]]] = {}
+
+    def join(self, wanted: Hashable) -> asyncio.Future[Any]:
+        reader: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.readers.setdefault(wanted, []).append(reader)
+        return reader
+
+    def wanted(self) -> list[Hashable]:
+        """What the reads still waiting want (a read cancelled meanwhile wants nothing)."""
+        return [wanted for wanted, readers in self.readers.items() if not all(r.done() for r in readers)]
+
+    def answer(self, answers: Mapping[Hashable, Any]) -> None:
+        for wanted, readers in self.readers.items():
+            for reader in readers:
+                if not reader.done():
+                    reader.set_result(answers.get(wanted))
+
+    def fail(self, exc: BaseException) -> None:
+        for readers in self.readers.values():
+            for reader in readers:
+                if reader.done():
+                    continue
+                if isinstance(exc, asyncio.CancelledError):
+                    reader.cancel()
+                else:
+                    reader.set_exception(exc)
+
+
+Gathered = Callable[[Any, list[Hashable]], Awaitable[Mapping[Hashable, Any]]]
+
+
 class _PostgresReads(_DriverReads):
     def __init__(self, engine: AsyncEngine) -> None:
         super().__init__(engine.dialect)
@@ -381,6 +428,10 @@ class _PostgresReads(_DriverReads):
         self.waiting: collections.deque[asyncio.Future[_Held | None]] = collections.deque()
         self.opened = 0
         self.held: set[_Held] = set()
+        self.by_ids = _Compiled(_BY_IDS, self.dialect).sql
+        # reads gathered while they wait, by kind ("id", or the search asked), and the tasks that answer them
+        self.gathering: dict[Hashable, _Gathering] = {}
+        self.answering: set[asyncio.Task[None]] = set()
 
     async def _take(self) -> _Held:
         while True:
@@ -485,11 +536,59 @@ class _PostgresReads(_DriverReads):
             return result
         raise AssertionError("unreachable")
 
+    async def _gathered(self, kind: Hashable, wanted: Hashable, read: Gathered) -> Any:
+        """What ``read(driver, [wanted])[wanted]`` answers: at once if a connection is free, else gathered with the
+        reads of the same kind that wait (``GATHER_MAX`` things wanted at most), all answered by one ``read`` when
+        a connection is."""
+        gathering = self.gathering.get(kind)
+        if gathering is not None and wanted not in gathering.readers and len(gathering.readers) >= GATHER_MAX:
+            self._stop_gathering(kind, gathering)  # full: the reads that come now gather anew
+            gathering = None
+        if gathering is None:
+            if self.idle or self.opened < READ_CONNECTIONS:  # a connection is free: nothing to wait for
+                return (await self._run(lambda driver: read(driver, [wanted]))).get(wanted)
+            gathering = self.gathering[kind] = _Gathering()
+            started_by = asyncio.current_task()
+            name = f"reads gathered by {started_by.get_name() if started_by else 'a callback'}"
+            task = asyncio.create_task(self._answer(kind, gathering, read), name=name)
+            self.answering.add(task)
+            task.add_done_callback(self.answering.discard)
+        return await gathering.join(wanted)
+
+    def _stop_gathering(self, kind: Hashable, gathering: _Gathering) -> None:
+        if self.gathering.get(kind) is gathering:
+            del self.gathering[kind]
+
+    async def _answer(self, kind: Hashable, gathering: _Gathering, read: Gathered) -> None:
+        async def answers(driver: Any) -> Mapping[Hashable, Any]:
+            # from here on the reads that come are answered by a statement of their own, which starts after them
+            self._stop_gathering(kind, gathering)
+            wanted = gathering.wanted()
+            return await read(driver, wanted) if wanted else {}
+
+        try:
+            gathering.answer(await self._run(answers))
+        except BaseException as exc:
+            self._stop_gathering(kind, gathering)
+            gathering.fail(exc)
+            if not isinstance(exc, Exception):
+                raise
+
     async def _row(self, vacancy_id: str) -> Any:
-        return await self._run(lambda driver: driver.fetchrow(self.by_id, vacancy_id))
+        if "\x00" in vacancy_id:  # PostgreSQL's text cannot hold it: no vacancy has it (and it fails a statement)
+            return None
+        return await self._gathered("id", vacancy_id, self._rows_by_id)
+
+    async def _rows_by_id(self, driver: Any, ids: list[Hashable]) -> Mapping[Hashable, Any]:
+        if len(ids) == 1:
+            return {ids[0]: await driver.fetchrow(self.by_id, ids[0])}
+        return {row[_ID_AT]: row for row in await driver.fetch(self.by_ids, ids)}
 
     async def _found(self, params: SearchParams, total_cap: int) -> tuple[SearchPlan, int, list[Any], list[Any] | None]:
         plan = SearchPlan.of(params, "postgresql", total_cap)
+
+        async def searched(driver: Any, wanted: list[Hashable]) -> Mapping[Hashable, Any]:
+            return {search: await read(driver) for search in wanted}
 
         async def read(driver: Any) -> tuple[int, list[Any], list[Any] | None]:
             # most searches are answered by their first statement alone, on a snapshot of its own: one round trip
@@ -508,13 +607,17 @@ class _PostgresReads(_DriverReads):
             await driver.execute("ROLLBACK")
             return total, rows, walked
 
-        return (plan, *await self._run(read))
+        # the same search waiting twice is asked once (the plan's values but "now" are the search's own)
+        return (plan, *await self._gathered(("search", params, total_cap), params, searched))
 
     def _args(self, plan: SearchPlan, name: Statement) -> tuple[Any, ...]:
         text, values = self.sql(plan, name)
         return (text, *values)
 
     def close(self) -> None:
+        for task in list(self.answering):
+            task.cancel()
+        self.gathering.clear()
         waiting, self.waiting = self.waiting, collections.deque()
         for turn in waiting:
             if not turn.done():
