@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 import socket
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -12,7 +14,7 @@ import pytest
 import uvicorn
 
 from labornet.shared.broker import free_port
-from labornet.shared.node import QuietServer, _Server, run_server
+from labornet.shared.node import YOUNG_OBJECTS, QuietServer, _Server, run_server
 from labornet.shared.testing import eventually
 
 
@@ -20,6 +22,37 @@ async def hello(scope: dict[str, Any], receive: Any, send: Any) -> None:
     assert scope["type"] == "http"
     await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
     await send({"type": "http.response.body", "body": b"ok"})
+
+
+@pytest.fixture(autouse=True)
+def collector_as_it_was() -> Iterator[None]:
+    """A server started here settles the test process's heap: the collector is put back as it was after."""
+    threshold = gc.get_threshold()
+    yield
+    gc.unfreeze()
+    gc.set_threshold(*threshold)
+
+
+async def test_a_started_server_leaves_what_start_up_made_out_of_full_collections() -> None:
+    """Once it serves, a server freezes what its process made so far (a full collection walked all of it, tens of
+    milliseconds with every request waiting) and collects its young objects less often; what is made later is
+    collected as before."""
+    made_before = {"a vacancy": ["held since start-up"]}
+    port = free_port()
+    server = QuietServer(uvicorn.Config(hello, host="127.0.0.1", port=port, log_config=None, lifespan="off"))
+    serving = asyncio.create_task(server._serve())
+    try:
+        await eventually(lambda: asyncio.sleep(0, bool(server.started)), timeout_s=10)
+        await eventually(lambda: asyncio.sleep(0, gc.get_freeze_count() > 0), timeout_s=10)
+        made_after = {"a vacancy": ["posted later"]}
+        tracked = gc.get_objects()
+        assert any(o is made_after for o in tracked)
+        assert not any(o is made_before for o in tracked)  # frozen: no collection walks it
+        assert gc.get_threshold()[0] == YOUNG_OBJECTS
+        server.stop()
+        await asyncio.wait_for(serving, 60)
+    finally:
+        serving.cancel()
 
 
 async def test_a_node_server_at_rest_wakes_once_a_second_and_stops_at_once() -> None:
