@@ -391,6 +391,10 @@ async def test_the_api_answers_the_bytes_and_headers_the_response_models_wrote(
         }
         bad_cursor = await client.get("/api/v1/vacancies", params={"q": "厨师", "cursor": "bm9wZQ"})
         assert bad_cursor.status_code == 422 and bad_cursor.json()["errors"][0]["field"] == "query.cursor"
+        # ids no vacancy has, whatever the database's text can hold: unknown, never a server error
+        for odd in ("510000-V-%00", "%00", "x" * 2000, "%F0%9F%98%80"):
+            assert (await client.get(f"/api/v1/vacancies/{odd}")).status_code == 404, odd
+        assert (await client.get(f"/api/v1/vacancies/{awkward['id']}")).status_code == 200
 
 
 @given(
