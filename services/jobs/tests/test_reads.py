@@ -18,6 +18,7 @@ import pytest
 from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
+from prometheus_client import REGISTRY
 from sqlalchemy import insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -522,17 +523,27 @@ async def test_reads_by_id_that_wait_are_answered_together_by_one_statement(
     random.Random(3).shuffle(asked)
     expected = {i: await reference.one_shown(i, VACANCY_FIELDS) for i in wanted if "\x00" not in i}
 
+    def per_statement(part: str) -> float:
+        found = REGISTRY.get_sample_value(f"labornet_jobs_replica_reads_per_statement_{part}", {"kind": "vacancy"})
+        return found or 0.0
+
     async def gathered(asked: list[str], statements: int) -> list[Any]:
         holders, release = holding_every_connection(reads)
         await all_held(reads)
         served = counting_statements(reads)
+        sum_before, count_before = per_statement("sum"), per_statement("count")
         tasks = [asyncio.create_task(reads.one_shown(i, VACANCY_FIELDS)) for i in asked]
         await eventually(lambda: asyncio.sleep(0, len(reads.waiting) == statements), timeout_s=10)
+        waiting = sum("\x00" not in i for i in asked)  # the NUL id never waits
+        assert REGISTRY.get_sample_value("labornet_jobs_replica_reads_waiting") == waiting
         release.set()
         await asyncio.gather(*holders)
         answers = await asyncio.wait_for(asyncio.gather(*tasks), timeout=30)
         del reads._take
         assert len(served) == statements, served
+        # operators see the reads that waited and how many a statement answered
+        assert REGISTRY.get_sample_value("labornet_jobs_replica_reads_waiting") == 0
+        assert (per_statement("sum") - sum_before, per_statement("count") - count_before) == (waiting, statements)
         return answers
 
     answers = await gathered(asked, statements=1)

@@ -49,6 +49,7 @@ import dataclasses
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
@@ -56,6 +57,7 @@ from datetime import date, datetime
 from typing import Any, Protocol
 
 import orjson
+from prometheus_client import Gauge, Histogram
 from sqlalchemy import JSON, Column, Date, DateTime, any_, bindparam, event, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Dialect
@@ -82,6 +84,21 @@ GATHER_MAX = 256  # PostgreSQL: reads by id answered by one statement at most
 # instead of copying every page into each connection's cache of 2 MB: a search that looks up a few hundred matches
 # takes half the time once the replica is larger than that cache (10,000 vacancies are 12 MB)
 READ_MMAP_BYTES = 256 * 1024 * 1024
+
+
+READS_WAITING = Gauge(
+    "labornet_jobs_replica_reads_waiting",
+    "Public reads of the replica (a vacancy, a search) waiting for one of the connections held for them (PostgreSQL)",
+)
+READS_PER_STATEMENT = Histogram(
+    "labornet_jobs_replica_reads_per_statement",
+    "Public reads of the replica answered by one statement: 1 for a read run alone, more for reads gathered while "
+    "they waited for a connection (PostgreSQL)",
+    ["kind"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+)
+_LIVE: weakref.WeakSet[_PostgresReads] = weakref.WeakSet()  # what the gauge adds up at each scrape
+READS_WAITING.set_function(lambda: sum(reads.waiting_reads() for reads in list(_LIVE)))
 
 
 class VacancyReads(Protocol):
@@ -392,6 +409,10 @@ class _Gathering:
         self.readers.setdefault(wanted, []).append(reader)
         return reader
 
+    def waiting(self) -> int:
+        """How many of its reads still wait."""
+        return sum(not reader.done() for readers in self.readers.values() for reader in readers)
+
     def wanted(self) -> list[Hashable]:
         """What the reads still waiting want (a read cancelled meanwhile wants nothing)."""
         return [wanted for wanted, readers in self.readers.items() if not all(r.done() for r in readers)]
@@ -429,9 +450,16 @@ class _PostgresReads(_DriverReads):
         self.opened = 0
         self.held: set[_Held] = set()
         self.by_ids = _Compiled(_BY_IDS, self.dialect).sql
-        # reads gathered while they wait, by kind ("id", or the search asked), and the tasks that answer them
+        # reads gathered while they wait, by kind ("id", or the search asked), those whose statement has not
+        # started (full ones included), and the tasks that answer them
         self.gathering: dict[Hashable, _Gathering] = {}
+        self.unstarted: set[_Gathering] = set()
         self.answering: set[asyncio.Task[None]] = set()
+        _LIVE.add(self)
+
+    def waiting_reads(self) -> int:
+        """Reads waiting for a connection (every read waits in a gathering)."""
+        return sum(gathering.waiting() for gathering in self.unstarted)
 
     async def _take(self) -> _Held:
         while True:
@@ -546,8 +574,10 @@ class _PostgresReads(_DriverReads):
             gathering = None
         if gathering is None:
             if self.idle or self.opened < READ_CONNECTIONS:  # a connection is free: nothing to wait for
+                _per_statement(kind).observe(1)
                 return (await self._run(lambda driver: read(driver, [wanted]))).get(wanted)
             gathering = self.gathering[kind] = _Gathering()
+            self.unstarted.add(gathering)
             started_by = asyncio.current_task()
             name = f"reads gathered by {started_by.get_name() if started_by else 'a callback'}"
             task = asyncio.create_task(self._answer(kind, gathering, read), name=name)
@@ -563,6 +593,11 @@ class _PostgresReads(_DriverReads):
         async def answers(driver: Any) -> Mapping[Hashable, Any]:
             # from here on the reads that come are answered by a statement of their own, which starts after them
             self._stop_gathering(kind, gathering)
+            waiting = gathering.waiting()
+            if gathering in self.unstarted:
+                self.unstarted.discard(gathering)
+                if waiting:
+                    _per_statement(kind).observe(waiting)
             wanted = gathering.wanted()
             return await read(driver, wanted) if wanted else {}
 
@@ -570,6 +605,7 @@ class _PostgresReads(_DriverReads):
             gathering.answer(await self._run(answers))
         except BaseException as exc:
             self._stop_gathering(kind, gathering)
+            self.unstarted.discard(gathering)
             gathering.fail(exc)
             if not isinstance(exc, Exception):
                 raise
@@ -618,6 +654,7 @@ class _PostgresReads(_DriverReads):
         for task in list(self.answering):
             task.cancel()
         self.gathering.clear()
+        self.unstarted.clear()
         waiting, self.waiting = self.waiting, collections.deque()
         for turn in waiting:
             if not turn.done():
@@ -625,6 +662,14 @@ class _PostgresReads(_DriverReads):
         for held in list(self.held):
             self._drop(held)
         self.idle.clear()
+
+
+_PER_STATEMENT = {kind: READS_PER_STATEMENT.labels(kind) for kind in ("vacancy", "search")}
+
+
+def _per_statement(kind: Hashable) -> Any:
+    """The histogram's series for a kind of gathering: reads by id, or a search."""
+    return _PER_STATEMENT["vacancy" if kind == "id" else "search"]
 
 
 def _connection_lost(exc: BaseException) -> bool:
