@@ -1,6 +1,11 @@
 """LaborNet benchmarks (`make bench`); numbers, never pass/fail assertions."""
 
 import os
+from pathlib import Path
+
+from sqlalchemy import text
+
+from labornet.shared.db import create_engine
 
 
 def chosen_backends(spec: str) -> tuple[list[str], str | None]:
@@ -12,3 +17,48 @@ def chosen_backends(spec: str) -> tuple[list[str], str | None]:
         print("LABORNET_BENCH_POSTGRES_URL is not set: running SQLite only", flush=True)
         backends = [b for b in backends if b != "postgresql"]
     return backends, base_url
+
+
+def process_cpu_seconds(pid: int, children: bool = False) -> float:
+    """User and system CPU time of process ``pid`` so far (Linux ``/proc``); with ``children``, also that of its
+    children that have ended."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    ticks = int(fields[11]) + int(fields[12]) + ((int(fields[13]) + int(fields[14])) if children else 0)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+async def database_server(url: str) -> int | None:
+    """The process id of the PostgreSQL server behind ``url`` when it runs on this machine (the parent of the
+    connection's backend), else None."""
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as connection:
+            backend = int((await connection.execute(text("SELECT pg_backend_pid()"))).scalar_one())
+    finally:
+        await engine.dispose()
+    return _parent(backend)
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        parent = int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1])
+        Path(f"/proc/{parent}/stat").read_text()
+    except (OSError, ValueError):  # another machine's server, or a /proc this user cannot read
+        return None
+    return parent
+
+
+def server_cpu_seconds(server: int) -> float:
+    """CPU time of a PostgreSQL server so far: the postmaster, its ended backends and its live processes. It counts
+    the whole server: every database's work, autovacuum and checkpoints included."""
+    total = process_cpu_seconds(server, children=True)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if int(fields[1]) == server:
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total

@@ -12,7 +12,8 @@ app's figure for the same kind of read.
 
 Besides requests per second (``ratio``: LaborNet's over the anchor's), each row gives the server process's CPU time
 per request over the run (``cpu_ms_per_request``; ``cpu_ratio``: the anchor's over LaborNet's), which moves far less
-with what else the shared machine runs. The PostgreSQL server's own CPU is not in it.
+with what else the shared machine runs. The PostgreSQL server's own CPU is not in it: when the server runs on this
+machine it is given beside it (``database_server_cpu_ms_per_request``, the whole server's).
 
     python -m benchmarks reads --vacancies 10000
     LABORNET_BENCH_POSTGRES_URL=postgresql+asyncpg://postgres@127.0.0.1:5432/test python -m benchmarks reads
@@ -40,6 +41,7 @@ from urllib.parse import quote
 import httpx
 from sqlalchemy import select, update
 
+from benchmarks import database_server, process_cpu_seconds, server_cpu_seconds
 from benchmarks.search import JOBS, PROVINCE_WEIGHTS, load_postgresql, load_sqlite, synthetic_vacancies
 from labornet.jobs.adapters.tables import vacancy
 from labornet.shared.broker import free_port
@@ -97,12 +99,6 @@ def serving(command: list[str], port: int, env: dict[str, str]) -> Any:
             proc.wait()
 
 
-def cpu_seconds(pid: int) -> float:
-    """User and system CPU time of process ``pid`` so far (Linux ``/proc``)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 # a path of the file given after wrk's "--", at random, for every request
 VARIED = textwrap.dedent(
     """
@@ -118,10 +114,14 @@ VARIED = textwrap.dedent(
 )
 
 
-def wrk(url: str, seconds: int, connections: int, pid: int, paths: Path | None = None) -> dict[str, float]:
+def wrk(
+    url: str, seconds: int, connections: int, pid: int, paths: Path | None = None, database: int | None = None
+) -> dict[str, float]:
     """wrk's rate and latency, and the server's CPU time per request over the run: the figure that does not move
-    with what else the machine runs. With ``paths``, each request asks for one of the paths in that file."""
-    cpu_before = cpu_seconds(pid)
+    with what else the machine runs. With ``paths``, each request asks for one of the paths in that file; with
+    ``database`` (a local PostgreSQL server's process id), its CPU time per request too."""
+    cpu_before = process_cpu_seconds(pid)
+    database_before = server_cpu_seconds(database) if database is not None else 0.0
     command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", url]
     if paths is not None:
         script = paths.with_suffix(".lua")
@@ -129,10 +129,13 @@ def wrk(url: str, seconds: int, connections: int, pid: int, paths: Path | None =
         command[-1:-1] = ["-s", str(script)]
         command += ["--", str(paths)]
     out = subprocess.run(command, capture_output=True, text=True).stdout
-    cpu = cpu_seconds(pid) - cpu_before
+    cpu = process_cpu_seconds(pid) - cpu_before
+    database_cpu = server_cpu_seconds(database) - database_before if database is not None else None
     rate = float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1))  # type: ignore[union-attr]
     requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     result = {"req_per_s": rate, "cpu_ms_per_request": round(cpu * 1000 / max(requests, 1), 3)}
+    if database_cpu is not None:
+        result["database_server_cpu_ms_per_request"] = round(database_cpu * 1000 / max(requests, 1), 3)
     for label, key in (("50%", "p50_ms"), ("99%", "p99_ms")):
         found = re.search(rf"{label}\s+([0-9.]+)(us|ms|s)", out)
         if found:
@@ -187,6 +190,7 @@ async def prepare(backend: str, size: int, directory: Path, base_url: str | None
 def run(backend: str, size: int, seconds: int, connections: int, base_url: str | None) -> dict[str, Any]:
     directory = Path(tempfile.mkdtemp(prefix="labornet-reads-bench-"))
     url, name, ids = asyncio.run(prepare(backend, size, directory, base_url))
+    database = asyncio.run(database_server(url)) if backend == "postgresql" else None
     varied: dict[str, Path] = {}
     counts: dict[str, int] = {}
     for kind, lines in varied_paths(ids).items():
@@ -215,9 +219,9 @@ def run(backend: str, size: int, seconds: int, connections: int, base_url: str |
             bodies = {"one": httpx.get(base + paths["by_id"]).json(), "page": page}
             wrk(base + paths["by_id"], 2, connections, server.pid)  # warm-up
             for kind, path in paths.items():
-                results[kind] = {"labornet": wrk(base + path, seconds, connections, server.pid)}
+                results[kind] = {"labornet": wrk(base + path, seconds, connections, server.pid, database=database)}
             for kind, file in varied.items():
-                results[kind] = {"labornet": wrk(base + "/", seconds, connections, server.pid, file)}
+                results[kind] = {"labornet": wrk(base + "/", seconds, connections, server.pid, file, database)}
         body_file = directory / "bodies.json"
         body_file.write_text(json.dumps(bodies, ensure_ascii=False))
         app_file = directory / "bare.py"

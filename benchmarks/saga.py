@@ -39,6 +39,7 @@ import httpx
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from benchmarks import database_server, process_cpu_seconds, server_cpu_seconds
 from labornet.insurance.adapters.tables import transfer, transfer_step
 from labornet.shared.broker import EmbeddedBroker, free_port
 from labornet.shared.db import as_utc, create_engine, readonly_sessionmaker
@@ -77,12 +78,6 @@ async def completions(engine: AsyncEngine, side: str) -> dict[str, tuple[float, 
             (case_id if side == "receiving" else peer): (as_utc(filed).timestamp(), as_utc(done).timestamp())
             for case_id, peer, filed, done in rows
         }
-
-
-def cpu_seconds(pid: int) -> float:
-    """User and system CPU time a process has used so far (Linux ``/proc``)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @contextlib.contextmanager
@@ -265,7 +260,13 @@ async def run(backend: str, transfers: int, rate: float, keep: bool = False) -> 
                 await register(sichuan, bearer(keys[SC], "officer", sub="officer-510000"), movers)
                 headers = [bearer(keys[ZJ], "worker", sub=resident_id) for resident_id in movers]  # signed up front
                 engines = {p: create_engine(urls[p]) for p in (SC, ZJ)}
-                cpu = {p: cpu_seconds(nodes[p][0].pid) for p in (SC, ZJ)}
+                cpu = {p: process_cpu_seconds(nodes[p][0].pid) for p in (SC, ZJ)}
+                # the broker's and, when it runs here, the PostgreSQL server's CPU: the rest of what a transfer costs
+                server = await database_server(urls[SC]) if backend == "postgresql" else None
+                assert broker.pid is not None
+                others = {"broker": (broker.pid, process_cpu_seconds(broker.pid))}
+                if server is not None:
+                    others["database_server"] = (server, server_cpu_seconds(server))
                 try:
                     async with aiohttp.ClientSession(
                         nodes[ZJ][1],
@@ -278,8 +279,17 @@ async def run(backend: str, transfers: int, rate: float, keep: bool = False) -> 
                         await engine.dispose()
                 # what the nodes themselves spent per transfer: comparable however busy the machine is
                 result["node_cpu_ms_per_transfer"] = {
-                    p: round((cpu_seconds(nodes[p][0].pid) - cpu[p]) * 1000 / transfers, 1) for p in (SC, ZJ)
+                    p: round((process_cpu_seconds(nodes[p][0].pid) - cpu[p]) * 1000 / transfers, 1) for p in (SC, ZJ)
                 }
+                spent = {
+                    "broker": process_cpu_seconds(others["broker"][0]) - others["broker"][1],
+                    **(
+                        {"database_server": server_cpu_seconds(server) - others["database_server"][1]}
+                        if server is not None
+                        else {}
+                    ),
+                }
+                result["other_cpu_ms_per_transfer"] = {k: round(v * 1000 / transfers, 1) for k, v in spent.items()}
             errors = sum((data_dir / f"{p}.log").read_text().count("database is locked") for p in (SC, ZJ))
     finally:
         broker.stop()
@@ -302,8 +312,9 @@ def line(result: dict[str, Any]) -> str:
         f"refused {result['refused']}{' (' + ', '.join(result['refusals']) + ')' if result['refusals'] else ''}  "
         f"incomplete {incomplete}  locked {result['database_is_locked_logged']}  "
         f"cpu/transfer SC {result['node_cpu_ms_per_transfer'][SC]} ms ZJ {result['node_cpu_ms_per_transfer'][ZJ]} ms "
-        f"client {result['client_cpu_ms_per_transfer']} ms  "
-        f"load {load}"
+        f"client {result['client_cpu_ms_per_transfer']} ms "
+        + "".join(f"{k.replace('_', ' ')} {v} ms " for k, v in result["other_cpu_ms_per_transfer"].items())
+        + f" load {load}"
     )
 
 

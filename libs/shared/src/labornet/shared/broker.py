@@ -108,6 +108,11 @@ class EmbeddedBroker:
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
+    @property
+    def pid(self) -> int | None:
+        """The broker's process id while it runs (benchmarks read its CPU time)."""
+        return self._process.pid if self.running and self._process is not None else None
+
     def command(self) -> list[str]:
         url = f"tcp://{self.host}:{self.port}"
         return [
