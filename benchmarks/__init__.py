@@ -34,9 +34,9 @@ async def database_server(url: str) -> int | None:
     try:
         async with engine.connect() as connection:
             backend = int((await connection.execute(text("SELECT pg_backend_pid()"))).scalar_one())
+            return _parent(backend)  # while the backend is there to ask
     finally:
         await engine.dispose()
-    return _parent(backend)
 
 
 def _parent(pid: int) -> int | None:
