@@ -389,6 +389,20 @@ def node_dashboard() -> dict[str, Any]:
     )
     board.add(
         "timeseries",
+        "SQLite writers waiting for the write lock, and refused",
+        [
+            (f"sum by (service) (labornet_db_writers_waiting{{{f}}})", "waiting {{service}}"),
+            (
+                f"sum by (service) (increase(labornet_db_writers_refused_total{{{f}}}[5m]))",
+                "refused (5 min) {{service}}",
+            ),
+        ],
+        w=8,
+        description="SQLite only (ADR 35): a node's writers queue in the process for the write lock. A queue that "
+        "stays long, or any refusal (a 503 to the caller), is the alert LabornetDatabaseBusy.",
+    )
+    board.add(
+        "timeseries",
         "Assigned partitions by consumer group",
         [(f"sum by (group) (labornet_consumer_assigned_partitions{{{f}}})", "{{group}}")],
         w=8,
@@ -456,6 +470,22 @@ def node_dashboard() -> dict[str, Any]:
         ],
         unit="s",
         w=8,
+    )
+    board.add(
+        "timeseries",
+        "Public reads waiting for a database connection, and reads a statement",
+        [
+            (f"sum(labornet_jobs_replica_reads_waiting{{{p}}})", "waiting"),
+            (
+                f"sum by (kind) (rate(labornet_jobs_replica_reads_per_statement_sum{{{p}}}[{RATE}])) / "
+                f"sum by (kind) (rate(labornet_jobs_replica_reads_per_statement_count{{{p}}}[{RATE}]))",
+                "reads a statement ({{kind}})",
+            ),
+        ],
+        w=12,
+        description="PostgreSQL only (ADR 36): reads that find both held connections busy wait and are gathered, "
+        "answered together by one statement. A queue that stays above zero: the database answers too slowly for "
+        "the reads asked.",
     )
     board.add(
         "timeseries",
