@@ -1,5 +1,6 @@
 """LaborNet benchmarks (`make bench`); numbers, never pass/fail assertions."""
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -19,12 +20,33 @@ def chosen_backends(spec: str) -> tuple[list[str], str | None]:
     return backends, base_url
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def proc_stat(pid: int) -> list[str]:
+    """The fields of ``/proc/<pid>/stat`` after the process's name: [0] its state, [1] its parent, [11] and [12] its
+    user and system ticks, [13] and [14] those of its ended children (Linux, proc(5))."""
+    return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+
+
+def children_by_parent() -> dict[int, list[int]]:
+    """Every process of this machine under its parent's id."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                children.setdefault(int(proc_stat(int(entry.name))[1]), []).append(int(entry.name))
+            except OSError:  # ended meanwhile
+                continue
+    return children
+
+
 def process_cpu_seconds(pid: int, children: bool = False) -> float:
-    """User and system CPU time of process ``pid`` so far (Linux ``/proc``); with ``children``, also that of its
-    children that have ended."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    """User and system CPU time of process ``pid`` so far; with ``children``, also that of its children that have
+    ended."""
+    fields = proc_stat(pid)
     ticks = int(fields[11]) + int(fields[12]) + ((int(fields[13]) + int(fields[14])) if children else 0)
-    return ticks / os.sysconf("SC_CLK_TCK")
+    return ticks / CLOCK_TICKS
 
 
 async def database_server(url: str) -> int | None:
@@ -41,8 +63,8 @@ async def database_server(url: str) -> int | None:
 
 def _parent(pid: int) -> int | None:
     try:
-        parent = int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1])
-        Path(f"/proc/{parent}/stat").read_text()
+        parent = int(proc_stat(pid)[1])
+        proc_stat(parent)
     except (OSError, ValueError):  # another machine's server, or a /proc this user cannot read
         return None
     return parent
@@ -52,13 +74,7 @@ def server_cpu_seconds(server: int) -> float:
     """CPU time of a PostgreSQL server so far: the postmaster, its ended backends and its live processes. It counts
     the whole server: every database's work, autovacuum and checkpoints included."""
     total = process_cpu_seconds(server, children=True)
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rpartition(")")[2].split()
-        except OSError:
-            continue
-        if int(fields[1]) == server:
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    for child in children_by_parent().get(server, []):
+        with contextlib.suppress(OSError):
+            total += process_cpu_seconds(child)
     return total

@@ -36,9 +36,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from sqlalchemy import func, select
 
-from benchmarks import chosen_backends
+from benchmarks import chosen_backends, process_cpu_seconds
 from benchmarks.imports import DIVISIONS, OCCUPATIONS, ZJ, jobs_node, prepare_provinces, release, write_csv
-from benchmarks.saga import cpu_seconds
 from labornet.jobs.adapters.tables import vacancy
 from labornet.shared.broker import EmbeddedBroker, free_port
 from labornet.shared.db import create_engine, inbox, outbox, readonly_sessionmaker
@@ -190,7 +189,7 @@ async def run(events: int, backend: str, base_url: str | None) -> dict[str, Any]
                 async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{ports[SC]}", timeout=300) as sc:
                     await wait_ready(sc)
                     # what starting a node costs (imports, migrations, clients), taken off the drain's CPU below
-                    startup_cpu = cpu_seconds(first.pid)
+                    startup_cpu = process_cpu_seconds(first.pid)
                     step("Sichuan ready; subscribing")
                     await subscribe(sc, keys[SC])
             step("importing at Zhejiang")
@@ -213,7 +212,7 @@ async def run(events: int, backend: str, base_url: str | None) -> dict[str, Any]
             with jobs_node(SC, ports[SC], data_dir, urls[SC], broker.bootstrap_servers) as sc_proc:
                 step("Sichuan draining")
                 result = await drained(urls[SC], events)
-                cpu = cpu_seconds(sc_proc.pid) - startup_cpu
+                cpu = process_cpu_seconds(sc_proc.pid) - startup_cpu
                 async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{ports[SC]}", timeout=300) as sc:
                     matched = (await sc.get("/metrics")).text
             load_after = os.getloadavg()

@@ -23,7 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+from benchmarks import children_by_parent, process_cpu_seconds
+
 READY = re.compile(r"ready in ([0-9.]+)s")
 # the pacing of earlier releases, for the anchor row
 EAGER = {
@@ -37,14 +38,7 @@ EAGER = {
 
 def tree(root: int) -> list[int]:
     """``root`` and every process below it."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            children.setdefault(int(fields[1]), []).append(int(entry.name))
+    children = children_by_parent()
     found, stack = [], [root]
     while stack:
         pid = stack.pop()
@@ -66,14 +60,11 @@ def kind(pid: int) -> str:
 
 
 def cpu_seconds(pids: list[int]) -> dict[int, float]:
-    """CPU seconds (user + system) each of ``pids`` has used so far."""
+    """CPU seconds (user + system) each of ``pids`` still running has used so far."""
     used = {}
     for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        used[pid] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
+        with contextlib.suppress(OSError):
+            used[pid] = process_cpu_seconds(pid)
     return used
 
 

@@ -38,10 +38,10 @@ import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from sqlalchemy import func, select
 
-from benchmarks import chosen_backends
+from benchmarks import chosen_backends, process_cpu_seconds
 from benchmarks.apply import SC, partitions_of, step, wait_ready
 from benchmarks.imports import DIVISIONS, ZJ, jobs_node, prepare_provinces, release
-from benchmarks.saga import cpu_seconds, summary
+from benchmarks.saga import summary
 from labornet.shared.broker import EmbeddedBroker, free_port
 from labornet.shared.clock import today_in_china
 from labornet.shared.db import as_utc, create_engine, inbox, outbox, readonly_sessionmaker
@@ -196,7 +196,7 @@ async def run(rate: float, events: int, backend: str, base_url: str | None) -> d
                     async with zj.post("/api/v1/vacancies", headers=officer, json=draft(events + n)) as answer:
                         answer.raise_for_status()
                 await applied_latencies(urls[SC], 20)
-                cpu = {p: cpu_seconds(procs[p].pid) for p in (ZJ, SC)}
+                cpu = {p: process_cpu_seconds(procs[p].pid) for p in (ZJ, SC)}
                 load_before = os.getloadavg()
 
                 async def post(n: int) -> None:
@@ -218,7 +218,7 @@ async def run(rate: float, events: int, backend: str, base_url: str | None) -> d
                 client_cpu = time.process_time() - client_cpu
                 latencies = await applied_latencies(urls[SC], 20 + events - len(refused), since)
                 published = await publish_latencies(urls[ZJ], since)
-                spent = {p: cpu_seconds(procs[p].pid) - cpu[p] for p in (ZJ, SC)}
+                spent = {p: process_cpu_seconds(procs[p].pid) - cpu[p] for p in (ZJ, SC)}
                 load_after = os.getloadavg()
     finally:
         await release(broker, created, base_url, data_dir)
