@@ -13,8 +13,9 @@ import httpx
 import pytest
 import uvicorn
 
+from labornet.shared import node
 from labornet.shared.broker import free_port
-from labornet.shared.node import YOUNG_OBJECTS, QuietServer, _Server, run_server
+from labornet.shared.node import YOUNG_OBJECTS, QuietServer, _Server, run_server, settle_when_all_serve
 from labornet.shared.testing import eventually
 
 
@@ -53,6 +54,34 @@ async def test_a_started_server_leaves_what_start_up_made_out_of_full_collection
         await asyncio.wait_for(serving, 60)
     finally:
         serving.cancel()
+
+
+async def test_the_servers_of_a_node_settle_its_heap_once_when_the_last_one_serves(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A node runs four servers in one process: one full collection and freeze when the last serves, not one per
+    server (the first would also miss what the others' start-up made)."""
+    settled: list[int] = []
+    monkeypatch.setattr(node, "settle_heap", lambda: settled.append(1))
+    servers = [
+        _Server(uvicorn.Config(hello, host="127.0.0.1", port=free_port(), log_config=None, lifespan="off"))
+        for _ in range(2)
+    ]
+    settle_when_all_serve(servers)
+    serving = [asyncio.create_task(servers[0].serve())]
+    try:
+        await eventually(lambda: asyncio.sleep(0, bool(servers[0].started)), timeout_s=10)
+        await asyncio.sleep(0.2)
+        assert settled == []  # one of two serves
+        serving.append(asyncio.create_task(servers[1].serve()))
+        await eventually(lambda: asyncio.sleep(0, settled == [1]), timeout_s=10)
+        for server in servers:
+            server.stop()
+        await asyncio.wait_for(asyncio.gather(*serving), 60)
+        assert settled == [1]
+    finally:
+        for task in serving:
+            task.cancel()
 
 
 async def test_a_node_server_at_rest_wakes_once_a_second_and_stops_at_once() -> None:

@@ -14,7 +14,7 @@ import importlib
 import os
 import signal
 import sys
-from collections.abc import Generator
+from collections.abc import Callable, Generator, Sequence
 from types import FrameType
 from typing import Any
 
@@ -35,6 +35,7 @@ class QuietServer(uvicorn.Server):
         super().__init__(config)
         self.stopping = asyncio.Event()
         self._serving_loop: asyncio.AbstractEventLoop | None = None
+        self.on_serving: Callable[[], None] = settle_heap  # once started, before the first tick
 
     def stop(self) -> None:
         """End the server (on its event loop's thread)."""
@@ -50,7 +51,7 @@ class QuietServer(uvicorn.Server):
 
     async def main_loop(self) -> None:
         self._serving_loop = asyncio.get_running_loop()
-        settle_heap()
+        self.on_serving()
         counter = 0
         while not await self.on_tick(counter):
             with contextlib.suppress(TimeoutError):
@@ -127,6 +128,8 @@ async def serve_node(host: str, ports: dict[str, int]) -> None:
         app = importlib.import_module(f"labornet.{service}.app").create_app(settings)
         servers.append(_Server(server_config(app, host, ports[service])))  # on the loop uvloop.run made
 
+    settle_when_all_serve(servers)
+
     def stop() -> None:
         for server in servers:
             server.stop()
@@ -135,3 +138,18 @@ async def serve_node(host: str, ports: dict[str, int]) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop)
     await asyncio.gather(*(server.serve() for server in servers))
+
+
+def settle_when_all_serve(servers: Sequence[QuietServer]) -> None:
+    """The servers of one process settle its heap once, when the last of them serves: each settling is a full
+    collection of everything the process holds, and what the later servers' start-up made must be in the freeze."""
+    unsettled = len(servers)
+
+    def serving() -> None:
+        nonlocal unsettled
+        unsettled -= 1
+        if unsettled == 0:
+            settle_heap()
+
+    for server in servers:
+        server.on_serving = serving
