@@ -196,6 +196,44 @@ async def test_relay_survives_a_broker_outage(
     assert attempts >= 1, "failed attempts are recorded on the waiting rows"
 
 
+async def test_a_log_found_lost_while_a_batch_is_in_flight_leaves_the_batch_its_producer(
+    engine: AsyncEngine, writer: Outbox, kafka_broker: EmbeddedBroker
+) -> None:
+    """The broker watch finds the log lost (another task) between the relay taking its producer and sending: the
+    batch goes out on that producer and is confirmed; the next batch starts with a new one. (The producer closed
+    under the batch failed it; with the close still under way as the batch was sent, its sends waited unanswered
+    until the publish timeout: 30 s of nothing sent after a lost log, the transfer saga stalled.)"""
+    topic = f"t.inflight.{id(engine)}"
+    bootstrap = kafka_broker.bootstrap_servers
+    relay = relay_for(engine, writer, bootstrap)
+    relay.publish_timeout_s = 120.0  # what fails here is a hang, not a slow broker
+    check_topics = relay._check_topics
+    lost: list[int] = []
+
+    async def log_lost_meanwhile(producer: Any, topics: set[str]) -> Any:
+        checked = await check_topics(producer, topics)
+        if not lost:
+            lost.append(await relay.republish("the broker's cluster id changed (the test)"))
+        return checked
+
+    relay._check_topics = log_lost_meanwhile  # type: ignore[method-assign]
+    try:
+        first = await publish_vacancy(engine, writer, "510000-V-inflight-1", topic)
+        assert await asyncio.wait_for(relay.publish_batch(), 20) == 1
+        old = relay.producer
+        assert lost == [0] and old is not None  # nothing had been published before
+        second = await publish_vacancy(engine, writer, "510000-V-inflight-2", topic)
+        assert await asyncio.wait_for(relay.publish_batch(), 20) == 1
+        assert relay.producer is not None and relay.producer is not old, "after a lost log, a new producer"
+        assert await pending(engine) == 0
+        records = await consume_all(bootstrap, topic, 2)
+        assert sorted(Envelope.from_kafka(r.key, r.value, r.headers).id for r in records) == sorted(
+            [first.id, second.id]
+        )
+    finally:
+        await relay.stop()
+
+
 class FakeProducer:
     """A producer without a broker, for the relay: counts its instances and metadata requests (per subclass); the
     broker holds the topics in ``held``."""

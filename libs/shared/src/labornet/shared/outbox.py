@@ -490,6 +490,7 @@ class OutboxRelay:
         self.topic_check_interval_s = topic_check_interval_s
         # topics the broker was seen to hold, and when, by the current producer (see _check_topics)
         self._topics_seen: set[str] = set()
+        self._producer_stale = False  # the log was lost: the next batch starts with a new producer
         self._topics_seen_at = 0.0
         self.publish_timeout_s = publish_timeout_s
         self.stop_timeout_s = stop_timeout_s
@@ -545,12 +546,15 @@ class OutboxRelay:
         await self._close_producer()
 
     async def _ensure_producer(self) -> AIOKafkaProducer:
+        if self._producer_stale:
+            await self._close_producer()
         if self.producer is None:
             self.producer = await started(self.producer_factory())
         return self.producer
 
     async def _close_producer(self) -> None:
         producer, self.producer = self.producer, None
+        self._producer_stale = False
         self._topics_seen = set()  # a new producer checks again before its first batch
         await closed(producer, self.stop_timeout_s)
 
@@ -710,8 +714,9 @@ class OutboxRelay:
         count = int(result.rowcount or 0)  # type: ignore[attr-defined]
         self.published.clear()
         # a producer of the old log would refresh its topics' metadata and so create them with the broker's own
-        # partition count; the next batch starts a new one after the topics were checked
-        await self._close_producer()
+        # partition count: the next batch starts a new one after the topics were checked. A batch in flight keeps
+        # the producer it has (closed under it, its sends waited unanswered until the publish timeout, 30 s)
+        self._producer_stale = True
         REPUBLISHED.labels(self.service).inc(count)
         log.warning("outbox relay: %s; %d published events queued to be published again", reason, count)
         self.outbox._wake.set()
