@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
 
 import pytest
 from cloudevents.core.bindings import kafka as ce_kafka
@@ -160,3 +161,35 @@ def test_times_are_written_as_strftime_wrote_them_and_read_back_to_the_same_inst
     assert parse_time(written) == aware
     in_utc = aware.astimezone(UTC)
     assert format_stored_time(in_utc.replace(tzinfo=None)) == format_stored_time(in_utc) == written
+
+
+def standard_library(data: object) -> bytes:
+    """What encode_data wrote before orjson."""
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"), sort_keys=True).encode("utf-8")
+
+
+JSON_WITHOUT_FLOATS = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.text(),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(), children, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(JSON_WITHOUT_FLOATS)
+def test_event_data_is_written_byte_for_byte_as_before(data: object) -> None:
+    assert encode_data(data) == standard_library(data)
+
+
+@given(st.dictionaries(st.text(), st.floats(allow_nan=False, allow_infinity=False), max_size=4))
+def test_event_data_with_numbers_reads_back_the_same(data: dict[str, float]) -> None:
+    """Floats are written in their shortest form by both encoders; only the exponent's spelling may differ
+    (1e16 beside 1e+16), which every JSON reader reads as the same number."""
+    assert json.loads(encode_data(data)) == json.loads(standard_library(data)) == data
+
+
+def test_event_data_orjson_refuses_is_written_as_before_and_what_was_refused_still_is() -> None:
+    for data in ({"big": 2**70}, {1: "one", 2: ["two"]}, [-(2**80)]):
+        assert encode_data(data) == standard_library(data)
+    for refused in ({"at": datetime.now(UTC)}, {"amount": Decimal("1.5")}):
+        with pytest.raises(TypeError):
+            encode_data(refused)

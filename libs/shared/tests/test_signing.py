@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 import os
@@ -274,3 +275,31 @@ def test_a_signature_of_the_right_key_over_other_bytes_is_refused_and_the_true_o
         assert not trusted.signed(signature, message + b"\x00")
         assert not trusted.signed(signature[:-1] + bytes([signature[-1] ^ 1]), message)
         assert not trusted.signed(signature[:63], message)
+
+
+# every kind of character an attribute can hold: controls, quotes, backslashes, line and paragraph separators,
+# CJK, characters beyond the basic plane
+TRICKY = [chr(c) for c in range(0x80)] + ["\u2028", "\u2029", "\ufeff", "\u00e9", "焊工", "😀", "\U0010fffd", '"\\/']
+
+
+def earlier_signature(signer: Signer, envelope: Envelope) -> bytes:
+    """What the signer wrote before libsodium and orjson: OpenSSL over the standard library's JSON."""
+    attributes = {**envelope.attributes(), "keyid": signer.key_id}
+    attributes.pop("signature", None)
+    head = json.dumps(attributes, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return signer.private_key.sign(b"labornet-event-signature-v1\x00" + head + b"\x00" + envelope.data)
+
+
+def test_signatures_are_those_of_the_earlier_signer_byte_for_byte(sichuan: tuple[Signer, TrustList]) -> None:
+    """A federation runs nodes of both versions at once: what one signs the other must verify. Ed25519 is
+    deterministic, so the same bytes signed give the same signature whichever library signs."""
+    signer, trust = sichuan
+    for n, subject in enumerate(["".join(TRICKY), *TRICKY]):
+        envelope = make_envelope(subject=subject, traceparent=f"00-{n:032x}-{n:016x}-01", id=f"e-{n}")
+        signed = signer.sign(envelope)
+        assert signed.signature is not None
+        assert base64.urlsafe_b64decode(signed.signature + "==") == earlier_signature(signer, envelope), repr(subject)
+        earlier = envelope.with_signature(
+            signer.key_id, base64.urlsafe_b64encode(earlier_signature(signer, envelope)).decode().rstrip("=")
+        )
+        assert trust.verify(Envelope.from_kafka(*earlier.to_kafka())).province == "510000"

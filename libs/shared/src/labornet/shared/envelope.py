@@ -21,6 +21,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from typing import Any
 
+import orjson
+
 SPECVERSION = "1.0"
 CE_PREFIX = "ce_"
 CONTENT_TYPE_HEADER = "content-type"
@@ -238,8 +240,23 @@ def event_source(province: str, service: str) -> str:
 
 
 def encode_data(data: Mapping[str, Any] | Any) -> bytes:
-    """Event data as compact UTF-8 JSON (pydantic models through ``model_dump(mode="json")``)."""
+    """Event data as compact UTF-8 JSON with sorted keys (pydantic models through ``model_dump(mode="json")``).
+
+    Written by orjson (a tenth of the time of the standard library's encoder: an import signs and writes every
+    row's event). What orjson refuses — an integer beyond 64 bits, a key that is not a string — the standard
+    library writes as before; times and dataclasses go to it too, so what it refused (a ``datetime``) is still
+    refused. The bytes are signed as they are, so a receiver never needs to write them again the same way."""
     dump = getattr(data, "model_dump", None)
     if callable(dump):
         data = dump(mode="json")
-    return json.dumps(data, ensure_ascii=False, separators=(",", ":"), sort_keys=True).encode("utf-8")
+    try:
+        return orjson.dumps(data, default=_refused, option=_DATA_OPTIONS)
+    except TypeError:
+        return json.dumps(data, ensure_ascii=False, separators=(",", ":"), sort_keys=True).encode("utf-8")
+
+
+_DATA_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+
+
+def _refused(value: Any) -> Any:
+    raise TypeError(f"{type(value).__name__} is not JSON")
