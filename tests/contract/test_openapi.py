@@ -112,6 +112,8 @@ def test_the_edges_are_documented_on_every_operation(document: dict[str, Any]) -
         responses = operation["responses"]
         assert {"429", "500"} <= responses.keys(), f"{method.upper()} {path}"
         assert "Retry-After" in responses["429"]["headers"], f"{method.upper()} {path}"
+        if path not in ("/livez", "/readyz", "/metrics", "/asyncapi.json"):  # every operation using the database
+            assert "Retry-After" in responses["503"]["headers"], f"{method.upper()} {path} does not document 503"
         if "requestBody" in operation:
             assert "413" in responses, f"{method.upper()} {path} takes a body and does not document 413"
         if "422" in responses:

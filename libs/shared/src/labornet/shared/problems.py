@@ -64,7 +64,11 @@ _PROBLEM_MEANINGS: dict[int, str] = {
     429: "too many requests; retry after the seconds of the Retry-After header",
     500: "an internal error; nothing was changed; quote the trace_id",
     502: "a partner node or a dependency answered wrongly",
-    503: "the service is not ready (database or broker unavailable)",
+    503: (
+        "the service cannot take the request now (its database too busy or its connection lost, or a dependency "
+        "unavailable); nothing was written, except that a connection lost during the commit may have committed, "
+        "which sending the request again finds; send it again after the seconds of the Retry-After header"
+    ),
 }
 
 
@@ -85,29 +89,38 @@ _PROBLEM_REF = _REF + "ProblemDetails"
 _RETRY_AFTER = {
     "Retry-After": {"description": "seconds until the next request is allowed", "schema": {"type": "integer"}}
 }
+_RETRY_AFTER_503 = {
+    "Retry-After": {"description": "seconds after which the request may be sent again", "schema": {"type": "integer"}}
+}
+# operations that never use the database (the process itself, its metrics, its event catalogue) and /readyz, whose
+# 503 is its own answer (the checks that failed), documented by its route
+_NO_DATABASE_503 = frozenset({"/livez", "/readyz", "/metrics", "/asyncapi.json"})
 
 
 def document_edge_problems(openapi: dict[str, Any]) -> dict[str, Any]:
     """Complete an app's OpenAPI document with what the edges answer on every operation, in place.
 
     Every operation may meet 429 (rate limits, with ``Retry-After``) and 500; every operation with a body may meet
-    413 (the body limit). Every error response is described as ``application/problem+json`` with the
-    :class:`ProblemDetails` schema, the request validation errors FastAPI documents by itself included (they are
-    answered as problems too, see :func:`install_problem_handlers`).
-    """
+    413 (the body limit); every operation that uses the database may meet 503 with ``Retry-After`` (the database
+    too busy to take the request, or the connection lost). Every error response is described as
+    ``application/problem+json`` with the :class:`ProblemDetails` schema, the request validation errors FastAPI
+    documents by itself included (they are answered as problems too, see :func:`install_problem_handlers`)."""
     schemas = openapi.setdefault("components", {}).setdefault("schemas", {})
     for name, schema in ProblemDetails.model_json_schema(ref_template=_REF + "{model}").pop("$defs", {}).items():
         schemas.setdefault(name, schema)
     schemas.setdefault("ProblemDetails", ProblemDetails.model_json_schema(ref_template=_REF + "{model}"))
-    for item in openapi.get("paths", {}).values():
+    for path, item in openapi.get("paths", {}).items():
         for method, operation in item.items():
             if method not in ("get", "put", "post", "delete", "patch", "options", "head", "trace"):
                 continue
             responses = operation.setdefault("responses", {})
             edge = [429, 500] + ([413] if "requestBody" in operation else [])
+            edge += [] if path in _NO_DATABASE_503 else [503]
             for status in edge:
                 responses.setdefault(str(status), {"description": _PROBLEM_MEANINGS[status]})
             responses["429"].setdefault("headers", {}).update(_RETRY_AFTER)
+            if path not in _NO_DATABASE_503:
+                responses["503"].setdefault("headers", {}).update(_RETRY_AFTER_503)
             for status, response in responses.items():
                 if status[:1] not in ("4", "5"):
                     continue
