@@ -23,7 +23,7 @@ from sqlalchemy import func, select
 
 from labornet.insurance.app import create_app
 from labornet.shared.broker import EmbeddedBroker
-from labornet.shared.db import create_engine, outbox
+from labornet.shared.db import create_engine, inbox, outbox
 from labornet.shared.identifiers import make_resident_id
 from labornet.shared.keys import NodeKeys
 from labornet.shared.outbox import awaiting_receipt
@@ -197,6 +197,15 @@ async def test_full_transfer_from_sichuan_to_zhejiang(nodes: Federation) -> None
     paid = await sc.post(f"/api/v1/settlements/{settlements[0]['id']}/paid", headers=nodes.officer(SC))
     assert paid.json()["status"] == "paid"
     assert_problem(await sc.post(f"/api/v1/settlements/{settlements[0]['id']}/paid", headers=nodes.officer(SC)), 409)
+
+    # every message of the transfer and every receipt is keyed by Zhejiang's case: each node took them all from one
+    # partition of its inbox, a receipt in the run of the answer sent with it (receipts keyed by the message's id
+    # were scattered over the partitions, each in a transaction of its own)
+    for province in (SC, ZJ):
+        url = nodes.settings_for(province).database_url
+        await eventually(lambda url=url: acknowledged(url), timeout_s=30)
+        taken = await inbox_partitions(url)
+        assert len(taken) == 1 and sum(taken.values()) >= 4, (province, taken)
 
     # the worker sees their own case; another worker and other provinces' officers see nothing
     own = await zj.get(f"/api/v1/transfers/{case_id}", headers=nodes.worker(ZJ, rid))
@@ -390,6 +399,21 @@ async def acknowledged(database_url: str) -> bool:
                 select(func.count()).select_from(outbox).where(awaiting_receipt(), outbox.c.destination.is_not(None))
             )
             return waiting.scalar_one() == 0
+    finally:
+        await engine.dispose()
+
+
+async def inbox_partitions(database_url: str) -> dict[tuple[str, int], int]:
+    """How many events the node took from each partition of its inbox."""
+    engine = create_engine(database_url)
+    try:
+        async with engine.connect() as connection:
+            rows = await connection.execute(
+                select(inbox.c.topic, inbox.c.partition, func.count())
+                .where(inbox.c.topic.like("%.inbox"))
+                .group_by(inbox.c.topic, inbox.c.partition)
+            )
+            return {(row[0], row[1]): row[2] for row in rows}
     finally:
         await engine.dispose()
 

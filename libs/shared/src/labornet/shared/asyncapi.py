@@ -194,7 +194,10 @@ AGGREGATE_KEY = (
     "the id of the aggregate the event is about (CloudEvents `partitionkey`): one aggregate's events share a "
     "partition and keep their order"
 )
-RECEIPT_KEY = "the `ce_id` of the directed message acknowledged"
+RECEIPT_KEY = (
+    "the key of the directed message acknowledged (its `partitionkey`, or its `ce_id` when it has none): the receipt "
+    "shares the partition of the answers about the same aggregate"
+)
 
 
 # The document --------------------------------------------------------------------------------------

@@ -71,12 +71,18 @@ class Receipt(BaseModel):
 
 async def send_receipt(session: AsyncSession, writer: Outbox, envelope: Envelope, outcome: ReceiptOutcome) -> None:
     """Answer the directed message ``envelope`` with a receipt, written when the transaction ``session`` is in
-    commits (with the other events of the transaction: a run of inbox records adds no statement per receipt)."""
+    commits (with the other events of the transaction: a run of inbox records adds no statement per receipt).
+
+    The receipt is keyed like the message it acknowledges (its ``partitionkey``, the aggregate it is about): the
+    answers the transaction sends to the same province about the same aggregate share its partition, so the sender
+    takes the receipt in the same run and transaction as the answer. Keyed by the message's id, receipts scattered
+    over the partitions and, at a low rate, each cost the sender a transaction of its own (the saga at 20
+    transfers/s: about 9 % less CPU a transfer keyed so; at 100/s runs hold many records either way)."""
     writer.queue(
         session,
         topic=inbox_topic(envelope.originprovince, writer.service),
         event_type=RECEIPT,
-        key=envelope.id,
+        key=envelope.partitionkey or envelope.id,
         subject=envelope.id,
         destination=envelope.originprovince,
         data=Receipt(event_id=envelope.id, event_type=envelope.type, outcome=outcome, received_at=utcnow()),
