@@ -122,6 +122,7 @@ class BrokerWatch:
         self._seen_topics: set[str] = set()
         self._ends: dict[TopicPartition, int] = {}
         self._layout: tuple[str, tuple[tuple[str, int], ...]] | None = None
+        self._lost_counted: tuple[str, str] | None = None  # the last loss counted (see _log_lost)
         self._admin: AIOKafkaAdminClient | None = None
         self._stopping = asyncio.Event()
         self.checked = asyncio.Event()  # set after each completed check (tests wait on it)
@@ -176,11 +177,10 @@ class BrokerWatch:
         self._last_ok = max(view.answered_at, self._last_ok or 0.0)
         await self._check_cluster(cluster_id)
         vanished = sorted(self._seen_topics - existing)
-        self._seen_topics = existing & set(self.topics)
         mine = {tp.topic for tp in self.published()}
         if vanished and set(vanished) & mine:
-            LOG_LOSSES.labels(self.service, "topic").inc()
-            await self.on_log_lost(f"topics {vanished} vanished from the broker")
+            await self._log_lost("topic", f"topics {vanished} vanished from the broker")
+        self._seen_topics = existing & set(self.topics)
         missing = sorted(set(self.topics) - existing)
         if missing and self.create:
             await create_topics(await self._admin_client(), missing, self.partitions, self.replication)
@@ -209,9 +209,11 @@ class BrokerWatch:
                 previous = (
                     await session.execute(select(bus_state.c.value).where(bus_state.c.name == CLUSTER_KEY))
                 ).scalar()
-        self.cluster_id = cluster_id
         if previous == cluster_id:
+            self.cluster_id = cluster_id
             return
+        if previous is not None:  # before the new cluster is recorded (see _log_lost)
+            await self._log_lost("cluster", f"the broker's cluster id changed from {previous} to {cluster_id}")
         async with self.sessions() as session, session.begin():
             insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
             statement = insert(bus_state).values(name=CLUSTER_KEY, value=cluster_id, updated_at=utcnow())
@@ -220,10 +222,17 @@ class BrokerWatch:
                     index_elements=[bus_state.c.name], set_={"value": cluster_id, "updated_at": utcnow()}
                 )
             )
+        self.cluster_id = cluster_id
         self._ends = {}
-        if previous is not None:
-            LOG_LOSSES.labels(self.service, "cluster").inc()
-            await self.on_log_lost(f"the broker's cluster id changed from {previous} to {cluster_id}")
+
+    async def _log_lost(self, sign: str, reason: str) -> None:
+        """Publish again what the log may have lost; counted once per loss, however many tries it takes. The caller
+        records what it saw (the cluster, the topics, the end offsets) only after this returned, so a try that fails
+        (the database unreachable, the check timed out) is made again at the next check instead of never."""
+        if self._lost_counted != (sign, reason):
+            LOG_LOSSES.labels(self.service, sign).inc()
+            self._lost_counted = (sign, reason)
+        await self.on_log_lost(reason)
 
     def _check_partitions(self, counts: dict[str, int]) -> None:
         mismatched: dict[str, int] = {}
@@ -260,11 +269,10 @@ class BrokerWatch:
         admin._client.cluster.update_metadata(view.metadata)
         ends = await end_offsets(admin._client, watched)
         behind = sorted(f"{tp.topic}[{tp.partition}]" for tp, end in ends.items() if end < self._ends.get(tp, 0))
+        if behind:
+            await self._log_lost("offsets", f"partitions {behind} end below where they ended at the last check")
         # a partition not answered this time (its leader unknown or moving) keeps the end it had
         self._ends = {tp: end for tp, end in {**self._ends, **ends}.items() if tp.topic in existing}
-        if behind:
-            LOG_LOSSES.labels(self.service, "offsets").inc()
-            await self.on_log_lost(f"partitions {behind} end below where they ended at the last check")
 
     async def _admin_client(self) -> AIOKafkaAdminClient:
         if self._admin is None:
