@@ -66,6 +66,7 @@ class Province:
         interval_s: float = 5.0,
         published: Callable[[], Collection[TopicPartition]] = set,
         offsets_interval_s: float = 30.0,
+        on_log_lost: Callable[[str], Awaitable[object]] | None = None,
     ) -> BrokerWatch:
         async def lost(reason: str) -> None:
             self.losses.append(reason)
@@ -79,7 +80,7 @@ class Province:
             create=True,
             sessions=sessionmaker(self.engine),
             published=published,
-            on_log_lost=lost,
+            on_log_lost=on_log_lost or lost,
             interval_s=interval_s,
             offsets_interval_s=offsets_interval_s,
         )
@@ -459,19 +460,7 @@ async def test_a_lost_log_is_published_again_at_the_next_check_when_the_first_tr
         if failures:
             raise failures.pop()
 
-    watch = BrokerWatch(
-        settings_client=client_config(node.settings),
-        service=node.service,
-        topics=[events_topic(ZJ, node.service)],
-        partitions=node.settings.kafka_topic_partitions,
-        replication=1,
-        create=True,
-        sessions=sessionmaker(node.engine),
-        published=set,
-        on_log_lost=publish_again,
-        interval_s=0.2,
-    )
-    node.watches.append(watch)
+    watch = node.watch([events_topic(ZJ, node.service)], interval_s=0.2, on_log_lost=publish_again)
     node.tasks.append(asyncio.create_task(watch.run()))
 
     async def recorded(cluster: str) -> bool:
