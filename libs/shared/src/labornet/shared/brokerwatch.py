@@ -114,7 +114,8 @@ class BrokerWatch:
         self.offsets_interval_s = offsets_interval_s
         self._offsets_checked = 0.0
         self.timeout_s = timeout_s
-        self.cluster_id: str | None = None
+        self.cluster_id: str | None = None  # the broker's, as the last check saw it (the consumers follow it)
+        self._recorded_cluster: str | None = None  # the one recorded in bus_state, its lost log published again
         self.last_error: str | None = None
         self.mismatched: dict[str, int] = {}
         self._started = time.monotonic()
@@ -203,14 +204,17 @@ class BrokerWatch:
         log.info("broker layout changed; %d consumers asked to refresh their metadata", asked)
 
     async def _check_cluster(self, cluster_id: str) -> None:
-        previous = self.cluster_id
+        """Follow the broker's cluster: ``cluster_id`` at once (the consumers read a new log from its beginning as
+        soon as they see it), the cluster recorded in the database once what its log lost was published again."""
+        previous = self._recorded_cluster
         if previous is None:
             async with readonly_sessionmaker(self.sessions.kw["bind"])() as session:
                 previous = (
                     await session.execute(select(bus_state.c.value).where(bus_state.c.name == CLUSTER_KEY))
                 ).scalar()
+        self.cluster_id = cluster_id
         if previous == cluster_id:
-            self.cluster_id = cluster_id
+            self._recorded_cluster = cluster_id
             return
         if previous is not None:  # before the new cluster is recorded (see _log_lost)
             await self._log_lost("cluster", f"the broker's cluster id changed from {previous} to {cluster_id}")
@@ -222,7 +226,7 @@ class BrokerWatch:
                     index_elements=[bus_state.c.name], set_={"value": cluster_id, "updated_at": utcnow()}
                 )
             )
-        self.cluster_id = cluster_id
+        self._recorded_cluster = cluster_id
         self._ends = {}
 
     async def _log_lost(self, sign: str, reason: str) -> None:
