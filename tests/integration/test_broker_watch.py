@@ -459,8 +459,10 @@ async def test_a_lost_log_is_published_again_at_the_next_check_when_the_first_tr
 
     async def publish_again(reason: str) -> None:
         tries.append(reason)
+        pending = metric("labornet_broker_log_loss_pending", service=node.service)
         if failures:
             followed.append(watch.cluster_id)
+            assert pending == 1, "operators see a lost log not yet published again"
             raise failures.pop()
 
     watch = node.watch([events_topic(ZJ, node.service)], interval_s=0.2, on_log_lost=publish_again)
@@ -482,4 +484,5 @@ async def test_a_lost_log_is_published_again_at_the_next_check_when_the_first_tr
     reason = f"the broker's cluster id changed from {old_cluster} to {private_broker.cluster_id}"
     assert tries == [reason, reason], "tried again after the failure, then no more"
     assert followed == [private_broker.cluster_id], "the consumers read the new log at once, failure or not"
+    assert metric("labornet_broker_log_loss_pending", service=node.service) == 0
     assert metric("labornet_broker_log_losses_total", service=node.service, sign="cluster") == losses + 1

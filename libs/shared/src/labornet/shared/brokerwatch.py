@@ -58,6 +58,11 @@ LOG_LOSSES = Counter(
     "Times this service found the broker's log gone back in time, by sign (cluster, topic, offsets)",
     ["service", "sign"],
 )
+LOSS_PENDING = Gauge(
+    "labornet_broker_log_loss_pending",
+    "1 while a lost log this service found is not yet published again (the try failed; the next check tries again)",
+    ["service"],
+)
 PARTITION_MISMATCH = Gauge(
     "labornet_topic_partition_mismatch",
     "1 when a topic of this node has another partition count than configured",
@@ -128,6 +133,7 @@ class BrokerWatch:
         self._stopping = asyncio.Event()
         self.checked = asyncio.Event()  # set after each completed check (tests wait on it)
         BROKER_SILENT.labels(service).set(0)
+        LOSS_PENDING.labels(service).set(0)
         for sign in LOSS_SIGNS:
             LOG_LOSSES.labels(service, sign)
         for topic in self.topics:
@@ -236,7 +242,9 @@ class BrokerWatch:
         if self._lost_counted != (sign, reason):
             LOG_LOSSES.labels(self.service, sign).inc()
             self._lost_counted = (sign, reason)
+        LOSS_PENDING.labels(self.service).set(1)
         await self.on_log_lost(reason)
+        LOSS_PENDING.labels(self.service).set(0)
 
     def _check_partitions(self, counts: dict[str, int]) -> None:
         mismatched: dict[str, int] = {}
