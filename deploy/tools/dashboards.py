@@ -409,6 +409,21 @@ def node_dashboard() -> dict[str, Any]:
     )
     board.add(
         "timeseries",
+        "The broker's log found lost, and not yet published again",
+        [
+            (
+                f"sum by (service, sign) (increase(labornet_broker_log_losses_total{{{f}}}[1h]))",
+                "found (1 h) {{service}} {{sign}}",
+            ),
+            (f"max by (service) (labornet_broker_log_loss_pending{{{f}}})", "pending {{service}}"),
+        ],
+        w=16,
+        description="ADR 9: a new cluster id, a vanished topic or an end offset gone down; the relay publishes again "
+        "what the log held. Pending stays 1 while the tries fail (the broker watch tries at every check); for 5 "
+        "minutes it is the alert LabornetLostLogNotRepublished.",
+    )
+    board.add(
+        "timeseries",
         "Broker silence and age of the lag measurement",
         [
             (f"max by (service) (labornet_broker_silent_seconds{{{f}}})", "broker silent {{service}}"),
