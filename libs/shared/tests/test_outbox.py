@@ -361,6 +361,45 @@ async def test_the_relay_asks_for_the_topics_once_a_second_under_load_and_again_
     assert await pending(engine) == 0
 
 
+async def test_topics_found_gone_are_published_again_at_the_next_batch_when_the_first_try_failed(
+    engine: AsyncEngine, writer: Outbox
+) -> None:
+    """A topic the relay published to is gone from the broker and the first try to publish again what it held fails
+    (the database did not answer): the topic is not created again yet, so the next batch finds it gone and tries
+    again. (Created first, the next batch found it there and what the log lost was never published again.)"""
+    created: list[set[str]] = []
+
+    async def create_topics(topics: set[str]) -> None:
+        created.append(topics)
+        CountingProducer.held |= topics
+
+    relay = OutboxRelay(
+        sessionmaker(engine),
+        readonly_sessionmaker(engine),
+        CountingProducer,  # type: ignore[arg-type]
+        writer,
+        service="jobs",
+        create_topics=create_topics,
+    )
+    CountingProducer.held, CountingProducer.metadata_requests, CountingProducer.instances = set(), 0, 0
+    relay.published.add(TopicPartition("t.gone", 0))  # published to before the broker lost it
+    await publish_vacancy(engine, writer, "gone-1", "t.gone")
+    republish, tries = relay.republish, []
+
+    async def failing_once(reason: str) -> int:
+        tries.append(reason)
+        if len(tries) == 1:
+            raise ConnectionError("the database did not answer")
+        return await republish(reason)
+
+    relay.republish = failing_once  # type: ignore[method-assign]
+    with pytest.raises(ConnectionError):
+        await relay.publish_batch()
+    assert created == [] and await pending(engine) == 1
+    assert await relay.publish_batch() == 1
+    assert len(tries) == 2 and created == [{"t.gone"}] and await pending(engine) == 0
+
+
 async def test_directed_messages_only_go_to_the_destination_inbox(engine: AsyncEngine, writer: Outbox) -> None:
     async with sessionmaker(engine)() as session, session.begin():
         with pytest.raises(ValueError, match=r"must go to labornet\.330000\.jobs\.inbox"):

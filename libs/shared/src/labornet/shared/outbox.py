@@ -578,10 +578,11 @@ class OutboxRelay:
             self._topics_seen, self._topics_seen_at = held, now
             return producer
         log.info("outbox relay: topics %s missing on the broker; recreating them", sorted(missing))
+        if any(tp.topic in missing for tp in self.published):
+            # before the topics are created again: if this fails, the next batch finds them missing and tries again
+            await self.republish(f"topics {sorted(missing)} vanished from the broker")
         if self.create_topics is not None:
             await self.create_topics(missing)
-        if any(tp.topic in missing for tp in self.published):
-            await self.republish(f"topics {sorted(missing)} vanished from the broker")
         await self._close_producer()
         return await self._ensure_producer()
 
