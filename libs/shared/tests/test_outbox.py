@@ -317,6 +317,28 @@ class CountingProducer(FakeProducer):
         return confirmed
 
 
+def counting_relay(
+    engine: AsyncEngine, writer: Outbox, created: list[set[str]], held: set[str], **options: Any
+) -> OutboxRelay:
+    """A relay on a :class:`CountingProducer` whose broker holds ``held``; topics it creates are listed in
+    ``created`` and held from then on."""
+
+    async def create_topics(topics: set[str]) -> None:
+        created.append(topics)
+        CountingProducer.held |= topics
+
+    CountingProducer.held, CountingProducer.metadata_requests, CountingProducer.instances = set(held), 0, 0
+    return OutboxRelay(
+        sessionmaker(engine),
+        readonly_sessionmaker(engine),
+        CountingProducer,  # type: ignore[arg-type]
+        writer,
+        service="jobs",
+        create_topics=create_topics,
+        **options,
+    )
+
+
 async def test_the_relay_asks_for_the_topics_once_a_second_under_load_and_again_for_a_new_topic(
     engine: AsyncEngine, writer: Outbox
 ) -> None:
@@ -324,22 +346,7 @@ async def test_the_relay_asks_for_the_topics_once_a_second_under_load_and_again_
     the topics it listed; a topic not in it, or a topic the broker lost (recreated, the producer renewed), is asked
     for at once."""
     created: list[set[str]] = []
-
-    async def create_topics(topics: set[str]) -> None:
-        created.append(topics)
-        CountingProducer.held |= topics
-
-    relay = OutboxRelay(
-        sessionmaker(engine),
-        readonly_sessionmaker(engine),
-        CountingProducer,  # type: ignore[arg-type]
-        writer,
-        service="jobs",
-        batch_size=1,
-        create_topics=create_topics,
-        topic_check_interval_s=0.5,
-    )
-    CountingProducer.held, CountingProducer.metadata_requests, CountingProducer.instances = {"t.a", "t.b"}, 0, 0
+    relay = counting_relay(engine, writer, created, {"t.a", "t.b"}, batch_size=1, topic_check_interval_s=0.5)
     for n in range(5):
         await publish_vacancy(engine, writer, f"busy-{n}", "t.a")
     assert [await relay.publish_batch() for _ in range(5)] == [1] * 5
@@ -368,20 +375,7 @@ async def test_topics_found_gone_are_published_again_at_the_next_batch_when_the_
     (the database did not answer): the topic is not created again yet, so the next batch finds it gone and tries
     again. (Created first, the next batch found it there and what the log lost was never published again.)"""
     created: list[set[str]] = []
-
-    async def create_topics(topics: set[str]) -> None:
-        created.append(topics)
-        CountingProducer.held |= topics
-
-    relay = OutboxRelay(
-        sessionmaker(engine),
-        readonly_sessionmaker(engine),
-        CountingProducer,  # type: ignore[arg-type]
-        writer,
-        service="jobs",
-        create_topics=create_topics,
-    )
-    CountingProducer.held, CountingProducer.metadata_requests, CountingProducer.instances = set(), 0, 0
+    relay = counting_relay(engine, writer, created, set())
     relay.published.add(TopicPartition("t.gone", 0))  # published to before the broker lost it
     await publish_vacancy(engine, writer, "gone-1", "t.gone")
     republish, tries = relay.republish, []
