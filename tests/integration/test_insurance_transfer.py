@@ -331,17 +331,20 @@ async def test_sending_node_down_then_duplicates_change_nothing(
     assert {p: await snapshot(nodes, p, rid) for p in (SC, ZJ)} == before
 
 
-async def all_published(database_url: str) -> bool:
-    """Whether the node's relay has handed every outbox row to the broker."""
+async def query(database_url: str, statement: Any) -> list[Any]:
+    """The rows of ``statement`` in a node's database (an engine of its own, closed after)."""
     engine = create_engine(database_url)
     try:
         async with engine.connect() as connection:
-            pending = await connection.execute(
-                select(func.count()).select_from(outbox).where(outbox.c.sent_at.is_(None))
-            )
-            return pending.scalar_one() == 0
+            return list((await connection.execute(statement)).all())
     finally:
         await engine.dispose()
+
+
+async def all_published(database_url: str) -> bool:
+    """Whether the node's relay has handed every outbox row to the broker."""
+    pending = await query(database_url, select(func.count()).select_from(outbox).where(outbox.c.sent_at.is_(None)))
+    return pending[0][0] == 0
 
 
 async def test_a_transfer_in_flight_completes_after_the_broker_loses_its_log(
@@ -392,30 +395,22 @@ async def test_a_transfer_in_flight_completes_after_the_broker_loses_its_log(
 
 async def acknowledged(database_url: str) -> bool:
     """Whether every directed message of the node got its receipt."""
-    engine = create_engine(database_url)
-    try:
-        async with engine.connect() as connection:
-            waiting = await connection.execute(
-                select(func.count()).select_from(outbox).where(awaiting_receipt(), outbox.c.destination.is_not(None))
-            )
-            return waiting.scalar_one() == 0
-    finally:
-        await engine.dispose()
+    waiting = await query(
+        database_url,
+        select(func.count()).select_from(outbox).where(awaiting_receipt(), outbox.c.destination.is_not(None)),
+    )
+    return waiting[0][0] == 0
 
 
 async def inbox_partitions(database_url: str) -> dict[tuple[str, int], int]:
     """How many events the node took from each partition of its inbox."""
-    engine = create_engine(database_url)
-    try:
-        async with engine.connect() as connection:
-            rows = await connection.execute(
-                select(inbox.c.topic, inbox.c.partition, func.count())
-                .where(inbox.c.topic.like("%.inbox"))
-                .group_by(inbox.c.topic, inbox.c.partition)
-            )
-            return {(row[0], row[1]): row[2] for row in rows}
-    finally:
-        await engine.dispose()
+    rows = await query(
+        database_url,
+        select(inbox.c.topic, inbox.c.partition, func.count())
+        .where(inbox.c.topic.like("%.inbox"))
+        .group_by(inbox.c.topic, inbox.c.partition),
+    )
+    return {(row[0], row[1]): row[2] for row in rows}
 
 
 async def snapshot(nodes: Federation, province: str, rid: str) -> dict[str, Any]:
