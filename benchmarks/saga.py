@@ -29,7 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -263,10 +263,12 @@ async def run(backend: str, transfers: int, rate: float, keep: bool = False) -> 
                 cpu = {p: process_cpu_seconds(nodes[p][0].pid) for p in (SC, ZJ)}
                 # the broker's and, when it runs here, the PostgreSQL server's CPU: the rest of what a transfer costs
                 server = await database_server(urls[SC]) if backend == "postgresql" else None
-                assert broker.pid is not None
-                others = {"broker": (broker.pid, process_cpu_seconds(broker.pid))}
+                broker_pid = broker.pid
+                assert broker_pid is not None
+                meters: dict[str, Callable[[], float]] = {"broker": lambda: process_cpu_seconds(broker_pid)}
                 if server is not None:
-                    others["database_server"] = (server, server_cpu_seconds(server))
+                    meters["database_server"] = lambda: server_cpu_seconds(server)
+                before = {name: meter() for name, meter in meters.items()}
                 try:
                     async with aiohttp.ClientSession(
                         nodes[ZJ][1],
@@ -281,15 +283,9 @@ async def run(backend: str, transfers: int, rate: float, keep: bool = False) -> 
                 result["node_cpu_ms_per_transfer"] = {
                     p: round((process_cpu_seconds(nodes[p][0].pid) - cpu[p]) * 1000 / transfers, 1) for p in (SC, ZJ)
                 }
-                spent = {
-                    "broker": process_cpu_seconds(others["broker"][0]) - others["broker"][1],
-                    **(
-                        {"database_server": server_cpu_seconds(server) - others["database_server"][1]}
-                        if server is not None
-                        else {}
-                    ),
+                result["other_cpu_ms_per_transfer"] = {
+                    name: round((meter() - before[name]) * 1000 / transfers, 1) for name, meter in meters.items()
                 }
-                result["other_cpu_ms_per_transfer"] = {k: round(v * 1000 / transfers, 1) for k, v in spent.items()}
             errors = sum((data_dir / f"{p}.log").read_text().count("database is locked") for p in (SC, ZJ))
     finally:
         broker.stop()
