@@ -114,12 +114,12 @@ def document_edge_problems(openapi: dict[str, Any]) -> dict[str, Any]:
             if method not in ("get", "put", "post", "delete", "patch", "options", "head", "trace"):
                 continue
             responses = operation.setdefault("responses", {})
-            edge = [429, 500] + ([413] if "requestBody" in operation else [])
-            edge += [] if path in _NO_DATABASE_503 else [503]
+            uses_database = path not in _NO_DATABASE_503
+            edge = [429, 500] + ([413] if "requestBody" in operation else []) + ([503] if uses_database else [])
             for status in edge:
                 responses.setdefault(str(status), {"description": _PROBLEM_MEANINGS[status]})
             responses["429"].setdefault("headers", {}).update(_RETRY_AFTER)
-            if path not in _NO_DATABASE_503:
+            if uses_database:
                 responses["503"].setdefault("headers", {}).update(_RETRY_AFTER_503)
             for status, response in responses.items():
                 if status[:1] not in ("4", "5"):
