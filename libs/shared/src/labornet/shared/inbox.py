@@ -37,12 +37,14 @@ from aiokafka.errors import IllegalStateError, KafkaError
 from aiokafka.structs import OffsetAndMetadata
 from prometheus_client import Counter, Histogram
 from pydantic import ValidationError
-from sqlalchemy import bindparam, func, select, text, update
+from sqlalchemy import String, any_, bindparam, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from labornet.shared.db import CONFLICT_SQLSTATES, for_each_dialect, inbox, quarantine, readonly_sessionmaker, utcnow
+from labornet.shared.direct import Direct
 from labornet.shared.envelope import Envelope, MalformedEvent
 from labornet.shared.kafka import PacedConsumer, closed, started
 from labornet.shared.observability import (
@@ -108,23 +110,57 @@ INBOX_RUNS_SPLIT = Counter(
     ["service"],
 )
 
+
 # The directed messages a transaction applied: the quarantine rows of earlier copies that failed, if any, are
 # settled, all of them with one statement before the commit (built once: it runs with every transaction that applied
 # a directed message)
-_SETTLE_QUARANTINED = update(quarantine).where(
-    quarantine.c.consumer == bindparam("settled_consumer"),
-    quarantine.c.event_id.in_(bindparam("settled_events", expanding=True)),
-    quarantine.c.status == "quarantined",
+# a directed message, run on the driver (ADR 38; the list of ids an array on PostgreSQL)
+def _settle_quarantined(settled: Any) -> Any:
+    return update(quarantine).where(
+        quarantine.c.consumer == bindparam("settled_consumer"), settled, quarantine.c.status == "quarantined"
+    )
+
+
+_SETTLE_QUARANTINED = Direct(
+    {
+        "postgresql": _settle_quarantined(
+            quarantine.c.event_id == any_(bindparam("settled_events", type_=ARRAY(String)))
+        ),
+        "sqlite": _settle_quarantined(quarantine.c.event_id.in_(bindparam("settled_events", expanding=True))),
+    }
 )
 _TO_SETTLE = "labornet_inbox_to_settle"
 
-# The inbox rows of a run, those already there left alone; the ids of the rows inserted are returned
+# The inbox rows of a run, those already there left alone; the ids of the rows inserted are returned. On PostgreSQL
+# one statement on the driver for any number of rows (ADR 38): each column's values as an array, unnested.
+_INBOX_COLUMNS = (
+    "consumer",
+    "event_id",
+    "event_type",
+    "origin_province",
+    "stream",
+    "seq",
+    "topic",
+    "partition",
+    "offset",
+    "event_time",
+    "applied_at",
+)
 _ENTER_INBOX = for_each_dialect(
     lambda insert: (
         insert(inbox)
         .on_conflict_do_nothing(index_elements=[inbox.c.consumer, inbox.c.event_id])
         .returning(inbox.c.event_id)
     )
+)
+_ENTER_INBOX_ARRAYS = Direct(
+    postgresql.insert(inbox)
+    .from_select(
+        list(_INBOX_COLUMNS),
+        select(*(func.unnest(bindparam(name, type_=ARRAY(inbox.c[name].type))).label(name) for name in _INBOX_COLUMNS)),
+    )
+    .on_conflict_do_nothing(index_elements=[inbox.c.consumer, inbox.c.event_id])
+    .returning(inbox.c.event_id)
 )
 
 # Namespace of the ids of dead-letter copies (UUID 5 of the consumer group and the record's SHA-256).
@@ -737,8 +773,12 @@ class EventConsumer:
             }
             for record, envelope in run
         ]
+        dialect = session.get_bind().dialect.name
+        if dialect == "postgresql":
+            columns = {name: [row[name] for row in rows] for name in _INBOX_COLUMNS}
+            return set((await _ENTER_INBOX_ARRAYS.execute(session, columns)).scalars())
         # many parameter sets for one statement: compiled once and cached, sent as multi-row INSERTs by the dialect
-        result = await session.execute(_ENTER_INBOX[session.get_bind().dialect.name], rows)
+        result = await session.execute(_ENTER_INBOX[dialect], rows)
         return set(result.scalars())
 
     async def _answer_duplicate(self, session: AsyncSession, envelope: Envelope) -> Outcome:
@@ -785,8 +825,8 @@ class EventConsumer:
         message that failed before, e.g. it came ahead of its predecessor): one statement for all of them."""
         settled = session.info.pop(_TO_SETTLE, None)
         if settled:
-            await session.execute(
-                _SETTLE_QUARANTINED,
+            await _SETTLE_QUARANTINED.execute(
+                session,
                 {
                     "settled_consumer": self.name,
                     "settled_events": settled,

@@ -26,12 +26,14 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer, TopicPartition
 from prometheus_client import Counter, Gauge
-from sqlalchemy import BigInteger, and_, bindparam, case, delete, func, literal, or_, select, update
+from sqlalchemy import BigInteger, and_, any_, bindparam, case, delete, func, literal, or_, select, update
 from sqlalchemy import event as sa_event
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session, SessionTransaction
 
 from labornet.shared.db import as_utc, for_each_dialect, outbox, outbox_stream, utcnow
+from labornet.shared.direct import Direct
 from labornet.shared.envelope import Envelope, encode_data, event_source, new_event_id
 from labornet.shared.kafka import closed, started
 from labornet.shared.observability import (
@@ -80,8 +82,9 @@ def _reserve_statement(insert: Any) -> Any:
 
 
 # built once: a statement built per call costs more Python than the database spends running it
-_RESERVE = for_each_dialect(_reserve_statement)
-_INSERT_ROW = outbox.insert()
+_RESERVE = Direct(for_each_dialect(_reserve_statement))
+# every event of every service is written by it: run on the driver (ADR 38)
+_INSERT_ROW = Direct(outbox.insert())
 _QUEUED_KEY = "labornet_outbox_queued"
 
 
@@ -159,7 +162,7 @@ class Outbox:
         )
         # the row as parameters of one insert statement compiled once (``.values(**row)`` would build and compile
         # a statement of its own for every event)
-        await session.execute(_INSERT_ROW, row)
+        await _INSERT_ROW.execute(session, row)
         self._wake_after_commit(session)
         return envelope
 
@@ -336,13 +339,11 @@ class Outbox:
 
     async def _next_seq(self, session: AsyncSession, stream: str, count: int = 1) -> int:
         """Reserve the next ``count`` numbers of ``stream``; return the last of them."""
-        reserve = _RESERVE[session.get_bind().dialect.name]
-        return int((await session.execute(reserve, {"stream": stream, "count": count})).scalar_one())
+        return int((await _RESERVE.execute(session, {"stream": stream, "count": count})).scalar_one())
 
     def _next_seq_sync(self, session: Session, stream: str, count: int) -> int:
         """:meth:`_next_seq` from a session event (the synchronous session, inside the transaction's greenlet)."""
-        reserve = _RESERVE[session.get_bind().dialect.name]
-        return int(session.execute(reserve, {"stream": stream, "count": count}).scalar_one())
+        return int(_RESERVE.execute_sync(session, {"stream": stream, "count": count}).scalar_one())
 
     def _wake_after_commit(self, session: AsyncSession) -> None:
         """Wake this writer's relay when the transaction ``session`` is in commits (:func:`_wake_writers`: listeners
@@ -355,40 +356,56 @@ class Outbox:
         self._wake.clear()
 
 
-# parameters named unlike any column: a parameter named after a column of the table sets that column
-_SENT_IDS = outbox.c.id.in_(bindparam("sent_ids", expanding=True))
+# parameters named unlike any column: a parameter named after a column of the table sets that column; run on the
+# driver (ADR 38), the ids an array on PostgreSQL
+_SENT_IDS = {
+    "postgresql": outbox.c.id == any_(bindparam("sent_ids", type_=ARRAY(BigInteger))),
+    "sqlite": outbox.c.id.in_(bindparam("sent_ids", expanding=True)),
+}
 # rows sent, none of them a directed message; or all the directed ones sent as often before (the usual case)
-_MARK_SENT = update(outbox).where(_SENT_IDS).values(sent_at=bindparam("sent_time"), resend_at=None)
-_MARK_SENT_AWAITING = (
-    update(outbox)
-    .where(_SENT_IDS)
-    .values(
-        sent_at=bindparam("sent_time"),
-        resend_at=case(
-            (
-                outbox.c.expects_receipt.is_(True) & (outbox.c.resends == bindparam("sent_resends")),
-                bindparam("receipt_due", type_=outbox.c.resend_at.type),
+_MARK_SENT = Direct(
+    {
+        dialect: update(outbox).where(sent).values(sent_at=bindparam("sent_time"), resend_at=None)
+        for dialect, sent in _SENT_IDS.items()
+    }
+)
+_MARK_SENT_AWAITING = Direct(
+    {
+        dialect: update(outbox)
+        .where(sent)
+        .values(
+            sent_at=bindparam("sent_time"),
+            resend_at=case(
+                (
+                    outbox.c.expects_receipt.is_(True) & (outbox.c.resends == bindparam("sent_resends")),
+                    bindparam("receipt_due", type_=outbox.c.resend_at.type),
+                ),
+                else_=None,
             ),
-            else_=None,
-        ),
-    )
+        )
+        for dialect, sent in _SENT_IDS.items()
+    }
 )
 
 
-def _mark_sent(ids: list[int], sent_at: datetime, waits: dict[int, datetime]) -> tuple[Any, dict[str, Any]]:
-    """The statement and parameters that mark rows ``ids`` sent at ``sent_at``, each directed message waiting for
-    its receipt until ``waits[its resends]``; statements built once for the usual cases, per call otherwise."""
+async def _mark_sent(session: AsyncSession, ids: list[int], sent_at: datetime, waits: dict[int, datetime]) -> None:
+    """Mark rows ``ids`` sent at ``sent_at``, each directed message waiting for its receipt until ``waits[its
+    resends]``; statements built once for the usual cases, per call otherwise."""
     if not waits:
-        return _MARK_SENT, {"sent_ids": ids, "sent_time": sent_at}
+        await _MARK_SENT.execute(session, {"sent_ids": ids, "sent_time": sent_at})
+        return
     if len(waits) == 1:
         ((resends, at),) = waits.items()
-        return _MARK_SENT_AWAITING, {"sent_ids": ids, "sent_time": sent_at, "sent_resends": resends, "receipt_due": at}
+        await _MARK_SENT_AWAITING.execute(
+            session, {"sent_ids": ids, "sent_time": sent_at, "sent_resends": resends, "receipt_due": at}
+        )
+        return
     awaiting = outbox.c.expects_receipt.is_(True)
     resend_at = case(
         *((awaiting & (outbox.c.resends == n), literal(at, outbox.c.resend_at.type)) for n, at in waits.items()),
         else_=None,
     )
-    return update(outbox).where(outbox.c.id.in_(ids)).values(sent_at=sent_at, resend_at=resend_at), {}
+    await session.execute(update(outbox).where(outbox.c.id.in_(ids)).values(sent_at=sent_at, resend_at=resend_at))
 
 
 @dataclass(frozen=True)
@@ -422,7 +439,7 @@ def _write_queued(session: Session) -> None:
         seq = next_seq[writer_stream]
         next_seq[writer_stream] = seq + 1
         rows.append(item.writer._signed(**item.fields, stream=writer_stream[1], seq=seq)[1])
-    session.execute(outbox.insert(), rows)
+    _INSERT_ROW.executemany_sync(session, rows)
 
 
 @sa_event.listens_for(Session, "after_commit")
@@ -514,7 +531,7 @@ class OutboxRelay:
         for counter in (RESENDS, REPUBLISHED, PUBLISH_FAILURES):
             counter.labels(service)
         self._lock_key = zlib.crc32(f"labornet-outbox-{service}".encode())
-        self._pending_statements: dict[tuple[str, int], Any] = {}
+        self._pending_statements: dict[tuple[str, int], Direct] = {}
         self._stopping = asyncio.Event()
         self._last_stats = 0.0
         self._last_purge = 0.0
@@ -597,18 +614,18 @@ class OutboxRelay:
         """
         together = self.sessions.kw["bind"].dialect.name != "sqlite"
         async with (self.sessions if together else self.read_sessions)() as session, session.begin():
-            rows = (await session.execute(self._pending(session.get_bind().dialect.name))).all()
+            rows = (await self._pending(session.get_bind().dialect.name).execute(session)).rows
             if not rows:
                 return 0
-            ids = [row.id for row in rows]
+            ids = [row["id"] for row in rows]
             try:
                 # bounded: a broker that vanished mid-request may leave a send waiting; the rows stay unsent and the
                 # next try starts with a new producer
                 async with asyncio.timeout(self.publish_timeout_s):
-                    producer = await self._check_topics(await self._ensure_producer(), {row.topic for row in rows})
+                    producer = await self._check_topics(await self._ensure_producer(), {row["topic"] for row in rows})
                     futures = [
                         await producer.send(
-                            row.topic, row.payload, key=row.message_key, headers=decode_headers(row.headers)
+                            row["topic"], row["payload"], key=row["message_key"], headers=decode_headers(row["headers"])
                         )
                         for row in rows
                     ]
@@ -622,19 +639,19 @@ class OutboxRelay:
             # depends on how often it was sent already
             waits = {
                 resends: sent_at + resend_delay(resends, self.receipt_wait_s, self.receipt_wait_max_s)
-                for resends in sorted({row.resends for row in rows if row.expects_receipt})
+                for resends in sorted({row["resends"] for row in rows if row["expects_receipt"]})
             }
             if together:
-                await session.execute(*_mark_sent(ids, sent_at, waits))
+                await _mark_sent(session, ids, sent_at, waits)
             else:
                 async with self.sessions() as writer, writer.begin():
-                    await writer.execute(*_mark_sent(ids, sent_at, waits))
+                    await _mark_sent(writer, ids, sent_at, waits)
         for row in rows:
-            EVENTS_PUBLISHED.labels(self.service, row.topic).inc()
+            EVENTS_PUBLISHED.labels(self.service, row["topic"]).inc()
         return len(rows)
 
-    def _pending(self, dialect: str) -> Any:
-        """The next batch of unsent rows, in id order (built once per dialect and batch size)."""
+    def _pending(self, dialect: str) -> Direct:
+        """The next batch of unsent rows, in id order (built once per dialect and batch size; run on the driver)."""
         key = (dialect, self.batch_size)
         if key not in self._pending_statements:
             pending = (
@@ -656,7 +673,7 @@ class OutboxRelay:
                 # another replica is relaying
                 lock = func.pg_try_advisory_xact_lock(literal(self._lock_key, BigInteger))
                 pending = pending.where(select(lock).scalar_subquery())
-            self._pending_statements[key] = pending
+            self._pending_statements[key] = Direct(pending)
         return self._pending_statements[key]
 
     async def _record_failure(self, ids: list[int], exc: Exception) -> None:

@@ -22,13 +22,16 @@ import logging
 from collections.abc import Sequence
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from prometheus_client import Counter
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import bindparam, update
+from sqlalchemy import String, any_, bindparam, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from labornet.shared.db import outbox, utcnow
+from labornet.shared.direct import Direct
 from labornet.shared.envelope import Envelope
 from labornet.shared.outbox import Outbox
 from labornet.shared.topics import inbox_topic
@@ -99,16 +102,26 @@ async def apply_receipt(session: AsyncSession, envelope: Envelope, service: str)
 
 # built once (it runs for every receipt); parameters of the WHERE clause are named unlike any column of the outbox,
 # the SET clause's after the columns they set
-_ACKNOWLEDGE = (
-    update(outbox)
-    .where(
-        outbox.c.event_id.in_(bindparam("acknowledged", expanding=True)),
-        outbox.c.destination == bindparam("receipt_from"),
-        outbox.c.expects_receipt.is_(True),
-        outbox.c.acked_at.is_(None),
+def _acknowledge(acknowledged: Any) -> Any:
+    return (
+        update(outbox)
+        .where(
+            acknowledged,
+            outbox.c.destination == bindparam("receipt_from"),
+            outbox.c.expects_receipt.is_(True),
+            outbox.c.acked_at.is_(None),
+        )
+        .values(resend_at=None)
+        .returning(outbox.c.event_id)
     )
-    .values(resend_at=None)
-    .returning(outbox.c.event_id)
+
+
+# run on the driver (ADR 38), the list of ids as an array on PostgreSQL
+_ACKNOWLEDGE = Direct(
+    {
+        "postgresql": _acknowledge(outbox.c.event_id == any_(bindparam("acknowledged", type_=ARRAY(String)))),
+        "sqlite": _acknowledge(outbox.c.event_id.in_(bindparam("acknowledged", expanding=True))),
+    }
 )
 
 
@@ -132,8 +145,8 @@ async def apply_receipts(session: AsyncSession, envelopes: Sequence[Envelope], s
             groups.append((envelope.originprovince, receipt.outcome, {receipt.event_id: receipt}))
     matched: list[bool] = []
     for origin, outcome, group in groups:
-        result = await session.execute(
-            _ACKNOWLEDGE,
+        result = await _ACKNOWLEDGE.execute(
+            session,
             {
                 "acknowledged": list(group),
                 "receipt_from": origin,

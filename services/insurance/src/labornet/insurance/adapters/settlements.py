@@ -8,12 +8,13 @@ from dataclasses import asdict
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from labornet.insurance.adapters.tables import settlement
 from labornet.insurance.domain.settlement import Direction, Settlement, SettlementStatus
 from labornet.shared.db import as_utc, insert_of, update_of, update_parameters
+from labornet.shared.direct import Direct
 
 
 def settlement_of(row: Mapping[Any, Any], province: str) -> Settlement:
@@ -42,17 +43,20 @@ def _columns(item: Settlement) -> dict[str, Any]:
     return values
 
 
+# a transfer's steps add and read settlements: built once, run on the driver (ADR 38)
+_ADD = Direct(insert_of(settlement))
+_BY_ID = select(settlement).where(settlement.c.id == bindparam("settlement_id"))
+_LOAD = {False: Direct(_BY_ID), True: Direct(_BY_ID.with_for_update())}
+
+
 async def add(session: AsyncSession, item: Settlement) -> None:
-    await session.execute(insert_of(settlement), _columns(item))
+    await _ADD.execute(session, _columns(item))
 
 
 async def load(
     session: AsyncSession, settlement_id: str, province: str, *, for_update: bool = False
 ) -> Settlement | None:
-    query = select(settlement).where(settlement.c.id == settlement_id)
-    if for_update:
-        query = query.with_for_update()
-    row = (await session.execute(query)).mappings().one_or_none()
+    row = (await _LOAD[for_update].execute(session, {"settlement_id": settlement_id})).first()
     return settlement_of(row, province) if row is not None else None
 
 
