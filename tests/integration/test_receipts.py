@@ -607,7 +607,8 @@ async def test_the_earlier_failed_copies_of_a_run_s_letters_are_settled_together
     finally:
         event.remove(receiver.engine.sync_engine, "before_cursor_execute", statement)
     assert sorted(federation.letters.applied) == sorted(e.id for e in letters)
-    assert len([s for s in sent if s.startswith("UPDATE QUARANTINE")]) == 1, sent
+    # one statement settles them (on PostgreSQL the inbox's entry of the run, a data-modifying WITH)
+    assert len([s for s in sent if "UPDATE QUARANTINE" in s]) == 1, sent
     assert await statuses() == {letters[0].id: "replayed", letters[1].id: "replayed", unreadable.id: "quarantined"}
     answered = {
         Receipt.model_validate_json(e.data).event_id

@@ -114,20 +114,11 @@ INBOX_RUNS_SPLIT = Counter(
 # The directed messages a transaction applied: the quarantine rows of earlier copies that failed, if any, are
 # settled, all of them with one statement before the commit (built once: it runs with every transaction that applied
 # a directed message)
-# a directed message, run on the driver (ADR 38; the list of ids an array on PostgreSQL)
-def _settle_quarantined(settled: Any) -> Any:
-    return update(quarantine).where(
-        quarantine.c.consumer == bindparam("settled_consumer"), settled, quarantine.c.status == "quarantined"
-    )
-
-
-_SETTLE_QUARANTINED = Direct(
-    {
-        "postgresql": _settle_quarantined(
-            quarantine.c.event_id == any_(bindparam("settled_events", type_=ARRAY(String)))
-        ),
-        "sqlite": _settle_quarantined(quarantine.c.event_id.in_(bindparam("settled_events", expanding=True))),
-    }
+# a directed message (SQLite; on PostgreSQL the inbox's entry settles them, below)
+_SETTLE_QUARANTINED = update(quarantine).where(
+    quarantine.c.consumer == bindparam("settled_consumer"),
+    quarantine.c.event_id.in_(bindparam("settled_events", expanding=True)),
+    quarantine.c.status == "quarantined",
 )
 _TO_SETTLE = "labornet_inbox_to_settle"
 
@@ -153,15 +144,47 @@ _ENTER_INBOX = for_each_dialect(
         .returning(inbox.c.event_id)
     )
 )
-_ENTER_INBOX_ARRAYS = Direct(
-    postgresql.insert(inbox)
-    .from_select(
-        list(_INBOX_COLUMNS),
-        select(*(func.unnest(bindparam(name, type_=ARRAY(inbox.c[name].type))).label(name) for name in _INBOX_COLUMNS)),
+
+
+def _enter_inbox_arrays() -> Any:
+    """PostgreSQL's entry of a run: the inbox rows from arrays, and in the same statement the quarantine rows of
+    earlier copies of the directed messages entered settled (a resent message that failed before, e.g. it came
+    ahead of its predecessor). The transaction commits only if every message entered was applied (a run that
+    fails is rolled back whole), so settling them at entry settles what the transaction applied, as SQLite's
+    statement after the run does."""
+    entered = (
+        postgresql.insert(inbox)
+        .from_select(
+            list(_INBOX_COLUMNS),
+            select(
+                *(func.unnest(bindparam(name, type_=ARRAY(inbox.c[name].type))).label(name) for name in _INBOX_COLUMNS)
+            ),
+        )
+        .on_conflict_do_nothing(index_elements=[inbox.c.consumer, inbox.c.event_id])
+        .returning(inbox.c.event_id)
+        .cte("entered")
     )
-    .on_conflict_do_nothing(index_elements=[inbox.c.consumer, inbox.c.event_id])
-    .returning(inbox.c.event_id)
-)
+    settled = (
+        update(quarantine)
+        .where(
+            quarantine.c.consumer == bindparam("consumer_settling"),
+            quarantine.c.event_id == any_(bindparam("directed", type_=ARRAY(String))),
+            quarantine.c.event_id.in_(select(entered.c.event_id)),
+            quarantine.c.status == "quarantined",
+        )
+        .values(status="replayed", resolved_at=bindparam("settled_at"))
+        .cte("settled")
+    )
+    return select(entered.c.event_id).add_cte(settled)
+
+
+_ENTER_INBOX_ARRAYS = Direct(_enter_inbox_arrays())
+
+
+def _acknowledged(envelope: Envelope) -> bool:
+    """Whether applying ``envelope`` is answered with a receipt: a directed message that is not a receipt."""
+    return envelope.destprovince is not None and envelope.type != RECEIPT
+
 
 # Namespace of the ids of dead-letter copies (UUID 5 of the consumer group and the record's SHA-256).
 _DEAD_LETTER_IDS = uuid.UUID("6f1c3f0e-3b9a-5d4c-9a57-2d4c1b0e7a11")
@@ -775,7 +798,12 @@ class EventConsumer:
         ]
         dialect = session.get_bind().dialect.name
         if dialect == "postgresql":
-            columns = {name: [row[name] for row in rows] for name in _INBOX_COLUMNS}
+            columns: dict[str, Any] = {name: [row[name] for row in rows] for name in _INBOX_COLUMNS}
+            columns |= {
+                "consumer_settling": self.name,
+                "directed": [envelope.id for _, envelope in run if _acknowledged(envelope)],
+                "settled_at": now,
+            }
             return set((await _ENTER_INBOX_ARRAYS.execute(session, columns)).scalars())
         # many parameter sets for one statement: compiled once and cached, sent as multi-row INSERTs by the dialect
         result = await session.execute(_ENTER_INBOX[dialect], rows)
@@ -814,19 +842,20 @@ class EventConsumer:
 
     async def _acknowledge(self, session: AsyncSession, envelope: Envelope) -> None:
         """A directed message just applied: its receipt, and its quarantine row (if an earlier copy failed) to be
-        settled by :meth:`_settle` before the transaction ends."""
-        if envelope.destprovince is None or envelope.type == RECEIPT:
+        settled by :meth:`_settle` before the transaction ends (on PostgreSQL the inbox's entry settled it)."""
+        if not _acknowledged(envelope):
             return
         await send_receipt(session, self.outbox, envelope, ReceiptOutcome.APPLIED)
-        session.info.setdefault(_TO_SETTLE, []).append(envelope.id)
+        if session.get_bind().dialect.name != "postgresql":  # PostgreSQL's inbox entry settled it
+            session.info.setdefault(_TO_SETTLE, []).append(envelope.id)
 
     async def _settle(self, session: AsyncSession) -> None:
         """Settle the quarantine rows of earlier copies of the directed messages this transaction applied (a resent
         message that failed before, e.g. it came ahead of its predecessor): one statement for all of them."""
         settled = session.info.pop(_TO_SETTLE, None)
         if settled:
-            await _SETTLE_QUARANTINED.execute(
-                session,
+            await session.execute(
+                _SETTLE_QUARANTINED,
                 {
                     "settled_consumer": self.name,
                     "settled_events": settled,

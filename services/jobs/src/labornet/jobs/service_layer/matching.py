@@ -14,7 +14,8 @@ from collections.abc import Mapping, Sequence
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Row, bindparam, insert, or_, select, update
+from sqlalchemy import String, any_, bindparam, insert, or_, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from labornet.jobs.adapters.tables import match, subscription, webhook_delivery
@@ -30,6 +31,7 @@ from labornet.jobs.domain.subscriptions import (
 from labornet.jobs.domain.vacancy import Status
 from labornet.jobs.metrics import MATCHES
 from labornet.shared.db import for_each_dialect, on_commit, utcnow
+from labornet.shared.direct import Direct
 
 # what a webhook receives about the vacancy (no employer identifiers, no contact: the worker opens the vacancy)
 WEBHOOK_VACANCY_FIELDS = (
@@ -46,9 +48,8 @@ WEBHOOK_VACANCY_FIELDS = (
 )
 
 
-def criteria_of(row: Row[Any]) -> SubscriptionCriteria:
+def criteria_of(values: Mapping[str, Any]) -> SubscriptionCriteria:
     """The criteria of a stored subscription (validated when it was created, so not validated again)."""
-    values = row._mapping
     return SubscriptionCriteria.model_construct(
         occupation_codes=values["occupation_codes"],
         provinces=values["provinces"],
@@ -134,21 +135,21 @@ async def match_vacancies(
     # each vacancy is tested against the subscriptions for its province and occupation only
     subscribed = await _candidates(session, open_vacancies, subscription_id)
     index = CriteriaIndex((row, criteria_of(row)) for row in subscribed)
-    pairs: list[tuple[Row[Any], Mapping[str, Any]]] = []
+    pairs: list[tuple[Any, Mapping[str, Any]]] = []
     for vacancy in open_vacancies:
         accepts, vacancy_id = vacancy_matcher(vacancy), vacancy["id"]
         pairs.extend(
             (row, vacancy)
             for row, criteria in index.candidates(vacancy)
-            if accepts(criteria) and (row.id, vacancy_id) not in existing
+            if accepts(criteria) and (row["id"], vacancy_id) not in existing
         )
     if not pairs:
         return []
 
     rows = [
         {
-            "subscription_id": row.id,
-            "worker": row.worker,
+            "subscription_id": row["id"],
+            "worker": row["worker"],
             "vacancy_id": vacancy["id"],
             "vacancy_version": vacancy["version"],
             "vacancy_status": vacancy["status"],
@@ -162,20 +163,20 @@ async def match_vacancies(
 
     deliveries = [
         {
-            "match_id": created[row.id, vacancy["id"]],
-            "subscription_id": row.id,
-            "payload": webhook_payload(created[row.id, vacancy["id"]], row.id, vacancy),
+            "match_id": created[row["id"], vacancy["id"]],
+            "subscription_id": row["id"],
+            "payload": webhook_payload(created[row["id"], vacancy["id"]], row["id"], vacancy),
             "attempts": 0,
             "next_attempt_at": now,
         }
         for row, vacancy in pairs
-        if row.webhook_url and (row.id, vacancy["id"]) in created
+        if row["webhook_url"] and (row["id"], vacancy["id"]) in created
     ]
     if deliveries:
         await session.execute(insert(webhook_delivery), deliveries)
         wake_after_commit(session)
     if created:  # counted once the matches are durable: a handler rolled back and retried would count them twice
-        by_owner = Counter(vacancy["owner_province"] for row, vacancy in pairs if (row.id, vacancy["id"]) in created)
+        by_owner = Counter(vacancy["owner_province"] for row, vacancy in pairs if (row["id"], vacancy["id"]) in created)
         on_commit(session, lambda: _count_matches(by_owner))
     return sorted(created.values())
 
@@ -223,7 +224,7 @@ async def match_open_vacancies(
 
 async def _candidates(
     session: AsyncSession, vacancies: Sequence[Mapping[str, Any]], subscription_id: str | None
-) -> Sequence[Row[Any]]:
+) -> Sequence[Any]:
     """Active subscriptions that may accept one of ``vacancies`` by the criteria cheap to check in SQL (salary and
     target group); each pair is checked again in Python with the list criteria (prefixes, provinces, keywords),
     which is simpler than dialect-specific JSON queries and fast for thousands of rows."""
@@ -234,21 +235,28 @@ async def _candidates(
     if subscription_id is not None:
         parameters["subscription_id"] = subscription_id
     query = _CANDIDATES[bool(target_groups), subscription_id is not None]
-    return (await session.execute(query, parameters)).all()
+    return (await query.execute(session, parameters)).rows
 
 
-def _candidates_query(with_target_groups: bool, one_subscription: bool) -> Any:
-    query = select(subscription).where(
-        subscription.c.active.is_(True),
-        or_(subscription.c.min_salary.is_(None), subscription.c.min_salary <= bindparam("salary_max")),
-        or_(
-            subscription.c.target_group.is_(None),
-            subscription.c.target_group.in_(bindparam("target_groups", expanding=True)),
+def _candidates_query(with_target_groups: bool, one_subscription: bool) -> Direct:
+    """Run on the driver (ADR 38); the target groups an array on PostgreSQL."""
+
+    def build(groups: Any) -> Any:
+        query = select(subscription).where(
+            subscription.c.active.is_(True),
+            or_(subscription.c.min_salary.is_(None), subscription.c.min_salary <= bindparam("salary_max")),
+            or_(subscription.c.target_group.is_(None), groups)
+            if with_target_groups
+            else subscription.c.target_group.is_(None),
         )
-        if with_target_groups
-        else subscription.c.target_group.is_(None),
+        return query.where(subscription.c.id == bindparam("subscription_id")) if one_subscription else query
+
+    return Direct(
+        {
+            "postgresql": build(subscription.c.target_group == any_(bindparam("target_groups", type_=ARRAY(String)))),
+            "sqlite": build(subscription.c.target_group.in_(bindparam("target_groups", expanding=True))),
+        }
     )
-    return query.where(subscription.c.id == bindparam("subscription_id")) if one_subscription else query
 
 
 # The new matches, those already there left alone; their ids are returned

@@ -45,6 +45,7 @@ from labornet.jobs.domain.vacancy import (
 from labornet.jobs.service_layer.matching import match_vacancies, match_vacancy
 from labornet.shared.clock import today_in_china
 from labornet.shared.db import insert_of, update_of, update_parameters
+from labornet.shared.direct import Direct
 from labornet.shared.divisions import DivisionRegistry, InvalidDivision
 from labornet.shared.envelope import Envelope, json_fields
 from labornet.shared.inbox import Handler, RuleViolation, batched, check_version_continuity, describe
@@ -55,6 +56,8 @@ from labornet.shared.replica import check_owner, upsert_newer
 from labornet.shared.topics import events_topic
 
 log = logging.getLogger(__name__)
+# a vacancy published through the API: run on the driver (ADR 38)
+_INSERT_VACANCY = Direct(insert_of(vacancy))
 
 VACANCIES = Gauge("labornet_jobs_vacancies", "Vacancies held by this node, by state", ["owner_province", "state"])
 REPLICA_CHANGES = Counter(
@@ -144,7 +147,7 @@ class VacancyService:
         await self._check_brand(draft.brand_id)
         row = self.new_vacancy(draft)
         async with self.sessions() as session, session.begin():
-            await session.execute(insert_of(vacancy), row)
+            await _INSERT_VACANCY.execute(session, row)
             await self._emit(session, PUBLISHED, row, new=True)
         return row
 
@@ -336,21 +339,24 @@ async def apply_replica_rows(session: AsyncSession, rows: Sequence[dict[str, Any
     statement, and match them. The upsert itself keeps a held copy of a higher version (a concurrent writer)."""
     if not rows:
         return
-    await session.execute(_replica_upsert(session.get_bind().dialect.name, tuple(rows[0])), list(rows))
+    await _replica_upsert(tuple(rows[0])).executemany(session, rows)
     await match_vacancies(session, rows)
 
 
 @functools.lru_cache(maxsize=8)
-def _replica_upsert(dialect_name: str, columns: tuple[str, ...]) -> Any:
-    """The replica's upsert of rows with ``columns``, built once per dialect and set of columns (building it, its
-    ``excluded`` alias above all, costs more than running it for a run of a few events)."""
-    dialect = postgresql if dialect_name == "postgresql" else sqlite
-    statement = dialect.insert(vacancy)
-    return statement.on_conflict_do_update(
-        index_elements=[vacancy.c.id],
-        set_={name: statement.excluded[name] for name in columns if name != "id"},
-        where=vacancy.c.version < statement.excluded.version,
-    )
+def _replica_upsert(columns: tuple[str, ...]) -> Direct:
+    """The replica's upsert of rows with ``columns``, built once per set of columns (building it, its ``excluded``
+    alias above all, costs more than running it for a run of a few events); run on the driver (ADR 38)."""
+
+    def build(dialect: Any) -> Any:
+        statement = dialect.insert(vacancy)
+        return statement.on_conflict_do_update(
+            index_elements=[vacancy.c.id],
+            set_={name: statement.excluded[name] for name in columns if name != "id"},
+            where=vacancy.c.version < statement.excluded.version,
+        )
+
+    return Direct({"postgresql": build(postgresql), "sqlite": build(sqlite)})
 
 
 async def apply_replica_row(session: AsyncSession, row: dict[str, Any]) -> str:
