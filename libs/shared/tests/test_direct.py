@@ -162,11 +162,20 @@ async def test_the_engines_listeners_see_statements_run_on_the_driver(database_u
         async with sessionmaker(engine)() as session, session.begin():
             await INSERT.execute(session, ROW)
             await INSERT.executemany(session, [{**ROW, "id": "b"}, {**ROW, "id": "c"}])
+            await INSERT.executemany(session, [{**ROW, "id": "d"}])
+        async with sessionmaker(engine)() as session:
+            written = sorted((await session.execute(select(sample.c.id))).scalars())
     finally:
         event.remove(engine.sync_engine, "before_cursor_execute", record)
         await engine.dispose()
+    assert written == ["a", "b", "c", "d"]
     inserts = [entry for entry in seen if entry[0].startswith("INSERT INTO direct_sample")]
-    assert inserts == [("INSERT INTO direct_sample", False), ("INSERT INTO direct_sample", True)]
+    # a batch of one row goes as one statement, as through the session (on the driver cheaper than a batch)
+    assert inserts == [
+        ("INSERT INTO direct_sample", False),
+        ("INSERT INTO direct_sample", True),
+        ("INSERT INTO direct_sample", False),
+    ]
 
 
 async def test_a_parameter_not_given_is_refused_before_anything_runs(database_url: str) -> None:
