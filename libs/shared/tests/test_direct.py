@@ -48,6 +48,7 @@ sample = Table(
     Column("blob", LargeBinary, nullable=True),
     Column("version", Integer, nullable=False, default=1),
     Column("note", String(50), nullable=True, default=lambda: "written"),
+    Column("extra", JSON, nullable=True),
 )
 
 INSERT = Direct(insert(sample))
@@ -97,6 +98,23 @@ async def test_rows_read_on_the_driver_are_the_rows_the_session_reads(database_u
     assert got["doc"] == ROW["doc"] and as_utc(got["at"]) == AT and got["amount"] == Decimal("1234.50")
     assert (got["flag"], got["version"], got["note"]) == (False, 1, "written")
     assert [tuple(r) for r in many] == [("a", False, ROW["doc"]), ("b", True, ROW["doc"]), ("c", False, [])]
+
+
+async def test_none_is_written_as_the_session_writes_it(database_url: str) -> None:
+    """A JSON column given None holds JSON's null (SQLAlchemy's default), not SQL's NULL, whichever path wrote it: a
+    query on ``IS NULL`` finds the rows of both alike."""
+    engine = await sample_engine(database_url)
+    try:
+        async with sessionmaker(engine)() as session, session.begin():
+            await INSERT.execute(session, {**ROW, "id": "direct", "extra": None, "day": None})
+            await session.execute(insert(sample), {**ROW, "id": "session", "extra": None, "day": None})
+        async with sessionmaker(engine)() as session:
+            null_json = (await session.execute(select(sample.c.id).where(sample.c.extra.is_(None)))).scalars()
+            null_day = (await session.execute(select(sample.c.id).where(sample.c.day.is_(None)))).scalars()
+            found = sorted(null_json), sorted(null_day)
+    finally:
+        await engine.dispose()
+    assert found == ([], ["direct", "session"])
 
 
 async def test_a_statement_on_the_driver_is_part_of_the_sessions_transaction(database_url: str) -> None:

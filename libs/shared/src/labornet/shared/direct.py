@@ -111,7 +111,8 @@ class _Plan:
                 value = fixed()
             else:
                 raise KeyError(f"statement parameter {name!r} was not given")
-            arguments.append(processor(value) if processor is not None and value is not None else value)
+            # None too, as SQLAlchemy does: a JSON column writes it as JSON's null, not SQL's NULL
+            arguments.append(processor(value) if processor is not None else value)
         return arguments
 
     async def result_processors(self, driver: Any, dialect: Dialect) -> list[Callable[[Any], Any] | None]:
