@@ -110,11 +110,9 @@ INBOX_RUNS_SPLIT = Counter(
     ["service"],
 )
 
-
 # The directed messages a transaction applied: the quarantine rows of earlier copies that failed, if any, are
 # settled, all of them with one statement before the commit (built once: it runs with every transaction that applied
-# a directed message)
-# a directed message (SQLite; on PostgreSQL the inbox's entry settles them, below)
+# a directed message). SQLite's; on PostgreSQL the inbox's entry of the run settles them (below).
 _SETTLE_QUARANTINED = update(quarantine).where(
     quarantine.c.consumer == bindparam("settled_consumer"),
     quarantine.c.event_id.in_(bindparam("settled_events", expanding=True)),
