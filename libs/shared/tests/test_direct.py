@@ -210,14 +210,27 @@ async def test_a_parameter_not_given_is_refused_before_anything_runs(database_ur
         await engine.dispose()
 
 
-@pytest.mark.parametrize("db_backend", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True)
-async def test_a_list_in_IN_needs_the_array_form_on_postgresql(database_url: str) -> None:
+async def test_a_list_in_IN_answers_as_through_the_session(database_url: str) -> None:
+    """``IN (:list)`` runs on PostgreSQL as ``= ANY(:array)``, one statement whatever the list's length: the rows of a
+    list of several ids, of one and of none are those the session finds. An expanding parameter anywhere else
+    (``NOT IN``) is refused on the driver, before anything runs."""
     engine = await sample_engine(database_url)
-    listed = Direct(select(sample.c.id).where(sample.c.id.in_(bindparam("ids", expanding=True))))
+    listed = Direct(select(sample.c.id).where(sample.c.id.in_(bindparam("ids", expanding=True))).order_by(sample.c.id))
+    seen: list[str] = []
+    event.listen(engine.sync_engine, "before_cursor_execute", lambda *args: seen.append(args[2]))
     try:
+        async with sessionmaker(engine)() as session, session.begin():
+            await INSERT.executemany(session, [{**ROW, "id": name} for name in ("a", "b", "c")])
         async with sessionmaker(engine)() as session:
-            with pytest.raises(TypeError, match="expanding parameters"):
-                await listed.execute(session, {"ids": ["a"]})
+            for ids in (["c", "a", "x"], ["b"], []):
+                direct = [row["id"] for row in (await listed.execute(session, {"ids": ids})).rows]
+                through_session = (await session.execute(listed.statement, {"ids": ids})).scalars().all()  # type: ignore[arg-type]
+                assert direct == list(through_session) == sorted(set(ids) & {"a", "b", "c"})
+            if engine.dialect.name == "postgresql":
+                assert any("= ANY" in statement for statement in seen)
+                unlisted = Direct(select(sample.c.id).where(sample.c.id.not_in(bindparam("ids", expanding=True))))
+                with pytest.raises(TypeError, match="expanding parameters"):
+                    await unlisted.execute(session, {"ids": ["a"]})
     finally:
         await engine.dispose()
 

@@ -22,11 +22,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import any_, bindparam
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.exc import NoResultFound
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
-from sqlalchemy.sql import Executable
+from sqlalchemy.sql import Executable, operators, visitors
+from sqlalchemy.sql.elements import BinaryExpression, BindParameter
 from sqlalchemy.util import await_only, greenlet_spawn
 
 DIRECT_DIALECTS = frozenset({"postgresql"})
@@ -58,10 +61,24 @@ class Rows:
         return [next(iter(row.values())) for row in self.rows]
 
 
+def _list_as_array(element: Any, **_: Any) -> Any:
+    """``column IN (:list)`` (an expanding parameter, rendered by SQLAlchemy for each length of the list) as
+    ``column = ANY(:list)``, one array parameter: one statement whatever the length, as the driver runs it."""
+    if (
+        isinstance(element, BinaryExpression)
+        and element.operator is operators.in_op
+        and isinstance(element.right, BindParameter)
+        and element.right.expanding
+    ):
+        return element.left == any_(bindparam(element.right.key, type_=ARRAY(element.left.type)))
+    return None
+
+
 class _Plan:
     """A statement compiled for one dialect and one set of parameter names."""
 
     def __init__(self, statement: Any, dialect: Dialect, names: frozenset[str] | None) -> None:
+        statement = visitors.replacement_traverse(statement, {}, _list_as_array)
         compiled = statement.compile(
             dialect=dialect, column_keys=sorted(names) if names is not None else None, for_executemany=True
         )
@@ -69,7 +86,7 @@ class _Plan:
             raise TypeError(f"{dialect.name}: only positional parameters are supported")
         expanding = [name for name, bind in compiled.binds.items() if bind.expanding]
         if expanding:
-            raise TypeError(f"expanding parameters ({', '.join(expanding)}) need SQLAlchemy: use the session")
+            raise TypeError(f"expanding parameters ({', '.join(expanding)}) outside `IN` need SQLAlchemy")
         self.sql: str = compiled.string
         self.returns_rows = bool(compiled.returning) or bool(getattr(statement, "is_select", False))
         # per position: (the parameter's name, its value when not given, its conversion)
@@ -134,7 +151,7 @@ class Direct:
     UPDATE of a whole table the columns given are those set, as with the session (a plan per set of names)."""
 
     def __init__(self, statement: Executable | Mapping[str, Executable]) -> None:
-        # one statement, or one per dialect (``for_each_dialect``; PostgreSQL's IN of a list as ``= ANY(array)``)
+        # one statement, or one per dialect (``for_each_dialect``: an INSERT's ON CONFLICT)
         self.statements: Mapping[str, Executable] | None = statement if isinstance(statement, Mapping) else None
         self.statement: Executable | None = None if isinstance(statement, Mapping) else statement
         self._plans: dict[tuple[str, frozenset[str] | None], _Plan] = {}

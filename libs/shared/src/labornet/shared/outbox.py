@@ -26,9 +26,8 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer, TopicPartition
 from prometheus_client import Counter, Gauge
-from sqlalchemy import BigInteger, and_, any_, bindparam, case, delete, func, literal, or_, select, update
+from sqlalchemy import BigInteger, and_, bindparam, case, delete, func, literal, or_, select, update
 from sqlalchemy import event as sa_event
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session, SessionTransaction
 
@@ -357,34 +356,23 @@ class Outbox:
 
 
 # parameters named unlike any column: a parameter named after a column of the table sets that column; run on the
-# driver (ADR 38), the ids an array on PostgreSQL
-_SENT_IDS = {
-    "postgresql": outbox.c.id == any_(bindparam("sent_ids", type_=ARRAY(BigInteger))),
-    "sqlite": outbox.c.id.in_(bindparam("sent_ids", expanding=True)),
-}
+# driver (ADR 38)
+_SENT_IDS = outbox.c.id.in_(bindparam("sent_ids", expanding=True))
 # rows sent, none of them a directed message; or all the directed ones sent as often before (the usual case)
-_MARK_SENT = Direct(
-    {
-        dialect: update(outbox).where(sent).values(sent_at=bindparam("sent_time"), resend_at=None)
-        for dialect, sent in _SENT_IDS.items()
-    }
-)
+_MARK_SENT = Direct(update(outbox).where(_SENT_IDS).values(sent_at=bindparam("sent_time"), resend_at=None))
 _MARK_SENT_AWAITING = Direct(
-    {
-        dialect: update(outbox)
-        .where(sent)
-        .values(
-            sent_at=bindparam("sent_time"),
-            resend_at=case(
-                (
-                    outbox.c.expects_receipt.is_(True) & (outbox.c.resends == bindparam("sent_resends")),
-                    bindparam("receipt_due", type_=outbox.c.resend_at.type),
-                ),
-                else_=None,
+    update(outbox)
+    .where(_SENT_IDS)
+    .values(
+        sent_at=bindparam("sent_time"),
+        resend_at=case(
+            (
+                outbox.c.expects_receipt.is_(True) & (outbox.c.resends == bindparam("sent_resends")),
+                bindparam("receipt_due", type_=outbox.c.resend_at.type),
             ),
-        )
-        for dialect, sent in _SENT_IDS.items()
-    }
+            else_=None,
+        ),
+    )
 )
 
 

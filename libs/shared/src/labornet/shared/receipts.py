@@ -22,12 +22,10 @@ import logging
 from collections.abc import Sequence
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
 
 from prometheus_client import Counter
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import String, any_, bindparam, update
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import bindparam, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from labornet.shared.db import outbox, utcnow
@@ -102,26 +100,16 @@ async def apply_receipt(session: AsyncSession, envelope: Envelope, service: str)
 
 # built once (it runs for every receipt); parameters of the WHERE clause are named unlike any column of the outbox,
 # the SET clause's after the columns they set
-def _acknowledge(acknowledged: Any) -> Any:
-    return (
-        update(outbox)
-        .where(
-            acknowledged,
-            outbox.c.destination == bindparam("receipt_from"),
-            outbox.c.expects_receipt.is_(True),
-            outbox.c.acked_at.is_(None),
-        )
-        .values(resend_at=None)
-        .returning(outbox.c.event_id)
+_ACKNOWLEDGE = Direct(  # run on the driver (ADR 38)
+    update(outbox)
+    .where(
+        outbox.c.event_id.in_(bindparam("acknowledged", expanding=True)),
+        outbox.c.destination == bindparam("receipt_from"),
+        outbox.c.expects_receipt.is_(True),
+        outbox.c.acked_at.is_(None),
     )
-
-
-# run on the driver (ADR 38), the list of ids as an array on PostgreSQL
-_ACKNOWLEDGE = Direct(
-    {
-        "postgresql": _acknowledge(outbox.c.event_id == any_(bindparam("acknowledged", type_=ARRAY(String)))),
-        "sqlite": _acknowledge(outbox.c.event_id.in_(bindparam("acknowledged", expanding=True))),
-    }
+    .values(resend_at=None)
+    .returning(outbox.c.event_id)
 )
 
 

@@ -14,8 +14,7 @@ from collections.abc import Mapping, Sequence
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import String, any_, bindparam, insert, or_, select, update
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import bindparam, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from labornet.jobs.adapters.tables import match, subscription, webhook_delivery
@@ -239,24 +238,18 @@ async def _candidates(
 
 
 def _candidates_query(with_target_groups: bool, one_subscription: bool) -> Direct:
-    """Run on the driver (ADR 38); the target groups an array on PostgreSQL."""
-
-    def build(groups: Any) -> Any:
-        query = select(subscription).where(
-            subscription.c.active.is_(True),
-            or_(subscription.c.min_salary.is_(None), subscription.c.min_salary <= bindparam("salary_max")),
-            or_(subscription.c.target_group.is_(None), groups)
-            if with_target_groups
-            else subscription.c.target_group.is_(None),
+    query = select(subscription).where(
+        subscription.c.active.is_(True),
+        or_(subscription.c.min_salary.is_(None), subscription.c.min_salary <= bindparam("salary_max")),
+        or_(
+            subscription.c.target_group.is_(None),
+            subscription.c.target_group.in_(bindparam("target_groups", expanding=True)),
         )
-        return query.where(subscription.c.id == bindparam("subscription_id")) if one_subscription else query
-
-    return Direct(
-        {
-            "postgresql": build(subscription.c.target_group == any_(bindparam("target_groups", type_=ARRAY(String)))),
-            "sqlite": build(subscription.c.target_group.in_(bindparam("target_groups", expanding=True))),
-        }
+        if with_target_groups
+        else subscription.c.target_group.is_(None),
     )
+    # run on the driver (ADR 38)
+    return Direct(query.where(subscription.c.id == bindparam("subscription_id")) if one_subscription else query)
 
 
 # The new matches, those already there left alone; their ids are returned
