@@ -12,7 +12,7 @@ import contextlib
 import functools
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,7 @@ from labornet.shared.keys import NodeKeys
 from labornet.shared.outbox import Outbox, OutboxRelay, decode_headers, resend_delay
 from labornet.shared.receipts import RECEIPT, Receipt, ReceiptOutcome, apply_receipt, apply_receipts
 from labornet.shared.settings import Settings
-from labornet.shared.signing import Signer, TrustListFile
+from labornet.shared.signing import SignatureRejected, Signer, TrustListFile
 from labornet.shared.testing import eventually, outbox_events, platform_engine
 from labornet.shared.topics import deadletter_topic, events_topic, inbox_topic, stream_id
 
@@ -59,10 +59,15 @@ async def holds(check: Callable[[], Awaitable[bool]], for_s: float, interval_s: 
 
 
 def signed_receipt(
-    keys: NodeKeys, service: str, letter_id: str, outcome: ReceiptOutcome = ReceiptOutcome.APPLIED
+    keys: NodeKeys,
+    service: str,
+    letter_id: str,
+    outcome: ReceiptOutcome = ReceiptOutcome.APPLIED,
+    to: str = SENDER,
 ) -> Envelope:
-    """A receipt for letter ``letter_id`` that the province of ``keys`` signs and sends to Sichuan's inbox."""
-    province, topic = keys.province, inbox_topic(SENDER, service)
+    """A receipt for letter ``letter_id`` that the province of ``keys`` signs and sends to the inbox of ``to``
+    (Sichuan's unless told)."""
+    province, topic = keys.province, inbox_topic(to, service)
     receipt = Receipt(event_id=letter_id, event_type=CONTACT_LETTER, outcome=outcome, received_at=utcnow())
     return Signer.from_file(keys.signing_key, province).sign(
         Envelope(
@@ -72,7 +77,7 @@ def signed_receipt(
             time=datetime.now(UTC),
             partitionkey=letter_id,
             originprovince=province,
-            destprovince=SENDER,
+            destprovince=to,
             stream=stream_id(province, topic),
             streamseq=1,
             schemaversion=1,
@@ -82,19 +87,37 @@ def signed_receipt(
     )
 
 
+ANSWER = "org.labornet.insurance.transfer.information-sheet.v1"
+
+
 class Letters:
-    """Zhejiang's handler of contact letters; a letter marked ``unreadable`` fails until ``cured``."""
+    """Zhejiang's handler of contact letters; a letter marked ``unreadable`` fails until ``cured``. With an
+    ``answering`` outbox it answers each letter (or only the first of a transaction, ``answer_once``) with a directed
+    message to the letter's sender, in the same transaction, as a province that sends the information sheet at once
+    does."""
 
     def __init__(self) -> None:
         self.applied: list[str] = []
         self.failures = 0
         self.cured = False
+        self.answering: Outbox | None = None
+        self.answer_once = False
 
-    async def receive(self, _session: AsyncSession, envelope: Envelope) -> None:
+    async def receive(self, session: AsyncSession, envelope: Envelope) -> None:
         if envelope.json().get("unreadable") and not self.cured:
             self.failures += 1
             raise ValueError("the contact letter names no insured person")
         self.applied.append(envelope.id)
+        if self.answering is not None and not (self.answer_once and session.info.get("answered")):
+            session.info["answered"] = True
+            self.answering.queue(
+                session,
+                topic=inbox_topic(envelope.originprovince, self.answering.service),
+                event_type=ANSWER,
+                key=envelope.partitionkey,
+                destination=envelope.originprovince,
+                data={"answers": envelope.id},
+            )
 
 
 @dataclass
@@ -151,6 +174,7 @@ class Bus:
     receiver: Province
     letters: Letters
     bootstrap: str
+    trust_list: Path
 
     def sent(self, outcome: str) -> float:
         return metric("labornet_receipts_total", service=self.service, direction="sent", outcome=outcome) or 0.0
@@ -212,7 +236,14 @@ async def bus(
             built.append(provinces[code])
         topics = [inbox_topic(code, service) for code in (SENDER, RECEIVER, THIRD)]
         await ensure_topics(settings, [*topics, *(deadletter_topic(code, service) for code in (SENDER, RECEIVER))])
-        return Bus(service, provinces[SENDER], provinces[RECEIVER], letters, kafka_broker.bootstrap_servers)
+        return Bus(
+            service,
+            provinces[SENDER],
+            provinces[RECEIVER],
+            letters,
+            kafka_broker.bootstrap_servers,
+            federation_dir / "trust-list.json",
+        )
 
     yield build
     for province in built:
@@ -440,8 +471,9 @@ async def test_the_relay_writes_the_doubling_wait_and_stops_at_the_receipt(
 async def test_receipts_of_a_run_acknowledge_as_they_would_one_by_one(
     bus: BusFactory, node_keys: dict[str, NodeKeys]
 ) -> None:
-    """The receipts of an inbox run go in with a statement per group (one sender, one outcome); the first receipt of
-    a letter wins as it would alone, a receipt from a province the letter was not sent to matches nothing."""
+    """The receipts of an inbox run go in with one statement per sender and outcome, however they are interleaved;
+    the first receipt a sender gives for a letter wins as it would alone (a later one, even with another outcome,
+    matches nothing), a receipt from a province the letter was not sent to matches nothing."""
     federation = await bus()
     sender, service = federation.sender, federation.service
     letters = [await sender.send_letter(RECEIVER) for _ in range(4)]
@@ -455,11 +487,62 @@ async def test_receipts_of_a_run_acknowledge_as_they_would_one_by_one(
         signed_receipt(receiver, service, letters[2].id),  # the duplicate's came first
         signed_receipt(receiver, service, letters[3].id, ReceiptOutcome.REJECTED),
     ]
-    async with sessionmaker(sender.engine)() as session, session.begin():
-        matched = await apply_receipts(session, run, service)
+    sent: list[str] = []
+
+    def statement(_conn: object, _cursor: object, text: str, *_args: object) -> None:
+        sent.append(" ".join(text.split()).upper())
+
+    event.listen(sender.engine.sync_engine, "before_cursor_execute", statement)
+    try:
+        async with sessionmaker(sender.engine)() as session, session.begin():
+            matched = await apply_receipts(session, run, service)
+    finally:
+        event.remove(sender.engine.sync_engine, "before_cursor_execute", statement)
     assert matched == [True, True, False, False, True, False, True]  # in order
     outcomes = [(await sender.row(letter.id)).receipt_outcome for letter in letters]
     assert outcomes == ["applied", "applied", "duplicate", "rejected"]
+    # Zhejiang applied, Chongqing applied, Zhejiang duplicate, Zhejiang rejected: four statements for seven receipts
+    assert len([s for s in sent if s.startswith("UPDATE OUTBOX")]) == 4, sent
+
+
+async def test_receipts_between_the_letters_of_a_run_go_in_with_one_statement_after_them(
+    bus: BusFactory, node_keys: dict[str, NodeKeys]
+) -> None:
+    """A run that brings letters and, between them, receipts for letters the node sent (as answers and their
+    receipts come keyed alike): every letter is applied and answered, every receipt acknowledges its letter, and the
+    receipts take one statement for the run instead of one each."""
+    federation = await bus()
+    sender, receiver, service = federation.sender, federation.receiver, federation.service
+    incoming = [await sender.send_letter(RECEIVER) for _ in range(3)]  # to Zhejiang
+    outgoing = [await receiver.send_letter(SENDER) for _ in range(3)]  # Zhejiang's own, awaiting Sichuan's receipts
+    receipts = [signed_receipt(node_keys[SENDER], service, e.id, to=RECEIVER) for e in outgoing]
+    interleaved = [envelope for pair in zip(incoming, receipts, strict=True) for envelope in pair]
+    topic = inbox_topic(RECEIVER, service)
+    run = [
+        (ConsumerRecord(topic, 0, 40 + n, 0, 0, None, b"", None, 1, 1, ()), envelope)
+        for n, envelope in enumerate(interleaved)
+    ]
+
+    sent: list[str] = []
+
+    def statement(_conn: object, _cursor: object, text: str, *_args: object) -> None:
+        sent.append(" ".join(text.split()).upper())
+
+    event.listen(receiver.engine.sync_engine, "before_cursor_execute", statement)
+    try:
+        assert await receiver.consumer._apply_run(run)
+    finally:
+        event.remove(receiver.engine.sync_engine, "before_cursor_execute", statement)
+    assert federation.letters.applied == [e.id for e in incoming]  # in order
+    assert [(await receiver.row(e.id)).receipt_outcome for e in outgoing] == ["applied"] * 3
+    assert len([s for s in sent if s.startswith("UPDATE OUTBOX")]) == 1, sent
+    answered = [
+        Receipt.model_validate_json(e.data).event_id
+        for e in (await outbox_events(receiver.engine))[0]
+        if e.type == RECEIPT
+    ]
+    assert answered == [e.id for e in incoming]
+    assert await receiver.count(inbox) == 6
 
 
 async def test_the_purge_keeps_letters_awaiting_a_receipt_and_deletes_old_acknowledged_ones(bus: BusFactory) -> None:
@@ -616,3 +699,145 @@ async def test_the_earlier_failed_copies_of_a_run_s_letters_are_settled_together
         if e.type == RECEIPT
     }
     assert answered == {e.id for e in letters}
+
+
+def delivered_to(province: str, service: str, envelopes: list[Envelope], offset: int) -> list[Any]:
+    """The records a run at ``province`` brings for ``envelopes`` (only their position is read from the record)."""
+    topic = inbox_topic(province, service)
+    return [
+        (ConsumerRecord(topic, 0, offset + n, 0, 0, None, b"", None, 1, 1, ()), envelope)
+        for n, envelope in enumerate(envelopes)
+    ]
+
+
+async def test_an_answer_carries_the_acknowledgement_of_the_letter_it_answers_instead_of_a_receipt(
+    bus: BusFactory,
+) -> None:
+    """A letter answered in the transaction that applied it (Sichuan's information sheet to Zhejiang's letter) is
+    acknowledged by the answer: the answer lists the letter in its signed ``ce_acknowledges``, no receipt is written
+    for it, and when the letter's sender applies the answer the letter is acknowledged as applied and never resent.
+    The answer, which nothing answers, still gets its receipt."""
+    federation = await bus()
+    sender, receiver, service = federation.sender, federation.receiver, federation.service
+    federation.letters.answering = receiver.outbox
+    letters = [await sender.send_letter(RECEIVER) for _ in range(3)]
+    assert all(letter.extra == {"ackinanswer": "true"} for letter in letters)
+
+    assert await receiver.consumer._apply_run(delivered_to(RECEIVER, service, letters, 0))
+    written = (await outbox_events(receiver.engine))[0]
+    assert [e.type for e in written] == [ANSWER] * 3, "answers only: no receipt beside them"
+    assert [e.extra.get("acknowledges") for e in written] == [letter.id for letter in letters]
+    assert all(e.extra.get("ackinanswer") == "true" for e in written)
+    trust = TrustListFile(federation.trust_list)
+    for answer in written[1:]:  # the list is covered by the signature: a changed list does not verify
+        trust.verify(answer)
+        forged = replace(answer, extra={**answer.extra, "acknowledges": letters[0].id})
+        with pytest.raises(SignatureRejected):
+            trust.verify(forged)
+
+    answered: list[str] = []
+
+    async def take_answer(_session: AsyncSession, envelope: Envelope) -> None:
+        answered.append(envelope.id)
+
+    sender.consumer.handlers[ANSWER] = take_answer
+    before = federation.received("applied")
+    # the first answer alone (a run of one record takes the single path), the other two as a run
+    ((record, envelope),) = delivered_to(SENDER, service, written[:1], 0)
+    assert (await sender.consumer.handle(record, envelope)).status == "applied"
+    assert await sender.consumer._apply_run(delivered_to(SENDER, service, written[1:], 1))
+    assert answered == [e.id for e in written]
+    rows = [await sender.row(letter.id) for letter in letters]
+    assert [row.receipt_outcome for row in rows] == ["applied"] * 3
+    assert all(row.acked_at is not None and row.resend_at is None for row in rows)
+    assert federation.received("applied") == before + 3
+    async with sessionmaker(sender.engine)() as session, session.begin():
+        await session.execute(update(outbox).values(resend_at=utcnow() - timedelta(days=1)))
+    assert await sender.relay.resend_unacknowledged() == 0, "an acknowledged letter was queued again"
+    # the answers themselves were answered by nothing: Sichuan's receipts for them
+    receipts = [e for e in (await outbox_events(sender.engine))[0] if e.type == RECEIPT]
+    assert sorted(Receipt.model_validate_json(e.data).event_id for e in receipts) == sorted(e.id for e in written)
+
+
+async def test_a_letter_whose_sender_reads_no_acknowledgement_in_answers_gets_its_receipt(
+    bus: BusFactory, node_keys: dict[str, NodeKeys]
+) -> None:
+    """A letter from a node of an earlier release (no ``ce_ackinanswer``) is answered as before: its receipt is
+    written beside the answer, and the answer lists nothing; a duplicate copy gets a duplicate receipt either way."""
+    federation = await bus()
+    sender, receiver, service = federation.sender, federation.receiver, federation.service
+    federation.letters.answering = receiver.outbox
+    letter = await sender.send_letter(RECEIVER)
+    signer = Signer.from_file(node_keys[SENDER].signing_key, SENDER)
+    earlier = signer.sign(replace(letter, extra={}))  # as an earlier release signs it
+
+    assert await receiver.consumer._apply_run(delivered_to(RECEIVER, service, [earlier, earlier], 0))
+    written = (await outbox_events(receiver.engine))[0]
+    assert sorted(e.type for e in written) == sorted([ANSWER, RECEIPT, RECEIPT])
+    assert all("acknowledges" not in e.extra for e in written)
+    outcomes = sorted(Receipt.model_validate_json(e.data).outcome for e in written if e.type == RECEIPT)
+    assert outcomes == [ReceiptOutcome.APPLIED, ReceiptOutcome.DUPLICATE]
+
+
+async def test_an_acknowledgement_from_a_province_the_letter_was_not_sent_to_matches_nothing(
+    bus: BusFactory, node_keys: dict[str, NodeKeys]
+) -> None:
+    """Chongqing, a member of the federation, signs a message to Sichuan that lists a letter Sichuan sent to
+    Zhejiang: the letter stays unacknowledged (only its destination acknowledges it), counted as unmatched."""
+    federation = await bus()
+    sender, service = federation.sender, federation.service
+    letter = await sender.send_letter(RECEIVER)
+    topic = inbox_topic(SENDER, service)
+    claim = Signer.from_file(node_keys[THIRD].signing_key, THIRD).sign(
+        Envelope(
+            id=new_event_id(),
+            source=event_source(THIRD, service),
+            type=ANSWER,
+            time=datetime.now(UTC),
+            partitionkey=letter.partitionkey,
+            originprovince=THIRD,
+            destprovince=SENDER,
+            stream=stream_id(THIRD, topic),
+            streamseq=1,
+            schemaversion=1,
+            data=encode_data({"answers": letter.id}),
+            extra={"acknowledges": letter.id},
+        )
+    )
+
+    async def take_answer(_session: AsyncSession, _envelope: Envelope) -> None:
+        return None
+
+    sender.consumer.handlers[ANSWER] = take_answer
+    before = federation.received("unmatched")
+    assert await sender.consumer._apply_run(delivered_to(SENDER, service, [claim], 0))
+    row = await sender.row(letter.id)
+    assert (row.acked_at, row.receipt_outcome) == (None, None)
+    assert federation.received("unmatched") == before + 1
+
+
+async def test_one_answer_carries_at_most_a_hundred_acknowledgements_and_the_rest_go_as_receipts(
+    bus: BusFactory,
+) -> None:
+    """A run of 120 letters answered by one message (the handler answers the first letter of the transaction
+    only): the answer lists the first hundred, and the other twenty get receipts; all 120 are acknowledged."""
+    federation = await bus()
+    sender, receiver, service = federation.sender, federation.receiver, federation.service
+    federation.letters.answering = receiver.outbox
+    federation.letters.answer_once = True
+    letters = [await sender.send_letter(RECEIVER) for _ in range(120)]
+
+    assert await receiver.consumer._apply_run(delivered_to(RECEIVER, service, letters, 0))
+    written = (await outbox_events(receiver.engine))[0]
+    (answer,) = [e for e in written if e.type == ANSWER]
+    assert answer.extra["acknowledges"].split() == [letter.id for letter in letters[:100]]
+    receipts = [Receipt.model_validate_json(e.data).event_id for e in written if e.type == RECEIPT]
+    assert receipts == [letter.id for letter in letters[100:]]
+
+    async def take_answer(_session: AsyncSession, _envelope: Envelope) -> None:
+        return None
+
+    sender.consumer.handlers[ANSWER] = take_answer
+    run = [answer, *(e for e in written if e.type == RECEIPT)]
+    assert await sender.consumer._apply_run(delivered_to(SENDER, service, run, 0))
+    assert [(await sender.row(letter.id)).receipt_outcome for letter in letters] == ["applied"] * 120

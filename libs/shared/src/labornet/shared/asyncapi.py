@@ -28,6 +28,7 @@ from pydantic.json_schema import models_json_schema
 
 from labornet.shared.contracts import EventContract
 from labornet.shared.envelope import CE_PREFIX, CONTENT_TYPE_HEADER, JSON_CONTENT_TYPE, SPECVERSION
+from labornet.shared.outbox import ACK_IN_ANSWER, ACKNOWLEDGES, ACKNOWLEDGES_MAX
 from labornet.shared.receipts import RECEIPT, Receipt
 from labornet.shared.topics import PREFIX
 
@@ -78,7 +79,9 @@ quarantines it.
 **Directed messages and receipts.** A message on an `inbox` channel is addressed to one province and read by it
 only (Kafka ACLs on topic names). Its receiver answers it with a signed receipt
 (`{RECEIPT}`) on the sender's inbox, written in the transaction that applied it; the sender publishes the
-message again, with backoff, until the receipt comes, so receivers drop repeats by `ce_id` (ADR 0009).
+message again, with backoff, until the receipt comes, so receivers drop repeats by `ce_id` (ADR 0009). A message
+marked `ce_ackinanswer` may instead be acknowledged by the answer its receiver sends in the same transaction, which
+lists it in `ce_acknowledges` (ADR 0039).
 
 **Versions.** An event type ends in `.v<N>`; a breaking change of the data is a new type, an additive one raises
 `ce_schemaversion`, and receivers ignore fields they do not know. Consumers dispatch on the exact `ce_type`."""
@@ -150,6 +153,20 @@ def _ce_headers(service: str, channel: str) -> dict[str, Any]:
             pattern=f"^{province}$",
         )
         required.append(CE_PREFIX + "destprovince")
+        uuid = UUID_PATTERN.strip("^$")
+        properties[CE_PREFIX + ACK_IN_ANSWER] = _header(
+            "on a message that expects a receipt: its sender also takes acknowledgements carried by answers, so a "
+            "receiver that answers it (a directed message to the sender on the same service) in the transaction "
+            "that applied it may list its `ce_id` in the answer's `ce_acknowledges` instead of sending a receipt "
+            "(ADR 0039)",
+            const="true",
+        )
+        properties[CE_PREFIX + ACKNOWLEDGES] = _header(
+            f"space-separated `ce_id`s (at most {ACKNOWLEDGES_MAX}) of messages from the destination province that "
+            "the sender applied in the transaction that wrote this message; each acknowledged as a receipt with "
+            "outcome `applied` would acknowledge it (ADR 0039)",
+            pattern=f"^{uuid}( {uuid}){{0,{ACKNOWLEDGES_MAX - 1}}}$",
+        )
         schema["description"] = (
             "CloudEvents Kafka binary-mode headers of a directed message (UTF-8 strings). Other `ce_` extensions "
             "may follow; they are covered by the signature."

@@ -60,7 +60,15 @@ from labornet.shared.observability import (
     current_traceparent,
 )
 from labornet.shared.outbox import Outbox, decode_headers, encode_headers, record_fingerprint
-from labornet.shared.receipts import RECEIPT, ReceiptOutcome, apply_receipts, init_receipt_metrics, send_receipt
+from labornet.shared.receipts import (
+    RECEIPT,
+    ReceiptOutcome,
+    acknowledged_in,
+    apply_answers,
+    apply_receipts,
+    init_receipt_metrics,
+    send_receipt,
+)
 from labornet.shared.settings import Settings
 from labornet.shared.signing import SignatureRejected, TrustListFile
 from labornet.shared.topics import is_inbox_topic
@@ -703,6 +711,12 @@ class EventConsumer:
             async with self.sessions() as session, session.begin():
                 fresh = await self._enter_inbox(session, run)
                 group: list[Envelope] = []  # consecutive new events whose handler takes several at once
+                # receipts only acknowledge rows of this node's outbox, which no handler reads: the run's receipts,
+                # and the acknowledgements its answers carry (ADR 39), go in together after its messages, one
+                # statement per sender and outcome, where taken between the messages they came with they cost one
+                # each
+                receipts: list[Envelope] = []
+                answers: list[Envelope] = []
 
                 async def apply_group() -> None:
                     if group:
@@ -715,6 +729,12 @@ class EventConsumer:
                         outcomes.append(await self._answer_duplicate(session, envelope))
                         continue
                     fresh.discard(envelope.id)
+                    if envelope.type == RECEIPT:
+                        receipts.append(envelope)
+                        outcomes.append(Outcome("applied"))
+                        continue
+                    if acknowledged_in(envelope):
+                        answers.append(envelope)
                     apply_many = self._apply_many(envelope.type)
                     if apply_many is None:
                         await apply_group()
@@ -724,6 +744,9 @@ class EventConsumer:
                         await apply_group()
                     group.append(envelope)
                 await apply_group()
+                if receipts:
+                    await self._apply_fresh_group(session, receipts)
+                await apply_answers(session, answers, self.service)
                 await self._settle(session)
         except Exception as exc:
             if is_transient(exc):
@@ -768,6 +791,7 @@ class EventConsumer:
         """Record ``envelope`` in the inbox and apply it, in the transaction ``session`` is in."""
         if await self._enter_inbox(session, [(record, envelope)]):
             outcome = await self._apply_fresh(session, envelope)
+            await apply_answers(session, [envelope], self.service)
             await self._settle(session)
             return outcome
         return await self._answer_duplicate(session, envelope)

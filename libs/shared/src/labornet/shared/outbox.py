@@ -64,6 +64,16 @@ OLDEST_UNACKNOWLEDGED_AGE = Gauge(
 
 _WAKE_KEY = "labornet_outbox_wake"
 
+# Acknowledgement in answers (ADR 39). A directed message that expects a receipt says, with ``ce_ackinanswer``,
+# that its sender also reads acknowledgements carried by answers; a receiver whose transaction applies it and sends
+# that province a directed message on the same service then leaves the receipt out and lists the message's id in
+# the answer's ``ce_acknowledges`` (space-separated ids, outcome ``applied``). Both are CloudEvents extensions,
+# covered by the signature; a node that does not know them ignores them and keeps getting receipts.
+ACK_IN_ANSWER = "ackinanswer"
+ACKNOWLEDGES = "acknowledges"
+# ids one answer carries at most (a header of about 3.7 kB); the rest of a run's acknowledgements go as receipts
+ACKNOWLEDGES_MAX = 100
+
 
 def _reserve_statement(insert: Any) -> Any:
     """The statement that moves a stream's counter on by ``count`` and returns its new value (parameters ``stream``
@@ -177,8 +187,13 @@ class Outbox:
         destination: str | None = None,
         schema_version: int = 1,
         expects_receipt: bool | None = None,
+        acknowledging: str | None = None,
     ) -> None:
         """What :meth:`add` does, written when the transaction ``session`` is in commits.
+
+        ``acknowledging`` marks a receipt (outcome ``applied``) for that message id whose sender reads
+        acknowledgements in answers: if the transaction also queues a directed message to the same inbox topic,
+        the receipt is left out and the answer lists the id in ``ce_acknowledges`` instead (ADR 39).
 
         Just before the commit the events queued in the transaction are numbered, signed and inserted together: one
         sequence statement per stream and one insert for all of them, however many the transaction queued (a run
@@ -205,6 +220,7 @@ class Outbox:
                     # the trace of the step that queued it (an inbox run applies many events, each in its own trace)
                     "traceparent": current_traceparent.get(),
                 },
+                acknowledging,
             )
         )
         self._wake_after_commit(session)
@@ -298,9 +314,16 @@ class Outbox:
         schema_version: int = 1,
         expects_receipt: bool = False,
         traceparent: str | None,
+        acknowledges: Sequence[str] = (),
     ) -> tuple[Envelope, dict[str, Any]]:
         """The signed envelope of one event at ``seq`` of its stream, and the outbox row that publishes it
-        (``traceparent``: the trace the event was written in)."""
+        (``traceparent``: the trace the event was written in; ``acknowledges``: ids of messages from the
+        destination this one acknowledges, ADR 39)."""
+        extra: dict[str, str] = {}
+        if expects_receipt:
+            extra[ACK_IN_ANSWER] = "true"
+        if acknowledges:
+            extra[ACKNOWLEDGES] = " ".join(acknowledges)
         envelope = self.signer.sign(
             Envelope(
                 id=new_event_id(),
@@ -316,6 +339,7 @@ class Outbox:
                 subject=subject,
                 traceparent=traceparent,
                 data=encode_data(data),
+                extra=extra,
             )
         )
         record_key, value, headers = envelope.to_kafka()
@@ -404,6 +428,39 @@ class _Queued:
     writer: Outbox
     transaction: SessionTransaction | None
     fields: dict[str, Any]
+    # a receipt that an answer in the same transaction may carry instead: the id of the message it acknowledges
+    acknowledging: str | None = None
+
+
+def _carried_by_answers(queued: list[_Queued]) -> tuple[list[_Queued], dict[int, list[str]]]:
+    """The events to write, and per answer (by its position among them) the ids it acknowledges: each receipt
+    marked ``acknowledging`` goes with a directed message of the transaction to the same inbox topic (the same
+    destination and service) that has room, the answer about the same aggregate (the same key) if there is one, and
+    is not written itself (ADR 39)."""
+    answers: dict[tuple[Outbox, str], list[int]] = {}  # (writer, topic) → positions of directed messages there
+    for index, item in enumerate(queued):
+        if item.acknowledging is None and item.fields["expects_receipt"]:
+            answers.setdefault((item.writer, item.fields["topic"]), []).append(index)
+    if not answers:
+        return queued, {}
+    carried: dict[int, list[str]] = {}
+    written: list[_Queued] = []
+    position: dict[int, int] = {}  # position in ``queued`` → position in ``written``
+    for index, item in enumerate(queued):
+        if item.acknowledging is not None:
+            room = [
+                answer
+                for answer in answers.get((item.writer, item.fields["topic"]), ())
+                if len(carried.get(answer, ())) < ACKNOWLEDGES_MAX
+            ]
+            if room:
+                key = item.fields["key"]
+                answer = next((answer for answer in room if queued[answer].fields["key"] == key), room[0])
+                carried.setdefault(answer, []).append(item.acknowledging)
+                continue
+        position[index] = len(written)
+        written.append(item)
+    return written, {position[answer]: ids for answer, ids in carried.items()}
 
 
 @sa_event.listens_for(Session, "before_commit")
@@ -413,6 +470,7 @@ def _write_queued(session: Session) -> None:
     queued: list[_Queued] = session.info.pop(_QUEUED_KEY, [])
     if not queued:
         return
+    queued, acknowledges = _carried_by_answers(queued)
     streams = [(item.writer, stream_id(item.writer.province, item.fields["topic"])) for item in queued]
     counts: dict[tuple[Outbox, str], int] = {}
     for writer_stream in streams:
@@ -423,10 +481,13 @@ def _write_queued(session: Session) -> None:
     for (writer, stream), count in sorted(counts.items(), key=lambda entry: entry[0][1]):
         next_seq[(writer, stream)] = writer._next_seq_sync(session, stream, count) - count + 1
     rows = []
-    for item, writer_stream in zip(queued, streams, strict=True):
+    for index, (item, writer_stream) in enumerate(zip(queued, streams, strict=True)):
         seq = next_seq[writer_stream]
         next_seq[writer_stream] = seq + 1
-        rows.append(item.writer._signed(**item.fields, stream=writer_stream[1], seq=seq)[1])
+        signed = item.writer._signed(
+            **item.fields, stream=writer_stream[1], seq=seq, acknowledges=acknowledges.get(index, ())
+        )
+        rows.append(signed[1])
     _INSERT_ROW.executemany_sync(session, rows)
 
 

@@ -12,6 +12,11 @@ receiver's rules and is in the receiver's quarantine; resending the same bytes c
 handler failed for another reason gets no receipt: the sender keeps resending, which is what lets a message that
 arrived before its predecessor (after a log was lost) apply once the predecessor is there.
 
+An answer can carry the acknowledgement instead (ADR 39). Suppose the transaction that applies a message also sends
+the message's sender a directed message on the same service (Sichuan's information sheet answering Zhejiang's
+contact letter), and the message said ``ce_ackinanswer``. Then the answer lists the message in ``ce_acknowledges``,
+and no receipt is written; the sender applies the list as receipts with outcome ``applied``.
+
 Receipts themselves are never acknowledged. Only the province a message was addressed to can acknowledge it:
 the receipt is signed by its origin and matched on the message's destination.
 """
@@ -31,7 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from labornet.shared.db import outbox, utcnow
 from labornet.shared.direct import Direct
 from labornet.shared.envelope import Envelope
-from labornet.shared.outbox import Outbox
+from labornet.shared.outbox import ACK_IN_ANSWER, ACKNOWLEDGES, Outbox
 from labornet.shared.topics import inbox_topic
 
 log = logging.getLogger(__name__)
@@ -88,6 +93,10 @@ async def send_receipt(session: AsyncSession, writer: Outbox, envelope: Envelope
         destination=envelope.originprovince,
         data=Receipt(event_id=envelope.id, event_type=envelope.type, outcome=outcome, received_at=utcnow()),
         expects_receipt=False,
+        # an answer of the same transaction to the same province may carry it instead (ADR 39)
+        acknowledging=(
+            envelope.id if outcome is ReceiptOutcome.APPLIED and envelope.extra.get(ACK_IN_ANSWER) == "true" else None
+        ),
     )
     RECEIPTS.labels(writer.service, "sent", outcome.value).inc()
 
@@ -114,43 +123,83 @@ _ACKNOWLEDGE = Direct(  # run on the driver (ADR 38)
 
 
 async def apply_receipts(session: AsyncSession, envelopes: Sequence[Envelope], service: str) -> list[bool]:
-    """:func:`apply_receipt` for receipts in the order they came, with one statement per group of consecutive
-    receipts of one sender and outcome (a receipt naming a message again starts a new group, so the first receipt of
-    a message wins as it would alone). Whether each one matched a message, in order."""
-    # consecutive receipts of one sender and outcome, each message at most once per group
-    groups: list[tuple[str, ReceiptOutcome, dict[str, Receipt]]] = []
+    """:func:`apply_receipt` for receipts in the order they came, with one statement per sender and outcome however
+    the receipts are interleaved with each other (and, in an inbox run, with the messages around them: see
+    :meth:`labornet.shared.inbox.EventConsumer._apply_run`). The first receipt a sender gives for a message wins, as
+    it would alone; a later one for the same message matches nothing. Whether each one matched a message, in order.
+    """
+    entries = []
     for envelope in envelopes:
         receipt = Receipt.model_validate_json(envelope.data)
-        last = groups[-1] if groups else None
-        if (
-            last
-            and last[0] == envelope.originprovince
-            and last[1] is receipt.outcome
-            and receipt.event_id not in last[2]
-        ):
-            last[2][receipt.event_id] = receipt
-        else:
-            groups.append((envelope.originprovince, receipt.outcome, {receipt.event_id: receipt}))
-    matched: list[bool] = []
-    for origin, outcome, group in groups:
+        entries.append((envelope.originprovince, receipt.event_id, receipt.outcome, receipt.event_type))
+    return await _acknowledge(session, entries, service)
+
+
+def acknowledged_in(envelope: Envelope) -> list[str]:
+    """The ids of messages that the directed message ``envelope`` acknowledges as applied (``ce_acknowledges``,
+    ADR 39); none for any other event."""
+    listed = envelope.extra.get(ACKNOWLEDGES)
+    if not listed or envelope.destprovince is None or envelope.type == RECEIPT:
+        return []
+    return listed.split()
+
+
+async def apply_answers(session: AsyncSession, envelopes: Sequence[Envelope], service: str) -> list[bool]:
+    """Acknowledge the messages that directed messages ``envelopes`` list in ``ce_acknowledges``, as receipts with
+    outcome ``applied`` from their origin would; whether each listed id matched a message, in order."""
+    entries = [
+        (envelope.originprovince, event_id, ReceiptOutcome.APPLIED, None)
+        for envelope in envelopes
+        for event_id in acknowledged_in(envelope)
+    ]
+    return await _acknowledge(session, entries, service) if entries else []
+
+
+async def _acknowledge(
+    session: AsyncSession, entries: Sequence[tuple[str, str, ReceiptOutcome, str | None]], service: str
+) -> list[bool]:
+    """Acknowledge ``(sender, message id, outcome, message type)`` entries with one statement per sender and outcome.
+
+    Grouping across the order is the same as applying one by one because, once a sender's repeats are set aside,
+    no two statements can touch the same outbox row: a row is acknowledged only by its destination, so the entries
+    of two senders for one message never both match, and one sender's entries for a message are one entry."""
+    first: set[tuple[str, str]] = set()
+    order: list[tuple[str, str, ReceiptOutcome, str | None] | None] = []  # None: a repeat within the call
+    groups: dict[tuple[str, ReceiptOutcome], list[str]] = {}
+    for origin, event_id, outcome, event_type in entries:
+        if (origin, event_id) in first:
+            order.append(None)
+            continue
+        first.add((origin, event_id))
+        order.append((origin, event_id, outcome, event_type))
+        groups.setdefault((origin, outcome), []).append(event_id)
+    acknowledged: set[tuple[str, str]] = set()
+    for (origin, outcome), group in groups.items():
         result = await _ACKNOWLEDGE.execute(
             session,
             {
-                "acknowledged": list(group),
+                "acknowledged": group,
                 "receipt_from": origin,
                 "acked_at": utcnow(),
                 "receipt_outcome": outcome.value,
             },
         )
-        acknowledged = set(result.scalars())
-        for event_id, receipt in group.items():
-            matched.append(event_id in acknowledged)
-            RECEIPTS.labels(service, "received", outcome.value if event_id in acknowledged else "unmatched").inc()
-            if event_id in acknowledged and outcome is ReceiptOutcome.REJECTED:
-                log.warning(
-                    "%s refused directed message %s (%s): it broke the receiver's rules and is in its quarantine",
-                    origin,
-                    event_id,
-                    receipt.event_type,
-                )
+        acknowledged.update((origin, event_id) for event_id in result.scalars())
+    matched: list[bool] = []
+    for entry in order:
+        if entry is None:
+            matched.append(False)
+            RECEIPTS.labels(service, "received", "unmatched").inc()
+            continue
+        origin, event_id, outcome, event_type = entry
+        hit = (origin, event_id) in acknowledged
+        matched.append(hit)
+        RECEIPTS.labels(service, "received", outcome.value if hit else "unmatched").inc()
+        if hit and outcome is ReceiptOutcome.REJECTED:
+            log.warning(
+                "%s refused directed message %s (%s): it broke the receiver's rules and is in its quarantine",
+                origin,
+                event_id,
+                event_type,
+            )
     return matched
