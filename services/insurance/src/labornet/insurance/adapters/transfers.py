@@ -9,6 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, bindparam, func, insert, or_, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import MultipleResultsFound
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -139,6 +140,49 @@ _INSERT_STEP = Direct(insert(transfer_step))
 _INSERT_TRANSFER = Direct(insert_of(transfer))
 _REPLACE_TRANSFER = Direct(update_of(transfer, "id", "version"))
 
+# On PostgreSQL a case written and its new steps are one statement, a data-modifying WITH (a round trip less for
+# each of the saga's steps on either node): the steps come as arrays, one per column, inserted in timeline order.
+_STEP_FIELDS = ("at", "state", "province", "note")
+
+
+def _new_steps(case_id: Any) -> Any:
+    """``SELECT <case id>, at, state, province, note FROM unnest(<step arrays>) WITH ORDINALITY``, in order."""
+    arrays = [bindparam(f"step_{name}", type_=ARRAY(transfer_step.c[name].type)) for name in _STEP_FIELDS]
+    steps = func.unnest(*arrays).table_valued(*_STEP_FIELDS, with_ordinality="position").render_derived()
+    return select(case_id, *(steps.c[name] for name in _STEP_FIELDS)).select_from(steps).order_by(steps.c.position)
+
+
+def _with_steps(written: Any) -> Any:
+    """The statement that runs ``written`` (an INSERT or UPDATE of the case, returning its id) and inserts the new
+    steps for the case it returned; it answers the number of cases written (0: an UPDATE found another version)."""
+    case = written.returning(transfer.c.id).cte("written_case")
+    steps = (
+        insert(transfer_step)
+        .from_select(["transfer_id", *_STEP_FIELDS], _new_steps(case.c.id).select_from(case))
+        .cte("written_steps")
+    )
+    return select(func.count()).select_from(case).add_cte(steps)
+
+
+_CASE_VALUES = {column.name: bindparam(column.name, type_=column.type) for column in transfer.c}
+_ADD_WITH_STEPS = Direct(_with_steps(insert(transfer).values(_CASE_VALUES)))
+_REPLACE_WITH_STEPS = Direct(
+    _with_steps(
+        update(transfer)
+        .where(transfer.c.id == bindparam("where_id"), transfer.c.version == bindparam("where_version"))
+        .values(_CASE_VALUES)
+    )
+)
+
+
+def _step_arrays(steps: Sequence[Step]) -> dict[str, list[Any]]:
+    return {
+        "step_at": [s.at for s in steps],
+        "step_state": [s.state.value for s in steps],
+        "step_province": [s.province for s in steps],
+        "step_note": [s.note for s in steps],
+    }
+
 
 async def _append(session: AsyncSession, case_id: str, steps: Sequence[Step]) -> None:
     """The new steps in one statement (ids in timeline order: the rows are inserted in the order given). An
@@ -157,6 +201,9 @@ async def _append(session: AsyncSession, case_id: str, steps: Sequence[Step]) ->
 
 async def add(session: AsyncSession, case: Transfer) -> None:
     """Store a new case (an IntegrityError if the person has another open case here)."""
+    if session.get_bind().dialect.name == "postgresql":
+        await _ADD_WITH_STEPS.execute(session, {**transfer_columns(case), **_step_arrays(case.timeline)})
+        return
     await _INSERT_TRANSFER.execute(session, transfer_columns(case))
     await _append(session, case.id, case.timeline)
 
@@ -166,9 +213,11 @@ async def replace(session: AsyncSession, before: Transfer, after: Transfer) -> b
     held = len(before.timeline)
     if after.timeline[:held] != before.timeline:
         raise ValueError(f"transfer {after.id} version {after.version} rewrites the timeline of {before.version}")
-    result = await _REPLACE_TRANSFER.execute(
-        session, update_parameters(transfer_columns(after), id=before.id, version=before.version)
-    )
+    parameters = update_parameters(transfer_columns(after), id=before.id, version=before.version)
+    if session.get_bind().dialect.name == "postgresql":
+        parameters |= _step_arrays(after.timeline[held:])
+        return bool((await _REPLACE_WITH_STEPS.execute(session, parameters)).scalar_one())
+    result = await _REPLACE_TRANSFER.execute(session, parameters)
     if result.rowcount != 1:
         return False
     await _append(session, after.id, after.timeline[held:])
