@@ -36,13 +36,13 @@ from typing import Any
 
 import aiohttp
 import httpx
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from benchmarks import database_server, process_cpu_seconds, server_cpu_seconds
 from labornet.insurance.adapters.tables import transfer, transfer_step
 from labornet.shared.broker import EmbeddedBroker, free_port
-from labornet.shared.db import as_utc, create_engine, readonly_sessionmaker
+from labornet.shared.db import as_utc, create_engine, outbox, readonly_sessionmaker
 from labornet.shared.identifiers import make_resident_id
 from labornet.shared.keys import ensure_node_keys
 from labornet.shared.testing import bearer, create_postgres_database, drop_postgres_database
@@ -118,6 +118,33 @@ def node(province: str, env: dict[str, str], log_path: Path) -> Iterator[tuple[s
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+async def directed_state(engine: AsyncEngine) -> dict[str, int]:
+    """A node's outbox after the run: the records it put on the bus, the directed messages still waiting for their
+    acknowledgement, and how often messages were published again because none came."""
+    async with readonly_sessionmaker(engine)() as session:
+        records, waiting, resends = (
+            await session.execute(
+                select(
+                    func.count(),
+                    func.count().filter(outbox.c.expects_receipt.is_(True), outbox.c.acked_at.is_(None)),
+                    func.coalesce(func.sum(outbox.c.resends), 0),
+                )
+            )
+        ).one()
+    return {"records": int(records), "unacknowledged": int(waiting), "resends": int(resends)}
+
+
+async def acknowledged(engines: dict[str, AsyncEngine], wait_s: float = 10.0) -> dict[str, dict[str, int]]:
+    """:func:`directed_state` of both nodes once every directed message is acknowledged (the last message's
+    acknowledgement comes after the transfer completed), or after ``wait_s``."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        states = {p: await directed_state(engines[p]) for p in (SC, ZJ)}
+        if all(state["unacknowledged"] == 0 for state in states.values()) or time.monotonic() > deadline:
+            return states
+        await asyncio.sleep(0.2)
 
 
 async def register(client: httpx.AsyncClient, officer: dict[str, str], movers: list[str]) -> None:
@@ -276,6 +303,7 @@ async def run(backend: str, transfers: int, rate: float, keep: bool = False) -> 
                         timeout=aiohttp.ClientTimeout(total=30),
                     ) as zhejiang:
                         result = await measure(zhejiang, engines, headers, rate)
+                    result["outbox"] = await acknowledged(engines)
                 finally:
                     for engine in engines.values():
                         await engine.dispose()
@@ -310,7 +338,13 @@ def line(result: dict[str, Any]) -> str:
         f"cpu/transfer SC {result['node_cpu_ms_per_transfer'][SC]} ms ZJ {result['node_cpu_ms_per_transfer'][ZJ]} ms "
         f"client {result['client_cpu_ms_per_transfer']} ms "
         + "".join(f"{k.replace('_', ' ')} {v} ms " for k, v in result["other_cpu_ms_per_transfer"].items())
-        + f" load {load}"
+        + "records/transfer "
+        + "+".join(f"{p} {result['outbox'][p]['records'] / result['transfers']:.2f}" for p in (SC, ZJ))
+        + " unacknowledged "
+        + "+".join(str(result["outbox"][p]["unacknowledged"]) for p in (SC, ZJ))
+        + " resends "
+        + "+".join(str(result["outbox"][p]["resends"]) for p in (SC, ZJ))
+        + f"  load {load}"
     )
 
 
