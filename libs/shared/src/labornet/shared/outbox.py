@@ -436,26 +436,39 @@ def _carried_by_answers(queued: list[_Queued]) -> tuple[list[_Queued], dict[int,
     """The events to write, and per answer (by its position among them) the ids it acknowledges: each receipt
     marked ``acknowledging`` goes with a directed message of the transaction to the same inbox topic (the same
     destination and service) that has room, the answer about the same aggregate (the same key) if there is one, and
-    is not written itself (ADR 39)."""
-    answers: dict[tuple[Outbox, str], list[int]] = {}  # (writer, topic) → positions of directed messages there
+    is not written itself (ADR 39). Linear in the transaction's events (an inbox run may answer hundreds)."""
+    by_topic: dict[tuple[Outbox, str], list[int]] = {}  # (writer, topic) → positions of directed messages there
+    by_key: dict[tuple[Outbox, str, str], list[int]] = {}  # the same, per key
     for index, item in enumerate(queued):
         if item.acknowledging is None and item.fields["expects_receipt"]:
-            answers.setdefault((item.writer, item.fields["topic"]), []).append(index)
-    if not answers:
+            by_topic.setdefault((item.writer, item.fields["topic"]), []).append(index)
+            by_key.setdefault((item.writer, item.fields["topic"], item.fields["key"]), []).append(index)
+    if not by_topic:
         return queued, {}
     carried: dict[int, list[str]] = {}
+    cursor: dict[tuple[Outbox, str], int] = {}  # answers fill up in order: the first of a topic's that may have room
+
+    def with_room(positions: list[int], start: int = 0) -> int | None:
+        for at in range(start, len(positions)):
+            if len(carried.get(positions[at], ())) < ACKNOWLEDGES_MAX:
+                return at
+        return None
+
     written: list[_Queued] = []
     position: dict[int, int] = {}  # position in ``queued`` → position in ``written``
     for index, item in enumerate(queued):
         if item.acknowledging is not None:
-            room = [
-                answer
-                for answer in answers.get((item.writer, item.fields["topic"]), ())
-                if len(carried.get(answer, ())) < ACKNOWLEDGES_MAX
-            ]
-            if room:
-                key = item.fields["key"]
-                answer = next((answer for answer in room if queued[answer].fields["key"] == key), room[0])
+            topic = (item.writer, item.fields["topic"])
+            same = by_key.get((*topic, item.fields["key"]), [])
+            at = with_room(same)
+            if at is not None:
+                answer: int | None = same[at]
+            else:
+                at = with_room(by_topic.get(topic, []), cursor.get(topic, 0))
+                answer = None if at is None else by_topic[topic][at]
+                if at is not None:
+                    cursor[topic] = at
+            if answer is not None:
                 carried.setdefault(answer, []).append(item.acknowledging)
                 continue
         position[index] = len(written)
