@@ -404,7 +404,8 @@ def asyncapi_document(service: str, events: Sequence[EventContract], *, version:
             "action": "send",
             "channel": {"$ref": "#/channels/inbox"},
             "title": "Acknowledge directed messages",
-            "summary": "The node answers each directed message it took with a receipt on the sender's inbox.",
+            "summary": "The node answers each directed message it took with a receipt on the sender's inbox, unless "
+            "a directed answer of the same transaction carries the acknowledgement (`ce_acknowledges`).",
             "messages": operation_messages("inbox", [receipt]),
         }
         operations["receiveReceipts"] = {
