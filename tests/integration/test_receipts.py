@@ -517,11 +517,7 @@ async def test_receipts_between_the_letters_of_a_run_go_in_with_one_statement_af
     outgoing = [await receiver.send_letter(SENDER) for _ in range(3)]  # Zhejiang's own, awaiting Sichuan's receipts
     receipts = [signed_receipt(node_keys[SENDER], service, e.id, to=RECEIVER) for e in outgoing]
     interleaved = [envelope for pair in zip(incoming, receipts, strict=True) for envelope in pair]
-    topic = inbox_topic(RECEIVER, service)
-    run = [
-        (ConsumerRecord(topic, 0, 40 + n, 0, 0, None, b"", None, 1, 1, ()), envelope)
-        for n, envelope in enumerate(interleaved)
-    ]
+    run = delivered_to(RECEIVER, service, interleaved, 40)
 
     sent: list[str] = []
 

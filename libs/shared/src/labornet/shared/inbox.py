@@ -744,9 +744,13 @@ class EventConsumer:
                         await apply_group()
                     group.append(envelope)
                 await apply_group()
-                if receipts:
-                    await self._apply_fresh_group(session, receipts)
-                await apply_answers(session, answers, self.service)
+                # in the first receipt's trace, as their handler ran them (a refusal's warning is logged there)
+                token = current_traceparent.set(receipts[0].traceparent) if receipts else None
+                try:
+                    await apply_answers(session, answers, self.service, receipts=receipts)
+                finally:
+                    if token is not None:
+                        current_traceparent.reset(token)
                 await self._settle(session)
         except Exception as exc:
             if is_transient(exc):

@@ -128,11 +128,7 @@ async def apply_receipts(session: AsyncSession, envelopes: Sequence[Envelope], s
     :meth:`labornet.shared.inbox.EventConsumer._apply_run`). The first receipt a sender gives for a message wins, as
     it would alone; a later one for the same message matches nothing. Whether each one matched a message, in order.
     """
-    entries = []
-    for envelope in envelopes:
-        receipt = Receipt.model_validate_json(envelope.data)
-        entries.append((envelope.originprovince, receipt.event_id, receipt.outcome, receipt.event_type))
-    return await _acknowledge(session, entries, service)
+    return await apply_answers(session, (), service, receipts=envelopes)
 
 
 def acknowledged_in(envelope: Envelope) -> list[str]:
@@ -144,10 +140,18 @@ def acknowledged_in(envelope: Envelope) -> list[str]:
     return listed.split()
 
 
-async def apply_answers(session: AsyncSession, envelopes: Sequence[Envelope], service: str) -> list[bool]:
+async def apply_answers(
+    session: AsyncSession, envelopes: Sequence[Envelope], service: str, receipts: Sequence[Envelope] = ()
+) -> list[bool]:
     """Acknowledge the messages that directed messages ``envelopes`` list in ``ce_acknowledges``, as receipts with
-    outcome ``applied`` from their origin would; whether each listed id matched a message, in order."""
-    entries = [
+    outcome ``applied`` from their origin would, together with ``receipts`` (an inbox run's, in one statement per
+    sender and outcome for both); whether each receipt, then each listed id, matched a message, in order."""
+    entries: list[tuple[str, str, ReceiptOutcome, str | None]] = [
+        (envelope.originprovince, receipt.event_id, receipt.outcome, receipt.event_type)
+        for envelope in receipts
+        for receipt in [Receipt.model_validate_json(envelope.data)]
+    ]
+    entries += [
         (envelope.originprovince, event_id, ReceiptOutcome.APPLIED, None)
         for envelope in envelopes
         for event_id in acknowledged_in(envelope)
