@@ -12,6 +12,7 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer, TopicPartition
@@ -19,6 +20,7 @@ from prometheus_client import REGISTRY
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from labornet.shared import kafka
 from labornet.shared.broker import EmbeddedBroker
 from labornet.shared.db import outbox, readonly_sessionmaker, sessionmaker
 from labornet.shared.kafka import PacedConsumer, ensure_topics, make_consumer, make_producer, started
@@ -242,3 +244,88 @@ async def test_a_consumer_at_rest_measures_its_lag_from_the_doorbell_and_a_busy_
         await measuring._update_lag(consumer)
         assert len(asked) == 1
         assert REGISTRY.get_sample_value("labornet_consumer_lag", labels) == 2
+
+
+@contextlib.asynccontextmanager
+async def polling(consumer: PacedConsumer) -> AsyncIterator[list[bytes]]:
+    """Poll ``consumer`` as a service's consumer does (pacing it after every poll); yield the values read."""
+    values: list[bytes] = []
+
+    async def poll() -> None:
+        while True:
+            batches = await consumer.getmany(timeout_ms=200)
+            values.extend(record.value for records in batches.values() for record in records)
+            consumer.pace(bool(batches))
+
+    task = asyncio.create_task(poll())
+    try:
+        yield values
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def counting_fetches(consumer: PacedConsumer) -> list[float]:
+    """The times (time.monotonic()) of every fetch request ``consumer`` sends from now on."""
+    sent: list[float] = []
+    send = consumer._client.send
+
+    async def counted(node_id: int, request: Any, *args: Any, **kwargs: Any) -> Any:
+        if type(request).__name__.startswith("FetchRequest"):
+            sent.append(time.monotonic())
+        return await send(node_id, request, *args, **kwargs)
+
+    consumer._client.send = counted
+    return sent
+
+
+async def test_an_idle_consumer_the_doorbell_hears_leaves_its_own_fetches_to_the_fallback(
+    kafka_broker: EmbeddedBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An idle consumer's own fetch brings nothing the doorbell would not have rung for, and costs the broker and
+    the process more: while the doorbell reads the end of all its partitions it fetches every
+    ``kafka_fetch_idle_fetch_heard_every_ms``, and a record is still read at the doorbell's pace. A partition the
+    doorbell cannot read (here its answer lacks one) brings back a fetch every ``kafka_fetch_idle_fetch_every_ms``,
+    and with it the record the doorbell would not have seen."""
+    settings = settings_for(
+        kafka_broker,
+        kafka_fetch_idle_after_s=0.2,
+        kafka_fetch_idle_pause_ms=100,
+        kafka_fetch_idle_fetch_every_ms=500,
+        kafka_fetch_idle_fetch_heard_every_ms=60_000,
+    )
+    loop = asyncio.get_running_loop()
+    async with topic_with_reader(settings, "heard") as (topic, consumer, producer), polling(consumer) as values:
+
+        async def pausing() -> bool:
+            return consumer.idle and consumer.pausing
+
+        async def read(value: bytes) -> bool:
+            return value in values
+
+        await eventually(pausing, timeout_s=10)
+        fetches = counting_fetches(consumer)
+        await asyncio.sleep(3.0)
+        assert len(fetches) <= 1, f"{len(fetches)} fetches in 3 s while the doorbell heard every partition"
+
+        await producer.send_and_wait(topic, b"heard", partition=1)
+        sent = loop.time()
+        await eventually(lambda: read(b"heard"), timeout_s=5)
+        assert loop.time() - sent < 1.0, "the doorbell rang the consumer at its own pace"
+
+        # the doorbell's answer lacks partition 0 from now on
+        read_ends = kafka.end_offsets
+
+        async def without_partition_0(client: Any, partitions: Any) -> dict[TopicPartition, int]:
+            ends = await read_ends(client, partitions)
+            return {tp: end for tp, end in ends.items() if not (tp.topic == topic and tp.partition == 0)}
+
+        monkeypatch.setattr(kafka, "end_offsets", without_partition_0)
+        await eventually(pausing, timeout_s=10)
+        fetches.clear()
+        await asyncio.sleep(3.0)
+        assert len(fetches) >= 3, f"{len(fetches)} fetches in 3 s with a partition the doorbell did not hear"
+
+        await producer.send_and_wait(topic, b"unheard", partition=0)
+        await eventually(lambda: read(b"unheard"), timeout_s=5)

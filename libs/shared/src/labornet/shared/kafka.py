@@ -106,8 +106,9 @@ class PacedConsumer(AIOKafkaConsumer):  # type: ignore[misc]  # aiokafka ships n
     every partition its idle consumers hold, in one request, and ends the pause of the consumers that have records
     to read (a partition ends beyond the consumer's position) or a position to reset (a new log): a record that
     arrives during a quiet spell is read within about ``idle_pause_ms``, while an idle consumer fetches only every
-    ``idle_fetch_every_ms`` (with ``idle_fetch_every_ms`` at most ``idle_pause_ms``, or ``idle_pause_ms`` 0, there
-    is no doorbell: the consumer pauses the longer of the two).
+    ``idle_fetch_heard_every_ms`` — every ``idle_fetch_every_ms`` when the doorbell did not read all its partitions
+    (with ``idle_fetch_every_ms`` at most ``idle_pause_ms``, or ``idle_pause_ms`` 0, there is no doorbell: the
+    consumer pauses the longer of the two).
 
     The embedded broker spends CPU on every partition for as long as a fetch waits on it (a consumer of 24
     partitions waiting 500 ms at a time keeps about 1 % of a core busy there), and aiokafka about 0.7 ms of Python
@@ -124,6 +125,7 @@ class PacedConsumer(AIOKafkaConsumer):  # type: ignore[misc]  # aiokafka ships n
         idle_pause_ms: int,
         idle_after_s: float,
         idle_fetch_every_ms: int = 0,
+        idle_fetch_heard_every_ms: int = 0,
         **config: Any,
     ) -> None:
         super().__init__(fetch_max_wait_ms=busy_wait_ms, **config)
@@ -131,6 +133,7 @@ class PacedConsumer(AIOKafkaConsumer):  # type: ignore[misc]  # aiokafka ships n
         self.idle_wait_ms = idle_wait_ms
         self.idle_pause_ms = idle_pause_ms
         self.idle_fetch_every_ms = max(idle_fetch_every_ms, idle_pause_ms)
+        self.idle_fetch_heard_every_ms = max(idle_fetch_heard_every_ms, self.idle_fetch_every_ms)
         self.idle_after_s = idle_after_s
         self._last_records_at = time.monotonic()
         self._pause_s = 0.0
@@ -150,8 +153,8 @@ class PacedConsumer(AIOKafkaConsumer):  # type: ignore[misc]  # aiokafka ships n
                 self._ring.clear()
                 self.pausing = True
                 try:
-                    await asyncio.wait_for(self._ring.wait(), self._pause_s)
-                except (TimeoutError, asyncio.CancelledError):  # close() or a new assignment, as in the fetch
+                    await self._pause()
+                except asyncio.CancelledError:  # close() or a new assignment, as in the fetch
                     pass
                 finally:
                     self.pausing = False
@@ -166,6 +169,31 @@ class PacedConsumer(AIOKafkaConsumer):  # type: ignore[misc]  # aiokafka ships n
     async def stop(self) -> None:
         Doorbell.leave(self)
         await super().stop()
+
+    async def _pause(self) -> None:
+        """Wait until the doorbell rings or the pause ends. The pause is ``idle_fetch_every_ms``, and goes on, a
+        period at a time up to ``idle_fetch_heard_every_ms`` in all, while the doorbell heard every partition this
+        consumer holds within the period: it would have rung had one of them grown, so a fetch would bring nothing
+        (an idle fetch costs the broker and this process more than the doorbell's share of a consumer). A partition
+        the doorbell did not hear (no leader known, an error in its answer, the doorbell's request failing) ends the
+        pause after a period, as without it."""
+        period = self._pause_s
+        began = time.monotonic()
+        while True:
+            period_began = time.monotonic()
+            try:
+                await asyncio.wait_for(self._ring.wait(), period)
+                return
+            except TimeoutError:
+                pass
+            now = time.monotonic()
+            if now - began + period > self.idle_fetch_heard_every_ms / 1000 or not self._heard_all(period_began):
+                return
+
+    def _heard_all(self, since: float) -> bool:
+        """Whether the doorbell read the end of every partition this consumer holds at ``since`` or later."""
+        heard = self._heard
+        return self._heard_at >= since and all(tp in heard for tp in self.assignment())
 
     def ring(self) -> None:
         """End the pause: records came (the doorbell saw a partition grow)."""
@@ -339,6 +367,7 @@ def make_consumer(settings: Settings, group_id: str) -> PacedConsumer:
         idle_wait_ms=settings.kafka_fetch_idle_wait_ms,
         idle_pause_ms=settings.kafka_fetch_idle_pause_ms,
         idle_fetch_every_ms=settings.kafka_fetch_idle_fetch_every_ms,
+        idle_fetch_heard_every_ms=settings.kafka_fetch_idle_fetch_heard_every_ms,
         idle_after_s=settings.kafka_fetch_idle_after_s,
         **client_config(settings),
         group_id=group_id,

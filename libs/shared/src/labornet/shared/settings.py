@@ -75,6 +75,14 @@ class Settings(BaseSettings):
         "kafka_fetch_idle_pause_ms turns the process's single request off and every consumer fetches every "
         "kafka_fetch_idle_pause_ms (both 0: no pause at all)",
     )
+    kafka_fetch_idle_fetch_heard_every_ms: int = Field(
+        30_000,
+        ge=0,
+        description="how far apart an idle consumer's own fetches are while the doorbell (kafka_fetch_idle_pause_ms) "
+        "keeps reading the end of every partition it holds: the doorbell would ring it when one grows, so its own "
+        "fetches are only a fallback. A consumer with a partition the doorbell did not read within "
+        "kafka_fetch_idle_fetch_every_ms fetches then",
+    )
     kafka_fetch_idle_after_s: float = Field(2.0, ge=0, description="quiet time before the idle pacing begins")
     kafka_session_timeout_ms: int = Field(
         10_000, ge=1000, description="consumer group session timeout; the embedded broker's join takes a share of it"
