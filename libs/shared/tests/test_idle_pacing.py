@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import re
 import time
 import uuid
@@ -17,6 +18,7 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaProducer, TopicPartition
 from prometheus_client import REGISTRY
+from sqlalchemy import event as sa_event
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -329,3 +331,67 @@ async def test_an_idle_consumer_the_doorbell_hears_leaves_its_own_fetches_to_the
 
         await producer.send_and_wait(topic, b"unheard", partition=0)
         await eventually(lambda: read(b"unheard"), timeout_s=5)
+
+
+async def test_a_relay_at_rest_polls_with_one_statement_and_still_publishes_what_another_process_queued(
+    database_url: str, kafka_broker: EmbeddedBroker, node_keys: dict[str, NodeKeys]
+) -> None:
+    """A poll that no commit of the relay's own process woke can only find rows other processes queued (replicas
+    of the service) and receipts fallen due; it reads the gauges, which count the rows not sent, in one statement,
+    and a batch only when they count one. The rows another process queued are published at the next poll, and the
+    gauges read again once they are."""
+    engine: AsyncEngine = await platform_engine(database_url)
+    settings = settings_for(kafka_broker)
+    signer = Signer.from_file(node_keys["510000"].signing_key, "510000")
+    relay = OutboxRelay(
+        sessionmaker(engine),
+        readonly_sessionmaker(engine),
+        lambda: make_producer(settings),
+        Outbox("510000", "relay-rest", signer),
+        service="relay-rest",
+        poll_interval_s=0.3,
+        create_topics=lambda names: ensure_topics(settings, names),
+    )
+    other_process = Outbox("510000", "relay-rest", signer)  # its commits wake its own relay, not this one
+    topic = f"labornet.510000.rest-{uuid.uuid4().hex[:8]}.events"
+    trail: list[str] = []  # the outbox statements and the polls, in order
+
+    def statement(_conn: Any, _cursor: Any, sql: str, *_: Any) -> None:
+        if "outbox" in sql.lower():
+            trail.append(sql)
+
+    idle = relay._idle
+
+    async def polled(seconds: float) -> bool:
+        trail.append("poll")
+        return await idle(seconds)
+
+    relay._idle = polled  # type: ignore[method-assign]
+    sa_event.listen(engine.sync_engine, "before_cursor_execute", statement)
+
+    def backlog() -> float | None:
+        return REGISTRY.get_sample_value("labornet_outbox_backlog", {"service": "relay-rest"})
+
+    try:
+        async with relaying(relay):
+            await asyncio.sleep(1.0)  # the first rounds read a batch and purge
+            trail.clear()
+            await asyncio.sleep(3.0)
+            polls = [n for n, entry in enumerate(trail) if entry == "poll"]
+            assert len(polls) >= 4, trail
+            between = [trail[a + 1 : b] for a, b in itertools.pairwise(polls)]
+            assert all(len(statements) == 1 for statements in between), between
+
+            async with sessionmaker(engine)() as session, session.begin():
+                for n in range(3):
+                    await other_process.add(session, topic=topic, event_type="x.v1", key=f"k{n}", data={"n": n})
+
+            async def published() -> bool:
+                async with sessionmaker(engine)() as session:
+                    unsent = await session.execute(select(func.count()).where(outbox.c.sent_at.is_(None)))
+                    return unsent.scalar_one() == 0 and backlog() == 0
+
+            await eventually(published, timeout_s=15)
+    finally:
+        sa_event.remove(engine.sync_engine, "before_cursor_execute", statement)
+        await engine.dispose()

@@ -26,12 +26,12 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer, TopicPartition
 from prometheus_client import Counter, Gauge
-from sqlalchemy import BigInteger, and_, bindparam, case, delete, func, literal, or_, select, update
+from sqlalchemy import BigInteger, and_, bindparam, case, delete, func, literal, or_, select, union_all, update
 from sqlalchemy import event as sa_event
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session, SessionTransaction
 
-from labornet.shared.db import as_utc, for_each_dialect, outbox, outbox_stream, utcnow
+from labornet.shared.db import as_utc_or_none, for_each_dialect, outbox, outbox_stream, utcnow
 from labornet.shared.direct import Direct
 from labornet.shared.envelope import Envelope, encode_data, event_source, new_event_id
 from labornet.shared.kafka import closed, started
@@ -113,6 +113,36 @@ def resend_delay(resends: int, first_s: float, ceiling_s: float) -> timedelta:
 def awaiting_receipt() -> Any:
     """The outbox rows of directed messages whose receipt has not come."""
     return and_(outbox.c.expects_receipt.is_(True), outbox.c.acked_at.is_(None))
+
+
+@dataclass(frozen=True)
+class OutboxStats:
+    """What the relay's gauges show: the rows not yet sent, the directed messages waiting for their receipt, and
+    when the first of those is due to be sent again."""
+
+    backlog: int
+    oldest: datetime | None
+    awaiting: int
+    oldest_awaiting: datetime | None
+    resend_due: datetime | None
+
+
+# the gauges in one statement: each half reads its own partial index (a CASE over the table would read every row
+# the retention keeps)
+_UNSENT, _AWAITING = 0, 1
+_STATS = Direct(
+    union_all(
+        select(
+            literal(_UNSENT).label("kind"),
+            func.count().label("rows"),
+            func.min(outbox.c.created_at).label("oldest"),
+            literal(None, outbox.c.resend_at.type).label("resend_due"),
+        ).where(outbox.c.sent_at.is_(None)),
+        select(literal(_AWAITING), func.count(), func.min(outbox.c.created_at), func.min(outbox.c.resend_at)).where(
+            awaiting_receipt()
+        ),
+    )
+)
 
 
 def record_fingerprint(key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes]]) -> str:
@@ -373,10 +403,13 @@ class Outbox:
         of the Session class, installed once; listening on each session cost more than the rest of this)."""
         session.sync_session.info.setdefault(_WAKE_KEY, set()).add(self)
 
-    async def wait_for_work(self, timeout: float) -> None:
+    async def wait_for_work(self, timeout: float) -> bool:
+        """Wait until a commit queued rows (or the relay is told to look), at most ``timeout``; whether one did."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout)
+        woken = self._wake.is_set()
         self._wake.clear()
+        return woken
 
 
 # parameters named unlike any column: a parameter named after a column of the table sets that column; run on the
@@ -599,15 +632,21 @@ class OutboxRelay:
         self._last_purge = 0.0
 
     async def run(self) -> None:
-        """Relay until :meth:`stop`; never raises on broker or database trouble."""
+        """Relay until :meth:`stop`; never raises on broker or database trouble.
+
+        A commit of this process that queued rows wakes the relay at once; the fallback poll finds the rows other
+        processes queued (replicas of the service) and the receipts that fell due. A poll nothing woke reads the
+        gauges first, in one statement, and reads a batch only when they count one: at rest a poll is that one
+        statement, where a batch read and the gauges took three."""
         backoff = 0.0
+        woken = True  # the start, like a commit, may have left rows
         while not self._stopping.is_set():
             try:
-                published = await self.publish_batch()
+                stats = None if woken else await self._stats_when_due()
+                published = await self.publish_batch() if stats is None or stats.backlog else 0
                 backoff = 0.0
-                await self._housekeeping()
-                if published < self.batch_size:
-                    await self._idle(self.poll_interval_s)
+                await self._housekeeping(stats if not published else None)
+                woken = published >= self.batch_size or await self._idle(self.poll_interval_s)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -747,14 +786,20 @@ class OutboxRelay:
                     .values(attempts=outbox.c.attempts + 1, last_error=f"{type(exc).__name__}: {exc}"[:2000])
                 )
 
-    async def _housekeeping(self) -> None:
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        if now - self._last_stats >= 1.0:
-            self._last_stats = now
-            due = await self._update_stats()
-            if due is not None and due <= utcnow():  # a write only when a receipt is overdue
-                await self.resend_unacknowledged()
+    async def _stats_when_due(self) -> OutboxStats | None:
+        """The gauges read afresh when they were last read a second ago or more; None otherwise."""
+        if asyncio.get_running_loop().time() - self._last_stats < 1.0:
+            return None
+        return await self._update_stats()
+
+    async def _housekeeping(self, stats: OutboxStats | None = None) -> None:
+        """Resend what is overdue and purge what is old. ``stats`` are the gauges this round already read (none
+        read, or rows published since: read again when due)."""
+        if stats is None:
+            stats = await self._stats_when_due()
+        if stats is not None and stats.resend_due is not None and stats.resend_due <= utcnow():
+            await self.resend_unacknowledged()  # a write only when a receipt is overdue
+        now = asyncio.get_running_loop().time()
         if now - self._last_purge >= 60.0:
             self._last_purge = now
             async with self.sessions() as session, session.begin():
@@ -802,29 +847,31 @@ class OutboxRelay:
         self.outbox._wake.set()
         return count
 
-    async def _update_stats(self) -> datetime | None:
-        """Set the backlog and receipt gauges; return when the first overdue directed message is due again."""
-        async with self.read_sessions() as session:
-            count, oldest = (
-                await session.execute(
-                    select(func.count(), func.min(outbox.c.created_at)).where(outbox.c.sent_at.is_(None))
-                )
-            ).one()
-            waiting, first, due = (
-                await session.execute(
-                    select(func.count(), func.min(outbox.c.created_at), func.min(outbox.c.resend_at)).where(
-                        awaiting_receipt()
-                    )
-                )
-            ).one()
-        OUTBOX_BACKLOG.labels(self.service).set(count)
-        OUTBOX_OLDEST_AGE.labels(self.service).set((utcnow() - as_utc(oldest)).total_seconds() if oldest else 0)
-        AWAITING_RECEIPT.labels(self.service).set(waiting)
-        OLDEST_UNACKNOWLEDGED_AGE.labels(self.service).set((utcnow() - as_utc(first)).total_seconds() if first else 0)
-        return as_utc(due) if due is not None else None
+    async def _update_stats(self) -> OutboxStats:
+        """Set the backlog and receipt gauges from one statement; return what it read."""
+        self._last_stats = asyncio.get_running_loop().time()
+        async with self.read_sessions() as session, session.begin():
+            rows = {row["kind"]: row for row in (await _STATS.execute(session)).rows}
+        pending, awaiting = rows[_UNSENT], rows[_AWAITING]
+        stats = OutboxStats(
+            backlog=pending["rows"],
+            oldest=as_utc_or_none(pending["oldest"]),
+            awaiting=awaiting["rows"],
+            oldest_awaiting=as_utc_or_none(awaiting["oldest"]),
+            resend_due=as_utc_or_none(awaiting["resend_due"]),
+        )
+        now = utcnow()
+        OUTBOX_BACKLOG.labels(self.service).set(stats.backlog)
+        OUTBOX_OLDEST_AGE.labels(self.service).set((now - stats.oldest).total_seconds() if stats.oldest else 0)
+        AWAITING_RECEIPT.labels(self.service).set(stats.awaiting)
+        OLDEST_UNACKNOWLEDGED_AGE.labels(self.service).set(
+            (now - stats.oldest_awaiting).total_seconds() if stats.oldest_awaiting else 0
+        )
+        return stats
 
-    async def _idle(self, seconds: float) -> None:
-        await self.outbox.wait_for_work(seconds)
+    async def _idle(self, seconds: float) -> bool:
+        """Wait for a commit that queued rows, at most ``seconds``; whether one came."""
+        return await self.outbox.wait_for_work(seconds)
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
