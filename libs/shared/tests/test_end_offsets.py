@@ -29,9 +29,8 @@ NOT_LEADER = 6
 def answer(version: int) -> bytes:
     """An answer for two topics, one of whose partitions the broker refused, encoded by aiokafka's structures."""
     if version == 0:
-        partitions_a = [(0, 0, [12]), (1, NOT_LEADER, []), (2, 0, [0])]
-        partitions_b = [(0, 0, [3])]
-        return OffsetResponse_v0([("a", partitions_a), ("b", partitions_b)]).encode()  # type: ignore[no-any-return]
+        listed = [(0, 0, [12]), (1, NOT_LEADER, []), (2, 0, [0])]
+        return OffsetResponse_v0([("a", listed), ("b", [(0, 0, [3])])]).encode()  # type: ignore[no-any-return]
     partitions_a = [(0, 0, -1, 12), (1, NOT_LEADER, -1, -1), (2, 0, -1, 0)]
     partitions_b = [(0, 0, -1, 3)]
     if version == 1:
@@ -65,7 +64,7 @@ def test_a_set_of_partitions_is_encoded_once_and_the_kept_sets_stay_few() -> Non
 
 
 async def test_on_the_embedded_broker_the_ends_are_those_the_consumer_reports(kafka_broker: EmbeddedBroker) -> None:
-    settings = Settings(kafka_bootstrap_servers=kafka_broker.bootstrap_servers)  # type: ignore[call-arg]
+    settings = Settings(kafka_bootstrap_servers=kafka_broker.bootstrap_servers)
     topics = [f"labornet.510000.ends-{uuid.uuid4().hex[:8]}.events" for _ in range(3)]
     await ensure_topics(settings, topics)
     producer = await started(make_producer(settings))
