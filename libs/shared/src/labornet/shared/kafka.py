@@ -464,10 +464,10 @@ def make_consumer(settings: Settings, group_id: str) -> PacedConsumer:
         session_timeout_ms=settings.kafka_session_timeout_ms,
         heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
         max_poll_records=500,
-        # the fetch routine wakes on a fetch's answer, a poll, a seek, a rebalance or a resume; this is only its
-        # fallback (aiokafka's 200 ms made every consumer at rest wake five times a second: 35 timers a second of
-        # a node's 108)
-        consumer_timeout_ms=1000,
+        # the fetch routine wakes on a fetch's answer (an idle consumer's pause ends it too), a poll, a seek, a
+        # rebalance or a resume; this is only its fallback (aiokafka's 200 ms made every consumer at rest wake five
+        # times a second: 35 timers a second of a node's 108; 1 s still made seven wake-ups a second a node)
+        consumer_timeout_ms=5000,
         isolation_level="read_uncommitted",
         # consumers subscribe by pattern: a metadata refresh is how they see a new partition or a recreated topic.
         # The broker watch asks for the metadata every few seconds and makes the consumers of its process refresh
