@@ -146,7 +146,10 @@ class BrokerWatch:
     async def run(self) -> None:
         while not self._stopping.is_set():
             try:
-                await asyncio.wait_for(self.check(shared_within_s=self.interval_s / 2), self.timeout_s)
+                # the answer another watch of the process got within this check's interval serves: one metadata
+                # request of every topic (about 2 ms of this process's CPU and 0.7 ms of the embedded broker's for
+                # the nine provinces' 108 topics) a process per interval, where half the interval let two through
+                await asyncio.wait_for(self.check(shared_within_s=self.interval_s * 0.9), self.timeout_s)
                 self.last_error = None
             except asyncio.CancelledError:
                 raise
