@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import itertools
 import signal
 import socket
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,7 +17,14 @@ import uvicorn
 
 from labornet.shared import node
 from labornet.shared.broker import free_port
-from labornet.shared.node import YOUNG_OBJECTS, QuietServer, _Server, run_server, settle_when_all_serve
+from labornet.shared.node import (
+    YOUNG_OBJECTS,
+    QuietServer,
+    _Server,
+    run_server,
+    settle_when_all_serve,
+    tick_together,
+)
 from labornet.shared.testing import eventually
 
 
@@ -84,41 +93,57 @@ async def test_the_servers_of_a_node_settle_its_heap_once_when_the_last_one_serv
             task.cancel()
 
 
-async def test_a_node_server_at_rest_wakes_once_a_second_and_stops_at_once() -> None:
+async def test_a_node_s_servers_at_rest_tick_together_once_a_second_and_stop_at_once() -> None:
     """uvicorn's own main loop wakes ten times a second to refresh the Date header and look for the signal to
-    exit; four servers in a node made that 40 wake-ups a second of a process doing nothing. The node's server
-    wakes once a second (still refreshing the Date header) and is woken at once by the node's stop (checked with
-    the next tick two minutes away)."""
-    port = free_port()
-    server = _Server(uvicorn.Config(hello, host="127.0.0.1", port=port, log_config=None, lifespan="off"))
-    ticks = 0
-    tick = server.on_tick
+    exit; four servers in a node made that 40 wake-ups a second of a process doing nothing, and four once a second
+    still four. The node's servers are ticked together once a second (each Date header still refreshed) and are
+    woken at once by the node's stop (checked with the next tick two minutes away)."""
+    ports = [free_port(), free_port()]
+    servers = [
+        _Server(uvicorn.Config(hello, host="127.0.0.1", port=port, log_config=None, lifespan="off")) for port in ports
+    ]
+    ticks: list[tuple[int, float]] = []  # (server, when)
 
-    async def counted(counter: int) -> bool:
-        nonlocal ticks
-        ticks += 1
-        return await tick(counter)
+    def counting(n: int, server: _Server) -> None:
+        tick = server.on_tick
 
-    server.on_tick = counted  # type: ignore[method-assign]
-    serving = asyncio.create_task(server.serve())
+        async def counted(counter: int) -> bool:
+            ticks.append((n, time.monotonic()))
+            return await tick(counter)
+
+        server.on_tick = counted  # type: ignore[method-assign]
+
+    for n, server in enumerate(servers):
+        counting(n, server)
+    serving = [asyncio.create_task(server.serve()) for server in servers]
+    ticking = asyncio.create_task(tick_together(servers))
     try:
 
         async def started() -> bool:
-            return bool(server.started)
+            return all(server.started for server in servers)
 
         await eventually(started, timeout_s=10)
         async with httpx.AsyncClient() as client:
-            answer = await client.get(f"http://127.0.0.1:{port}/")
-        assert answer.text == "ok" and answer.headers["date"].endswith("GMT")
-        before = ticks
-        await asyncio.sleep(2.5)
-        assert ticks - before <= 4, f"{ticks - before} ticks in 2.5 s (uvicorn's own main loop: 25)"
-        server.tick_s = 120  # from the next tick on: the stop must wake it, the tick would not come for minutes
-        await asyncio.sleep(1.5)
-        server.stop()
-        await asyncio.wait_for(serving, 60)
+            for port in ports:
+                answer = await client.get(f"http://127.0.0.1:{port}/")
+                assert answer.text == "ok" and answer.headers["date"].endswith("GMT")
+        ticks.clear()
+        await asyncio.sleep(3.5)
+        for n in range(2):
+            assert 2 <= sum(1 for server, _ in ticks if server == n) <= 4, ticks
+        moments = sorted(when for _, when in ticks)
+        wake_ups = 1 + sum(1 for a, b in itertools.pairwise(moments) if b - a > 0.05)
+        assert wake_ups == len(ticks) // 2, f"{len(ticks)} ticks in {wake_ups} wake-ups: one a second for both"
+        ticking.cancel()
+        ticking = asyncio.create_task(tick_together(servers, tick_s=120))  # the stop must wake them, not a tick
+        await asyncio.sleep(0.5)
+        for server in servers:
+            server.stop()
+        await asyncio.wait_for(asyncio.gather(*serving), 60)
     finally:
-        serving.cancel()
+        ticking.cancel()
+        for task in serving:
+            task.cancel()
 
 
 async def test_a_service_server_stops_at_once_on_its_exit_signal() -> None:

@@ -348,8 +348,9 @@ class EventConsumer:
     # How much of a quarantined record is stored and dead-lettered (LABORNET_QUARANTINE_MAX_RECORD_BYTES).
     quarantine_max_record_bytes: int = Settings.model_fields["quarantine_max_record_bytes"].default
     # How long a poll of a consumer at rest waits for records before the loop's own checks (the broker's new log,
-    # the lag, the quarantine count) run again.
-    idle_poll_ms: int = 2000
+    # the lag, the quarantine count) run again: the pace at which what they look at changes at rest (the broker
+    # watch asks every 5 s, the lag is measured every 5 s); records end the wait as they come.
+    idle_poll_ms: int = 5000
     # How many records of one partition, of those applied one at a time by their handler, go in one transaction
     # (LABORNET_INBOX_BATCH_SIZE; 1: one each) ...
     batch_size: int = Settings.model_fields["inbox_batch_size"].default

@@ -106,11 +106,30 @@ def run_server(config: uvicorn.Config) -> None:
 
 
 class _Server(QuietServer):
-    """A node's server: the node handles the signals (its four servers share one loop) and stops each."""
+    """A node's server: the node handles the signals (its four servers share one loop) and stops each, and ticks
+    for all of them (:func:`tick_together`); the server itself only waits to be told to stop."""
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
         yield
+
+    async def main_loop(self) -> None:
+        self._serving_loop = asyncio.get_running_loop()
+        self.on_serving()
+        await self.on_tick(0)  # the Date header, before the first request
+        await self.stopping.wait()
+
+
+async def tick_together(servers: Sequence[QuietServer], tick_s: float = QuietServer.tick_s) -> None:
+    """uvicorn's tick of every one of ``servers`` that serves, once a second, in one wake-up: a tick refreshes the
+    server's Date header (stopping is the node's to say), and a node at rest woke four times a second for it."""
+    counter = 0
+    while True:
+        await asyncio.sleep(tick_s)
+        counter += 10  # uvicorn refreshes the Date header on every tenth of its ticks: here every tick
+        for server in servers:
+            if server.started and not server.should_exit:
+                await server.on_tick(counter)
 
 
 async def serve_node(host: str, ports: dict[str, int]) -> None:
@@ -137,7 +156,11 @@ async def serve_node(host: str, ports: dict[str, int]) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop)
-    await asyncio.gather(*(server.serve() for server in servers))
+    ticking = asyncio.create_task(tick_together(servers), name="node-servers-tick")
+    try:
+        await asyncio.gather(*(server.serve() for server in servers))
+    finally:
+        ticking.cancel()
 
 
 def settle_when_all_serve(servers: Sequence[QuietServer]) -> None:
