@@ -31,6 +31,7 @@ from labornet.shared.outbox import Outbox, OutboxRelay
 from labornet.shared.settings import Settings
 from labornet.shared.signing import Signer
 from labornet.shared.testing import eventually, lag_measuring_consumer, platform_engine
+from labornet.shared.topics import inbox_topic
 
 
 def settings_for(broker: EmbeddedBroker, **overrides: object) -> Settings:
@@ -394,4 +395,81 @@ async def test_a_relay_at_rest_polls_with_one_statement_and_still_publishes_what
             await eventually(published, timeout_s=15)
     finally:
         sa_event.remove(engine.sync_engine, "before_cursor_execute", statement)
+        await engine.dispose()
+
+
+async def test_a_consumer_at_rest_that_expects_records_reads_them_at_the_busy_pace(
+    kafka_broker: EmbeddedBroker,
+) -> None:
+    """A node that just asked a partner something (a directed message) expects the answer on its inbox: its inbox
+    consumer, at rest, would read it at the doorbell's next ring (here every 5 s, to tell the two apart). Told to
+    expect records, it fetches at the busy pace at once; with nothing coming it is idle again ``idle_after_s`` later."""
+    settings = settings_for(
+        kafka_broker,
+        kafka_fetch_idle_after_s=0.5,
+        kafka_fetch_idle_pause_ms=5000,
+        kafka_fetch_idle_fetch_every_ms=60_000,
+        kafka_fetch_idle_fetch_heard_every_ms=60_000,
+    )
+    loop = asyncio.get_running_loop()
+    delays = []
+    async with topic_with_reader(settings, "expect") as (topic, consumer, producer), polling(consumer) as values:
+
+        async def pausing() -> bool:
+            return consumer.idle and consumer.pausing
+
+        for n in range(3):
+            await eventually(pausing, timeout_s=10)
+            consumer.expect()
+            assert not consumer.idle
+            await producer.send_and_wait(topic, f"answer {n}".encode(), key=b"k")
+            sent = loop.time()
+
+            async def answered(value: bytes = f"answer {n}".encode()) -> bool:
+                return value in values
+
+            await eventually(answered, timeout_s=15, interval_s=0.01)
+            delays.append(loop.time() - sent)
+    assert max(delays) < 1.0, f"read after {delays} s; the doorbell rings every 5 s"
+
+
+async def test_the_relay_says_when_it_sent_a_directed_message_and_only_then(
+    database_url: str, kafka_broker: EmbeddedBroker, node_keys: dict[str, NodeKeys]
+) -> None:
+    """The service's inbox consumers are told to expect records when the relay sent a directed message (its receipt
+    and its answer come back there); a broadcast event brings no answer and tells nobody."""
+    engine: AsyncEngine = await platform_engine(database_url)
+    settings = settings_for(kafka_broker)
+    writer = Outbox("510000", "jobs", Signer.from_file(node_keys["510000"].signing_key, "510000"))
+    relay = OutboxRelay(
+        sessionmaker(engine),
+        readonly_sessionmaker(engine),
+        lambda: make_producer(settings),
+        writer,
+        service="jobs",
+        create_topics=lambda names: ensure_topics(settings, names),
+    )
+    told: list[int] = []
+    relay.on_directed_sent = lambda: told.append(1)
+    suffix = uuid.uuid4().hex[:8]
+    try:
+        async with sessionmaker(engine)() as session, session.begin():
+            await writer.add(
+                session, topic=f"labornet.510000.told-{suffix}.events", event_type="x.v1", key="k", data={}
+            )
+        assert await relay.publish_batch() == 1
+        assert told == []
+        async with sessionmaker(engine)() as session, session.begin():
+            await writer.add(
+                session,
+                topic=inbox_topic("330000", "jobs"),
+                event_type="x.letter.v1",
+                key="k",
+                data={},
+                destination="330000",
+            )
+        assert await relay.publish_batch() == 1
+        assert told == [1]
+    finally:
+        await relay.stop()
         await engine.dispose()

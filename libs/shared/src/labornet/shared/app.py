@@ -212,6 +212,15 @@ async def start_runtime(spec: ServiceSpec, settings: Settings) -> Runtime:
                 cluster=lambda: broker.cluster_id,
             )
         )
+    inbox_consumers = [consumer for consumer in runtime.consumers if consumer.reads_inbox]
+
+    def expect_answers() -> None:
+        for consumer in inbox_consumers:
+            consumer.expect_records()
+
+    # a node that just asked listens closely for the answer: a consumer at rest would read it at the doorbell's
+    # next ring, up to 400 ms later at each step of an exchange (ADR 40)
+    relay.on_directed_sent = expect_answers
     for consumer in runtime.consumers:
         consumer.lag_interval_s = settings.consumer_lag_interval_s
         consumer.quarantine_max_record_bytes = settings.quarantine_max_record_bytes

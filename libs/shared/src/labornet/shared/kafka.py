@@ -201,6 +201,18 @@ class PacedConsumer(AIOKafkaConsumer):  # type: ignore[misc]  # aiokafka ships n
         """End the pause: records came (the doorbell saw a partition grow)."""
         self._ring.set()
 
+    def expect(self) -> None:
+        """Records are expected soon (the process just sent a question whose answer comes to this consumer): fetch
+        at the busy pace from now on, as if records had just come, and end the pause. Without records the idle
+        pacing comes back ``idle_after_s`` later, as after any records."""
+        fetcher = getattr(self, "_fetcher", None)
+        if fetcher is None:
+            return
+        self._last_records_at = time.monotonic()
+        fetcher._fetch_max_wait_ms = self.busy_wait_ms
+        self._pause_s = 0.0
+        self._ring.set()
+
     def heard(self, ends: dict[TopicPartition, int], at: float) -> None:
         """The end offsets the doorbell read at ``at`` (time.monotonic()) for the idle consumers of the process,
         this one's partitions among them: one answer shared by all, picked from only when a lag is measured."""

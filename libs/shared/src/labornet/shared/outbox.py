@@ -628,6 +628,8 @@ class OutboxRelay:
         self._lock_key = zlib.crc32(f"labornet-outbox-{service}".encode())
         self._pending_statements: dict[tuple[str, int], Direct] = {}
         self._stopping = asyncio.Event()
+        # told when a batch held directed messages, whose receipts and answers come back to this service's inbox
+        self.on_directed_sent: Callable[[], None] = lambda: None
         self._last_stats = 0.0
         self._last_purge = 0.0
 
@@ -749,6 +751,8 @@ class OutboxRelay:
                     await _mark_sent(writer, ids, sent_at, waits)
         for row in rows:
             EVENTS_PUBLISHED.labels(self.service, row["topic"]).inc()
+        if any(row["expects_receipt"] for row in rows):
+            self.on_directed_sent()
         return len(rows)
 
     def _pending(self, dialect: str) -> Direct:
