@@ -647,7 +647,9 @@ class OutboxRelay:
                 stats = None if woken else await self._stats_when_due()
                 published = await self.publish_batch() if stats is None or stats.backlog else 0
                 backoff = 0.0
-                await self._housekeeping(stats if not published else None)
+                if published and stats is not None:  # they counted the rows just published: read them again
+                    stats = await self._update_stats()
+                await self._housekeeping(stats)
                 woken = published >= self.batch_size or await self._idle(self.poll_interval_s)
             except asyncio.CancelledError:
                 raise
@@ -797,8 +799,8 @@ class OutboxRelay:
         return await self._update_stats()
 
     async def _housekeeping(self, stats: OutboxStats | None = None) -> None:
-        """Resend what is overdue and purge what is old. ``stats`` are the gauges this round already read (none
-        read, or rows published since: read again when due)."""
+        """Resend what is overdue and purge what is old. ``stats`` are the gauges this round already read (None:
+        read them when due)."""
         if stats is None:
             stats = await self._stats_when_due()
         if stats is not None and stats.resend_due is not None and stats.resend_due <= utcnow():
