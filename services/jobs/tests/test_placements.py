@@ -288,6 +288,31 @@ async def test_a_hire_is_recorded_once_at_each_end_and_bad_inputs_write_nothing(
     assert await nodes[CQ].service.rebroadcast() == []
 
 
+async def test_the_background_check_with_nothing_due_takes_no_write_transaction(nodes: dict[str, Node]) -> None:
+    """The publisher checks every few seconds; with nothing to publish (nearly always) it only reads, so it never
+    takes SQLite's write lock from the node's writers. A hire not counted yet is published in one write."""
+    sc = nodes[SC]
+    writes = 0
+    sessions = sc.service.sessions
+
+    def counted() -> Any:
+        nonlocal writes
+        writes += 1
+        return sessions()
+
+    sc.service.sessions = counted  # type: ignore[assignment]
+    for _ in range(3):
+        assert await sc.service.publish_due() == []
+    assert writes == 0, "a check with nothing due took a write transaction"
+    sc.service.sessions = sessions
+    assert await sc.record(**hire(1))
+    sc.service.sessions = counted  # type: ignore[assignment]
+    [published] = await sc.service.publish_due()
+    assert (published.month, writes) == ("2026-03", 1)
+    assert await sc.service.publish_due() == []
+    assert writes == 1
+
+
 async def test_statistics_reach_every_node_and_stale_or_forged_snapshots_change_nothing(
     nodes: dict[str, Node],
 ) -> None:

@@ -407,11 +407,17 @@ class PlacementService:
             return await rebroadcast(session, self.outbox, self.province, self.clock())
 
     async def publish_due(self) -> list[PlacementSnapshot]:
-        """Broadcast the months of recorded hires the published statistics do not count yet (none: nothing)."""
-        async with self.sessions() as session, session.begin():
+        """Broadcast the months of recorded hires the published statistics do not count yet (none: nothing).
+
+        The frequent case, nothing to publish, is found by a read: it takes neither the generation's row lock nor,
+        on SQLite, the database's write lock (a write session begins with BEGIN IMMEDIATE), which the background
+        check took every few seconds from the writers of the node's requests and events."""
+        async with self.read_sessions() as session:
             due = exists().where(placement.c.announced.is_(False), _of(self.province))
             if not await session.scalar(select(due)):
-                return []  # the frequent case, without taking the generation's row lock
+                return []
+        async with self.sessions() as session, session.begin():
+            # what another replica announced meanwhile is not announced again: nothing then
             return await publish_placements(session, self.outbox, self.province, self.clock())
 
     async def _figures(self, session: AsyncSession, province: str, which: CellFilter) -> ProvinceFigures:
