@@ -139,6 +139,19 @@ async def test_a_record_after_a_quiet_spell_is_read_within_a_second_with_the_def
     assert max(delays) < 1.0, f"read {max(delays):.2f} s after it was sent; the promise is a second"
 
 
+def relay_on(engine: AsyncEngine, settings: Settings, writer: Outbox, **options: Any) -> OutboxRelay:
+    """A relay of ``writer``'s service on ``engine`` and the broker of ``settings`` (topics created as needed)."""
+    return OutboxRelay(
+        sessionmaker(engine),
+        readonly_sessionmaker(engine),
+        lambda: make_producer(settings),
+        writer,
+        service=writer.service,
+        create_topics=lambda names: ensure_topics(settings, names),
+        **options,
+    )
+
+
 @contextlib.asynccontextmanager
 async def relaying(relay: OutboxRelay) -> AsyncIterator[None]:
     task = asyncio.create_task(relay.run())
@@ -157,15 +170,8 @@ async def test_the_relay_publishes_a_commit_at_once_though_its_fallback_poll_is_
     engine: AsyncEngine = await platform_engine(database_url)
     settings = settings_for(kafka_broker)
     writer = Outbox("510000", "jobs", Signer.from_file(node_keys["510000"].signing_key, "510000"))
-    relay = OutboxRelay(
-        sessionmaker(engine),
-        readonly_sessionmaker(engine),
-        lambda: make_producer(settings),
-        writer,
-        service="jobs",
-        poll_interval_s=3600.0,  # only the commit's wake-up can publish within the test
-        create_topics=lambda names: ensure_topics(settings, names),
-    )
+    # only the commit's wake-up can publish within the test
+    relay = relay_on(engine, settings, writer, poll_interval_s=3600.0)
     topic = f"labornet.510000.wake-{uuid.uuid4().hex[:8]}.events"
 
     async def unsent() -> int:
@@ -344,15 +350,8 @@ async def test_a_relay_at_rest_polls_with_one_statement_and_still_publishes_what
     engine: AsyncEngine = await platform_engine(database_url)
     settings = settings_for(kafka_broker)
     signer = Signer.from_file(node_keys["510000"].signing_key, "510000")
-    relay = OutboxRelay(
-        sessionmaker(engine),
-        readonly_sessionmaker(engine),
-        lambda: make_producer(settings),
-        Outbox("510000", "relay-rest", signer),
-        service="relay-rest",
-        poll_interval_s=1.2,  # the gauges are read at a poll at most once a second: every poll reads them
-        create_topics=lambda names: ensure_topics(settings, names),
-    )
+    # the gauges are read at a poll at most once a second: every poll reads them
+    relay = relay_on(engine, settings, Outbox("510000", "relay-rest", signer), poll_interval_s=1.2)
     other_process = Outbox("510000", "relay-rest", signer)  # its commits wake its own relay, not this one
     topic = f"labornet.510000.rest-{uuid.uuid4().hex[:8]}.events"
     trail: list[str] = []  # the outbox statements and the polls, in order
@@ -443,14 +442,7 @@ async def test_the_relay_says_when_it_sent_a_directed_message_and_only_then(
     engine: AsyncEngine = await platform_engine(database_url)
     settings = settings_for(kafka_broker)
     writer = Outbox("510000", "jobs", Signer.from_file(node_keys["510000"].signing_key, "510000"))
-    relay = OutboxRelay(
-        sessionmaker(engine),
-        readonly_sessionmaker(engine),
-        lambda: make_producer(settings),
-        writer,
-        service="jobs",
-        create_topics=lambda names: ensure_topics(settings, names),
-    )
+    relay = relay_on(engine, settings, writer)
     told: list[int] = []
     relay.on_directed_sent = lambda: told.append(1)
     suffix = uuid.uuid4().hex[:8]
