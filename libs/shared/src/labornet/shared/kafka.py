@@ -205,12 +205,7 @@ class PacedConsumer(AIOKafkaConsumer):  # type: ignore[misc]  # aiokafka ships n
         """Records are expected soon (the process just sent a question whose answer comes to this consumer): fetch
         at the busy pace from now on, as if records had just come, and end the pause. Without records the idle
         pacing comes back ``idle_after_s`` later, as after any records."""
-        fetcher = getattr(self, "_fetcher", None)
-        if fetcher is None:
-            return
-        self._last_records_at = time.monotonic()
-        fetcher._fetch_max_wait_ms = self.busy_wait_ms
-        self._pause_s = 0.0
+        self.pace(had_records=True)
         self._ring.set()
 
     def heard(self, ends: dict[TopicPartition, int], at: float) -> None:
