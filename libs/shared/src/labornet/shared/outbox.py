@@ -218,12 +218,15 @@ class Outbox:
         schema_version: int = 1,
         expects_receipt: bool | None = None,
         acknowledging: str | None = None,
+        traceparent: str | None = None,
     ) -> None:
         """What :meth:`add` does, written when the transaction ``session`` is in commits.
 
         ``acknowledging`` marks a receipt (outcome ``applied``) for that message id whose sender reads
         acknowledgements in answers: if the transaction also queues a directed message to the same inbox topic,
         the receipt is left out and the answer lists the id in ``ce_acknowledges`` instead (ADR 39).
+        ``traceparent`` is the trace the event was written in; by default the current one (a writer that commits
+        the work of several requests together names each request's, ADR 41).
 
         Just before the commit the events queued in the transaction are numbered, signed and inserted together: one
         sequence statement per stream and one insert for all of them, however many the transaction queued (a run
@@ -248,7 +251,7 @@ class Outbox:
                     "schema_version": schema_version,
                     "expects_receipt": destination is not None if expects_receipt is None else expects_receipt,
                     # the trace of the step that queued it (an inbox run applies many events, each in its own trace)
-                    "traceparent": current_traceparent.get(),
+                    "traceparent": traceparent or current_traceparent.get(),
                 },
                 acknowledging,
             )

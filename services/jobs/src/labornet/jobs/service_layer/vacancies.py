@@ -11,11 +11,12 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, date
 from typing import Any
 
 from prometheus_client import Counter, Gauge
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -48,8 +49,9 @@ from labornet.shared.db import insert_of, update_of, update_parameters
 from labornet.shared.direct import Direct
 from labornet.shared.divisions import DivisionRegistry, InvalidDivision
 from labornet.shared.envelope import Envelope, json_fields
+from labornet.shared.groupcommit import GroupCommit
 from labornet.shared.inbox import Handler, RuleViolation, batched, check_version_continuity, describe
-from labornet.shared.observability import set_counts
+from labornet.shared.observability import current_traceparent, set_counts
 from labornet.shared.outbox import Outbox
 from labornet.shared.problems import Forbidden, NotFound, Problem, Unprocessable
 from labornet.shared.replica import check_owner, upsert_newer
@@ -63,6 +65,15 @@ VACANCIES = Gauge("labornet_jobs_vacancies", "Vacancies held by this node, by st
 REPLICA_CHANGES = Counter(
     "labornet_jobs_replica_changes_total", "Partner vacancy events applied to the replica, by result", ["result"]
 )
+
+
+@dataclass(frozen=True)
+class _Publication:
+    """A vacancy to publish: its row, not yet written, and the trace of the request that published it."""
+
+    row: dict[str, Any]
+    traceparent: str | None
+
 
 EVENT_FIELDS = tuple(c.name for c in vacancy.columns if c.name != "search_tokens")
 
@@ -120,6 +131,7 @@ class VacancyService:
         self.topic = events_topic(province, "jobs")
         # the consumer's handler of every vacancy event type: one event at a time, or a run's events together
         self.apply_event: Handler = batched(self.apply_events)
+        self._publishing = GroupCommit("vacancy-publish", sessions, self._write_published)
 
     def _place(self, division_code: str, city: str | None) -> tuple[str, str]:
         try:
@@ -144,12 +156,18 @@ class VacancyService:
             ) from exc
 
     async def publish(self, draft: VacancyDraft) -> dict[str, Any]:
+        """Publish a vacancy of this province: the row, its event and its matches, committed together with the
+        vacancies published at the same moment (:class:`~labornet.shared.groupcommit.GroupCommit`, ADR 41)."""
         await self._check_brand(draft.brand_id)
         row = self.new_vacancy(draft)
-        async with self.sessions() as session, session.begin():
-            await _INSERT_VACANCY.execute(session, row)
-            await self._emit(session, PUBLISHED, row, new=True)
-        return row
+        return await self._publishing.submit(_Publication(row, current_traceparent.get()))
+
+    async def _write_published(
+        self, session: AsyncSession, publications: Sequence[_Publication]
+    ) -> list[dict[str, Any]]:
+        rows = [publication.row for publication in publications]
+        await self.insert_published(session, rows, [publication.traceparent for publication in publications])
+        return rows
 
     def new_vacancy(self, draft: VacancyDraft) -> dict[str, Any]:
         """The row a draft is published as (the division resolved; 422 naming it otherwise), not yet written."""
@@ -173,15 +191,21 @@ class VacancyService:
         row["search_tokens"] = search_tokens(row)
         return row
 
-    async def insert_published(self, session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
-        """Write new vacancies and their published events in the caller's transaction (the bulk import's batches).
+    async def insert_published(
+        self,
+        session: AsyncSession,
+        rows: Sequence[Mapping[str, Any]],
+        traceparents: Sequence[str | None] | None = None,
+    ) -> None:
+        """Write new vacancies and their ``vacancy.published`` events in the caller's transaction (the API's
+        publications committed together, the bulk import's batches).
 
         The rows go in with one statement and are matched together (:func:`match_vacancies`: the active
-        subscriptions are read once for all of them)."""
-        await session.execute(insert(vacancy), rows)
-        await self.outbox.add_many(
-            session, topic=self.topic, event_type=PUBLISHED, events=[(row["id"], to_event(row)) for row in rows]
-        )
+        subscriptions are read once for all of them); the events are numbered and signed together at the commit.
+        Each event is in the trace of ``traceparents`` at its row's position (by default the current one)."""
+        await _INSERT_VACANCY.executemany(session, rows)
+        for row, traceparent in zip(rows, traceparents or [None] * len(rows), strict=True):
+            self._write_event(session, PUBLISHED, row, traceparent=traceparent)
         await match_vacancies(session, rows, new=True)
 
     async def update(self, vacancy_id: str, changes: VacancyChanges, if_match: int | None) -> dict[str, Any]:
@@ -281,13 +305,21 @@ class VacancyService:
         if result.rowcount != 1:  # type: ignore[attr-defined]
             raise VacancyRuleError(f"vacancy {current['id']} changed concurrently; reload and retry")
 
-    async def _emit(self, session: AsyncSession, event_type: str, row: Mapping[str, Any], new: bool = False) -> None:
-        await self._write_event(session, event_type, row)
-        await match_vacancy(session, row, new=new)
+    async def _emit(self, session: AsyncSession, event_type: str, row: Mapping[str, Any]) -> None:
+        self._write_event(session, event_type, row)
+        await match_vacancy(session, row)
 
-    async def _write_event(self, session: AsyncSession, event_type: str, row: Mapping[str, Any]) -> None:
+    def _write_event(
+        self, session: AsyncSession, event_type: str, row: Mapping[str, Any], traceparent: str | None = None
+    ) -> None:
         self.outbox.queue(
-            session, topic=self.topic, event_type=event_type, key=row["id"], subject=row["id"], data=to_event(row)
+            session,
+            topic=self.topic,
+            event_type=event_type,
+            key=row["id"],
+            subject=row["id"],
+            data=to_event(row),
+            traceparent=traceparent,
         )
 
     async def apply_events(self, session: AsyncSession, envelopes: Sequence[Envelope]) -> None:
