@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from labornet.jobs.adapters.brands import BrandRegisterUnavailable, FixedBrandRegister, HttpBrandRegister
 from labornet.jobs.adapters.tables import metadata, vacancy
 from labornet.jobs.app import create_app
-from labornet.jobs.domain.vacancy import BrandRef, VacancyChanges, VacancyDraft
+from labornet.jobs.domain.vacancy import PUBLISHED, BrandRef, VacancyChanges, VacancyDraft
 from labornet.jobs.service_layer.vacancies import VacancyService
 from labornet.shared.clock import today_in_china
 from labornet.shared.db import create_engine, platform_metadata, readonly_sessionmaker, sessionmaker
@@ -32,7 +32,7 @@ from labornet.shared.outbox import Outbox
 from labornet.shared.problems import Problem, Unprocessable
 from labornet.shared.settings import Settings
 from labornet.shared.signing import Signer, generate_private_key, key_id_for
-from labornet.shared.testing import assert_problem, bearer, serving
+from labornet.shared.testing import assert_problem, bearer, outbox_events, serving
 
 MIGRATIONS = "labornet.jobs:migrations"
 SC = "510000"
@@ -266,3 +266,44 @@ async def test_a_write_the_busy_database_cannot_take_is_a_503_to_send_again_with
         assert published.status_code == 201, published.text
         found = (await client.get("/api/v1/vacancies", params={"q": "川菜厨师"})).json()
         assert [item["id"] for item in found["items"] if item["id"].startswith("510000-")] == [published.json()["id"]]
+
+
+async def test_vacancies_posted_at_once_commit_together_each_event_in_its_request_s_trace(
+    make_settings: Callable[..., Settings], database_url: str, node_keys: dict[str, NodeKeys]
+) -> None:
+    """Officers post 16 vacancies at the same moment: every one is published (201, stored, one event each), in fewer
+    transactions than requests (ADR 41), and each event carries the trace of the request that posted it."""
+    officer = bearer(node_keys["510000"], "officer")
+    batches_before = (
+        REGISTRY.get_sample_value("labornet_group_commit_batch_size_count", {"use_case": "vacancy-publish"}) or 0.0
+    )
+    traces = [f"{n + 1:032x}" for n in range(16)]
+    async with serving(create_app(make_settings("510000", "jobs", database_url))) as client:
+        answers = await asyncio.gather(
+            *(
+                client.post(
+                    "/api/v1/vacancies",
+                    json=draft(title=f"川菜厨师 {n}"),
+                    headers={**officer, "traceparent": f"00-{trace}-{n + 1:016x}-01"},
+                )
+                for n, trace in enumerate(traces)
+            )
+        )
+    assert [answer.status_code for answer in answers] == [201] * 16, [answer.text for answer in answers]
+    posted = {answer.json()["id"]: trace for answer, trace in zip(answers, traces, strict=True)}
+    engine = create_engine(database_url)
+    try:
+        events, _ = await outbox_events(engine)
+        async with readonly_sessionmaker(engine)() as session:
+            stored = set((await session.execute(select(vacancy.c.id))).scalars())
+    finally:
+        await engine.dispose()
+    published = [event for event in events if event.type == PUBLISHED]
+    assert stored == set(posted)
+    assert sorted(event.subject for event in published) == sorted(posted)
+    assert {event.subject: (event.traceparent or "").split("-")[1] for event in published} == posted
+    assert sorted(event.streamseq for event in published) == list(range(1, 17))  # one stream, no gap, no repeat
+    batches = (
+        REGISTRY.get_sample_value("labornet_group_commit_batch_size_count", {"use_case": "vacancy-publish"}) or 0.0
+    ) - batches_before
+    assert 1 <= batches < 16
