@@ -23,6 +23,7 @@ from labornet.jobs.adapters.search import SEARCH_SETTINGS, SearchPage, SearchPar
 from labornet.jobs.adapters.tables import vacancy
 from labornet.jobs.domain.text import document, is_cjk
 from labornet.jobs.domain.text import tokens as text_tokens
+from labornet.jobs.domain.vacancy import TargetGroup
 from labornet.jobs.service_layer.vacancies import refresh_gauges
 from labornet.shared.db import create_engine, readonly_sessionmaker, sessionmaker
 from labornet.shared.migrations import alembic_config, upgrade
@@ -710,3 +711,82 @@ def test_beside_a_text_lookup_a_salary_is_checked_on_the_rows_found_not_intersec
         assert ("salary_max >=" in sql) is not checked, sql
     walk = str(plan.statement("walk").compile(dialect=postgresql.dialect()))  # the walk reads a sort-order index
     assert "+ 0" not in walk, walk
+
+
+async def test_the_facets_of_one_expression_are_those_of_jobs_0005_for_every_shape_of_row(database_url: str) -> None:
+    """jobs_0013 computes the facet lexemes by PL/pgSQL from one expression instead of an SQL function's queries.
+    For every shape of arguments the two give the same tsvector, so the rows stored before it keep a column equal to
+    what it computes (nothing is rewritten), and a downgrade brings the queries back."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("the facet lexemes are PostgreSQL's text index")
+    engine = create_engine(database_url)
+    try:
+        await upgrade(engine, MIGRATIONS, "jobs_0012")
+        groups = [group.value for group in TargetGroup]
+        stored_before = [
+            make_vacancy(n, "川菜厨师", occupation_code=code, target_groups=chosen, posted_at=moment, status=status)
+            for n, (code, chosen, moment, status) in enumerate(
+                [
+                    ("5120", [], NOW, "open"),
+                    ("5", groups[:1], datetime(1970, 1, 8, tzinfo=UTC), "withdrawn"),
+                    ("9329", groups, datetime(1970, 1, 7, 23, 59, 59, 999999, tzinfo=UTC), "filled"),
+                    ("2411", groups[2:4], datetime(1969, 12, 25, 8, tzinfo=UTC), "expired"),
+                ]
+            )
+        ]
+        await add(engine, *stored_before)
+        async with engine.begin() as connection:  # jobs_0005's function kept under another name, to compare with
+            definition = (
+                await connection.execute(text("SELECT pg_get_functiondef('vacancy_facets'::regproc)"))
+            ).scalar()
+            assert "generate_series" in definition
+            await connection.execute(text(definition.replace("public.vacancy_facets(", "public.facets_jobs_0005(")))
+        await upgrade(engine, MIGRATIONS)
+
+        codes = ["5", "51", "512", "5120", "9329", "1234567890"]
+        group_texts = ["[]", '["veterans"]', json.dumps(groups), '[ "migrant-workers" ,\n\t"veterans" ]']
+        moments = ["1970-01-08T00:00:00Z", "1970-01-07T23:59:59.999999Z", "1969-12-25T08:00:00+08:00", NOW.isoformat()]
+        arguments = "'510000', 'open', '510104', c.code, 'full-time', g.groups::json, m.moment::timestamptz"
+        grid = (
+            "FROM unnest(CAST(:codes AS text[])) AS c(code), unnest(CAST(:groups AS text[])) AS g(groups), "
+            "unnest(CAST(:moments AS text[])) AS m(moment)"
+        )
+        async with engine.begin() as connection:
+            language = (
+                await connection.execute(
+                    text(
+                        "SELECT lanname FROM pg_proc JOIN pg_language ON pg_language.oid = prolang "
+                        "WHERE proname = 'vacancy_facets'"
+                    )
+                )
+            ).scalar()
+            differing = (
+                await connection.execute(
+                    text(
+                        f"SELECT count(*) FILTER (WHERE vacancy_facets({arguments}) IS DISTINCT FROM "
+                        f"facets_jobs_0005({arguments})), count(*) {grid}"
+                    ),
+                    {"codes": codes, "groups": group_texts, "moments": moments},
+                )
+            ).one()
+            stale = (
+                await connection.execute(
+                    text(
+                        "SELECT count(*) FROM vacancy WHERE search_vector IS DISTINCT FROM to_tsvector('simple', "
+                        "search_tokens) || vacancy_facets(owner_province, status, division_code, occupation_code, "
+                        "employment_type, target_groups, posted_at)"
+                    )
+                )
+            ).scalar()
+        assert language == "plpgsql"
+        assert tuple(differing) == (0, len(codes) * len(group_texts) * len(moments))
+        assert stale == 0
+        assert await ids(engine, q="厨师", occupation_code="5", statuses=("withdrawn",)) == {stored_before[1]["id"]}
+        assert await ids(engine, q="厨师", target_group=groups[3], statuses=("expired",)) == {stored_before[3]["id"]}
+
+        async with engine.begin() as connection:
+            await connection.run_sync(lambda sync: command.downgrade(alembic_config(MIGRATIONS, sync), "jobs_0012"))
+            restored = (await connection.execute(text("SELECT pg_get_functiondef('vacancy_facets'::regproc)"))).scalar()
+        assert "generate_series" in restored and "plpgsql" not in restored
+    finally:
+        await engine.dispose()
