@@ -106,10 +106,11 @@ async def match_vacancies(
     ids = [row["id"] for row in vacancies]
     existing: set[tuple[str, str]] = set()
     if not new:
-        existing_query = select(match.c.subscription_id, match.c.vacancy_id).where(match.c.vacancy_id.in_(ids))
+        parameters: dict[str, Any] = {"vacancy_ids": ids}
         if subscription_id is not None:
-            existing_query = existing_query.where(match.c.subscription_id == subscription_id)
-        existing = {(sub_id, vacancy_id) for sub_id, vacancy_id in await session.execute(existing_query)}
+            parameters["subscription_id"] = subscription_id
+        found = await _EXISTING_MATCHES[subscription_id is not None].execute(session, parameters)
+        existing = {(row["subscription_id"], row["vacancy_id"]) for row in found.rows}
     matched_vacancies = {vacancy_id for _, vacancy_id in existing}
     refreshed = [row for row in vacancies if row["id"] in matched_vacancies]
     if refreshed:
@@ -235,6 +236,18 @@ async def _candidates(
         parameters["subscription_id"] = subscription_id
     query = _CANDIDATES[bool(target_groups), subscription_id is not None]
     return (await query.execute(session, parameters)).rows
+
+
+def _existing_matches_query(one_subscription: bool) -> Direct:
+    query = select(match.c.subscription_id, match.c.vacancy_id).where(
+        match.c.vacancy_id.in_(bindparam("vacancy_ids", expanding=True))
+    )
+    # run on the driver (ADR 38)
+    return Direct(query.where(match.c.subscription_id == bindparam("subscription_id")) if one_subscription else query)
+
+
+# the matches the vacancies of a run already have (of every subscription, or of one)
+_EXISTING_MATCHES = {one: _existing_matches_query(one) for one in (False, True)}
 
 
 def _candidates_query(with_target_groups: bool, one_subscription: bool) -> Direct:

@@ -16,7 +16,7 @@ from datetime import UTC, date
 from typing import Any
 
 from prometheus_client import Counter, Gauge
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -60,6 +60,10 @@ from labornet.shared.topics import events_topic
 log = logging.getLogger(__name__)
 # a vacancy published through the API: run on the driver (ADR 38)
 _INSERT_VACANCY = Direct(insert_of(vacancy))
+# the versions the replica holds of a run's vacancies (partners' events): run on the driver (ADR 38)
+_HELD_VERSIONS = Direct(
+    select(vacancy.c.id, vacancy.c.version).where(vacancy.c.id.in_(bindparam("ids", expanding=True)))
+)
 
 VACANCIES = Gauge("labornet_jobs_vacancies", "Vacancies held by this node, by state", ["owner_province", "state"])
 REPLICA_CHANGES = Counter(
@@ -346,10 +350,8 @@ class VacancyService:
                     f"vacancy event {envelope.id} breaks the publishing rules: {describe(exc)}"
                 ) from exc
             rows.append((envelope, row))
-        found = await session.execute(
-            select(vacancy.c.id, vacancy.c.version).where(vacancy.c.id.in_({row["id"] for _, row in rows}))
-        )
-        held: dict[str, int] = {vacancy_id: version for vacancy_id, version in found}
+        found = await _HELD_VERSIONS.execute(session, {"ids": sorted({row["id"] for _, row in rows})})
+        held: dict[str, int] = {held["id"]: held["version"] for held in found.rows}
         newest: dict[str, dict[str, Any]] = {}
         results: list[str] = []
         for envelope, row in rows:
