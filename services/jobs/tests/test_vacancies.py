@@ -22,6 +22,7 @@ from labornet.jobs.adapters.brands import BrandRegisterUnavailable, FixedBrandRe
 from labornet.jobs.adapters.tables import metadata, vacancy
 from labornet.jobs.app import create_app
 from labornet.jobs.domain.vacancy import PUBLISHED, BrandRef, VacancyChanges, VacancyDraft
+from labornet.jobs.entrypoints.schemas import Vacancy
 from labornet.jobs.service_layer.vacancies import VacancyService
 from labornet.shared.clock import today_in_china
 from labornet.shared.db import create_engine, platform_metadata, readonly_sessionmaker, sessionmaker
@@ -290,6 +291,11 @@ async def test_vacancies_posted_at_once_commit_together_each_event_in_its_reques
             )
         )
     assert [answer.status_code for answer in answers] == [201] * 16, [answer.text for answer in answers]
+    for answer in answers:  # what the response model writes, byte for byte
+        assert answer.content == Vacancy.model_validate(answer.json()).model_dump_json().encode()
+        assert answer.headers["etag"] == '"1"'
+        assert answer.headers["location"] == f"/api/v1/vacancies/{answer.json()['id']}"
+        assert answer.json()["open_headcount"] == 2
     posted = {answer.json()["id"]: trace for answer, trace in zip(answers, traces, strict=True)}
     engine = create_engine(database_url)
     try:

@@ -276,13 +276,23 @@ async def optional_principal(
     return await current_principal(request, credentials)
 
 
-def require_role(*roles: Role) -> Callable[..., Awaitable[Principal]]:
-    """Dependency: the caller must hold one of ``roles``; 403 otherwise."""
+def _holds_one_of(principal: Principal, roles: Sequence[Role]) -> None:
+    if not any(principal.has(role) for role in roles):
+        wanted = " or ".join(role.value for role in roles)
+        raise HTTPException(status.HTTP_403_FORBIDDEN, detail=f"this action needs the role {wanted}")
 
-    async def dependency(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
-        if not any(principal.has(role) for role in roles):
-            wanted = " or ".join(role.value for role in roles)
-            raise HTTPException(status.HTTP_403_FORBIDDEN, detail=f"this action needs the role {wanted}")
+
+def require_role(*roles: Role) -> Callable[..., Awaitable[Principal]]:
+    """Dependency: the caller must hold one of ``roles``; 403 otherwise.
+
+    One dependency that authenticates and checks, not one for each step: FastAPI solves every level of a
+    dependency chain again for each request (issue 12)."""
+
+    async def dependency(
+        request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+    ) -> Principal:
+        principal = await current_principal(request, credentials)
+        _holds_one_of(principal, roles)
         return principal
 
     return dependency
@@ -290,9 +300,12 @@ def require_role(*roles: Role) -> Callable[..., Awaitable[Principal]]:
 
 def require_province_role(*roles: Role) -> Callable[..., Awaitable[Principal]]:
     """Dependency: one of ``roles`` *and* a token of this node's province (writes to its own records)."""
-    role_check = require_role(*roles)
 
-    async def dependency(request: Request, principal: Annotated[Principal, Depends(role_check)]) -> Principal:
+    async def dependency(
+        request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+    ) -> Principal:
+        principal = await current_principal(request, credentials)
+        _holds_one_of(principal, roles)
         own = request.app.state.settings.province
         if principal.province != own:
             raise HTTPException(
