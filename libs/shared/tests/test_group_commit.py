@@ -45,6 +45,8 @@ class Writes:
     async def __call__(self, session: AsyncSession, items: Sequence[dict[str, Any]]) -> list[str]:
         self.batches.append([item["id"] for item in items])
         await session.execute(insert(entry), list(items))
+        if any(item["amount"] < 0 for item in items):  # a rule of the use case, broken by one item
+            raise ValueError("an amount is never negative")
         if self.gate is not None:
             gate, self.gate = self.gate, None
             await gate.wait()
@@ -108,6 +110,18 @@ async def test_an_item_the_database_refuses_fails_alone(engine: AsyncEngine) -> 
     assert writes.batches[1] == ["before", "taken", "after"]
     assert writes.batches[2:] == [["before"], ["taken"], ["after"]]
     assert await held(engine) == {"taken": 1, "first": 1, "before": 2, "after": 2}
+
+
+async def test_a_rule_one_item_breaks_fails_that_item_alone(engine: AsyncEngine) -> None:
+    writes = Writes(engine)
+    group = GroupCommit("test-rule", sessionmaker(engine), writes)
+    outcomes = await asyncio.gather(
+        *(group.submit({"id": f"r{n}", "amount": -1 if n == 2 else n}) for n in range(4)), return_exceptions=True
+    )
+    assert outcomes[:2] == ["written r0", "written r1"] and outcomes[3] == "written r3"
+    assert isinstance(outcomes[2], ValueError)
+    assert writes.batches == [["r0", "r1", "r2", "r3"], ["r0"], ["r1"], ["r2"], ["r3"]]
+    assert await held(engine) == {"r0": 0, "r1": 1, "r3": 3}
 
 
 async def test_a_failure_of_the_database_fails_the_whole_batch_and_writes_nothing(engine: AsyncEngine) -> None:

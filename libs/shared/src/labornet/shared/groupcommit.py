@@ -11,10 +11,12 @@ both sides. :class:`GroupCommit` gathers the writes waiting at one moment and ru
 * ``write(session, items)`` does the work of every item in the one transaction and returns one result per item,
   in order. What it writes is visible to no one before the commit, and all of it after: each caller's result
   means its item is committed.
-* **A batch that fails because of its data** (``IntegrityError``, ``DataError``: a constraint, a value the
-  database refuses) is written again item by item, each in its own transaction: only the item at fault fails, with
-  the error it raised alone; the others are written. Any other failure (the database unreachable or busy, a lost
-  connection) is not about one item: every caller of the batch gets it, and nothing of the batch was written.
+* **A batch that fails because of an item** (a constraint or a value the database refuses, a rule the use case
+  raises for one row) is written again item by item, each in its own transaction: only the item at fault fails,
+  with the error it raised alone; the others are written. A failure of the database itself (unreachable, busy, a
+  lost connection, a pool with no connection to give, a transaction ended by a concurrent one:
+  :func:`~labornet.shared.inbox.is_transient`) is not about one item: every caller of the batch gets it, and
+  nothing of the batch was written.
 * A caller that goes away (its request cancelled) before its item is taken into a batch leaves nothing written.
   Once taken, the item is written with its batch or not at all, whatever happens to its caller: the writer is a
   task of its own, never cancelled half-way by a request.
@@ -32,8 +34,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
 from prometheus_client import Histogram
-from sqlalchemy.exc import DataError, IntegrityError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from labornet.shared.inbox import is_transient
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +51,11 @@ BATCH_SIZES = Histogram(
     buckets=(1, 2, 4, 8, 16, 32, 64, 128),
 )
 
-# the failures that may come from one item's data: the batch is then written item by item to find it
-ITEM_ERRORS: tuple[type[Exception], ...] = (IntegrityError, DataError)
+
+def about_one_item(exc: Exception) -> bool:
+    """Whether a batch's failure may come from one of its items (the batch is then written item by item to find
+    it), rather than from the database, which would refuse every item alike."""
+    return not (is_transient(exc) or isinstance(exc, PoolTimeout))
 
 
 class GroupCommit(Generic[Item, Result]):
@@ -113,20 +120,19 @@ class GroupCommit(Generic[Item, Result]):
         try:
             async with self.sessions() as session, session.begin():
                 results = await self.write(session, [item for item, _ in batch])
-        except ITEM_ERRORS as exc:
-            if len(batch) == 1:
-                _settle(batch[0][1], error=exc)
+        except Exception as exc:
+            if len(batch) > 1 and about_one_item(exc):
+                log.warning("%s: a batch of %d failed (%s); writing its items one by one", self.name, len(batch), exc)
+                for entry in batch:
+                    await self._write_batch([entry])
                 return
-            log.warning("%s: a batch of %d failed (%s); writing its items one by one", self.name, len(batch), exc)
-            for entry in batch:
-                await self._write_batch([entry])
-            return
-        except BaseException as exc:
             for _, future in batch:
                 _settle(future, error=exc)
-            if not isinstance(exc, Exception):
-                raise
             return
+        except BaseException as exc:  # the writer cancelled (its loop closing): its callers are told, then it stops
+            for _, future in batch:
+                _settle(future, error=exc)
+            raise
         self._sizes.observe(len(batch))
         if len(results) != len(batch):  # a defect of ``write``: its callers are told rather than left waiting
             defect = RuntimeError(f"{self.name}: {len(batch)} items written, {len(results)} results returned")
