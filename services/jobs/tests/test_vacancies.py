@@ -313,3 +313,44 @@ async def test_vacancies_posted_at_once_commit_together_each_event_in_its_reques
         REGISTRY.get_sample_value("labornet_group_commit_batch_size_count", {"use_case": "vacancy-publish"}) or 0.0
     ) - batches_before
     assert 1 <= batches < 16
+
+
+async def test_a_stopping_node_commits_the_publications_in_flight_before_its_relay_stops(
+    make_settings: Callable[..., Settings], database_url: str
+) -> None:
+    """A batch of publications is in its transaction when the node is told to stop: the node waits for it to commit
+    before it stops its relay and its engine (ADR 41), so the vacancy and its event are stored, and nothing is
+    left half-written."""
+    app = create_app(make_settings("510000", "jobs", database_url))
+    happened: list[str] = []
+    gate = asyncio.Event()
+    async with serving(app):
+        runtime = app.state.runtime
+        service: VacancyService = runtime.extras["vacancies"]
+        insert_published = service.insert_published
+
+        async def held_in_its_transaction(*args: Any, **kwargs: Any) -> None:
+            await insert_published(*args, **kwargs)
+            await gate.wait()
+
+        service.insert_published = held_in_its_transaction  # type: ignore[method-assign]
+        relay_stop = runtime.relay.stop
+
+        async def relay_stopping() -> None:
+            happened.append("relay stopped")
+            await relay_stop()
+
+        runtime.relay.stop = relay_stopping
+        publishing = asyncio.create_task(service.publish(VacancyDraft.model_validate(draft(title="川菜厨师 在途"))))
+        await asyncio.sleep(0.2)
+        assert not publishing.done()
+        asyncio.get_running_loop().call_later(0.5, gate.set)
+        publishing.add_done_callback(lambda _: happened.append("committed"))
+    row = await publishing
+    assert happened == ["committed", "relay stopped"]
+    engine = create_engine(database_url)
+    try:
+        events, _ = await outbox_events(engine)
+    finally:
+        await engine.dispose()
+    assert [event.subject for event in events if event.type == PUBLISHED] == [row["id"]]

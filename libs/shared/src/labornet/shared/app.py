@@ -116,6 +116,8 @@ class Runtime:
     consumers: list[EventConsumer] = field(default_factory=list)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     extras: dict[str, Any] = field(default_factory=dict)
+    # work finished before anything stops: writes a group commit has taken (ADR 41)
+    finishing: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     antientropy: AntiEntropy = field(init=False)  # set by start_runtime right after the runtime is built
 
     def consumer(self, name: str) -> EventConsumer:
@@ -239,7 +241,18 @@ async def start_runtime(spec: ServiceSpec, settings: Settings) -> Runtime:
     return runtime
 
 
+# how long a stopping service waits for the work in flight it was told of (a transaction: the database's timeouts end it
+# sooner)
+FINISH_TIMEOUT_S = 10.0
+
+
 async def stop_runtime(runtime: Runtime) -> None:
+    for finish in runtime.finishing:
+        try:
+            async with asyncio.timeout(FINISH_TIMEOUT_S):
+                await finish()
+        except Exception:
+            log.exception("stopping: work in flight did not finish; what it did not commit is not written")
     for consumer in runtime.consumers:
         await consumer.stop()
     await runtime.relay.stop()

@@ -21,7 +21,8 @@ both sides. :class:`GroupCommit` gathers the writes waiting at one moment and ru
   Once taken, the item is written with its batch or not at all, whatever happens to its caller: the writer is a
   task of its own, never cancelled half-way by a request.
 
-There is no task at rest: the writer ends when no item waits, and the next item starts another.
+There is no task at rest: the writer ends when no item waits, and the next item starts another. A service stopping
+waits for it (:meth:`GroupCommit.drain`, through ``Runtime.finishing``) before it stops its relay and its engine.
 """
 
 from __future__ import annotations
@@ -149,7 +150,9 @@ def _settle(
     """Give a caller its answer, unless it has gone away (its future cancelled)."""
     if future.done():
         return
-    if error is not None:
-        future.set_exception(error if isinstance(error, Exception) else asyncio.CancelledError())
+    if isinstance(error, Exception):
+        future.set_exception(error)
+    elif error is not None:  # the writer was cancelled: so is the caller's wait
+        future.cancel()
     else:
         future.set_result(result)  # type: ignore[arg-type]

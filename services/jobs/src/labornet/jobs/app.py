@@ -54,7 +54,7 @@ def brand_register(settings: Settings) -> HttpBrandRegister:
 
 def setup(runtime: Runtime) -> None:
     init_metrics(runtime.registry.codes())
-    runtime.extras["vacancies"] = VacancyService(
+    vacancies = runtime.extras["vacancies"] = VacancyService(
         province=runtime.settings.province,
         sessions=runtime.sessions,
         outbox=runtime.outbox,
@@ -62,6 +62,7 @@ def setup(runtime: Runtime) -> None:
         brands=brand_register(runtime.settings),
         max_version_jump=runtime.settings.replica_max_version_jump,
     )
+    runtime.finishing.append(vacancies.finish_publishing)
     imports.setup(runtime)
     for part in MATCHMAKING:
         part.setup(runtime)

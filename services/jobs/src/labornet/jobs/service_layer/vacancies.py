@@ -166,6 +166,10 @@ class VacancyService:
         row = self.new_vacancy(draft)
         return await self._publishing.submit(_Publication(row, current_traceparent.get()))
 
+    async def finish_publishing(self) -> None:
+        """Wait until the publications handed so far are committed or refused (the service stopping)."""
+        await self._publishing.drain()
+
     async def _write_published(
         self, session: AsyncSession, publications: Sequence[_Publication]
     ) -> list[dict[str, Any]]:

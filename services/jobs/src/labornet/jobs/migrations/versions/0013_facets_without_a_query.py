@@ -4,8 +4,8 @@
 written: each one a province publishes, each partner's event applied to the replica, each import row. As an SQL
 function with sub-queries (``generate_series`` for the occupation's prefixes, ``json_array_elements_text`` for the
 target groups) it cannot be inlined, and PostgreSQL parses, plans and starts its body again for every row it
-computes (``fmgr_sql``): measured on this machine, about 130–250 µs of the server's CPU a row, where the insert
-without facets costs 20–25 µs. Posting vacancies at Zhejiang at 500/s, the generated column was a third of the
+computes (``fmgr_sql``): measured on this machine, 134–262 µs of the server's CPU a row, where the insert
+without facets costs 18–26 µs. Posting vacancies at Zhejiang at 500/s, the generated column was a third of the
 database's time (issue 12).
 
 The same lexemes from one expression without a query, in PL/pgSQL: the function is compiled once per connection and
