@@ -4,9 +4,9 @@
 written: each one a province publishes, each partner's event applied to the replica, each import row. As an SQL
 function with sub-queries (``generate_series`` for the occupation's prefixes, ``json_array_elements_text`` for the
 target groups) it cannot be inlined, and PostgreSQL parses, plans and starts its body again for every row it
-computes (``fmgr_sql``): measured on this machine, 134–262 µs of the server's CPU a row, where the insert
-without facets costs 18–26 µs. Posting vacancies at Zhejiang at 500/s, the generated column was a third of the
-database's time (issue 12).
+computes (``fmgr_sql``). Measured on this machine with single-row inserts one after the other, it took 134–262 µs
+a row, where an insert without facets took 18–26 µs. Posting vacancies at Zhejiang at 500/s, the generated column
+was nearly a third of the database's time (issue 12).
 
 The same lexemes from one expression without a query, in PL/pgSQL: the function is compiled once per connection and
 its expression is evaluated as a *simple expression* with its plan kept, 28–42 µs a row in the same measurement.
