@@ -190,3 +190,40 @@ async def test_a_write_that_answers_for_too_few_items_fails_its_callers_rather_t
 def test_a_batch_holds_at_least_one_item() -> None:
     with pytest.raises(ValueError, match="at least one"):
         GroupCommit("test-empty", None, None, max_batch=0)  # type: ignore[arg-type]
+
+
+def test_a_group_outlives_an_event_loop_closed_while_its_writer_ran(tmp_path: Any) -> None:
+    """A loop closed with the writer still pending (a test's loop, a process stopping without its lifespan) leaves a
+    task that never ran its ``finally``: the next loop's writes start a writer of their own instead of waiting."""
+
+    async def write(session: Any, items: Sequence[str]) -> list[str]:
+        await asyncio.sleep(3600 if items == ["stuck"] else 0)
+        return list(items)
+
+    class NoSessions:
+        """Sessions that need no database: the test is about the writer's task, not the transaction."""
+
+        def __call__(self) -> NoSessions:
+            return self
+
+        async def __aenter__(self) -> NoSessions:
+            return self
+
+        async def __aexit__(self, *exc: object) -> None:
+            return None
+
+        def begin(self) -> NoSessions:
+            return self
+
+    group: GroupCommit[str, str] = GroupCommit("test-loops", NoSessions(), write)  # type: ignore[arg-type]
+    first = asyncio.new_event_loop()
+    stuck = first.create_task(group.submit("stuck"))
+    first.run_until_complete(asyncio.sleep(0.05))
+    first.close()  # the writer never finished: its task is pending in a closed loop
+    assert not stuck.done()
+
+    second = asyncio.new_event_loop()
+    try:
+        assert second.run_until_complete(asyncio.wait_for(group.submit("later"), timeout=5)) == "later"
+    finally:
+        second.close()

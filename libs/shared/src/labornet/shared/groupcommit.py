@@ -84,7 +84,7 @@ class GroupCommit(Generic[Item, Result]):
         """Write ``item`` with whatever else is waiting; its result once committed, or the error that stopped it."""
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._waiting.append((item, future))
-        if self._writer is None:
+        if self._writer is None or self._writer.get_loop().is_closed():  # a writer in a closed loop never ends
             # in a context of its own: nothing of the request that started it (its trace) leaks into the others
             self._writer = asyncio.create_task(
                 self._write_waiting(), name=f"group-commit-{self.name}", context=contextvars.Context()
