@@ -147,8 +147,8 @@ class GroupCommit(Generic[Item, Result]):
 def _settle(
     future: asyncio.Future[Result], *, result: Result | None = None, error: BaseException | None = None
 ) -> None:
-    """Give a caller its answer, unless it has gone away (its future cancelled)."""
-    if future.done():
+    """Give a caller its answer, unless it has gone away (its future cancelled, or its event loop closed)."""
+    if future.done() or future.get_loop().is_closed():
         return
     if isinstance(error, Exception):
         future.set_exception(error)
