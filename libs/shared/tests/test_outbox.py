@@ -408,42 +408,6 @@ async def test_directed_messages_only_go_to_the_destination_inbox(engine: AsyncE
     assert sent.destprovince == "330000"
 
 
-async def test_a_batch_of_events_takes_the_next_numbers_of_its_stream_and_is_signed_like_one(
-    engine: AsyncEngine, writer: Outbox, federation_dir: Path
-) -> None:
-    first = await publish_vacancy(engine, writer, "510000-V-1")
-    async with sessionmaker(engine)() as session, session.begin():
-        batch = await writer.add_many(
-            session,
-            topic="t.jobs",
-            event_type="org.labornet.jobs.vacancy.published.v1",
-            events=[(f"510000-V-{n}", {"id": f"510000-V-{n}", "title": "焊工"}) for n in range(2, 6)],
-        )
-
-    async def refused_batch() -> None:
-        async with sessionmaker(engine)() as session, session.begin():
-            await writer.add_many(session, topic="t.jobs", event_type="x.v1", events=[("k", {}), ("l", {})])
-            raise RuntimeError("refused")
-
-    with pytest.raises(RuntimeError, match="refused"):
-        await refused_batch()
-    last = await publish_vacancy(engine, writer, "510000-V-6")
-    assert [e.streamseq for e in (first, *batch, last)] == [1, 2, 3, 4, 5, 6], "a rolled-back batch leaves no gap"
-    trust = TrustList.load(federation_dir / "trust-list.json")
-    async with sessionmaker(engine)() as session:
-        rows = (await session.execute(select(outbox).order_by(outbox.c.id))).all()
-    assert [r.seq for r in rows] == [1, 2, 3, 4, 5, 6]
-    stored = [Envelope.from_kafka(r.message_key, r.payload, decode_headers(r.headers)) for r in rows]
-    for envelope in stored:
-        trust.verify(envelope)  # raises when the signature does not hold
-    assert [e.subject for e in stored[1:5]] == [f"510000-V-{n}" for n in range(2, 6)]
-    assert [e.id for e in stored[1:5]] == [e.id for e in batch]
-    assert [r.expects_receipt for r in rows] == [False] * 6
-    with pytest.raises(ValueError, match="inbox"):
-        async with sessionmaker(engine)() as session, session.begin():
-            await writer.add_many(session, topic="labornet.330000.jobs.inbox", event_type="x.v1", events=[("k", {})])
-
-
 async def stored_events(engine: AsyncEngine) -> list[Envelope]:
     """The outbox's events in id order (the order the relay publishes them)."""
     async with sessionmaker(engine)() as session:

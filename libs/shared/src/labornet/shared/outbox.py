@@ -292,47 +292,6 @@ class Outbox:
         )
         self._wake_after_commit(session)
 
-    async def add_many(
-        self,
-        session: AsyncSession,
-        *,
-        topic: str,
-        event_type: str,
-        events: Sequence[tuple[str, Mapping[str, Any] | Any]],
-        schema_version: int = 1,
-    ) -> list[Envelope]:
-        """Add broadcast events ``(key, data)`` of one type to one topic, in order, with two statements in all.
-
-        What :meth:`add` writes, for a batch (a bulk import): the stream's next numbers are reserved at once and
-        the rows inserted together. Each event's subject is its key."""
-        if is_inbox_topic(topic):
-            raise ValueError(f"topic {topic} is an inbox: directed messages are added one by one")
-        if not events:
-            return []
-        stream = stream_id(self.province, topic)
-        last = await self._next_seq(session, stream, len(events))
-        first = last - len(events) + 1
-        traceparent = current_traceparent.get()
-        signed = [
-            self._signed(
-                topic,
-                event_type,
-                key,
-                data,
-                stream=stream,
-                seq=seq,
-                subject=key,
-                schema_version=schema_version,
-                traceparent=traceparent,
-            )
-            for seq, (key, data) in enumerate(events, start=first)
-        ]
-        envelopes = [envelope for envelope, _ in signed]
-        rows = [row for _, row in signed]
-        await session.execute(outbox.insert(), rows)
-        self._wake_after_commit(session)
-        return envelopes
-
     def _signed(
         self,
         topic: str,

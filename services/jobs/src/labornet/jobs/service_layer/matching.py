@@ -72,7 +72,6 @@ async def match_vacancy(
     *,
     now: datetime | None = None,
     subscription_id: str | None = None,
-    new: bool = False,
 ) -> list[int]:
     """Record the matches of ``vacancy`` (a mapping with the ``vacancy`` table's columns) in the caller's transaction.
 
@@ -81,10 +80,9 @@ async def match_vacancy(
     * Existing matches of this vacancy take its version and status (a closed vacancy shows as closed), unless they
       already show a newer version.
 
-    ``subscription_id`` narrows both steps to one subscription (used when a subscription is created). ``new`` says
-    the vacancy was written in this very transaction (published here): it has no match yet, so none is read.
+    ``subscription_id`` narrows both steps to one subscription (used when a subscription is created).
     """
-    return await match_vacancies(session, [vacancy], now=now, subscription_id=subscription_id, new=new)
+    return await match_vacancies(session, [vacancy], now=now, subscription_id=subscription_id)
 
 
 async def match_vacancies(

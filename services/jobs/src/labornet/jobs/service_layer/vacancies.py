@@ -355,7 +355,7 @@ class VacancyService:
                 ) from exc
             rows.append((envelope, row))
         found = await _HELD_VERSIONS.execute(session, {"ids": sorted({row["id"] for _, row in rows})})
-        held: dict[str, int] = {held["id"]: held["version"] for held in found.rows}
+        held: dict[str, int] = {stored["id"]: stored["version"] for stored in found.rows}
         newest: dict[str, dict[str, Any]] = {}
         results: list[str] = []
         for envelope, row in rows:
