@@ -33,7 +33,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from sqlalchemy import func, select
@@ -41,6 +40,7 @@ from sqlalchemy import func, select
 from benchmarks import chosen_backends, process_cpu_seconds
 from benchmarks.apply import SC, partitions_of, step, wait_ready
 from benchmarks.imports import DIVISIONS, ZJ, jobs_node, prepare_provinces, release
+from benchmarks.posting import Poster, PostingError
 from benchmarks.saga import summary
 from labornet.shared.broker import EmbeddedBroker, free_port
 from labornet.shared.clock import today_in_china
@@ -180,36 +180,38 @@ async def run(rate: float, events: int, backend: str, base_url: str | None) -> d
         with contextlib.ExitStack() as stack:
             procs = {p: stack.enter_context(jobs_node(p, ports[p], data_dir, urls[p], broker.bootstrap_servers))
                      for p in (ZJ, SC)}  # fmt: skip
-            # aiohttp posts: httpx spent more CPU an event than the node it loaded (5.2 ms at 500/s offered, with 64
-            # requests at once), on the same two cores
-            connector = aiohttp.TCPConnector(limit=IN_FLIGHT)
-            timeout = aiohttp.ClientTimeout(total=30)
-            async with aiohttp.ClientSession(
-                f"http://127.0.0.1:{ports[ZJ]}", connector=connector, timeout=timeout
-            ) as zj:
+            # the offered load from a lean HTTP/1.1 client (benchmarks.posting): aiohttp took 0.37–0.39 ms of the two
+            # cores a post at 500/s, httpx 5.2 ms before it
+            zj = Poster("127.0.0.1", ports[ZJ], IN_FLIGHT)
+            try:
                 for p in (ZJ, SC):
                     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{ports[p]}") as client:
                         await wait_ready(client)
-                officer = bearer(keys[ZJ], "officer", sub="bench-officer")
+                officer = {**bearer(keys[ZJ], "officer", sub="bench-officer"), "Content-Type": "application/json"}
+
+                def posting(n: int) -> bytes:
+                    return zj.request("POST", "/api/v1/vacancies", officer, json.dumps(draft(n)).encode())
+
                 # a few posts first: connections, statement caches and the consumer's first fetches are warm
                 for n in range(20):
-                    async with zj.post("/api/v1/vacancies", headers=officer, json=draft(events + n)) as answer:
-                        answer.raise_for_status()
+                    status, body = await zj.send(posting(events + n))
+                    if status != 201:
+                        raise SystemExit(f"a warm-up post was refused: {status} {body[:200]!r}")
                 await applied_latencies(urls[SC], 20)
+                requests = [posting(n) for n in range(events)]  # built before the clock starts
                 cpu = {p: process_cpu_seconds(procs[p].pid) for p in (ZJ, SC)}
                 load_before = os.getloadavg()
 
                 async def post(n: int) -> None:
                     sent = time.monotonic()
                     try:
-                        async with zj.post("/api/v1/vacancies", headers=officer, json=draft(n)) as answer:
-                            status, text = answer.status, await answer.text()
-                    except (aiohttp.ClientError, TimeoutError) as exc:
+                        status, body = await zj.send(requests[n])
+                    except (OSError, PostingError, TimeoutError) as exc:
                         refused.append(type(exc).__name__)
                         return
                     request_s.append(time.monotonic() - sent)
                     if status != 201:
-                        refused.append(f"{status} {text[:200]}")
+                        refused.append(f"{status} {body[:200].decode(errors='replace')}")
 
                 step(f"{backend}: LaborNet, {events} vacancies posted at {rate:g}/s")
                 since = time.time()
@@ -220,6 +222,8 @@ async def run(rate: float, events: int, backend: str, base_url: str | None) -> d
                 published = await publish_latencies(urls[ZJ], since)
                 spent = {p: process_cpu_seconds(procs[p].pid) - cpu[p] for p in (ZJ, SC)}
                 load_after = os.getloadavg()
+            finally:
+                await zj.close()
     finally:
         await release(broker, created, base_url, data_dir)
     observed = summary(latencies)
@@ -239,8 +243,8 @@ async def run(rate: float, events: int, backend: str, base_url: str | None) -> d
         "met": ratio is not None and ratio <= GOAL_RATIO and not refused,
         "post_request": summary(request_s),
         "node_cpu_ms_per_event": {p: round(1000 * spent[p] / events, 3) for p in (ZJ, SC)},
-        # this benchmark's own process while it posted (aiohttp, up to IN_FLIGHT requests at once): it shares the two
-        # cores with the nodes, so at high rates the offer achieved is partly the client's limit
+        # this benchmark's own process while it posted (benchmarks.posting, up to IN_FLIGHT requests at once): it
+        # shares the two cores with the nodes, so at high rates the offer achieved is partly the client's limit
         "client_cpu_ms_per_event": round(1000 * client_cpu / events, 3),
         "load_avg_before_after": [round(load_before[0], 2), round(load_after[0], 2)],
     }
