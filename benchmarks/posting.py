@@ -6,14 +6,19 @@ An officer's application runs on another machine. This client spends less: it ke
 connections open (no pipelining, one request at a time on each, as a browser or aiohttp does), writes each request
 from bytes built before the clock starts, and reads the status line, the headers and a ``Content-Length`` body.
 Anything else (a chunked answer, a closed connection, a malformed status line) raises :class:`PostingError` and the
-connection is dropped; the next request opens a new one.
+connection is dropped; the next request opens a new one. A connection the server closed, or one left unused for
+``keep_alive_s`` (below uvicorn's 5 s, after which the server closes it, perhaps as a request arrives), is not used
+again: a post is never sent on a connection that may be closing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Mapping
+
+Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
 class PostingError(Exception):
@@ -23,9 +28,11 @@ class PostingError(Exception):
 class Poster:
     """Up to ``connections`` keep-alive connections to one host, for requests built as bytes beforehand."""
 
-    def __init__(self, host: str, port: int, connections: int, timeout_s: float = 30.0) -> None:
-        self.host, self.port, self.timeout_s = host, port, timeout_s
-        self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    def __init__(
+        self, host: str, port: int, connections: int, timeout_s: float = 30.0, keep_alive_s: float = 4.0
+    ) -> None:
+        self.host, self.port, self.timeout_s, self.keep_alive_s = host, port, timeout_s, keep_alive_s
+        self._idle: list[tuple[Connection, float]] = []  # with the time each was last used
         self._slots = asyncio.Semaphore(connections)
         self._open: set[asyncio.StreamWriter] = set()
 
@@ -39,7 +46,7 @@ class Poster:
     async def send(self, request: bytes) -> tuple[int, bytes]:
         """Send one request built by :meth:`request`; its status and body."""
         async with self._slots:
-            connection = self._idle.pop() if self._idle else await self._connect()
+            connection = self._reusable() or await self._connect()
             try:
                 async with asyncio.timeout(self.timeout_s):
                     status, body, keep = await self._exchange(connection, request)
@@ -47,7 +54,7 @@ class Poster:
                 self._drop(connection)
                 raise
             if keep:
-                self._idle.append(connection)
+                self._idle.append((connection, time.monotonic()))
             else:
                 self._drop(connection)
             return status, body
@@ -60,20 +67,28 @@ class Poster:
         self._open.clear()
         self._idle.clear()
 
-    async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    def _reusable(self) -> Connection | None:
+        """The connection used last that is still open and was used within ``keep_alive_s``; the others dropped."""
+        while self._idle:
+            connection, used = self._idle.pop()
+            if connection[0].at_eof() or connection[1].is_closing() or time.monotonic() - used >= self.keep_alive_s:
+                self._drop(connection)
+                continue
+            return connection
+        return None
+
+    async def _connect(self) -> Connection:
         reader, writer = await asyncio.open_connection(self.host, self.port)
         self._open.add(writer)
         return reader, writer
 
-    def _drop(self, connection: tuple[asyncio.StreamReader, asyncio.StreamWriter]) -> None:
+    def _drop(self, connection: Connection) -> None:
         writer = connection[1]
         self._open.discard(writer)
         writer.close()
 
     @staticmethod
-    async def _exchange(
-        connection: tuple[asyncio.StreamReader, asyncio.StreamWriter], request: bytes
-    ) -> tuple[int, bytes, bool]:
+    async def _exchange(connection: Connection, request: bytes) -> tuple[int, bytes, bool]:
         reader, writer = connection
         writer.write(request)
         try:

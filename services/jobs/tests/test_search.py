@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import dataclasses
+import itertools
 import json
 import random
 from collections.abc import AsyncIterator
@@ -788,5 +789,67 @@ async def test_the_facets_of_one_expression_are_those_of_jobs_0005_for_every_sha
             await connection.run_sync(lambda sync: command.downgrade(alembic_config(MIGRATIONS, sync), "jobs_0012"))
             restored = (await connection.execute(text("SELECT pg_get_functiondef('vacancy_facets'::regproc)"))).scalar()
         assert "generate_series" in restored and "plpgsql" not in restored
+    finally:
+        await engine.dispose()
+
+
+async def test_the_text_indexes_merge_their_pending_lists_at_1_mb_not_at_4(database_url: str) -> None:
+    """jobs_0014: each text index of vacancies merges its pending list once it holds 1 MB (PostgreSQL's default is 4
+    MB), so the writing transaction that carries the merge carries a quarter of it. Vacancies written a hundred at a
+    time never leave more than 1 MB pending in either index, and the lists were merged along the way; after a
+    downgrade the same writing lets them grow past 1 MB again."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("GIN pending lists are PostgreSQL's")
+    indexes = ("ix_vacancy_search_vector", "ix_vacancy_open_search")
+    limit_pages = 1024 // 8  # 8 kB pages
+    engine = create_engine(database_url)
+
+    async def pending_pages() -> dict[str, int]:
+        async with engine.begin() as connection:
+            return {
+                index: (
+                    await connection.execute(
+                        text("SELECT pending_pages FROM pgstatginindex(CAST(:i AS regclass))"), {"i": index}
+                    )
+                ).scalar_one()
+                for index in indexes
+            }
+
+    async def write(first: int, count: int) -> dict[str, list[int]]:
+        """Vacancies first..first+count written a hundred a transaction; each index's pending pages after each."""
+        seen: dict[str, list[int]] = {index: [] for index in indexes}
+        for start in range(first, first + count, 100):
+            await add(
+                engine, *(make_vacancy(n, f"川菜厨师 焊工 第{n}号 技师{n % 97}") for n in range(start, start + 100))
+            )
+            for index, pages in (await pending_pages()).items():
+                seen[index].append(pages)
+        return seen
+
+    try:
+        await upgrade(engine, MIGRATIONS)
+        async with engine.begin() as connection:
+            await connection.execute(text("CREATE EXTENSION IF NOT EXISTS pgstattuple"))
+            options = dict(
+                (
+                    await connection.execute(
+                        text("SELECT relname, reloptions FROM pg_class WHERE relname = ANY(:names)"),
+                        {"names": list(indexes)},
+                    )
+                ).all()
+            )
+        assert options == {index: ["gin_pending_list_limit=1024"] for index in indexes}
+
+        with_limit = await write(0, 3000)
+        for index, pages in with_limit.items():
+            assert max(pages) <= limit_pages + 1, (index, pages)
+            merged = [after < before for before, after in itertools.pairwise(pages)]
+            assert any(merged), (index, pages)  # the run reached the limit and the list was merged
+
+        async with engine.begin() as connection:
+            await connection.run_sync(lambda sync: command.downgrade(alembic_config(MIGRATIONS, sync), "jobs_0013"))
+        without = await write(3000, 3000)
+        for index, pages in without.items():
+            assert max(pages) > limit_pages + 1, (index, pages)
     finally:
         await engine.dispose()
