@@ -111,5 +111,8 @@ class Poster:
                 keep = False
         if length is None:
             raise PostingError("an answer without Content-Length")
-        body = await reader.readexactly(length) if length else b""
+        try:
+            body = await reader.readexactly(length) if length else b""
+        except asyncio.IncompleteReadError as exc:
+            raise PostingError("the server closed the connection within its answer") from exc
         return int(parts[1]), body, keep
