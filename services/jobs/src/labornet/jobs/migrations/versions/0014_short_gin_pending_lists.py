@@ -16,7 +16,9 @@ as well, the p99 was no better than at 1 MB: the spikes were gone at each of the
 a busy node.
 
 A storage parameter of the index, so that the limit is the schema's and not a setting of each database server.
-SQLite has no GIN index and nothing changes there.
+Setting it rewrites nothing: it takes an ACCESS EXCLUSIVE lock on each index for the moment of the catalog update,
+so queries that plan on the vacancy table wait for that moment, not for a rebuild. SQLite has no GIN index and
+nothing changes there.
 
 Revision ID: jobs_0014
 Revises: jobs_0013
