@@ -135,9 +135,9 @@ def draft(n: int) -> dict[str, Any]:
     }
 
 
-async def applied_latencies(url: str, count: int, since: float = 0.0, timeout_s: float = 300) -> list[float]:
-    """Wait for Sichuan's inbox to hold ``count`` Zhejiang vacancy events; the event-to-applied seconds of those
-    whose event time is ``since`` (epoch seconds) or later."""
+async def applied_latencies(url: str, count: int, timeout_s: float = 300) -> list[tuple[float, float]]:
+    """Wait for Sichuan's inbox to hold ``count`` Zhejiang vacancy events; each one's event time (epoch seconds) and
+    its event-to-applied seconds."""
     engine = create_engine(url)
     query = select(inbox.c.event_time, inbox.c.applied_at).where(
         inbox.c.consumer == "vacancy-replica", inbox.c.origin_province == ZJ
@@ -156,7 +156,7 @@ async def applied_latencies(url: str, count: int, since: float = 0.0, timeout_s:
             rows = (await session.execute(query)).all()
     finally:
         await engine.dispose()
-    return [(as_utc(applied) - as_utc(at)).total_seconds() for at, applied in rows if as_utc(at).timestamp() >= since]
+    return [(as_utc(at).timestamp(), (as_utc(applied) - as_utc(at)).total_seconds()) for at, applied in rows]
 
 
 async def publish_latencies(url: str, since: float) -> list[float]:
@@ -231,8 +231,9 @@ async def run(rate: float, events: int, backend: str, base_url: str | None) -> d
                 client_cpu = time.process_time()
                 posting_s = await offered(rate, warm + events, post)
                 client_cpu = time.process_time() - client_cpu
-                latencies = await applied_latencies(urls[SC], 20 + warm + events - len(refused), marks["since"])
-                with_ramp = await applied_latencies(urls[SC], 0, started)
+                applied = await applied_latencies(urls[SC], 20 + warm + events - len(refused))
+                latencies = [seconds for at, seconds in applied if at >= marks["since"]]
+                with_ramp = [seconds for at, seconds in applied if at >= started]
                 published = await publish_latencies(urls[ZJ], marks["since"])
                 spent = {p: process_cpu_seconds(procs[p].pid) - cpu[p] for p in (ZJ, SC)}
                 load_after = os.getloadavg()
