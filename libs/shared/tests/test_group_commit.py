@@ -192,7 +192,7 @@ def test_a_batch_holds_at_least_one_item() -> None:
         GroupCommit("test-empty", None, None, max_batch=0)  # type: ignore[arg-type]
 
 
-def test_a_group_outlives_an_event_loop_closed_while_its_writer_ran(tmp_path: Any) -> None:
+def test_a_group_outlives_an_event_loop_closed_while_its_writer_ran() -> None:
     """A loop closed with the writer still pending (a test's loop, a process stopping without its lifespan) leaves a
     task that never ran its ``finally``: the next loop's writes start a writer of their own instead of waiting."""
 
