@@ -2,6 +2,7 @@
 
 import contextlib
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from sqlalchemy import text
@@ -78,3 +79,14 @@ def server_cpu_seconds(server: int) -> float:
         with contextlib.suppress(OSError):
             total += process_cpu_seconds(child)
     return total
+
+
+async def machine_meters(broker_pid: int | None, database_url: str, backend: str) -> dict[str, Callable[[], float]]:
+    """CPU meters (seconds so far) of what an event costs the machine besides the nodes: the broker and, when it runs
+    here, the PostgreSQL server behind ``database_url`` (``backend`` "postgresql"; SQLite works inside the nodes)."""
+    assert broker_pid is not None, "the broker is not running"
+    meters: dict[str, Callable[[], float]] = {"broker": lambda: process_cpu_seconds(broker_pid)}
+    server = await database_server(database_url) if backend == "postgresql" else None
+    if server is not None:
+        meters["database_server"] = lambda: server_cpu_seconds(server)
+    return meters

@@ -20,7 +20,8 @@ spell is a promise of its own: read within a second). LaborNet's p99 with that s
 it ("with the ramp").
 
 Reported per backend: the anchor's p50/p95/p99, LaborNet's, the ratio of the p99s (goal, issue 12: ≤ 3), the rate
-the API accepted (the offer achieved) and each node's CPU per event.
+the API accepted (the offer achieved) and the CPU per event of each node, of the benchmark's client, of the broker
+and (PostgreSQL on this machine) of the database server: what an event costs the machine, all of it.
 
     python -m benchmarks replication --rates 100,500 --events 5000
     LABORNET_BENCH_POSTGRES_URL=postgresql+asyncpg://postgres@127.0.0.1:5432/test python -m benchmarks replication
@@ -43,7 +44,7 @@ import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from sqlalchemy import func, select
 
-from benchmarks import chosen_backends, process_cpu_seconds
+from benchmarks import chosen_backends, machine_meters, process_cpu_seconds
 from benchmarks.apply import SC, partitions_of, step, wait_ready
 from benchmarks.imports import DIVISIONS, ZJ, jobs_node, prepare_provinces, release
 from benchmarks.posting import Poster, PostingError
@@ -209,6 +210,10 @@ async def run(rate: float, events: int, backend: str, base_url: str | None) -> d
                 await applied_latencies(urls[SC], 20)
                 requests = [posting(n) for n in range(warm + events)]  # built before the clock starts
                 cpu = {p: process_cpu_seconds(procs[p].pid) for p in (ZJ, SC)}
+                # the broker's and, when it runs here, the PostgreSQL server's CPU: the rest of what an event costs
+                # the machine (the two nodes' databases are on the one server)
+                meters = await machine_meters(broker.pid, urls[SC], backend)
+                before = {name: meter() for name, meter in meters.items()}
                 load_before = os.getloadavg()
 
                 async def post(n: int) -> None:
@@ -236,6 +241,7 @@ async def run(rate: float, events: int, backend: str, base_url: str | None) -> d
                 with_ramp = [seconds for at, seconds in applied if at >= started]
                 published = await publish_latencies(urls[ZJ], marks["since"])
                 spent = {p: process_cpu_seconds(procs[p].pid) - cpu[p] for p in (ZJ, SC)}
+                other = {name: meter() - before[name] for name, meter in meters.items()}
                 load_after = os.getloadavg()
             finally:
                 await zj.close()
@@ -263,6 +269,8 @@ async def run(rate: float, events: int, backend: str, base_url: str | None) -> d
         # this benchmark's own process while it posted (benchmarks.posting, up to IN_FLIGHT requests at once): it
         # shares the two cores with the nodes, so at high rates the offer achieved is partly the client's limit
         "client_cpu_ms_per_event": round(1000 * client_cpu / (warm + events), 3),
+        # over the same span: the embedded broker (both nodes' requests) and the database server (both databases)
+        "other_cpu_ms_per_event": {name: round(1000 * seconds / (warm + events), 3) for name, seconds in other.items()},
         "load_avg_before_after": [round(load_before[0], 2), round(load_after[0], 2)],
     }
 
@@ -279,8 +287,9 @@ def line(result: dict[str, Any]) -> str:
         f"(to the broker {sent['p50_ms']}/{sent['p95_ms']}/{sent['p99_ms']} ms; "
         f"p99 with the ramp {result['replication_with_the_ramp']['p99_ms']} ms)  "
         f"ratio p99 {result['ratio_p99']} (goal <= {GOAL_RATIO:g}: {'met' if result['met'] else 'not met'})  "
-        f"cpu/event ZJ {cpu[ZJ]} ms SC {cpu[SC]} ms client {result['client_cpu_ms_per_event']} ms  "
-        f"load {result['load_avg_before_after']}"
+        f"cpu/event ZJ {cpu[ZJ]} ms SC {cpu[SC]} ms client {result['client_cpu_ms_per_event']} ms "
+        + "".join(f"{k.replace('_', ' ')} {v} ms " for k, v in result["other_cpu_ms_per_event"].items())
+        + f" load {result['load_avg_before_after']}"
     )
 
 

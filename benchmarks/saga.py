@@ -29,7 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -39,7 +39,7 @@ import httpx
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from benchmarks import database_server, process_cpu_seconds, server_cpu_seconds
+from benchmarks import machine_meters, process_cpu_seconds
 from labornet.insurance.adapters.tables import transfer, transfer_step
 from labornet.shared.broker import EmbeddedBroker, free_port
 from labornet.shared.db import as_utc, create_engine, outbox, readonly_sessionmaker
@@ -289,12 +289,7 @@ async def run(backend: str, transfers: int, rate: float, keep: bool = False) -> 
                 engines = {p: create_engine(urls[p]) for p in (SC, ZJ)}
                 cpu = {p: process_cpu_seconds(nodes[p][0].pid) for p in (SC, ZJ)}
                 # the broker's and, when it runs here, the PostgreSQL server's CPU: the rest of what a transfer costs
-                server = await database_server(urls[SC]) if backend == "postgresql" else None
-                broker_pid = broker.pid
-                assert broker_pid is not None
-                meters: dict[str, Callable[[], float]] = {"broker": lambda: process_cpu_seconds(broker_pid)}
-                if server is not None:
-                    meters["database_server"] = lambda: server_cpu_seconds(server)
+                meters = await machine_meters(broker.pid, urls[SC], backend)
                 before = {name: meter() for name, meter in meters.items()}
                 try:
                     async with aiohttp.ClientSession(
